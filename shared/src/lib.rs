@@ -1,0 +1,12 @@
+//! wxbridge's core: WeChat protocols, the message contract with bots, the ports the functions
+//! need and their adapters. Protocol code is pure; I/O lives behind the traits in [`ports`].
+
+pub mod config;
+pub mod crypto;
+pub mod envelope;
+pub mod memory;
+pub mod ports;
+pub mod query;
+pub mod wecom;
+pub mod xml;
+

@@ -1,0 +1,114 @@
+//! In-process adapters of the ports, for `wxbridge dev` and tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage};
+
+/// How long a completed marker is kept.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A queue in memory: publishing sends to an unbounded channel whose receiver is the consumer.
+#[derive(Debug, Clone)]
+pub struct MemoryQueue {
+    tx: mpsc::UnboundedSender<QueueMessage>,
+}
+
+impl MemoryQueue {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryQueue {
+    async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
+        self.tx.send(message).map_err(|_| PortError::new("memory queue", "no consumer"))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Marker {
+    Pending { token: String, lease_until_ms: u64 },
+    Done { expires_ms: u64 },
+}
+
+/// Dedupe markers in a map, with the same claim / complete / release rules as DynamoDB.
+#[derive(Debug, Default)]
+pub struct MemoryDedupe {
+    markers: Mutex<HashMap<String, Marker>>,
+}
+
+impl MemoryDedupe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Marker>> {
+        // A panic while holding the lock cannot leave a marker half-written: keep going.
+        self.markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Dedupe for MemoryDedupe {
+    async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError> {
+        let now_ms = unix_millis(now);
+        let mut markers = self.lock();
+        match markers.get(key) {
+            Some(Marker::Done { expires_ms }) if *expires_ms > now_ms => return Ok(Claim::Published),
+            Some(Marker::Pending { lease_until_ms, .. }) if *lease_until_ms > now_ms => return Ok(Claim::InFlight),
+            _ => {}
+        }
+        let token = claim_token();
+        markers.insert(key.to_owned(), Marker::Pending { token: token.clone(), lease_until_ms: now_ms + lease.as_millis() as u64 });
+        Ok(Claim::Claimed { token })
+    }
+
+    async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
+        let mut markers = self.lock();
+        if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
+            markers.insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + DEDUPE_TTL.as_millis() as u64 });
+        }
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), PortError> {
+        let mut markers = self.lock();
+        if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
+            markers.remove(key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(6);
+
+    #[tokio::test]
+    async fn claim_complete_then_duplicate() {
+        let d = MemoryDedupe::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        assert_eq!(d.claim("k", t0, LEASE).await.unwrap(), Claim::InFlight);
+        d.complete("k", &token, t0).await.unwrap();
+        assert_eq!(d.claim("k", t0 + Duration::from_secs(3600), LEASE).await.unwrap(), Claim::Published);
+    }
+
+    #[tokio::test]
+    async fn released_or_expired_claims_can_be_taken_again() {
+        let d = MemoryDedupe::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        d.release("k", &token).await.unwrap();
+        let Claim::Claimed { token: second } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        // The first holder's token no longer completes anything.
+        d.complete("k", &token, t0).await.unwrap();
+        assert!(matches!(d.claim("k", t0 + LEASE + Duration::from_millis(1), LEASE).await.unwrap(), Claim::Claimed { .. }));
+        d.complete("k", &second, t0).await.unwrap();
+    }
+}

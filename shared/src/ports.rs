@@ -1,0 +1,86 @@
+//! Capabilities the handlers need from the outside world, one trait each. Each has an AWS
+//! adapter (`crate::aws`) and an in-memory twin (`crate::memory`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+/// A dependency (DynamoDB, SQS, …) failed; the caller should make the sender retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{service} unavailable: {detail}")]
+pub struct PortError {
+    pub service: &'static str,
+    pub detail: String,
+}
+
+impl PortError {
+    pub fn new(service: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self { service, detail: detail.to_string() }
+    }
+}
+
+/// Wall-clock time, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+
+    /// Seconds since the unix epoch.
+    fn unix(&self) -> u64 {
+        self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A message for a queue: its JSON body and a few string attributes for routing and filtering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+/// Puts messages on one queue, durably: `Ok` means the queue has it.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    async fn publish(&self, message: QueueMessage) -> Result<(), PortError>;
+}
+
+/// The state of a dedupe marker after trying to claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to publish; the token identifies this claim for `complete` / `release`.
+    Claimed { token: String },
+    /// Already published: answer the duplicate without publishing again.
+    Published,
+    /// Another handler holds a live claim and may still be publishing.
+    InFlight,
+}
+
+/// Seen-message markers that make "publish once" safe across WeChat's retries.
+///
+/// A marker is *claimed* (with a short lease) before publishing, *completed* after the queue
+/// accepted the message, and *released* if publishing failed, so a marker never swallows a
+/// message that did not reach the queue. A claim whose holder died expires with its lease.
+#[async_trait]
+pub trait Dedupe: Send + Sync {
+    async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError>;
+    async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError>;
+    async fn release(&self, key: &str, token: &str) -> Result<(), PortError>;
+}
+
+/// Milliseconds since the unix epoch, for leases.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A unique claim token: 128 random bits as hex.
+pub fn claim_token() -> String {
+    crate::crypto::random_prefix().iter().map(|b| format!("{b:02x}")).collect()
+}
