@@ -10,3 +10,6 @@ pub mod query;
 pub mod wecom;
 pub mod xml;
 
+
+#[cfg(feature = "aws")]
+pub mod aws;

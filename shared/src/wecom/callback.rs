@@ -247,3 +247,41 @@ fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<Accepted, CallbackE
     let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
     Ok(Accepted::Verified(crypt.decrypt(verified).map_err(CallbackError::Crypto)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_one_status() {
+        let port = || PortError::new("x", "y");
+        let cases: Vec<(CallbackError, u16)> = vec![
+            (CallbackError::UnknownApp, 404),
+            (CallbackError::MethodNotAllowed, 405),
+            (CallbackError::BodyTooLarge, 413),
+            (CallbackError::Query(QueryError::Missing("nonce")), 400),
+            (CallbackError::BadTimestamp, 400),
+            (CallbackError::BodyEncoding, 400),
+            (CallbackError::Body(XmlError::Dtd), 400),
+            (CallbackError::NoEncrypt, 400),
+            (CallbackError::Signature, 401),
+            (CallbackError::Stale, 403),
+            (CallbackError::Crypto(CryptoError::BadPadding), 400),
+            (CallbackError::Message(MessageError::Missing("MsgType")), 400),
+            (CallbackError::InFlight, 503),
+            (CallbackError::Dedupe(port()), 503),
+            (CallbackError::Publish(port()), 503),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+            assert_eq!(err.response().status, status);
+            assert!(!err.kind().is_empty());
+        }
+    }
+
+    #[test]
+    fn dependency_failures_do_not_leak_details_to_the_caller() {
+        let response = CallbackError::Publish(PortError::new("sqs", "https://sqs.internal/123/queue refused")).response();
+        assert!(!response.body.contains("sqs.internal"));
+    }
+}

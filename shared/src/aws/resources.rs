@@ -1,0 +1,138 @@
+//! The table and queues, defined once. `template.yaml` declares the same attributes (a test in
+//! `tests/` compares them); the local set-up creates them from here.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// The table's partition key (string).
+pub const TABLE_PARTITION_KEY: &str = "pk";
+/// The table's TTL attribute (unix seconds).
+pub const TABLE_TTL_ATTRIBUTE: &str = "expires_at";
+
+/// One SQS queue's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Appended to the stack / prefix name: `{prefix}-{suffix}`.
+    pub suffix: &'static str,
+    pub visibility_timeout_s: u32,
+    pub retention_s: u32,
+    /// Receives before SQS moves a message to `dlq`.
+    pub max_receive_count: Option<u32>,
+}
+
+/// Where messages that could not be handled end up: kept 14 days, the SQS maximum.
+pub const INBOUND_DLQ: QueueSpec = QueueSpec { suffix: "inbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+
+/// The inbound queue. The visibility timeout is 6× the dispatcher's timeout (60 s), as AWS
+/// recommends for Lambda event sources.
+pub const INBOUND: QueueSpec = QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
+
+/// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub table: String,
+    pub inbound: String,
+    pub inbound_dlq: String,
+}
+
+impl ResourceNames {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            table: format!("{prefix}-table"),
+            inbound: format!("{prefix}-{}", INBOUND.suffix),
+            inbound_dlq: format!("{prefix}-{}", INBOUND_DLQ.suffix),
+        }
+    }
+}
+
+/// URLs of the queues created by [`create_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrls {
+    pub inbound: String,
+    pub inbound_dlq: String,
+}
+
+/// Why the set-up failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(String);
+
+fn setup_err(err: impl std::fmt::Display) -> SetupError {
+    SetupError(err.to_string())
+}
+
+/// Creates the table (if missing) with its TTL.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), SetupError> {
+    let exists = client.describe_table().table_name(name).send().await.is_ok();
+    if !exists {
+        client
+            .create_table()
+            .table_name(name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(TABLE_PARTITION_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(setup_err)?,
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(TABLE_PARTITION_KEY).key_type(KeyType::Hash).build().map_err(setup_err)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| setup_err(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(TABLE_TTL_ATTRIBUTE).enabled(true).build().map_err(setup_err)?,
+            )
+            .send()
+            .await
+            .map_err(|e| setup_err(aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+    }
+    Ok(())
+}
+
+async fn create_queue(client: &aws_sdk_sqs::Client, name: &str, spec: QueueSpec, dlq_arn: Option<&str>) -> Result<String, SetupError> {
+    let mut request = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout_s.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
+    if let (Some(arn), Some(count)) = (dlq_arn, spec.max_receive_count) {
+        let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": count.to_string()});
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+    }
+    let created = request.send().await.map_err(|e| setup_err(aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    created.queue_url().map(str::to_owned).ok_or_else(|| SetupError(format!("no URL for queue {name}")))
+}
+
+async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> Result<String, SetupError> {
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| setup_err(aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| SetupError(format!("no ARN for queue {url}")))
+}
+
+/// Creates the table and the queues with their redrive policies; idempotent.
+pub async fn create_all(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+    names: &ResourceNames,
+) -> Result<QueueUrls, SetupError> {
+    create_table(dynamodb, &names.table).await?;
+    let inbound_dlq = create_queue(sqs, &names.inbound_dlq, INBOUND_DLQ, None).await?;
+    let dlq_arn = queue_arn(sqs, &inbound_dlq).await?;
+    let inbound = create_queue(sqs, &names.inbound, INBOUND, Some(&dlq_arn)).await?;
+    Ok(QueueUrls { inbound, inbound_dlq })
+}
