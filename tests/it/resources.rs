@@ -1,0 +1,135 @@
+//! The resources the local set-up creates are the ones `template.yaml` declares, and the config
+//! secret loads from Secrets Manager.
+
+use serde_yaml::Value as Yaml;
+use shared::aws::resources::{QueueSpec, INBOUND, INBOUND_DLQ, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE};
+use shared::config::Env;
+
+use crate::support::{Stack, CORP, KEY, TOKEN};
+
+const TEMPLATE: &str = include_str!("../../template.yaml");
+
+fn template() -> Yaml {
+    serde_yaml::from_str(TEMPLATE).expect("template.yaml parses")
+}
+
+fn resource<'a>(template: &'a Yaml, name: &str) -> &'a Yaml {
+    &template["Resources"][name]
+}
+
+/// `!Ref X`, `!GetAtt X.Arn`, `!Sub "…"` as (tag, text).
+fn tagged(value: &Yaml) -> Option<(String, String)> {
+    match value {
+        Yaml::Tagged(t) => Some((t.tag.to_string(), t.value.as_str().unwrap_or_default().to_owned())),
+        _ => None,
+    }
+}
+
+fn number(value: &Yaml) -> u64 {
+    value.as_u64().unwrap_or_else(|| panic!("not a number: {value:?}"))
+}
+
+fn check_queue(template: &Yaml, logical_id: &str, spec: QueueSpec, dlq: Option<&str>) {
+    let props = &resource(template, logical_id)["Properties"];
+    assert_eq!(resource(template, logical_id)["Type"], "AWS::SQS::Queue");
+    assert_eq!(number(&props["VisibilityTimeout"]), u64::from(spec.visibility_timeout_s), "{logical_id}");
+    assert_eq!(number(&props["MessageRetentionPeriod"]), u64::from(spec.retention_s), "{logical_id}");
+    let (tag, name) = tagged(&props["QueueName"]).unwrap();
+    assert_eq!((tag.as_str(), name), ("!Sub", format!("${{AWS::StackName}}-{}", spec.suffix)));
+    match (dlq, spec.max_receive_count) {
+        (Some(dlq), Some(count)) => {
+            let redrive = &props["RedrivePolicy"];
+            assert_eq!(number(&redrive["maxReceiveCount"]), u64::from(count), "{logical_id}");
+            assert_eq!(tagged(&redrive["deadLetterTargetArn"]), Some(("!GetAtt".into(), format!("{dlq}.Arn"))));
+        }
+        (None, None) => assert!(props.get("RedrivePolicy").is_none()),
+        other => panic!("{logical_id}: spec and template disagree on a DLQ: {other:?}"),
+    }
+}
+
+#[test]
+fn the_table_matches_the_local_set_up() {
+    let t = template();
+    let props = &resource(&t, "Table")["Properties"];
+    assert_eq!(props["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(props["KeySchema"][0]["AttributeName"], TABLE_PARTITION_KEY);
+    assert_eq!(props["KeySchema"][0]["KeyType"], "HASH");
+    assert_eq!(props["AttributeDefinitions"][0]["AttributeType"], "S");
+    assert_eq!(props["TimeToLiveSpecification"]["AttributeName"], TABLE_TTL_ATTRIBUTE);
+    assert_eq!(props["TimeToLiveSpecification"]["Enabled"], true);
+}
+
+#[test]
+fn the_queues_match_the_local_set_up_and_each_has_a_dlq() {
+    let t = template();
+    check_queue(&t, "InboundQueue", INBOUND, Some("InboundDeadLetterQueue"));
+    check_queue(&t, "InboundDeadLetterQueue", INBOUND_DLQ, None);
+    let resources = t["Resources"].as_mapping().unwrap();
+    let dlqs: Vec<String> = resources
+        .values()
+        .filter_map(|r| tagged(&r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .map(|(_, target)| target.trim_end_matches(".Arn").to_owned())
+        .collect();
+    for (name, r) in resources {
+        let name = name.as_str().unwrap();
+        if r["Type"] == "AWS::SQS::Queue" && !dlqs.iter().any(|d| d == name) {
+            assert!(r["Properties"].get("RedrivePolicy").is_some(), "{name} has no DLQ");
+        }
+    }
+}
+
+#[test]
+fn every_function_the_workspace_builds_is_in_the_template() {
+    let t = template();
+    let binaries: Vec<String> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .map(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned())
+        .collect();
+    let functions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    let mut found = 0;
+    for entry in std::fs::read_dir(functions).unwrap() {
+        let manifest = std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
+        let name = manifest.lines().find_map(|l| l.strip_prefix("name = ")).unwrap().trim_matches('"');
+        assert!(binaries.iter().any(|b| b == name), "{name} is not in template.yaml");
+        found += 1;
+    }
+    assert!(found >= 1);
+}
+
+#[test]
+fn the_callback_function_may_touch_only_its_table_queue_and_secret() {
+    let t = template();
+    let statements = &resource(&t, "WecomCallbackFunction")["Properties"]["Policies"][0]["Statement"];
+    let mut targets = Vec::new();
+    for statement in statements.as_sequence().unwrap() {
+        assert!(!statement["Action"].as_sequence().unwrap().iter().any(|a| a.as_str().unwrap().ends_with('*')));
+        targets.push(match tagged(&statement["Resource"]) {
+            Some((tag, _)) if tag == "!If" => "secret".to_owned(),
+            Some((_, text)) => text,
+            None => panic!("untagged resource {:?}", statement["Resource"]),
+        });
+    }
+    assert_eq!(targets, ["Table.Arn", "InboundQueue.Arn", "secret"]);
+}
+
+#[tokio::test]
+async fn the_config_loads_from_a_secrets_manager_secret() {
+    let stack = Stack::new().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
+    let name = format!("{}/config", stack.names.table);
+    let document = format!(
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1000002, "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+    );
+    secrets.create_secret().name(&name).secret_string(document).send().await.unwrap();
+
+    let env = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| name.clone()));
+    let config = shared::aws::load_config(&env, &stack.sdk).await.unwrap();
+    assert_eq!(config.wecom_app("hr").unwrap().corp_id, CORP);
+
+    let missing = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| "no/such/secret".to_owned()));
+    let err = shared::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
+    assert!(err.contains("no/such/secret"), "{err}");
+}

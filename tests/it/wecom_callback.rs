@@ -1,0 +1,251 @@
+//! The WeCom callback Lambda against the real emulator: what reaches the inbound queue.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use shared::aws::{DynamoDedupe, SqsPublisher};
+use shared::crypto::{EncodingAesKey, MsgCrypt};
+use shared::ports::SystemClock;
+use shared::wecom::WecomCallback;
+
+use crate::support::{config, settle, Proxy, Stack, CORP, KEY, TOKEN};
+
+const INBOUND_SCHEMA: &str = include_str!("../../schemas/inbound.v1.json");
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A callback as WeCom sends it: the message encrypted for our corp, signed, at `timestamp`.
+struct Callback {
+    query: String,
+    body: String,
+}
+
+fn text_message(msg_id: u64, content: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[ZhangWei]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>",
+        now()
+    )
+}
+
+fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> Callback {
+    let encrypt = crypt.encrypt(plaintext, shared::crypto::random_prefix());
+    let ts = timestamp.to_string();
+    let nonce = "1320562132";
+    let sig = crypt.signature(&ts, nonce, &encrypt);
+    Callback {
+        query: format!("msg_signature={sig}&timestamp={ts}&nonce={nonce}"),
+        body: format!("<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"),
+    }
+}
+
+fn our_crypt() -> MsgCrypt {
+    MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP)
+}
+
+fn signed(plaintext: &str) -> Callback {
+    signed_with(&our_crypt(), plaintext, now())
+}
+
+/// An API Gateway HTTP API (v2) event for `POST /wecom/hr`.
+fn post(callback: &Callback) -> lambda_http::Request {
+    let event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "POST /wecom/{app}",
+        "rawPath": "/wecom/hr",
+        "rawQueryString": callback.query,
+        "headers": {"content-type": "text/xml", "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": "POST", "path": "/wecom/hr", "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "Mozilla/4.0"},
+            "requestId": "r1", "routeKey": "POST /wecom/{app}", "stage": "$default", "time": "21/Nov/2026:05:00:00 +0000", "timeEpoch": 0
+        },
+        "pathParameters": {"app": "hr"},
+        "body": callback.body,
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+async fn deliver(service: &WecomCallback, callback: &Callback) -> (u16, String) {
+    let response = wecom_callback::handle(service, post(callback)).await;
+    (response.status().as_u16(), String::from_utf8(response.body().as_ref().to_vec()).unwrap())
+}
+
+/// The service exactly as the Lambda's main builds it.
+fn deployed(stack: &Stack) -> WecomCallback {
+    wecom_callback::build(&config(300), &stack.env(), &stack.sdk).unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_encrypted_callback_ends_as_one_schema_valid_message_on_the_inbound_queue() {
+    let stack = Stack::new().await;
+    let service = deployed(&stack);
+    let (status, body) = deliver(&service, &signed(&text_message(7_460_058_143_020_297_664, "你好 wxbridge 🚀"))).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+
+    let messages = stack.drain(&stack.urls.inbound).await;
+    assert_eq!(messages.len(), 1);
+    let inbound: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(INBOUND_SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&inbound).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(inbound["id"], "wecom:hr:7460058143020297664");
+    assert_eq!(inbound["text"], "你好 wxbridge 🚀");
+    assert_eq!(inbound["raw"]["MsgId"], "7460058143020297664", "64-bit ids stay exact");
+    let attributes = messages[0].message_attributes().unwrap();
+    assert_eq!(attributes["channel"].string_value(), Some("wecom"));
+    assert_eq!(attributes["account"].string_value(), Some("hr"));
+}
+
+#[tokio::test]
+async fn four_deliveries_of_one_message_give_one_queue_message() {
+    let stack = Stack::new().await;
+    let service = deployed(&stack);
+    let message = text_message(7_460_000_000_000_000_001, "once");
+    // WeChat re-encrypts each delivery with a fresh prefix, timestamp and signature.
+    for _ in 0..4 {
+        assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
+    }
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_from_two_instances_publish_once() {
+    let stack = Stack::new().await;
+    let (a, b) = (Arc::new(deployed(&stack)), Arc::new(deployed(&stack)));
+    let message = text_message(7_460_000_000_000_000_002, "race");
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let callback = signed(&message);
+        tasks.push(tokio::spawn(async move { deliver(&service, &callback).await.0 }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    // A delivery that finds another one mid-publish answers 503, so WeChat retries it later.
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200));
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+    // And the retry of any 503 is answered 200 without a second message.
+    assert_eq!(deliver(&a, &signed(&message)).await.0, 200);
+    assert!(stack.drain(&stack.urls.inbound).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_sqs_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
+    let stack = Stack::new().await;
+    let sqs_link = Proxy::to(&crate::support::endpoint()).await;
+    let service = WecomCallback::new(
+        &config(300),
+        Arc::new(SqsPublisher::new(sqs_link.sqs(&stack.sdk), &stack.urls.inbound)),
+        Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(SystemClock),
+    );
+    let message = text_message(7_460_000_000_000_000_003, "outage");
+    sqs_link.set_down(true);
+    settle().await;
+    let (status, _) = deliver(&service, &signed(&message)).await;
+    assert!(status >= 500, "{status}");
+    assert!(stack.drain(&stack.urls.inbound).await.is_empty());
+
+    sqs_link.set_down(false);
+    assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1, "the marker did not swallow the retry");
+}
+
+#[tokio::test]
+async fn a_dynamodb_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
+    let stack = Stack::new().await;
+    let table_link = Proxy::to(&crate::support::endpoint()).await;
+    let service = WecomCallback::new(
+        &config(300),
+        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+        Arc::new(DynamoDedupe::new(table_link.dynamodb(&stack.sdk), &stack.names.table)),
+        Arc::new(SystemClock),
+    );
+    let message = text_message(7_460_000_000_000_000_004, "outage");
+    table_link.set_down(true);
+    settle().await;
+    assert!(deliver(&service, &signed(&message)).await.0 >= 500);
+    assert!(stack.drain(&stack.urls.inbound).await.is_empty());
+    table_link.set_down(false);
+    assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_signature_receive_id_padding_or_replayed_timestamp_get_4xx_and_nothing_is_enqueued() {
+    let stack = Stack::new().await;
+    let service = deployed(&stack);
+    let message = text_message(7_460_000_000_000_000_005, "forged");
+
+    let mut bad_signature = signed(&message);
+    // Flip the first hex digit of msg_signature.
+    let first = "msg_signature=".len();
+    let flipped = if &bad_signature.query[first..first + 1] == "0" { "1" } else { "0" };
+    bad_signature.query.replace_range(first..first + 1, flipped);
+
+    // Same key and token, but encrypted for another corp.
+    let other_corp = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), "wwAnotherCorp0001");
+    let wrong_receive_id = signed_with(&other_corp, &message, now());
+
+    let replayed = signed_with(&our_crypt(), &message, now() - 3600);
+
+    // A correctly signed ciphertext whose padding bytes disagree: pick a message that is padded
+    // with at least 3 bytes, then flip the second-to-last plaintext byte through CBC's previous block.
+    let crypt = our_crypt();
+    let mut padded = message.clone();
+    while 32 - (20 + padded.len() + CORP.len()) % 32 < 3 {
+        padded = padded.replace("forged", "forged!");
+    }
+    let mut bytes = base64_decode(&crypt.encrypt(&padded, [1; 16]));
+    let n = bytes.len();
+    bytes[n - 18] ^= 0x01;
+    let encrypt = base64_encode(&bytes);
+    let ts = now().to_string();
+    let bad_padding = Callback {
+        query: format!("msg_signature={}&timestamp={ts}&nonce=1", crypt.signature(&ts, "1", &encrypt)),
+        body: format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
+    };
+
+    for (callback, expected_status, expected_body) in [
+        (&bad_signature, 401, "signature mismatch"),
+        (&wrong_receive_id, 400, "ciphertext: receive id does not match"),
+        (&bad_padding, 400, "ciphertext: bad PKCS#7 padding"),
+        (&replayed, 403, "timestamp outside the replay window"),
+    ] {
+        assert_eq!(deliver(&service, callback).await, (expected_status, expected_body.to_owned()));
+    }
+    assert!(stack.drain(&stack.urls.inbound).await.is_empty());
+    // The genuine message still goes through afterwards.
+    assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_inbound_queue_redrives_to_its_dlq() {
+    let stack = Stack::new().await;
+    let policy: Value = serde_json::from_str(&stack.queue_attribute(&stack.urls.inbound, QueueAttributeName::RedrivePolicy).await).unwrap();
+    let dlq_arn = stack.queue_attribute(&stack.urls.inbound_dlq, QueueAttributeName::QueueArn).await;
+    assert_eq!(policy["deadLetterTargetArn"], dlq_arn.as_str());
+    assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "5");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
