@@ -1,1 +1,48 @@
-fn main(){}
+//! `wxbridge`: run and exercise the bridge on one machine.
+
+mod dev;
+mod settings;
+mod simulate;
+
+use std::io::IsTerminal as _;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "wxbridge", version, about = "Connect bots and AI agents to WeChat")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the bridge locally, serving the same routes as API Gateway.
+    Dev(dev::DevArgs),
+    /// Send a real signed, encrypted callback to a running bridge.
+    Simulate(simulate::SimulateArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod callback;
 pub mod message;
+pub mod simulate;
 
 pub use callback::{CallbackRequest, CallbackResponse, WecomCallback};
 pub use message::{TextReply, WecomCallbackMessage, WecomEvent, WecomMessage};

@@ -1,0 +1,22 @@
+//! Where the CLI's configuration comes from: `--config`, else `WXBRIDGE_CONFIG`, else the
+//! built-in demo app (so `wxbridge dev` works on a fresh clone with no accounts at all).
+
+use std::path::PathBuf;
+
+use shared::config::{Config, ConfigError, Env};
+
+/// The demo configuration: one WeCom app named `demo` with made-up credentials.
+pub const DEMO_CONFIG: &str = include_str!("../../examples/dev-config.json");
+
+/// A loaded configuration and where it came from, for the banner.
+pub struct Loaded {
+    pub config: Config,
+    pub origin: String,
+}
+
+pub fn load(flag: Option<PathBuf>, env: &Env) -> Result<Loaded, ConfigError> {
+    match flag.or_else(|| env.config_file.clone()) {
+        Some(path) => Ok(Loaded { config: Config::from_file(&path)?, origin: path.display().to_string() }),
+        None => Ok(Loaded { config: Config::parse(DEMO_CONFIG)?, origin: "built-in demo (examples/dev-config.json)".to_owned() }),
+    }
+}
