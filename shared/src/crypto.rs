@@ -7,7 +7,7 @@
 
 use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 use aes::Aes256;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
 use sha1::{Digest, Sha1};
@@ -229,12 +229,11 @@ impl MsgCrypt {
     /// Decrypts a verified ciphertext and returns the message, checking every layer strictly:
     /// base64, block length, all PKCS#7 pad bytes, the length field, the receive id and UTF-8.
     pub fn decrypt(&self, verified: Verified<'_>) -> Result<String, CryptoError> {
-        let encrypt = verified.encrypt.as_bytes();
-        let mut buf = vec![0u8; encrypt.len() / 4 * 3 + 3];
-        let len = STANDARD
-            .decode_slice(encrypt, &mut buf)
+        // Strict standard base64 with padding; SIMD, as this runs on every callback.
+        let mut buf = base64_simd::STANDARD
+            .decode_to_vec(verified.encrypt.as_bytes())
             .map_err(|_| CryptoError::Base64Invalid)?;
-        buf.truncate(len);
+        let len = buf.len();
         if len == 0 || len % 16 != 0 {
             return Err(CryptoError::AesInvalidLength);
         }
@@ -260,7 +259,7 @@ impl MsgCrypt {
         }
         buf.truncate(msg_end);
         buf.drain(..HEADER_LEN);
-        String::from_utf8(buf).map_err(|_| CryptoError::InvalidUtf8)
+        into_string(buf)
     }
 
     /// Encrypts `msg` with the given 16-byte random prefix; returns the base64 `Encrypt` value.
@@ -278,7 +277,7 @@ impl MsgCrypt {
         // The buffer is a whole number of blocks, so encryption cannot fail.
         let _ = cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &self.key.iv().into())
             .encrypt_padded_mut::<NoPadding>(&mut buf, total);
-        STANDARD.encode(&buf)
+        base64_simd::STANDARD.encode_to_string(&buf)
     }
 
     /// Encrypts and signs a passive reply, rendering the outer `<xml><Encrypt/>…</xml>` body.
@@ -299,11 +298,21 @@ impl MsgCrypt {
     }
 }
 
-/// 16 bytes from the operating system's CSPRNG, for the prefix of every ciphertext we produce.
+/// Validates UTF-8 with SIMD: Chinese text validates ~10× faster than with `String::from_utf8`,
+/// and this runs on every callback.
+#[allow(unsafe_code)]
+fn into_string(bytes: Vec<u8>) -> Result<String, CryptoError> {
+    simdutf8::basic::from_utf8(&bytes).map_err(|_| CryptoError::InvalidUtf8)?;
+    // SAFETY: `simdutf8` has just validated every byte of `bytes` as UTF-8.
+    Ok(unsafe { String::from_utf8_unchecked(bytes) })
+}
+
+/// 16 bytes from a CSPRNG (the thread-local ChaCha generator, seeded and periodically reseeded
+/// from the operating system), for the prefix of every ciphertext we produce.
 pub fn random_prefix() -> [u8; 16] {
+    use rand::Rng as _;
     let mut random = [0u8; 16];
-    // The OS CSPRNG failing is unrecoverable: no safe fallback exists for key material.
-    getrandom::fill(&mut random).expect("the operating system's random number generator failed");
+    rand::rng().fill_bytes(&mut random);
     random
 }
 
@@ -369,6 +378,14 @@ mod tests {
         let enc = c.encrypt("hi", [0; 16]) + "\n";
         let proof = c.verify(c.signature("1", "n", &enc).as_str(), "1", "n", &enc).unwrap();
         assert_eq!(c.decrypt(proof).unwrap_err(), CryptoError::Base64Invalid);
+    }
+
+    #[test]
+    fn utf8_is_validated_exactly() {
+        assert_eq!(into_string("你好 🚀".as_bytes().to_vec()).unwrap(), "你好 🚀");
+        for bad in [&b"\xff"[..], b"\xe4\xbd", b"ok\xc0\x80", b"\xed\xa0\x80"] {
+            assert_eq!(into_string(bad.to_vec()).unwrap_err(), CryptoError::InvalidUtf8, "{bad:?}");
+        }
     }
 
     #[test]

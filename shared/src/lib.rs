@@ -1,6 +1,9 @@
 //! wxbridge's core: WeChat protocols, the message contract with bots, the ports the functions
 //! need and their adapters. Protocol code is pure; I/O lives behind the traits in [`ports`].
 
+// One audited exception: `crypto::into_string` after SIMD UTF-8 validation.
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod crypto;
 pub mod envelope;

@@ -6,7 +6,7 @@
 //! nesting depth and element count are capped, and only the predefined and numeric entities are
 //! understood.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -15,6 +15,8 @@ use quick_xml::Reader;
 pub const MAX_DEPTH: usize = 16;
 /// Most elements accepted in one document.
 pub const MAX_ELEMENTS: usize = 4096;
+/// Most differently named children of one element (repeats of one name are unlimited).
+pub const MAX_DISTINCT_CHILDREN: usize = 256;
 
 /// Why a body is not acceptable XML.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum XmlError {
     TooDeep,
     #[error("XML has more than {MAX_ELEMENTS} elements")]
     TooManyElements,
+    #[error("an element has more than {MAX_DISTINCT_CHILDREN} differently named children")]
+    TooWide,
     #[error("body has no <xml> element")]
     Empty,
 }
@@ -79,18 +83,21 @@ impl XmlValue {
     }
 }
 
-/// The child elements of one element, by name.
+/// The child elements of one element, by name, in document order.
+///
+/// A small vector: WeChat payloads have a dozen fields, so a scan beats a map, and
+/// [`MAX_DISTINCT_CHILDREN`] bounds it for hostile input.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fields(BTreeMap<String, XmlValue>);
+pub struct Fields(Vec<(Cow<'static, str>, XmlValue)>);
 
 impl Fields {
     pub fn get(&self, name: &str) -> Option<&XmlValue> {
-        self.0.get(name)
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// The text of a leaf child, if present.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(XmlValue::text)
+        self.get(name).and_then(XmlValue::text)
     }
 
     /// The text of a leaf child, `None` when absent or empty.
@@ -99,7 +106,7 @@ impl Fields {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &XmlValue)> {
-        self.0.iter().map(|(name, value)| (name.as_str(), value))
+        self.0.iter().map(|(name, value)| (name.as_ref(), value))
     }
 
     pub fn len(&self) -> usize {
@@ -112,28 +119,47 @@ impl Fields {
 
     /// As a JSON object (the `raw` of an `Inbound`).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
     }
 
-    fn insert(&mut self, name: String, value: XmlValue) {
-        use std::collections::btree_map::Entry;
-        match self.0.entry(name) {
-            Entry::Vacant(slot) => {
-                slot.insert(value);
+    fn insert(&mut self, name: Cow<'static, str>, value: XmlValue) -> Result<(), XmlError> {
+        let distinct = self.0.len();
+        // Repeats are usually adjacent: search from the end.
+        match self.0.iter_mut().rev().find(|(n, _)| *n == name) {
+            Some((_, XmlValue::List(items))) => items.push(value),
+            Some((_, existing)) => {
+                let first = std::mem::replace(existing, XmlValue::List(Vec::new()));
+                *existing = XmlValue::List(vec![first, value]);
             }
-            Entry::Occupied(mut slot) => match slot.get_mut() {
-                XmlValue::List(items) => items.push(value),
-                existing => {
-                    let first = std::mem::replace(existing, XmlValue::List(Vec::new()));
-                    *existing = XmlValue::List(vec![first, value]);
-                }
-            },
+            None if distinct >= MAX_DISTINCT_CHILDREN => return Err(XmlError::TooWide),
+            None => self.0.push((name, value)),
         }
+        Ok(())
     }
 }
 
+/// Element names WeChat sends, kept without an allocation each.
+macro_rules! known_names {
+    ($($name:literal),* $(,)?) => {
+        fn intern(name: &str) -> Cow<'static, str> {
+            match name {
+                $($name => Cow::Borrowed($name),)*
+                other => Cow::Owned(other.to_owned()),
+            }
+        }
+    };
+}
+
+known_names!(
+    "ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "MsgId", "AgentID", "Encrypt",
+    "MediaId", "PicUrl", "Format", "Recognition", "ThumbMediaId", "Location_X", "Location_Y", "Scale",
+    "Label", "AppType", "Title", "Description", "Url", "Event", "EventKey", "Ticket", "Latitude",
+    "Longitude", "Precision", "ChangeType", "UserID", "NewUserID", "Name", "Department", "Id",
+    "ExternalUserID", "ChatId", "Item", "TaskId", "CardType", "ResponseCode", "MsgDataId", "Idx",
+);
+
 struct Frame {
-    name: String,
+    name: Cow<'static, str>,
     fields: Fields,
     text: String,
 }
@@ -152,16 +178,37 @@ fn malformed(err: impl std::fmt::Display) -> XmlError {
     XmlError::Malformed(err.to_string())
 }
 
-/// Parses a `<xml>…</xml>` document into its fields. Elements may come in any order; unknown
-/// ones are kept; whitespace between elements is dropped, text inside leaves is kept exactly.
-pub fn parse(input: &str) -> Result<Fields, XmlError> {
-    let mut reader = Reader::from_str(input);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut elements = 0usize;
-    let mut root: Option<Fields> = None;
+/// What [`walk`] reports, in document order: names live as long as the event, text as the input.
+enum Visit<'a, 'n> {
+    Start(&'n str),
+    Empty(&'n str),
+    Text(Cow<'a, str>),
+    End,
+}
 
+/// The text of an event that ends at `end` and holds `raw`, sliced from `input` (already valid
+/// UTF-8) so that it is neither validated nor copied again; decoded only if that fails.
+fn slice_of<'a>(input: &'a str, end: usize, raw: &[u8]) -> Result<&'a str, XmlError> {
+    match end.checked_sub(raw.len()).and_then(|start| input.get(start..end)) {
+        Some(slice) if slice.as_bytes() == raw => Ok(slice),
+        _ => Err(malformed("text is not valid UTF-8")),
+    }
+}
+
+fn name_of(name: &[u8]) -> Result<&str, XmlError> {
+    std::str::from_utf8(name).map_err(malformed)
+}
+
+/// Streams a `<xml>…</xml>` document with the hardening rules, calling `visit` for each
+/// element and text below the root. Returns when the root closes.
+fn walk<'a>(input: &'a str, mut visit: impl for<'n> FnMut(Visit<'a, 'n>) -> Result<(), XmlError>) -> Result<(), XmlError> {
+    let mut reader = Reader::from_str(input);
+    let mut depth = 0usize;
+    let mut elements = 0usize;
+    let mut root_seen = false;
     loop {
         let event = reader.read_event().map_err(malformed)?;
+        let end = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         match event {
             Event::Eof => break,
             Event::DocType(_) => return Err(XmlError::Dtd),
@@ -171,56 +218,152 @@ pub fn parse(input: &str) -> Result<Fields, XmlError> {
                 if elements > MAX_ELEMENTS {
                     return Err(XmlError::TooManyElements);
                 }
-                if stack.len() >= MAX_DEPTH {
+                if depth >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                let name = std::str::from_utf8(start.name().as_ref()).map_err(malformed)?.to_owned();
-                if stack.is_empty() && (root.is_some() || name != "xml") {
-                    return Err(XmlError::WrongRoot);
+                let name = start.name();
+                if depth == 0 {
+                    if root_seen || name.as_ref() != b"xml" {
+                        return Err(XmlError::WrongRoot);
+                    }
+                    root_seen = true;
+                } else {
+                    visit(Visit::Start(name_of(name.as_ref())?))?;
                 }
-                stack.push(Frame { name, fields: Fields::default(), text: String::new() });
+                depth += 1;
             }
             Event::Empty(empty) => {
                 elements += 1;
                 if elements > MAX_ELEMENTS {
                     return Err(XmlError::TooManyElements);
                 }
-                let name = std::str::from_utf8(empty.name().as_ref()).map_err(malformed)?.to_owned();
-                match stack.last_mut() {
-                    Some(parent) => parent.fields.insert(name, XmlValue::Text(String::new())),
-                    None if root.is_none() && name == "xml" => root = Some(Fields::default()),
-                    None => return Err(XmlError::WrongRoot),
+                let name = empty.name();
+                if depth == 0 {
+                    if root_seen || name.as_ref() != b"xml" {
+                        return Err(XmlError::WrongRoot);
+                    }
+                    root_seen = true;
+                } else {
+                    visit(Visit::Empty(name_of(name.as_ref())?))?;
                 }
             }
             Event::Text(text) => {
-                let text = text.unescape().map_err(malformed)?;
-                match stack.last_mut() {
-                    Some(frame) => frame.text.push_str(&text),
-                    None if text.trim().is_empty() => {}
-                    None => return Err(malformed("text outside the root element")),
+                let raw = slice_of(input, end, &text)?;
+                if depth == 0 {
+                    if !raw.trim().is_empty() {
+                        return Err(malformed("text outside the root element"));
+                    }
+                } else {
+                    visit(Visit::Text(quick_xml::escape::unescape(raw).map_err(malformed)?))?;
                 }
             }
             Event::CData(cdata) => {
-                let frame = stack.last_mut().ok_or_else(|| malformed("CDATA outside the root element"))?;
-                frame.text.push_str(std::str::from_utf8(&cdata).map_err(malformed)?);
+                if depth == 0 {
+                    return Err(malformed("CDATA outside the root element"));
+                }
+                // The content ends before the closing "]]>".
+                let raw = slice_of(input, end.saturating_sub(3), &cdata)?;
+                visit(Visit::Text(Cow::Borrowed(raw)))?;
             }
             Event::End(_) => {
                 // quick-xml has already checked that the end tag matches.
-                let frame = stack.pop().ok_or_else(|| malformed("unexpected end tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => {
-                        let name = frame.name.clone();
-                        parent.fields.insert(name, frame.into_value());
-                    }
-                    None => root = Some(frame.fields),
+                depth = depth.checked_sub(1).ok_or_else(|| malformed("unexpected end tag"))?;
+                if depth > 0 {
+                    visit(Visit::End)?;
                 }
             }
         }
     }
-    if !stack.is_empty() {
+    if depth != 0 {
         return Err(malformed("document ends inside an element"));
     }
-    root.ok_or(XmlError::Empty)
+    if root_seen {
+        Ok(())
+    } else {
+        Err(XmlError::Empty)
+    }
+}
+
+/// Parses a `<xml>…</xml>` document into its fields. Elements may come in any order; unknown
+/// ones are kept; whitespace between elements is dropped, text inside leaves is kept exactly.
+pub fn parse(input: &str) -> Result<Fields, XmlError> {
+    let mut root = Fields::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    walk(input, |visit| {
+        match visit {
+            Visit::Start(name) => stack.push(Frame { name: intern(name), fields: Fields::default(), text: String::new() }),
+            Visit::Empty(name) => {
+                let parent = match stack.last_mut() {
+                    Some(frame) => &mut frame.fields,
+                    None => &mut root,
+                };
+                parent.insert(intern(name), XmlValue::Text(String::new()))?;
+            }
+            Visit::Text(text) => {
+                if let Some(frame) = stack.last_mut() {
+                    if frame.text.is_empty() {
+                        frame.text = text.into_owned();
+                    } else {
+                        frame.text.push_str(&text);
+                    }
+                }
+            }
+            Visit::End => {
+                let mut frame = stack.pop().ok_or_else(|| malformed("unexpected end tag"))?;
+                let name = std::mem::take(&mut frame.name);
+                let value = frame.into_value();
+                match stack.last_mut() {
+                    Some(parent) => parent.fields.insert(name, value)?,
+                    None => root.insert(name, value)?,
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(root)
+}
+
+/// The text of the first top-level element `name` (e.g. a callback's `Encrypt`), without
+/// building the tree. The whole document is still checked.
+pub fn top_level_text<'a>(input: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, XmlError> {
+    let mut depth = 0usize;
+    let mut inside = false;
+    let mut found: Option<Cow<'a, str>> = None;
+    let mut done = false;
+    walk(input, |visit| {
+        match visit {
+            Visit::Start(element) => {
+                depth += 1;
+                inside = depth == 1 && !done && element == name;
+                if inside {
+                    found = Some(Cow::Borrowed(""));
+                }
+            }
+            Visit::Empty(element) => {
+                if depth == 0 && !done && element == name {
+                    found = Some(Cow::Borrowed(""));
+                    done = true;
+                }
+            }
+            Visit::Text(text) => {
+                if inside && depth == 1 {
+                    found = Some(match found.take() {
+                        Some(Cow::Borrowed("")) | None => text,
+                        Some(before) => Cow::Owned(before.into_owned() + &text),
+                    });
+                }
+            }
+            Visit::End => {
+                if inside && depth == 1 {
+                    inside = false;
+                    done = true;
+                }
+                depth -= 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(found)
 }
 
 /// Renders reply XML: element text goes in CDATA sections that are split around `]]>`.
@@ -245,6 +388,13 @@ impl XmlWriter {
         self.out.push_str(name);
         self.out.push_str("><![CDATA[");
         // "]]>" would end the section: close it after "]]" and reopen before ">".
+        if !value.contains("]]>") {
+            self.out.push_str(value);
+            self.out.push_str("]]></");
+            self.out.push_str(name);
+            self.out.push('>');
+            return self;
+        }
         let mut parts = value.split("]]>");
         if let Some(first) = parts.next() {
             self.out.push_str(first);
@@ -330,6 +480,34 @@ mod tests {
         assert_eq!(parse(&deep).unwrap_err(), XmlError::TooDeep);
         let wide = format!("<xml>{}</xml>", "<a/>".repeat(MAX_ELEMENTS));
         assert_eq!(parse(&wide).unwrap_err(), XmlError::TooManyElements);
+    }
+
+    #[test]
+    fn finds_a_top_level_element_without_building_the_tree() {
+        let doc = "<xml><A><Encrypt>nested</Encrypt></A>\n  <Encrypt><![CDATA[ab+/=]]></Encrypt><Encrypt>second</Encrypt></xml>";
+        assert_eq!(top_level_text(doc, "Encrypt").unwrap().as_deref(), Some("ab+/="));
+        assert_eq!(top_level_text("<xml><E>1 &amp; 2</E></xml>", "E").unwrap().as_deref(), Some("1 & 2"));
+        assert_eq!(top_level_text("<xml><E/></xml>", "E").unwrap().as_deref(), Some(""));
+        assert_eq!(top_level_text("<xml><F>x</F></xml>", "E").unwrap(), None);
+        // The whole document is checked, even past the element.
+        assert!(top_level_text("<xml><E>x</E><F></G></xml>", "E").is_err());
+        assert_eq!(top_level_text("<!DOCTYPE x><xml><E>x</E></xml>", "E").unwrap_err(), XmlError::Dtd);
+    }
+
+    #[test]
+    fn multibyte_text_and_cdata_are_sliced_exactly() {
+        let fields = parse("<xml><A>你好 &lt;世界&gt; 🚀</A><B><![CDATA[家庭 👨‍👩‍👧]]></B></xml>").unwrap();
+        assert_eq!(fields.text("A"), Some("你好 <世界> 🚀"));
+        assert_eq!(fields.text("B"), Some("家庭 👨‍👩‍👧"));
+    }
+
+    #[test]
+    fn bounds_distinct_children_but_not_repeats() {
+        let distinct: String = (0..MAX_DISTINCT_CHILDREN + 1).map(|i| format!("<e{i}/>")).collect();
+        assert_eq!(parse(&format!("<xml>{distinct}</xml>")).unwrap_err(), XmlError::TooWide);
+        let repeats = "<Item>x</Item>".repeat(MAX_DISTINCT_CHILDREN * 4);
+        let fields = parse(&format!("<xml><L>{repeats}</L></xml>")).unwrap();
+        assert_eq!(fields.get("L").unwrap().node().unwrap().get("Item").unwrap().items().len(), MAX_DISTINCT_CHILDREN * 4);
     }
 
     #[test]

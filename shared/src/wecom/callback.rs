@@ -200,10 +200,9 @@ impl WecomCallback {
         let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
 
         let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
-        let envelope = xml::parse(body).map_err(CallbackError::Body)?;
+        let encrypt = xml::top_level_text(body, "Encrypt").map_err(CallbackError::Body)?.ok_or(CallbackError::NoEncrypt)?;
         // Base64 never contains whitespace; WeChat may indent a non-CDATA Encrypt.
-        let encrypt = envelope.text("Encrypt").map(str::trim).ok_or(CallbackError::NoEncrypt)?;
-        let verified = crypt.verify(msg_signature, timestamp, nonce, encrypt).map_err(|_| CallbackError::Signature)?;
+        let verified = crypt.verify(msg_signature, timestamp, nonce, encrypt.trim()).map_err(|_| CallbackError::Signature)?;
 
         let now = self.clock.unix();
         if self.replay_window_secs > 0 && now.abs_diff(sent) > self.replay_window_secs {
