@@ -4,6 +4,7 @@
 #   infra/local-stack.sh install   # create .venv with the pinned Python tools (idempotent, fast when done)
 #   infra/local-stack.sh start     # install, then start the emulator unless it already answers
 #   infra/local-stack.sh stop      # stop the emulator started by `start`
+#   infra/local-stack.sh status    # exit 0 when the emulator answers
 #   infra/local-stack.sh env       # print the exports that point the AWS SDK at it
 #
 # WXBRIDGE_LOCAL_PORT picks the port (default 4566). Nothing here reaches AWS.
@@ -86,9 +87,10 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  status) answers ;;
   env) env_exports ;;
   *)
-    echo "usage: $0 install|start|stop|env" >&2
+    echo "usage: $0 install|start|stop|status|env" >&2
     exit 2
     ;;
 esac

@@ -42,10 +42,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = loaded.config;
     let (wecom, inbound) = if args.aws {
         let sdk = shared::aws::sdk_config().await;
+        let env = local_resources(env, &sdk).await?;
         (wecom_callback::build(&config, &env, &sdk)?, None)
     } else {
         let (queue, rx) = MemoryQueue::new();
-        let service = WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(SystemClock));
+        let service =
+            WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(SystemClock));
         (service, Some(rx))
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -58,16 +60,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let state = Arc::new(DevState { wecom });
-    let router = Router::new()
-        .route("/", get(index))
-        .route("/wecom/{app}", any(wecom_route))
-        .with_state(state);
+    let router = Router::new().route("/", get(index)).route("/wecom/{app}", any(wecom_route)).with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(())
+}
+
+/// On the local emulator with no resource names given, creates `wxbridge-dev-*` resources.
+/// Never on real AWS: there the deployed stack's names must be given.
+async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::Result<Env> {
+    if env.table.is_some() && env.inbound_queue_url.is_some() {
+        return Ok(env);
+    }
+    if !env.aws_is_local() {
+        anyhow::bail!(
+            "--aws needs WXBRIDGE_TABLE and WXBRIDGE_INBOUND_QUEUE_URL (a deployed stack's outputs), \
+             or AWS_ENDPOINT_URL pointing at the local emulator (scripts/dev --aws starts one)"
+        );
+    }
+    let names = shared::aws::resources::ResourceNames::new("wxbridge-dev");
+    let urls =
+        shared::aws::resources::create_all(&aws_sdk_dynamodb::Client::new(sdk), &aws_sdk_sqs::Client::new(sdk), &names)
+            .await
+            .context("cannot create the local table and queues")?;
+    println!("local emulator: table {}, inbound queue {}", names.table, urls.inbound);
+    env.table = Some(names.table);
+    env.inbound_queue_url = Some(urls.inbound);
+    Ok(env)
 }
 
 fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
@@ -88,8 +110,17 @@ async fn show_inbound(mut rx: UnboundedReceiver<QueueMessage>) {
     while let Some(message) = rx.recv().await {
         let summary = serde_json::from_str::<serde_json::Value>(&message.body)
             .map(|v| {
-                let what = v["text"].as_str().map(|t| format!("{t:?}")).or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")));
-                format!("{} {} from {}: {}", v["id"].as_str().unwrap_or("?"), v["kind"].as_str().unwrap_or("?"), v["sender"]["id"].as_str().unwrap_or("?"), what.unwrap_or_default())
+                let what = v["text"]
+                    .as_str()
+                    .map(|t| format!("{t:?}"))
+                    .or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")));
+                format!(
+                    "{} {} from {}: {}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["kind"].as_str().unwrap_or("?"),
+                    v["sender"]["id"].as_str().unwrap_or("?"),
+                    what.unwrap_or_default()
+                )
             })
             .unwrap_or_else(|_| message.body.clone());
         println!("inbound queue ← {summary}");

@@ -17,6 +17,9 @@ pub struct Loaded {
 pub fn load(flag: Option<PathBuf>, env: &Env) -> Result<Loaded, ConfigError> {
     match flag.or_else(|| env.config_file.clone()) {
         Some(path) => Ok(Loaded { config: Config::from_file(&path)?, origin: path.display().to_string() }),
-        None => Ok(Loaded { config: Config::parse(DEMO_CONFIG)?, origin: "built-in demo (examples/dev-config.json)".to_owned() }),
+        None => Ok(Loaded {
+            config: Config::parse(DEMO_CONFIG)?,
+            origin: "built-in demo (examples/dev-config.json)".to_owned(),
+        }),
     }
 }

@@ -47,7 +47,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 async fn wecom(args: WecomArgs) -> anyhow::Result<()> {
     let loaded = crate::settings::load(args.config, &Env::from_process())?;
     let app = match &args.app {
-        Some(name) => loaded.config.wecom_app(name).with_context(|| format!("no WeCom app named '{name}' in {}", loaded.origin))?,
+        Some(name) => loaded
+            .config
+            .wecom_app(name)
+            .with_context(|| format!("no WeCom app named '{name}' in {}", loaded.origin))?,
         None => loaded.config.wecom.first().with_context(|| format!("no WeCom app in {}", loaded.origin))?,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();

@@ -80,7 +80,11 @@ fn simulate_fails_clearly_when_nothing_listens_or_the_app_is_unknown() {
     let out = simulate("http://127.0.0.1:9", "x");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `wxbridge dev` running?"));
-    let out = Command::new(BIN).args(["simulate", "wecom", "--app", "nope", "--text", "x"]).env_remove("WXBRIDGE_CONFIG").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["simulate", "wecom", "--app", "nope", "--text", "x"])
+        .env_remove("WXBRIDGE_CONFIG")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no WeCom app named 'nope'"));
 }
@@ -114,12 +118,23 @@ fn dev_with_aws_publishes_to_the_configured_sqs_queue() {
     });
     let dev = start_dev(
         &["--aws"],
-        &[("WXBRIDGE_TABLE", names.table.clone()), ("WXBRIDGE_INBOUND_QUEUE_URL", urls.inbound.clone()), ("AWS_ENDPOINT_URL", endpoint)],
+        &[
+            ("WXBRIDGE_TABLE", names.table.clone()),
+            ("WXBRIDGE_INBOUND_QUEUE_URL", urls.inbound.clone()),
+            ("AWS_ENDPOINT_URL", endpoint),
+        ],
     );
     let out = simulate(&dev.url, "via sqs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bodies: Vec<String> = runtime.block_on(async {
-        let received = sqs.receive_message().queue_url(&urls.inbound).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
+        let received = sqs
+            .receive_message()
+            .queue_url(&urls.inbound)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
         received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
     });
     assert_eq!(bodies.len(), 1);

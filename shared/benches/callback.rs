@@ -138,7 +138,9 @@ fn per_message_summary(corpus: &Corpus, rounds: usize) {
                 b.push(start.elapsed().as_nanos() as u64);
             }
         }
-        let (ma, mb) = if size == "all" { (median(std::mem::take(&mut all.0)), median(std::mem::take(&mut all.1))) } else {
+        let (ma, mb) = if size == "all" {
+            (median(std::mem::take(&mut all.0)), median(std::mem::take(&mut all.1)))
+        } else {
             all.0.extend(&a);
             all.1.extend(&b);
             (median(a), median(b))

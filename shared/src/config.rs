@@ -79,8 +79,16 @@ pub struct Robot {
 pub enum BotConfig {
     #[default]
     Echo,
-    Http { url: String, secret: SecretString },
-    OpenAi { base_url: String, api_key: SecretString, model: String, system_prompt: Option<String> },
+    Http {
+        url: String,
+        secret: SecretString,
+    },
+    OpenAi {
+        base_url: String,
+        api_key: SecretString,
+        model: String,
+        system_prompt: Option<String>,
+    },
 }
 
 /// How the Official Account's 5-second window is stretched across WeChat's deliveries.
@@ -176,9 +184,18 @@ struct RawRobot {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum RawBot {
     Echo,
-    Http { url: String, secret: SecretString },
+    Http {
+        url: String,
+        secret: SecretString,
+    },
     #[serde(rename = "openai")]
-    OpenAi { base_url: String, api_key: SecretString, model: String, #[serde(default)] system_prompt: Option<String> },
+    OpenAi {
+        base_url: String,
+        api_key: SecretString,
+        model: String,
+        #[serde(default)]
+        system_prompt: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -229,7 +246,10 @@ fn check_id(field: String, id: &str) -> Result<String, ConfigError> {
 }
 
 fn check_url(field: String, url: &str) -> Result<String, ConfigError> {
-    if (url.starts_with("https://") || url.starts_with("http://")) && url.len() > 8 && !url.contains(char::is_whitespace) {
+    if (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() > 8
+        && !url.contains(char::is_whitespace)
+    {
         Ok(url.trim_end_matches('/').to_owned())
     } else {
         Err(invalid(field, "must be an http(s):// URL"))
@@ -267,7 +287,10 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let mut config = Config { replay_window_secs: raw.replay_window_secs.unwrap_or(DEFAULT_REPLAY_WINDOW_SECS), ..Config::default() };
+        let mut config = Config {
+            replay_window_secs: raw.replay_window_secs.unwrap_or(DEFAULT_REPLAY_WINDOW_SECS),
+            ..Config::default()
+        };
         for (i, app) in raw.wecom.into_iter().enumerate() {
             let at = |field: &str| format!("wecom[{i}].{field}");
             check_token(at("token"), &app.token)?;
@@ -324,7 +347,12 @@ impl Config {
                 if model.is_empty() {
                     return Err(invalid("bot.model", "must not be empty"));
                 }
-                BotConfig::OpenAi { base_url: check_url("bot.base_url".into(), &base_url)?, api_key, model, system_prompt }
+                BotConfig::OpenAi {
+                    base_url: check_url("bot.base_url".into(), &base_url)?,
+                    api_key,
+                    model,
+                    system_prompt,
+                }
             }
         };
         if let Some(window) = raw.oa_window {
@@ -335,7 +363,10 @@ impl Config {
                 deliveries: window.deliveries.unwrap_or(defaults.deliveries),
             };
             if !(1..=4).contains(&w.deliveries) {
-                return Err(invalid("oa_window.deliveries", "must be 1 to 4 (WeChat delivers a message at most 4 times)"));
+                return Err(invalid(
+                    "oa_window.deliveries",
+                    "must be 1 to 4 (WeChat delivers a message at most 4 times)",
+                ));
             }
             if w.answer_by_ms >= 5000 {
                 return Err(invalid("oa_window.answer_by_ms", "must be under 5000 (WeChat stops waiting after 5 s)"));
@@ -385,6 +416,8 @@ pub struct Env {
     pub dlq_url: Option<String>,
     pub wecom_api_base: Option<String>,
     pub oa_api_base: Option<String>,
+    /// `AWS_ENDPOINT_URL`: set when the AWS services are an emulator.
+    pub aws_endpoint_url: Option<String>,
 }
 
 impl Env {
@@ -405,6 +438,7 @@ impl Env {
             dlq_url: get("WXBRIDGE_DLQ_URL"),
             wecom_api_base: get("WXBRIDGE_WECOM_API_BASE"),
             oa_api_base: get("WXBRIDGE_OA_API_BASE"),
+            aws_endpoint_url: get("AWS_ENDPOINT_URL"),
         }
     }
 
@@ -415,6 +449,14 @@ impl Env {
             (None, Some(secret)) => Ok(ConfigSource::Secret(secret.clone())),
             (None, None) => Err(ConfigError::NoSource { file: "WXBRIDGE_CONFIG", secret: "WXBRIDGE_CONFIG_SECRET" }),
         }
+    }
+
+    /// True when `AWS_ENDPOINT_URL` points at this machine (the local emulator).
+    pub fn aws_is_local(&self) -> bool {
+        self.aws_endpoint_url.as_deref().is_some_and(|url| {
+            let host = url.split("://").nth(1).unwrap_or(url);
+            host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+        })
     }
 
     pub fn require_table(&self) -> Result<&str, ConfigError> {
@@ -453,7 +495,8 @@ mod tests {
                 None => fields.push((k, v.to_string())),
             }
         }
-        let body: Vec<String> = fields.iter().filter(|(_, v)| v != "<drop>").map(|(k, v)| format!("\"{k}\": {v}")).collect();
+        let body: Vec<String> =
+            fields.iter().filter(|(_, v)| v != "<drop>").map(|(k, v)| format!("\"{k}\": {v}")).collect();
         format!("{{{}}}", body.join(", "))
     }
 
@@ -493,7 +536,10 @@ mod tests {
             (r#"{"bot": {"kind": "telepathy"}}"#.to_owned(), "bot"),
             (r#"{"oa_window": {"deliveries": 9}}"#.to_owned(), "oa_window.deliveries"),
             (r#"{"oa_window": {"answer_by_ms": 6000}}"#.to_owned(), "oa_window.answer_by_ms"),
-            (r#"{"ilink": [{"account": "a", "bot_token": "t", "base_url": "ftp://x"}]}"#.to_owned(), "ilink[0].base_url"),
+            (
+                r#"{"ilink": [{"account": "a", "bot_token": "t", "base_url": "ftp://x"}]}"#.to_owned(),
+                "ilink[0].base_url",
+            ),
             (r#"{"wecom": {}}"#.to_owned(), "wecom"),
             ("not json".to_owned(), "(document)"),
         ];
@@ -530,5 +576,14 @@ mod tests {
         assert!(empty.config_source().unwrap_err().to_string().contains("WXBRIDGE_CONFIG_SECRET"));
         let secret = Env::from_lookup(|name| (name == "WXBRIDGE_CONFIG_SECRET").then(|| "arn:x".to_owned()));
         assert_eq!(secret.config_source().unwrap(), ConfigSource::Secret("arn:x".into()));
+        assert!(!secret.aws_is_local());
+        for (url, local) in [
+            ("http://127.0.0.1:4566", true),
+            ("http://localhost:4566", true),
+            ("https://dynamodb.us-east-1.amazonaws.com", false),
+        ] {
+            let env = Env::from_lookup(|name| (name == "AWS_ENDPOINT_URL").then(|| url.to_owned()));
+            assert_eq!(env.aws_is_local(), local, "{url}");
+        }
     }
 }

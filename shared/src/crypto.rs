@@ -230,9 +230,8 @@ impl MsgCrypt {
     /// base64, block length, all PKCS#7 pad bytes, the length field, the receive id and UTF-8.
     pub fn decrypt(&self, verified: Verified<'_>) -> Result<String, CryptoError> {
         // Strict standard base64 with padding; SIMD, as this runs on every callback.
-        let mut buf = base64_simd::STANDARD
-            .decode_to_vec(verified.encrypt.as_bytes())
-            .map_err(|_| CryptoError::Base64Invalid)?;
+        let mut buf =
+            base64_simd::STANDARD.decode_to_vec(verified.encrypt.as_bytes()).map_err(|_| CryptoError::Base64Invalid)?;
         let len = buf.len();
         if len == 0 || len % 16 != 0 {
             return Err(CryptoError::AesInvalidLength);
@@ -250,10 +249,8 @@ impl MsgCrypt {
             return Err(CryptoError::PlaintextTooShort);
         }
         let msg_len = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]) as usize;
-        let msg_end = HEADER_LEN
-            .checked_add(msg_len)
-            .filter(|&end| end <= body)
-            .ok_or(CryptoError::MsgLenOutOfRange)?;
+        let msg_end =
+            HEADER_LEN.checked_add(msg_len).filter(|&end| end <= body).ok_or(CryptoError::MsgLenOutOfRange)?;
         if &buf[msg_end..body] != self.receive_id.as_bytes() {
             return Err(CryptoError::ReceiveIdMismatch);
         }

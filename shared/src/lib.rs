@@ -13,6 +13,5 @@ pub mod query;
 pub mod wecom;
 pub mod xml;
 
-
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -62,14 +62,18 @@ impl Dedupe for MemoryDedupe {
             _ => {}
         }
         let token = claim_token();
-        markers.insert(key.to_owned(), Marker::Pending { token: token.clone(), lease_until_ms: now_ms + lease.as_millis() as u64 });
+        markers.insert(
+            key.to_owned(),
+            Marker::Pending { token: token.clone(), lease_until_ms: now_ms + lease.as_millis() as u64 },
+        );
         Ok(Claim::Claimed { token })
     }
 
     async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
         let mut markers = self.lock();
         if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
-            markers.insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + DEDUPE_TTL.as_millis() as u64 });
+            markers
+                .insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + DEDUPE_TTL.as_millis() as u64 });
         }
         Ok(())
     }
@@ -108,7 +112,10 @@ mod tests {
         let Claim::Claimed { token: second } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
         // The first holder's token no longer completes anything.
         d.complete("k", &token, t0).await.unwrap();
-        assert!(matches!(d.claim("k", t0 + LEASE + Duration::from_millis(1), LEASE).await.unwrap(), Claim::Claimed { .. }));
+        assert!(matches!(
+            d.claim("k", t0 + LEASE + Duration::from_millis(1), LEASE).await.unwrap(),
+            Claim::Claimed { .. }
+        ));
         d.complete("k", &second, t0).await.unwrap();
     }
 }

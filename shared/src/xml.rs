@@ -151,11 +151,47 @@ macro_rules! known_names {
 }
 
 known_names!(
-    "ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "MsgId", "AgentID", "Encrypt",
-    "MediaId", "PicUrl", "Format", "Recognition", "ThumbMediaId", "Location_X", "Location_Y", "Scale",
-    "Label", "AppType", "Title", "Description", "Url", "Event", "EventKey", "Ticket", "Latitude",
-    "Longitude", "Precision", "ChangeType", "UserID", "NewUserID", "Name", "Department", "Id",
-    "ExternalUserID", "ChatId", "Item", "TaskId", "CardType", "ResponseCode", "MsgDataId", "Idx",
+    "ToUserName",
+    "FromUserName",
+    "CreateTime",
+    "MsgType",
+    "Content",
+    "MsgId",
+    "AgentID",
+    "Encrypt",
+    "MediaId",
+    "PicUrl",
+    "Format",
+    "Recognition",
+    "ThumbMediaId",
+    "Location_X",
+    "Location_Y",
+    "Scale",
+    "Label",
+    "AppType",
+    "Title",
+    "Description",
+    "Url",
+    "Event",
+    "EventKey",
+    "Ticket",
+    "Latitude",
+    "Longitude",
+    "Precision",
+    "ChangeType",
+    "UserID",
+    "NewUserID",
+    "Name",
+    "Department",
+    "Id",
+    "ExternalUserID",
+    "ChatId",
+    "Item",
+    "TaskId",
+    "CardType",
+    "ResponseCode",
+    "MsgDataId",
+    "Idx",
 );
 
 struct Frame {
@@ -201,7 +237,10 @@ fn name_of(name: &[u8]) -> Result<&str, XmlError> {
 
 /// Streams a `<xml>…</xml>` document with the hardening rules, calling `visit` for each
 /// element and text below the root. Returns when the root closes.
-fn walk<'a>(input: &'a str, mut visit: impl for<'n> FnMut(Visit<'a, 'n>) -> Result<(), XmlError>) -> Result<(), XmlError> {
+fn walk<'a>(
+    input: &'a str,
+    mut visit: impl for<'n> FnMut(Visit<'a, 'n>) -> Result<(), XmlError>,
+) -> Result<(), XmlError> {
     let mut reader = Reader::from_str(input);
     let mut depth = 0usize;
     let mut elements = 0usize;
@@ -291,7 +330,9 @@ pub fn parse(input: &str) -> Result<Fields, XmlError> {
     let mut stack: Vec<Frame> = Vec::new();
     walk(input, |visit| {
         match visit {
-            Visit::Start(name) => stack.push(Frame { name: intern(name), fields: Fields::default(), text: String::new() }),
+            Visit::Start(name) => {
+                stack.push(Frame { name: intern(name), fields: Fields::default(), text: String::new() })
+            }
             Visit::Empty(name) => {
                 let parent = match stack.last_mut() {
                     Some(frame) => &mut frame.fields,
@@ -462,14 +503,24 @@ mod tests {
 
     #[test]
     fn refuses_dtd_and_external_entities() {
-        let xxe = "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><xml><A>&x;</A></xml>";
+        let xxe =
+            "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><xml><A>&x;</A></xml>";
         assert_eq!(parse(xxe).unwrap_err(), XmlError::Dtd);
         assert!(matches!(parse("<xml><A>&x;</A></xml>").unwrap_err(), XmlError::Malformed(_)));
     }
 
     #[test]
     fn rejects_malformed_documents() {
-        for bad in ["", "   ", "<xml>", "<xml><A></B></xml>", "<xml></xml><xml></xml>", "<root></root>", "text", "<xml><A>1</A></xml>trailing<"] {
+        for bad in [
+            "",
+            "   ",
+            "<xml>",
+            "<xml><A></B></xml>",
+            "<xml></xml><xml></xml>",
+            "<root></root>",
+            "text",
+            "<xml><A>1</A></xml>trailing<",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should fail");
         }
     }
@@ -507,7 +558,10 @@ mod tests {
         assert_eq!(parse(&format!("<xml>{distinct}</xml>")).unwrap_err(), XmlError::TooWide);
         let repeats = "<Item>x</Item>".repeat(MAX_DISTINCT_CHILDREN * 4);
         let fields = parse(&format!("<xml><L>{repeats}</L></xml>")).unwrap();
-        assert_eq!(fields.get("L").unwrap().node().unwrap().get("Item").unwrap().items().len(), MAX_DISTINCT_CHILDREN * 4);
+        assert_eq!(
+            fields.get("L").unwrap().node().unwrap().get("Item").unwrap().items().len(),
+            MAX_DISTINCT_CHILDREN * 4
+        );
     }
 
     #[test]

@@ -58,7 +58,8 @@ fn every_positive_case_decrypts_and_re_encrypts_byte_for_byte() {
 fn encrypted_xml_replies_match_the_reference_byte_for_byte() {
     let mut checked = 0;
     for case in cases().iter().filter(|c| c["kind"] == "wecom.encrypt_reply" || c["kind"] == "oa.encrypt_reply") {
-        let reply = crypt(case).encrypt_reply(s(case, "plaintext"), random(case), s(case, "timestamp"), s(case, "nonce"));
+        let reply =
+            crypt(case).encrypt_reply(s(case, "plaintext"), random(case), s(case, "timestamp"), s(case, "nonce"));
         assert_eq!(reply, case["expected"]["reply_body"].as_str().unwrap(), "{}", case["id"]);
         checked += 1;
     }
@@ -108,16 +109,15 @@ fn a_valid_message_for_another_receive_id_is_refused() {
     let case = cases().into_iter().find(|c| c["id"] == "wecom_callback_text").unwrap();
     let key = EncodingAesKey::parse(s(&case, "encoding_aes_key")).unwrap();
     let other = MsgCrypt::new(s(&case, "token"), &key, "wwOtherCorp");
-    let proof = other.verify(s(&case, "msg_signature"), s(&case, "timestamp"), s(&case, "nonce"), s(&case, "encrypt")).unwrap();
+    let proof =
+        other.verify(s(&case, "msg_signature"), s(&case, "timestamp"), s(&case, "nonce"), s(&case, "encrypt")).unwrap();
     assert_eq!(other.decrypt(proof).unwrap_err(), CryptoError::ReceiveIdMismatch);
 }
 
 #[test]
 fn keys_with_and_without_trailing_bits_are_both_exercised() {
-    let flags: Vec<bool> = cases()
-        .iter()
-        .filter_map(|c| c["layout"]["encoding_aes_key_canonical_base64"].as_bool())
-        .collect();
+    let flags: Vec<bool> =
+        cases().iter().filter_map(|c| c["layout"]["encoding_aes_key_canonical_base64"].as_bool()).collect();
     assert!(flags.contains(&true) && flags.contains(&false), "{flags:?}");
 }
 
@@ -142,7 +142,11 @@ fn every_wecom_sample_parses_into_its_typed_variant() {
         assert_eq!(m.header.create_time.to_string(), field(sample, "CreateTime"), "{id}");
         assert_eq!(m.header.msg_type, field(sample, "MsgType"), "{id}");
         assert_eq!(m.header.agent_id.map(|a| a.to_string()).as_deref(), sample["fields"]["AgentID"].as_str(), "{id}");
-        assert_eq!(m.header.msg_id.map(|MsgId(n)| n.to_string()).as_deref(), sample["fields"]["MsgId"].as_str(), "{id}");
+        assert_eq!(
+            m.header.msg_id.map(|MsgId(n)| n.to_string()).as_deref(),
+            sample["fields"]["MsgId"].as_str(),
+            "{id}"
+        );
         // Every listed field survives, with the file's shape (objects, lists, empty strings).
         assert_eq!(m.fields.to_json(), sample["fields"], "{id}: raw fields");
 
@@ -201,7 +205,10 @@ fn check_event(sample: &Value, event: &WecomEvent) {
         }
         WecomEvent::ChangeExternalContact { change_type, user_id, external_user_id, welcome_code } => {
             assert_eq!(Some(change_type.clone()), f("ChangeType"));
-            assert_eq!((user_id, external_user_id, welcome_code), (&f("UserID"), &f("ExternalUserID"), &f("WelcomeCode")));
+            assert_eq!(
+                (user_id, external_user_id, welcome_code),
+                (&f("UserID"), &f("ExternalUserID"), &f("WelcomeCode"))
+            );
         }
         WecomEvent::ChangeExternalChat { change_type, chat_id, update_detail, members } => {
             assert_eq!(Some(change_type.clone()), f("ChangeType"));
@@ -219,7 +226,8 @@ fn check_event(sample: &Value, event: &WecomEvent) {
             let item = &sample["fields"]["SelectedItems"]["SelectedItem"];
             assert_eq!(selected.len(), 1);
             assert_eq!(selected[0].question_key, item["QuestionKey"].as_str().unwrap());
-            let options: Vec<&str> = item["OptionIds"]["OptionId"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+            let options: Vec<&str> =
+                item["OptionIds"]["OptionId"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
             assert_eq!(selected[0].option_ids, options);
         }
         other => panic!("{id}: unexpected event {other:?}"),
@@ -252,7 +260,8 @@ fn every_inbound_built_from_the_samples_validates_against_the_schema() {
         let inbound = WecomCallbackMessage::parse(s(&sample, "raw")).unwrap().to_inbound("hr", 1_767_225_600);
         kinds.insert(format!("{:?}", inbound.kind));
         let json: Value = serde_json::from_str(&inbound.to_json()).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        let errors: Vec<String> =
+            validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{}: {errors:?}", sample["id"]);
         // The envelope reads back into the same value.
         let back: shared::envelope::Inbound = serde_json::from_value(json).unwrap();
@@ -266,10 +275,9 @@ fn the_schema_rejects_envelopes_that_break_the_contract() {
     let schema: Value = serde_json::from_str(INBOUND_SCHEMA).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let sample = &wecom_samples()[0];
-    let good: Value = serde_json::from_str(
-        &WecomCallbackMessage::parse(s(sample, "raw")).unwrap().to_inbound("hr", 1).to_json(),
-    )
-    .unwrap();
+    let good: Value =
+        serde_json::from_str(&WecomCallbackMessage::parse(s(sample, "raw")).unwrap().to_inbound("hr", 1).to_json())
+            .unwrap();
     assert!(validator.is_valid(&good));
     let mut no_text = good.clone();
     no_text.as_object_mut().unwrap().remove("text");
@@ -322,6 +330,7 @@ fn text_reply_renders_the_reference_fields() {
 
 #[test]
 fn text_reply_keeps_cdata_terminators_and_markup_in_content() {
-    let rendered = TextReply { to: "u", from: "ww1", create_time: 1, content: "a]]>b <i>&amp;", agent_id: None }.render();
+    let rendered =
+        TextReply { to: "u", from: "ww1", create_time: 1, content: "a]]>b <i>&amp;", agent_id: None }.render();
     assert_eq!(xml::parse(&rendered).unwrap().text("Content"), Some("a]]>b <i>&amp;"));
 }

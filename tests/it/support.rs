@@ -38,7 +38,8 @@ impl Stack {
         let names = ResourceNames::new(&prefix);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let urls = resources::create_all(&dynamodb, &sqs, &names).await.expect("create table and queues on the emulator");
+        let urls =
+            resources::create_all(&dynamodb, &sqs, &names).await.expect("create table and queues on the emulator");
         Self { sdk, names, urls, sqs }
     }
 
@@ -89,7 +90,8 @@ impl Stack {
     }
 
     pub async fn queue_attribute(&self, queue_url: &str, name: QueueAttributeName) -> String {
-        let out = self.sqs.get_queue_attributes().queue_url(queue_url).attribute_names(name.clone()).send().await.unwrap();
+        let out =
+            self.sqs.get_queue_attributes().queue_url(queue_url).attribute_names(name.clone()).send().await.unwrap();
         out.attributes().and_then(|a| a.get(&name)).cloned().unwrap_or_default()
     }
 }
@@ -150,7 +152,9 @@ impl Proxy {
 
     /// A DynamoDB client that reaches the emulator through this proxy.
     pub fn dynamodb(&self, sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).endpoint_url(&self.url).build())
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk).endpoint_url(&self.url).build(),
+        )
     }
 }
 

@@ -234,7 +234,9 @@ async fn bad_signature_receive_id_padding_or_replayed_timestamp_get_4xx_and_noth
 #[tokio::test]
 async fn the_inbound_queue_redrives_to_its_dlq() {
     let stack = Stack::new().await;
-    let policy: Value = serde_json::from_str(&stack.queue_attribute(&stack.urls.inbound, QueueAttributeName::RedrivePolicy).await).unwrap();
+    let policy: Value =
+        serde_json::from_str(&stack.queue_attribute(&stack.urls.inbound, QueueAttributeName::RedrivePolicy).await)
+            .unwrap();
     let dlq_arn = stack.queue_attribute(&stack.urls.inbound_dlq, QueueAttributeName::QueueArn).await;
     assert_eq!(policy["deadLetterTargetArn"], dlq_arn.as_str());
     assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "5");

@@ -250,13 +250,25 @@ async fn refusals_map_to_their_status_and_publish_nothing() {
         ("POST", "hr", "msg_signature=%ff%fe&timestamp=1&nonce=n", Some(&body), 400),
         ("POST", "hr", &query, Some("not xml"), 400),
         ("POST", "hr", &query, Some("<xml><ToUserName>x</ToUserName></xml>"), 400),
-        ("POST", "hr", &query, Some("<!DOCTYPE xml [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><Encrypt>&e;</Encrypt></xml>"), 400),
+        (
+            "POST",
+            "hr",
+            &query,
+            Some("<!DOCTYPE xml [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><Encrypt>&e;</Encrypt></xml>"),
+            400,
+        ),
         ("POST", "hr", &tampered_query, Some(&body), 401),
         ("POST", "hr", &stale_query, Some(&stale_body), 403),
         ("POST", "hr", &broken_query, Some(&broken_body), 400),
         ("POST", "hr", &nonsense_query, Some(&nonsense_body), 400),
         ("GET", "hr", "msg_signature=x&timestamp=1&nonce=n", None, 400),
-        ("GET", "hr", "msg_signature=0000000000000000000000000000000000000000&timestamp=1&nonce=n&echostr=abc", None, 401),
+        (
+            "GET",
+            "hr",
+            "msg_signature=0000000000000000000000000000000000000000&timestamp=1&nonce=n&echostr=abc",
+            None,
+            401,
+        ),
     ];
     for (method, app, query, body, status) in cases {
         let (got, text) = call(&h, event_with(TEXT_EVENT, method, app, query, body)).await;
@@ -308,7 +320,12 @@ async fn crypto_vectors_with_bad_padding_length_utf8_or_receive_id_are_refused()
     for (id, expected) in cases {
         let case = doc["cases"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap();
         let field = |name: &str| case[name].as_str().unwrap().to_owned();
-        let query = format!("msg_signature={}&timestamp={}&nonce={}", field("msg_signature"), field("timestamp"), field("nonce"));
+        let query = format!(
+            "msg_signature={}&timestamp={}&nonce={}",
+            field("msg_signature"),
+            field("timestamp"),
+            field("nonce")
+        );
         let body = format!("<xml><Encrypt><![CDATA[{}]]></Encrypt></xml>", field("encrypt"));
         let (status, text) = call(&h, event_with(TEXT_EVENT, "POST", "hr", &query, Some(&body))).await;
         assert_eq!(status, expected, "{id}: {text}");

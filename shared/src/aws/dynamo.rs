@@ -70,7 +70,9 @@ impl Dedupe for DynamoDedupe {
             .item("lease_until", n(now_ms + lease.as_millis() as u64))
             .item("expires_at", n(now_s + DEDUPE_TTL.as_secs()))
             // Free, or a claim whose holder's lease ran out, or an expired item TTL has not yet removed.
-            .condition_expression("attribute_not_exists(pk) OR (#state = :pending AND lease_until < :now_ms) OR expires_at < :now_s")
+            .condition_expression(
+                "attribute_not_exists(pk) OR (#state = :pending AND lease_until < :now_ms) OR expires_at < :now_s",
+            )
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":pending", s(PENDING))
             .expression_attribute_values(":now_ms", n(now_ms))

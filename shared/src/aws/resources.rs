@@ -23,11 +23,13 @@ pub struct QueueSpec {
 }
 
 /// Where messages that could not be handled end up: kept 14 days, the SQS maximum.
-pub const INBOUND_DLQ: QueueSpec = QueueSpec { suffix: "inbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+pub const INBOUND_DLQ: QueueSpec =
+    QueueSpec { suffix: "inbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
 
 /// The inbound queue. The visibility timeout is 6× the dispatcher's timeout (60 s), as AWS
 /// recommends for Lambda event sources.
-pub const INBOUND: QueueSpec = QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
+pub const INBOUND: QueueSpec =
+    QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
 
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +79,13 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
                     .build()
                     .map_err(setup_err)?,
             )
-            .key_schema(KeySchemaElement::builder().attribute_name(TABLE_PARTITION_KEY).key_type(KeyType::Hash).build().map_err(setup_err)?)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(TABLE_PARTITION_KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(setup_err)?,
+            )
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await
@@ -86,7 +94,11 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(TABLE_TTL_ATTRIBUTE).enabled(true).build().map_err(setup_err)?,
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TABLE_TTL_ATTRIBUTE)
+                    .enabled(true)
+                    .build()
+                    .map_err(setup_err)?,
             )
             .send()
             .await
@@ -95,7 +107,12 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
     Ok(())
 }
 
-async fn create_queue(client: &aws_sdk_sqs::Client, name: &str, spec: QueueSpec, dlq_arn: Option<&str>) -> Result<String, SetupError> {
+async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    spec: QueueSpec,
+    dlq_arn: Option<&str>,
+) -> Result<String, SetupError> {
     let mut request = client
         .create_queue()
         .queue_name(name)

@@ -190,7 +190,13 @@ impl WecomCallback {
         }
     }
 
-    async fn receive(&self, app: &str, crypt: &MsgCrypt, query: &Query<'_>, body: &[u8]) -> Result<Accepted, CallbackError> {
+    async fn receive(
+        &self,
+        app: &str,
+        crypt: &MsgCrypt,
+        query: &Query<'_>,
+        body: &[u8],
+    ) -> Result<Accepted, CallbackError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(CallbackError::BodyTooLarge);
         }
@@ -200,9 +206,11 @@ impl WecomCallback {
         let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
 
         let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
-        let encrypt = xml::top_level_text(body, "Encrypt").map_err(CallbackError::Body)?.ok_or(CallbackError::NoEncrypt)?;
+        let encrypt =
+            xml::top_level_text(body, "Encrypt").map_err(CallbackError::Body)?.ok_or(CallbackError::NoEncrypt)?;
         // Base64 never contains whitespace; WeChat may indent a non-CDATA Encrypt.
-        let verified = crypt.verify(msg_signature, timestamp, nonce, encrypt.trim()).map_err(|_| CallbackError::Signature)?;
+        let verified =
+            crypt.verify(msg_signature, timestamp, nonce, encrypt.trim()).map_err(|_| CallbackError::Signature)?;
 
         let now = self.clock.unix();
         if self.replay_window_secs > 0 && now.abs_diff(sent) > self.replay_window_secs {
@@ -280,7 +288,8 @@ mod tests {
 
     #[test]
     fn dependency_failures_do_not_leak_details_to_the_caller() {
-        let response = CallbackError::Publish(PortError::new("sqs", "https://sqs.internal/123/queue refused")).response();
+        let response =
+            CallbackError::Publish(PortError::new("sqs", "https://sqs.internal/123/queue refused")).response();
         assert!(!response.body.contains("sqs.internal"));
     }
 }

@@ -43,18 +43,54 @@ pub struct SelectedItem {
 pub enum WecomEvent {
     Subscribe,
     Unsubscribe,
-    EnterAgent { key: String },
+    EnterAgent {
+        key: String,
+    },
     /// Periodic location report (`LOCATION`).
-    Location { latitude: Option<f64>, longitude: Option<f64>, precision: Option<f64> },
-    Click { key: String },
-    View { url: String },
-    ChangeContact { change_type: String, user_id: Option<String>, party_id: Option<String> },
-    ChangeExternalContact { change_type: String, user_id: Option<String>, external_user_id: Option<String>, welcome_code: Option<String> },
-    ChangeExternalChat { change_type: String, chat_id: String, update_detail: Option<String>, members: Vec<String> },
-    TemplateCard { name: String, event_key: String, task_id: String, card_type: Option<String>, response_code: Option<String>, selected: Vec<SelectedItem> },
-    BatchJobResult { job_id: Option<String>, job_type: Option<String> },
+    Location {
+        latitude: Option<f64>,
+        longitude: Option<f64>,
+        precision: Option<f64>,
+    },
+    Click {
+        key: String,
+    },
+    View {
+        url: String,
+    },
+    ChangeContact {
+        change_type: String,
+        user_id: Option<String>,
+        party_id: Option<String>,
+    },
+    ChangeExternalContact {
+        change_type: String,
+        user_id: Option<String>,
+        external_user_id: Option<String>,
+        welcome_code: Option<String>,
+    },
+    ChangeExternalChat {
+        change_type: String,
+        chat_id: String,
+        update_detail: Option<String>,
+        members: Vec<String>,
+    },
+    TemplateCard {
+        name: String,
+        event_key: String,
+        task_id: String,
+        card_type: Option<String>,
+        response_code: Option<String>,
+        selected: Vec<SelectedItem>,
+    },
+    BatchJobResult {
+        job_id: Option<String>,
+        job_type: Option<String>,
+    },
     /// Any other event (menus with nested payloads, newer events): forwarded with its raw fields.
-    Other { name: String },
+    Other {
+        name: String,
+    },
 }
 
 impl WecomEvent {
@@ -70,16 +106,42 @@ impl WecomEvent {
 /// The typed body of a WeCom callback.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WecomMessage {
-    Text { content: String },
-    Image { pic_url: Option<String>, media_id: String },
-    Voice { media_id: String, format: Option<String> },
-    Video { media_id: String, thumb_media_id: Option<String> },
-    File { media_id: String, file_name: Option<String> },
-    Location { latitude: f64, longitude: f64, scale: Option<f64>, label: Option<String> },
-    Link { title: Option<String>, description: Option<String>, url: String, pic_url: Option<String> },
+    Text {
+        content: String,
+    },
+    Image {
+        pic_url: Option<String>,
+        media_id: String,
+    },
+    Voice {
+        media_id: String,
+        format: Option<String>,
+    },
+    Video {
+        media_id: String,
+        thumb_media_id: Option<String>,
+    },
+    File {
+        media_id: String,
+        file_name: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        scale: Option<f64>,
+        label: Option<String>,
+    },
+    Link {
+        title: Option<String>,
+        description: Option<String>,
+        url: String,
+        pic_url: Option<String>,
+    },
     Event(WecomEvent),
     /// A `MsgType` this version does not know; the raw fields are kept.
-    Unsupported { msg_type: String },
+    Unsupported {
+        msg_type: String,
+    },
 }
 
 /// A parsed WeCom callback: header, typed body and every raw field.
@@ -111,9 +173,7 @@ fn lenient_f64(fields: &Fields, name: &str) -> Option<f64> {
 }
 
 fn texts(value: Option<&crate::xml::XmlValue>) -> Vec<String> {
-    value
-        .map(|v| v.items().iter().filter_map(|item| item.text().map(str::to_owned)).collect())
-        .unwrap_or_default()
+    value.map(|v| v.items().iter().filter_map(|item| item.text().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
 impl WecomCallbackMessage {
@@ -138,7 +198,10 @@ impl WecomCallbackMessage {
             "image" => WecomMessage::Image { pic_url: owned(&fields, "PicUrl"), media_id: media_id()? },
             "voice" => WecomMessage::Voice { media_id: media_id()?, format: owned(&fields, "Format") },
             "video" => WecomMessage::Video { media_id: media_id()?, thumb_media_id: owned(&fields, "ThumbMediaId") },
-            "file" => WecomMessage::File { media_id: media_id()?, file_name: owned(&fields, "FileName").or_else(|| owned(&fields, "Title")) },
+            "file" => WecomMessage::File {
+                media_id: media_id()?,
+                file_name: owned(&fields, "FileName").or_else(|| owned(&fields, "Title")),
+            },
             "location" => WecomMessage::Location {
                 latitude: number(&fields, "Location_X")?.ok_or(MessageError::Missing("Location_X"))?,
                 longitude: number(&fields, "Location_Y")?.ok_or(MessageError::Missing("Location_Y"))?,
@@ -212,19 +275,26 @@ impl WecomCallbackMessage {
             }
             WecomMessage::Image { pic_url, media_id } => {
                 inbound.kind = Kind::Image;
-                inbound.media = Some(Media { media_id: Some(media_id.clone()), url: pic_url.clone(), ..Media::default() });
+                inbound.media =
+                    Some(Media { media_id: Some(media_id.clone()), url: pic_url.clone(), ..Media::default() });
             }
             WecomMessage::Voice { media_id, format } => {
                 inbound.kind = Kind::Voice;
-                inbound.media = Some(Media { media_id: Some(media_id.clone()), format: format.clone(), ..Media::default() });
+                inbound.media =
+                    Some(Media { media_id: Some(media_id.clone()), format: format.clone(), ..Media::default() });
             }
             WecomMessage::Video { media_id, thumb_media_id } => {
                 inbound.kind = Kind::Video;
-                inbound.media = Some(Media { media_id: Some(media_id.clone()), thumb_media_id: thumb_media_id.clone(), ..Media::default() });
+                inbound.media = Some(Media {
+                    media_id: Some(media_id.clone()),
+                    thumb_media_id: thumb_media_id.clone(),
+                    ..Media::default()
+                });
             }
             WecomMessage::File { media_id, file_name } => {
                 inbound.kind = Kind::File;
-                inbound.media = Some(Media { media_id: Some(media_id.clone()), file_name: file_name.clone(), ..Media::default() });
+                inbound.media =
+                    Some(Media { media_id: Some(media_id.clone()), file_name: file_name.clone(), ..Media::default() });
             }
             WecomMessage::Location { latitude, longitude, scale, label } => {
                 inbound.kind = Kind::Location;
@@ -238,12 +308,23 @@ impl WecomCallbackMessage {
             }
             WecomMessage::Link { title, description, url, pic_url } => {
                 inbound.kind = Kind::Link;
-                inbound.link = Some(envelope::Link { url: url.clone(), title: title.clone(), description: description.clone(), pic_url: pic_url.clone() });
+                inbound.link = Some(envelope::Link {
+                    url: url.clone(),
+                    title: title.clone(),
+                    description: description.clone(),
+                    pic_url: pic_url.clone(),
+                });
             }
             WecomMessage::Event(event) => {
                 inbound.kind = Kind::Event;
-                if let WecomEvent::Location { latitude: Some(latitude), longitude: Some(longitude), precision } = event {
-                    inbound.location = Some(envelope::Location { latitude: *latitude, longitude: *longitude, precision: *precision, ..Default::default() });
+                if let WecomEvent::Location { latitude: Some(latitude), longitude: Some(longitude), precision } = event
+                {
+                    inbound.location = Some(envelope::Location {
+                        latitude: *latitude,
+                        longitude: *longitude,
+                        precision: *precision,
+                        ..Default::default()
+                    });
                 }
                 inbound.event = Some(envelope::Event {
                     name: event.name(&self.fields).to_owned(),
@@ -402,10 +483,19 @@ mod tests {
 
     #[test]
     fn rejects_missing_header_and_bad_numbers() {
-        assert_eq!(WecomCallbackMessage::parse("<xml><MsgType>text</MsgType></xml>").unwrap_err(), MessageError::Missing("ToUserName"));
-        assert_eq!(msg("<MsgType>text</MsgType><Content>x</Content><MsgId>1.5e3</MsgId>").unwrap_err(), MessageError::NotANumber("MsgId"));
+        assert_eq!(
+            WecomCallbackMessage::parse("<xml><MsgType>text</MsgType></xml>").unwrap_err(),
+            MessageError::Missing("ToUserName")
+        );
+        assert_eq!(
+            msg("<MsgType>text</MsgType><Content>x</Content><MsgId>1.5e3</MsgId>").unwrap_err(),
+            MessageError::NotANumber("MsgId")
+        );
         assert_eq!(msg("<MsgType>text</MsgType>").unwrap_err(), MessageError::Missing("Content"));
-        assert_eq!(msg("<MsgType>location</MsgType><Location_X>north</Location_X><Location_Y>1</Location_Y>").unwrap_err(), MessageError::NotANumber("Location_X"));
+        assert_eq!(
+            msg("<MsgType>location</MsgType><Location_X>north</Location_X><Location_Y>1</Location_Y>").unwrap_err(),
+            MessageError::NotANumber("Location_X")
+        );
     }
 
     #[test]

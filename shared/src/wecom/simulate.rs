@@ -13,7 +13,14 @@ pub struct SignedCallback {
 }
 
 /// A text message from `from_user` to the app, as decrypted XML.
-pub fn text_message(corp_id: &str, agent_id: u32, from_user: &str, text: &str, msg_id: u64, create_time: u64) -> String {
+pub fn text_message(
+    corp_id: &str,
+    agent_id: u32,
+    from_user: &str,
+    text: &str,
+    msg_id: u64,
+    create_time: u64,
+) -> String {
     let mut out = XmlWriter::with_capacity(text.len() + 300);
     out.raw("<xml>")
         .cdata_element("ToUserName", corp_id)
@@ -28,15 +35,18 @@ pub fn text_message(corp_id: &str, agent_id: u32, from_user: &str, text: &str, m
 }
 
 /// Encrypts and signs `plaintext` into the callback WeCom would send at `timestamp`.
-pub fn sign_callback(crypt: &MsgCrypt, plaintext: &str, timestamp: u64, nonce: &str, random: [u8; 16]) -> SignedCallback {
+pub fn sign_callback(
+    crypt: &MsgCrypt,
+    plaintext: &str,
+    timestamp: u64,
+    nonce: &str,
+    random: [u8; 16],
+) -> SignedCallback {
     let encrypt = crypt.encrypt(plaintext, random);
     let ts = timestamp.to_string();
     let signature = crypt.signature(&ts, nonce, &encrypt);
     let mut body = XmlWriter::with_capacity(encrypt.len() + 200);
-    body.raw("<xml>")
-        .cdata_element("ToUserName", crypt.receive_id())
-        .cdata_element("Encrypt", &encrypt)
-        .raw("</xml>");
+    body.raw("<xml>").cdata_element("ToUserName", crypt.receive_id()).cdata_element("Encrypt", &encrypt).raw("</xml>");
     SignedCallback { query: format!("msg_signature={signature}&timestamp={ts}&nonce={nonce}"), body: body.finish() }
 }
 
@@ -49,7 +59,11 @@ mod tests {
 
     #[test]
     fn a_signed_callback_verifies_decrypts_and_parses() {
-        let crypt = MsgCrypt::new("tok123", &EncodingAesKey::parse("nRDubK1SCq0IU7bkPJDwdgiZbNr0SLjxD0OT65I4uuY").unwrap(), "ww1");
+        let crypt = MsgCrypt::new(
+            "tok123",
+            &EncodingAesKey::parse("nRDubK1SCq0IU7bkPJDwdgiZbNr0SLjxD0OT65I4uuY").unwrap(),
+            "ww1",
+        );
         let xml = text_message("ww1", 7, "alice", "hi ]]> there", 42, 1_767_225_600);
         let cb = sign_callback(&crypt, &xml, 1_767_225_600, "n1", [3; 16]);
         let q = Query::parse(&cb.query).unwrap();
