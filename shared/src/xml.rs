@@ -252,38 +252,27 @@ fn walk<'a>(
             Event::Eof => break,
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
-            Event::Start(start) => {
+            Event::Start(ref element) | Event::Empty(ref element) => {
+                let opens = matches!(event, Event::Start(_));
                 elements += 1;
                 if elements > MAX_ELEMENTS {
                     return Err(XmlError::TooManyElements);
                 }
-                if depth >= MAX_DEPTH {
+                if opens && depth >= MAX_DEPTH {
                     return Err(XmlError::TooDeep);
                 }
-                let name = start.name();
+                let name = element.name();
                 if depth == 0 {
                     if root_seen || name.as_ref() != b"xml" {
                         return Err(XmlError::WrongRoot);
                     }
                     root_seen = true;
                 } else {
-                    visit(Visit::Start(name_of(name.as_ref())?))?;
+                    let name = name_of(name.as_ref())?;
+                    visit(if opens { Visit::Start(name) } else { Visit::Empty(name) })?;
                 }
-                depth += 1;
-            }
-            Event::Empty(empty) => {
-                elements += 1;
-                if elements > MAX_ELEMENTS {
-                    return Err(XmlError::TooManyElements);
-                }
-                let name = empty.name();
-                if depth == 0 {
-                    if root_seen || name.as_ref() != b"xml" {
-                        return Err(XmlError::WrongRoot);
-                    }
-                    root_seen = true;
-                } else {
-                    visit(Visit::Empty(name_of(name.as_ref())?))?;
+                if opens {
+                    depth += 1;
                 }
             }
             Event::Text(text) => {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use shared::aws::{DynamoDedupe, SqsPublisher};
 use shared::crypto::{EncodingAesKey, MsgCrypt};
 use shared::ports::SystemClock;
+use shared::wecom::simulate::{self, SignedCallback};
 use shared::wecom::WecomCallback;
 
 use crate::support::{config, settle, Proxy, Stack, CORP, KEY, TOKEN};
@@ -18,42 +19,24 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// A callback as WeCom sends it: the message encrypted for our corp, signed, at `timestamp`.
-struct Callback {
-    query: String,
-    body: String,
-}
-
 fn text_message(msg_id: u64, content: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[ZhangWei]]></FromUserName>\
-         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
-         <MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>",
-        now()
-    )
+    simulate::text_message(CORP, 1_000_002, "ZhangWei", content, msg_id, now())
 }
 
-fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> Callback {
-    let encrypt = crypt.encrypt(plaintext, shared::crypto::random_prefix());
-    let ts = timestamp.to_string();
-    let nonce = "1320562132";
-    let sig = crypt.signature(&ts, nonce, &encrypt);
-    Callback {
-        query: format!("msg_signature={sig}&timestamp={ts}&nonce={nonce}"),
-        body: format!("<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"),
-    }
+fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> SignedCallback {
+    simulate::sign_callback(crypt, plaintext, timestamp, "1320562132", shared::crypto::random_prefix())
 }
 
 fn our_crypt() -> MsgCrypt {
     MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP)
 }
 
-fn signed(plaintext: &str) -> Callback {
+fn signed(plaintext: &str) -> SignedCallback {
     signed_with(&our_crypt(), plaintext, now())
 }
 
 /// An API Gateway HTTP API (v2) event for `POST /wecom/hr`.
-fn post(callback: &Callback) -> lambda_http::Request {
+fn post(callback: &SignedCallback) -> lambda_http::Request {
     let event = serde_json::json!({
         "version": "2.0",
         "routeKey": "POST /wecom/{app}",
@@ -72,7 +55,7 @@ fn post(callback: &Callback) -> lambda_http::Request {
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
-async fn deliver(service: &WecomCallback, callback: &Callback) -> (u16, String) {
+async fn deliver(service: &WecomCallback, callback: &SignedCallback) -> (u16, String) {
     let response = wecom_callback::handle(service, post(callback)).await;
     (response.status().as_u16(), String::from_utf8(response.body().as_ref().to_vec()).unwrap())
 }
@@ -212,7 +195,7 @@ async fn bad_signature_receive_id_padding_or_replayed_timestamp_get_4xx_and_noth
     bytes[n - 18] ^= 0x01;
     let encrypt = base64_encode(&bytes);
     let ts = now().to_string();
-    let bad_padding = Callback {
+    let bad_padding = SignedCallback {
         query: format!("msg_signature={}&timestamp={ts}&nonce=1", crypt.signature(&ts, "1", &encrypt)),
         body: format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
     };

@@ -11,6 +11,7 @@ use shared::config::Config;
 use shared::crypto::{EncodingAesKey, MsgCrypt};
 use shared::memory::{MemoryDedupe, MemoryQueue};
 use shared::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
+use shared::wecom::simulate::sign_callback;
 use shared::wecom::WecomCallback;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -155,11 +156,8 @@ fn drain(rx: &mut UnboundedReceiver<QueueMessage>) -> Vec<QueueMessage> {
 /// A signed, encrypted callback for `plaintext`, sent at `timestamp`.
 fn signed(plaintext: &str, timestamp: u64) -> (String, String) {
     let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP);
-    let encrypt = crypt.encrypt(plaintext, [9; 16]);
-    let ts = timestamp.to_string();
-    let sig = crypt.signature(&ts, "n0nce", &encrypt);
-    let body = format!("<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID>1000002</AgentID></xml>");
-    (format!("msg_signature={sig}&timestamp={ts}&nonce=n0nce"), body)
+    let callback = sign_callback(&crypt, plaintext, timestamp, "n0nce", [9; 16]);
+    (callback.query, callback.body)
 }
 
 #[tokio::test]
