@@ -1,0 +1,1 @@
+//! Fake WeChat API servers for tests and the local sandbox.
