@@ -287,10 +287,13 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let mut config = Config {
-            replay_window_secs: raw.replay_window_secs.unwrap_or(DEFAULT_REPLAY_WINDOW_SECS),
-            ..Config::default()
-        };
+        let replay_window_secs = raw.replay_window_secs.unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
+        // Beyond the dedupe markers' lifetime a replayed callback would be published again.
+        let dedupe_ttl = crate::ports::DEDUPE_TTL.as_secs();
+        if replay_window_secs != 0 && !(60..=dedupe_ttl).contains(&replay_window_secs) {
+            return Err(invalid("replay_window_secs", format!("must be 0 (off) or 60 to {dedupe_ttl} seconds")));
+        }
+        let mut config = Config { replay_window_secs, ..Config::default() };
         for (i, app) in raw.wecom.into_iter().enumerate() {
             let at = |field: &str| format!("wecom[{i}].{field}");
             check_token(at("token"), &app.token)?;
@@ -382,18 +385,19 @@ impl Config {
     }
 }
 
-/// serde_json quotes offending string values ("invalid type: string \"…\", expected u32"): a
-/// misplaced secret must not reach the logs, so the quoted value is dropped.
+/// serde_json quotes the offending value ("invalid type: string \"…\", expected u32", "invalid
+/// type: integer `123456`, expected a string"): a misplaced secret must not reach the logs, so the
+/// value is dropped and only its kind stays.
 fn redact_serde_message(message: &str) -> String {
-    const MARK: &str = "string \"";
-    match message.find(MARK) {
-        Some(start) => {
-            let rest = &message[start + MARK.len()..];
-            let tail = rest.rfind("\", expected").map(|i| &rest[i + 1..]).unwrap_or("");
-            format!("{}string [redacted]{}", &message[..start], tail)
+    for mark in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(start) = message.find(mark) {
+            let rest = &message[start + mark.len()..];
+            let kind = rest.split([' ', '`', '"']).next().unwrap_or_default();
+            let tail = rest.rfind(", expected").map(|i| &rest[i..]).unwrap_or("");
+            return format!("{}{mark}{kind} [redacted]{tail}", &message[..start]);
         }
-        None => message.to_owned(),
     }
+    message.to_owned()
 }
 
 /// Where the configuration comes from.
@@ -541,6 +545,8 @@ mod tests {
                 "ilink[0].base_url",
             ),
             (r#"{"wecom": {}}"#.to_owned(), "wecom"),
+            (r#"{"replay_window_secs": 5}"#.to_owned(), "replay_window_secs"),
+            (r#"{"replay_window_secs": 604800}"#.to_owned(), "replay_window_secs"),
             ("not json".to_owned(), "(document)"),
         ];
         for (json, field) in cases {
@@ -555,6 +561,10 @@ mod tests {
         assert!(!message.contains("SECRETKEY"), "{message}");
         let message = error_of(&doc(&app(&[("agent_id", "\"SECRETAGENT\"")])));
         assert!(!message.contains("SECRETAGENT"), "{message}");
+        let message = error_of(&doc(&app(&[("token", "987654321")])));
+        assert!(!message.contains("987654321") && message.contains("wecom[0].token"), "{message}");
+        let message = error_of(&doc(&app(&[("token", "987654321")])));
+        assert!(!message.contains("987654321") && message.contains("wecom[0].token"), "{message}");
         let config = Config::parse(&doc(&app(&[]))).unwrap();
         let shown = format!("{config:?}");
         for secret in ["Wx8r1dgeT0ken", KEY, "s3cr3t-value"] {

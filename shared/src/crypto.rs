@@ -10,6 +10,7 @@ use aes::Aes256;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine as _};
+use secrecy::{ExposeSecret, SecretString};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -169,7 +170,7 @@ impl<'a> Verified<'a> {
 /// One account's WXBizMsgCrypt: its Token, its AES key and its receive id (CorpID or AppID).
 #[derive(Clone)]
 pub struct MsgCrypt {
-    token: String,
+    token: SecretString,
     key: EncodingAesKey,
     cipher: Aes256,
     receive_id: String,
@@ -189,7 +190,7 @@ impl MsgCrypt {
     /// Builds the crypto of one account; the AES key schedule is computed once here.
     pub fn new(token: &str, key: &EncodingAesKey, receive_id: &str) -> Self {
         Self {
-            token: token.to_owned(),
+            token: SecretString::from(token.to_owned()),
             cipher: Aes256::new(&key.0.into()),
             key: key.clone(),
             receive_id: receive_id.to_owned(),
@@ -203,12 +204,12 @@ impl MsgCrypt {
 
     /// `msg_signature` over `[token, timestamp, nonce, encrypt]`.
     pub fn signature(&self, timestamp: &str, nonce: &str, encrypt: &str) -> Signature {
-        sign(&mut [&self.token, timestamp, nonce, encrypt])
+        sign(&mut [self.token.expose_secret(), timestamp, nonce, encrypt])
     }
 
     /// The plain signature over `[token, timestamp, nonce]`.
     pub fn plain_signature(&self, timestamp: &str, nonce: &str) -> Signature {
-        plain_signature(&self.token, timestamp, nonce)
+        plain_signature(self.token.expose_secret(), timestamp, nonce)
     }
 
     /// Checks `msg_signature` (constant time) and returns the proof that decryption needs.

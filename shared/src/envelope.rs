@@ -140,6 +140,157 @@ impl Inbound {
     }
 }
 
+/// The envelope version of `Outbound`.
+pub const OUTBOUND_VERSION: u8 = 1;
+
+/// Which API sends an `Outbound`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutChannel {
+    /// A WeCom app message to users (`to`: user ids joined by `|`, or `@all`).
+    WecomApp,
+    /// A WeCom app group chat (`to`: chat id).
+    WecomAppchat,
+    /// A WeCom group robot (`account` names the robot; `to` unused).
+    WecomWebhook,
+    /// An Official Account customer-service message (`to`: open id).
+    Oa,
+    /// An iLink bot message to a personal WeChat user (`to`: user id).
+    Ilink,
+}
+
+impl OutChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WecomApp => "wecom_app",
+            Self::WecomAppchat => "wecom_appchat",
+            Self::WecomWebhook => "wecom_webhook",
+            Self::Oa => "oa",
+            Self::Ilink => "ilink",
+        }
+    }
+}
+
+/// One article of a `news` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Article {
+    pub title: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picurl: Option<String>,
+}
+
+/// What an `Outbound` says. Each channel supports a subset; the sender refuses the rest as a
+/// permanent error with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Content {
+    Text {
+        text: String,
+    },
+    Markdown {
+        text: String,
+    },
+    /// By `media_id` (WeCom app, appchat, Official Account) or as `base64` (group robot).
+    Image {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base64: Option<String>,
+    },
+    File {
+        media_id: String,
+    },
+    News {
+        articles: Vec<Article>,
+    },
+    Textcard {
+        title: String,
+        description: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        btntxt: Option<String>,
+    },
+    /// The `template_card` object exactly as WeCom documents it.
+    TemplateCard {
+        card: serde_json::Value,
+    },
+}
+
+impl Content {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::Markdown { .. } => "markdown",
+            Self::Image { .. } => "image",
+            Self::File { .. } => "file",
+            Self::News { .. } => "news",
+            Self::Textcard { .. } => "textcard",
+            Self::TemplateCard { .. } => "template_card",
+        }
+    }
+}
+
+/// A reply or message for WeChat, as bots put it on the outbound queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    pub v: u8,
+    pub channel: OutChannel,
+    /// The configured app, Official Account, iLink account or robot.
+    pub account: String,
+    #[serde(default)]
+    pub to: String,
+    pub content: Content,
+    /// Sending the same key twice sends once.
+    pub idempotency_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+}
+
+/// Why a queue message is not a valid `Outbound`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("not an Outbound v1 document: {0}")]
+    Json(String),
+    #[error("unsupported envelope version {0} (this sender reads v1)")]
+    Version(u8),
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("idempotency_key is longer than 512 bytes")]
+    KeyTooLong,
+}
+
+impl Outbound {
+    /// Parses and checks a queue message body.
+    pub fn parse(json: &str) -> Result<Self, EnvelopeError> {
+        let out: Outbound = serde_json::from_str(json).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        if out.v != OUTBOUND_VERSION {
+            return Err(EnvelopeError::Version(out.v));
+        }
+        if out.account.is_empty() {
+            return Err(EnvelopeError::Empty("account"));
+        }
+        if out.idempotency_key.is_empty() {
+            return Err(EnvelopeError::Empty("idempotency_key"));
+        }
+        if out.idempotency_key.len() > 512 {
+            return Err(EnvelopeError::KeyTooLong);
+        }
+        if out.to.is_empty() && out.channel != OutChannel::WecomWebhook {
+            return Err(EnvelopeError::Empty("to"));
+        }
+        Ok(out)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// RFC 3339 for a unix time in seconds (UTC).
 pub fn rfc3339(unix_seconds: u64) -> String {
     let seconds = i64::try_from(unix_seconds).unwrap_or(i64::MAX);
@@ -152,6 +303,29 @@ pub fn rfc3339(unix_seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_minimal_outbound_and_refuses_broken_ones() {
+        let minimal = r#"{"v": 1, "channel": "wecom_app", "account": "hr", "to": "WangFang",
+            "content": {"type": "text", "text": "pong"}, "idempotency_key": "reply-1",
+            "in_reply_to": "wecom:hr:7450000000000000230"}"#;
+        let out = Outbound::parse(minimal).unwrap();
+        assert_eq!(out.content, Content::Text { text: "pong".into() });
+        assert_eq!(Outbound::parse(&out.to_json()).unwrap(), out);
+        let robot = r#"{"v":1,"channel":"wecom_webhook","account":"ops","content":{"type":"markdown","text":"**hi**"},"idempotency_key":"k"}"#;
+        assert_eq!(Outbound::parse(robot).unwrap().to, "");
+        for (bad, why) in [
+            (minimal.replace("\"v\": 1", "\"v\": 2"), "version"),
+            (minimal.replace("\"to\": \"WangFang\"", "\"to\": \"\""), "to"),
+            (minimal.replace("reply-1", ""), "idempotency_key"),
+            (minimal.replace("wecom_app", "telegram"), "unknown variant"),
+            (minimal.replace("\"type\": \"text\"", "\"type\": \"sticker\""), "unknown variant"),
+            ("[]".to_owned(), "not an Outbound"),
+        ] {
+            let err = Outbound::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn formats_rfc3339_in_utc() {

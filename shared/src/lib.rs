@@ -4,12 +4,15 @@
 // One audited exception: `crypto::into_string` after SIMD UTF-8 validation.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod memory;
+pub mod outbound;
 pub mod ports;
 pub mod query;
+pub mod tokens;
 pub mod wecom;
 pub mod xml;
 

@@ -7,10 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage};
-
-/// How long a completed marker is kept.
-pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, DEDUPE_TTL};
 
 /// A queue in memory: publishing sends to an unbounded channel whose receiver is the consumer.
 #[derive(Debug, Clone)]

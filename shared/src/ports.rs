@@ -75,6 +75,9 @@ pub trait Dedupe: Send + Sync {
     async fn release(&self, key: &str, token: &str) -> Result<(), PortError>;
 }
 
+/// How long a completed dedupe marker is kept.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Milliseconds since the unix epoch, for leases.
 pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -210,8 +210,42 @@ impl Frame {
     }
 }
 
-fn malformed(err: impl std::fmt::Display) -> XmlError {
-    XmlError::Malformed(err.to_string())
+/// A fixed description: quick-xml's own messages can quote document text (an unknown entity
+/// quotes what follows `&`), and decrypted text must not reach responses or logs.
+fn malformed(err: impl Into<Malformation>) -> XmlError {
+    XmlError::Malformed(err.into().0.to_owned())
+}
+
+struct Malformation(&'static str);
+
+impl From<&'static str> for Malformation {
+    fn from(reason: &'static str) -> Self {
+        Self(reason)
+    }
+}
+
+impl From<quick_xml::Error> for Malformation {
+    fn from(err: quick_xml::Error) -> Self {
+        Self(match err {
+            quick_xml::Error::Syntax(_) => "syntax error",
+            quick_xml::Error::IllFormed(_) => "ill-formed document (mismatched or missing tags)",
+            quick_xml::Error::Escape(_) => "invalid character or entity reference",
+            quick_xml::Error::Encoding(_) => "invalid encoding",
+            _ => "unreadable document",
+        })
+    }
+}
+
+impl From<quick_xml::escape::EscapeError> for Malformation {
+    fn from(_: quick_xml::escape::EscapeError) -> Self {
+        Self("invalid character or entity reference")
+    }
+}
+
+impl From<std::str::Utf8Error> for Malformation {
+    fn from(_: std::str::Utf8Error) -> Self {
+        Self("invalid UTF-8 in an element name")
+    }
 }
 
 /// What [`walk`] reports, in document order: names live as long as the event, text as the input.
@@ -241,6 +275,8 @@ fn walk<'a>(
     input: &'a str,
     mut visit: impl for<'n> FnMut(Visit<'a, 'n>) -> Result<(), XmlError>,
 ) -> Result<(), XmlError> {
+    // quick-xml skips a byte-order mark without counting it: drop it so offsets match `input`.
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
     let mut reader = Reader::from_str(input);
     let mut depth = 0usize;
     let mut elements = 0usize;
@@ -482,6 +518,17 @@ mod tests {
         assert_eq!(list.items().iter().map(|v| v.text().unwrap()).collect::<Vec<_>>(), ["a", "b"]);
         let one = fields.get("One").unwrap().node().unwrap().get("Item").unwrap();
         assert_eq!(one.items().len(), 1);
+    }
+
+    #[test]
+    fn errors_never_quote_document_text() {
+        let err = parse("<xml><Content>Q&A session; secret words</Content></xml>").unwrap_err();
+        assert!(!err.to_string().contains("session"), "{err}");
+    }
+
+    #[test]
+    fn accepts_a_byte_order_mark() {
+        assert_eq!(parse("\u{feff}<xml><A>x</A></xml>").unwrap().text("A"), Some("x"));
     }
 
     #[test]

@@ -3,8 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use shared::aws::DynamoDedupe;
-use shared::memory::DEDUPE_TTL;
-use shared::ports::{Claim, Dedupe};
+use shared::ports::{Claim, Dedupe, DEDUPE_TTL};
 
 use crate::support::Stack;
 

@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::memory::DEDUPE_TTL;
-use crate::ports::{claim_token, unix_millis, Claim, Dedupe, PortError};
+use crate::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, DEDUPE_TTL};
 
 const PENDING: &str = "pending";
 const DONE: &str = "done";

@@ -169,7 +169,8 @@ impl WecomCallback {
             }
             Err(err) => {
                 let status = err.status();
-                if status >= 500 {
+                // A valid signature over undecryptable data means a key or corp id mismatch.
+                if status >= 500 || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_)) {
                     tracing::error!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback");
                 } else {
                     tracing::warn!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback refused");

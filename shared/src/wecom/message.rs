@@ -160,12 +160,31 @@ fn owned(fields: &Fields, name: &str) -> Option<String> {
     fields.non_empty(name).map(str::to_owned)
 }
 
-fn number<T: std::str::FromStr>(fields: &Fields, name: &'static str) -> Result<Option<T>, MessageError> {
+fn number<T: std::str::FromStr + Finite>(fields: &Fields, name: &'static str) -> Result<Option<T>, MessageError> {
     match fields.non_empty(name) {
         None => Ok(None),
-        Some(text) => text.trim().parse().map(Some).map_err(|_| MessageError::NotANumber(name)),
+        Some(text) => match text.trim().parse::<T>() {
+            Ok(value) if value.is_finite() => Ok(Some(value)),
+            _ => Err(MessageError::NotANumber(name)),
+        },
     }
 }
+
+/// Numbers from XML must be finite: JSON has no NaN or infinity.
+trait Finite {
+    fn is_finite(&self) -> bool;
+}
+
+impl Finite for f64 {
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
+}
+
+macro_rules! always_finite {
+    ($($t:ty),*) => { $(impl Finite for $t { fn is_finite(&self) -> bool { true } })* };
+}
+always_finite!(u32, u64);
 
 /// A coordinate or precision: kept in `raw` as sent, typed here only when it parses.
 fn lenient_f64(fields: &Fields, name: &str) -> Option<f64> {
@@ -189,35 +208,46 @@ impl WecomCallbackMessage {
             from: required(&fields, "FromUserName")?.to_owned(),
             create_time: number(&fields, "CreateTime")?.ok_or(MessageError::Missing("CreateTime"))?,
             msg_type: required(&fields, "MsgType")?.to_owned(),
-            agent_id: number(&fields, "AgentID")?,
-            msg_id: number(&fields, "MsgId")?.map(MsgId),
+            // Optional header fields are typed when they parse; `raw` keeps them as sent.
+            agent_id: number(&fields, "AgentID").ok().flatten(),
+            msg_id: number(&fields, "MsgId").ok().flatten().map(MsgId),
         };
-        let media_id = || required(&fields, "MediaId").map(str::to_owned);
+        // A signed message whose body does not fit its type is still the user's message: it is
+        // forwarded as unsupported with its raw fields rather than refused (and lost).
+        let body = Self::body(&header, &fields).unwrap_or_else(|err| {
+            tracing::warn!(msg_type = %header.msg_type, error = %err, "message body does not fit its type; forwarded as unsupported");
+            WecomMessage::Unsupported { msg_type: header.msg_type.clone() }
+        });
+        Ok(Self { header, body, fields })
+    }
+
+    fn body(header: &Header, fields: &Fields) -> Result<WecomMessage, MessageError> {
+        let media_id = || required(fields, "MediaId").map(str::to_owned);
         let body = match header.msg_type.as_str() {
-            "text" => WecomMessage::Text { content: required(&fields, "Content")?.to_owned() },
-            "image" => WecomMessage::Image { pic_url: owned(&fields, "PicUrl"), media_id: media_id()? },
-            "voice" => WecomMessage::Voice { media_id: media_id()?, format: owned(&fields, "Format") },
-            "video" => WecomMessage::Video { media_id: media_id()?, thumb_media_id: owned(&fields, "ThumbMediaId") },
+            "text" => WecomMessage::Text { content: required(fields, "Content")?.to_owned() },
+            "image" => WecomMessage::Image { pic_url: owned(fields, "PicUrl"), media_id: media_id()? },
+            "voice" => WecomMessage::Voice { media_id: media_id()?, format: owned(fields, "Format") },
+            "video" => WecomMessage::Video { media_id: media_id()?, thumb_media_id: owned(fields, "ThumbMediaId") },
             "file" => WecomMessage::File {
                 media_id: media_id()?,
-                file_name: owned(&fields, "FileName").or_else(|| owned(&fields, "Title")),
+                file_name: owned(fields, "FileName").or_else(|| owned(fields, "Title")),
             },
             "location" => WecomMessage::Location {
-                latitude: number(&fields, "Location_X")?.ok_or(MessageError::Missing("Location_X"))?,
-                longitude: number(&fields, "Location_Y")?.ok_or(MessageError::Missing("Location_Y"))?,
-                scale: lenient_f64(&fields, "Scale"),
-                label: owned(&fields, "Label"),
+                latitude: number(fields, "Location_X")?.ok_or(MessageError::Missing("Location_X"))?,
+                longitude: number(fields, "Location_Y")?.ok_or(MessageError::Missing("Location_Y"))?,
+                scale: lenient_f64(fields, "Scale"),
+                label: owned(fields, "Label"),
             },
             "link" => WecomMessage::Link {
-                title: owned(&fields, "Title"),
-                description: owned(&fields, "Description"),
-                url: required(&fields, "Url")?.to_owned(),
-                pic_url: owned(&fields, "PicUrl"),
+                title: owned(fields, "Title"),
+                description: owned(fields, "Description"),
+                url: required(fields, "Url")?.to_owned(),
+                pic_url: owned(fields, "PicUrl"),
             },
-            "event" => WecomMessage::Event(parse_event(&fields)?),
+            "event" => WecomMessage::Event(parse_event(fields)?),
             other => WecomMessage::Unsupported { msg_type: other.to_owned() },
         };
-        Ok(Self { header, body, fields })
+        Ok(body)
     }
 
     /// The key that identifies this message across WeChat's retries.
@@ -228,6 +258,9 @@ impl WecomCallbackMessage {
     pub fn dedupe_key(&self) -> String {
         if let Some(MsgId(id)) = self.header.msg_id {
             return id.to_string();
+        }
+        if let Some(raw) = self.fields.non_empty("MsgId") {
+            return raw.to_owned();
         }
         let mut key = format!("{}:{}:{}", self.header.from, self.header.create_time, self.header.msg_type);
         if let Some(event) = self.fields.non_empty("Event") {
@@ -488,14 +521,34 @@ mod tests {
             MessageError::Missing("ToUserName")
         );
         assert_eq!(
-            msg("<MsgType>text</MsgType><Content>x</Content><MsgId>1.5e3</MsgId>").unwrap_err(),
-            MessageError::NotANumber("MsgId")
+            WecomCallbackMessage::parse("<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>soon</CreateTime><MsgType>text</MsgType></xml>").unwrap_err(),
+            MessageError::NotANumber("CreateTime")
         );
-        assert_eq!(msg("<MsgType>text</MsgType>").unwrap_err(), MessageError::Missing("Content"));
-        assert_eq!(
-            msg("<MsgType>location</MsgType><Location_X>north</Location_X><Location_Y>1</Location_Y>").unwrap_err(),
-            MessageError::NotANumber("Location_X")
-        );
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_its_type_is_forwarded_as_unsupported_not_refused() {
+        for (inner, msg_type) in [
+            ("<MsgType>text</MsgType>", "text"),
+            ("<MsgType>image</MsgType><PicUrl>x</PicUrl>", "image"),
+            ("<MsgType>location</MsgType><Location_X>north</Location_X><Location_Y>1</Location_Y>", "location"),
+            ("<MsgType>location</MsgType><Location_X>NaN</Location_X><Location_Y>inf</Location_Y>", "location"),
+            ("<MsgType>event</MsgType><Event>change_contact</Event>", "event"),
+        ] {
+            let m = msg(inner).unwrap();
+            assert_eq!(m.body, WecomMessage::Unsupported { msg_type: msg_type.into() }, "{inner}");
+            let inbound = m.to_inbound("hr", 0);
+            assert_eq!(inbound.kind, Kind::Unsupported);
+            assert_eq!(inbound.raw["MsgType"], msg_type);
+        }
+    }
+
+    #[test]
+    fn odd_optional_header_fields_are_kept_raw_and_still_dedupe() {
+        let m = msg("<MsgType>text</MsgType><Content>x</Content><MsgId>ab-12</MsgId><AgentID>99999999999</AgentID>")
+            .unwrap();
+        assert_eq!((m.header.msg_id, m.header.agent_id), (None, None));
+        assert_eq!(m.to_inbound("hr", 0).id, "wecom:hr:ab-12");
     }
 
     #[test]

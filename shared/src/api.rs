@@ -1,0 +1,346 @@
+//! The WeChat HTTP APIs the sender calls: WeCom, the group robot webhook, the Official Account
+//! and iLink. One HTTP client per process; base URLs are configurable so tests use fakes.
+//!
+//! Access tokens, robot keys and bot tokens travel in URLs and headers: transport errors are
+//! stripped of their URL, and nothing here logs a request.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+/// WeCom's API host.
+pub const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
+/// The Official Account API host.
+pub const OA_API_BASE: &str = "https://api.weixin.qq.com";
+/// What wxbridge tells iLink about itself (`base_info`).
+pub const ILINK_CHANNEL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which API family answered (they share errcode numbers with different meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Wecom,
+    Oa,
+    Ilink,
+}
+
+/// A failed API call. Display never contains a token, key or URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("transport: {detail}")]
+    Transport { timeout: bool, detail: String },
+    #[error("HTTP {status}")]
+    Http { status: u16 },
+    #[error("errcode {code}: {message}")]
+    Errcode { code: i64, message: String },
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    fn transport(err: reqwest::Error) -> Self {
+        let timeout = err.is_timeout();
+        // The URL carries access tokens and robot keys.
+        let err = err.without_url();
+        let mut detail = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::Transport { timeout, detail }
+    }
+
+    /// The errcode, if the API answered with one.
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            Self::Errcode { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What to do about an API result: the one errcode table of the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Drop the cached token (if it is still the one used), fetch a new one, retry once.
+    RefreshToken,
+    /// Retry later, not sooner than this.
+    Transient { min_backoff_s: u32 },
+    /// Do not retry: the DLQ, with the reason.
+    Permanent,
+}
+
+/// Classifies a failed call.
+pub fn classify(family: Family, err: &ApiError) -> Verdict {
+    match err {
+        ApiError::Transport { .. } => Verdict::Transient { min_backoff_s: 0 },
+        ApiError::Http { status } if *status >= 500 || *status == 429 || *status == 408 => {
+            Verdict::Transient { min_backoff_s: 0 }
+        }
+        ApiError::Http { .. } | ApiError::Decode(_) => Verdict::Permanent,
+        ApiError::Errcode { code, .. } => classify_code(family, *code),
+    }
+}
+
+fn classify_code(family: Family, code: i64) -> Verdict {
+    match (family, code) {
+        // System busy.
+        (Family::Wecom | Family::Oa, -1) => Verdict::Transient { min_backoff_s: 0 },
+        // Token invalid, expired or missing (OA also answers 40001 for a token that is not the latest).
+        (Family::Wecom, 40014 | 42001 | 41001) | (Family::Oa, 40001 | 40014 | 42001 | 41001) => Verdict::RefreshToken,
+        // Frequency limits: per-minute blocks last 60 s.
+        (Family::Wecom, 45009) | (Family::Oa, 45009) => Verdict::Transient { min_backoff_s: 60 },
+        (Family::Wecom, 45033) | (Family::Oa, 45011) => Verdict::Transient { min_backoff_s: 5 },
+        // iLink: -2 (the user must write first / budget spent) and -14 (session expired) get
+        // worse with every retry.
+        (Family::Ilink, -2 | -14) => Verdict::Permanent,
+        (Family::Ilink, _) => Verdict::Transient { min_backoff_s: 2 },
+        // Everything else (invalid user, 45015/45047 outside the window or over quota, 48001 no
+        // permission, 60020 IP not allowed, bad parameters, unknown codes) is not fixed by waiting.
+        _ => Verdict::Permanent,
+    }
+}
+
+/// An access token and how long WeChat says it lives.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub value: SecretString,
+    pub expires_in: u64,
+}
+
+/// The API clients, sharing one HTTP connection pool.
+#[derive(Debug, Clone)]
+pub struct WechatApi {
+    http: reqwest::Client,
+    wecom_base: String,
+    oa_base: String,
+}
+
+/// Base URLs and timeouts.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub wecom_base: String,
+    pub oa_base: String,
+    /// Whole-request timeout; iLink's sendmessage takes up to 15 s.
+    pub timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            wecom_base: WECOM_API_BASE.to_owned(),
+            oa_base: OA_API_BASE.to_owned(),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+fn base(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+/// Errcode 0 or absent is success; WeCom and OA put it at the top level.
+fn check_errcode(body: Value) -> Result<Value, ApiError> {
+    match body.get("errcode").and_then(Value::as_i64) {
+        None | Some(0) => Ok(body),
+        Some(code) => Err(ApiError::Errcode {
+            code,
+            message: body.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        }),
+    }
+}
+
+impl WechatApi {
+    pub fn new(settings: &ApiSettings) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(settings.timeout)
+            .user_agent(concat!("wxbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ApiError::transport)?;
+        Ok(Self { http, wecom_base: base(&settings.wecom_base), oa_base: base(&settings.oa_base) })
+    }
+
+    async fn json(response: Result<reqwest::Response, reqwest::Error>) -> Result<Value, ApiError> {
+        let response = response.map_err(ApiError::transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ApiError::Http { status: status.as_u16() });
+        }
+        let bytes = response.bytes().await.map_err(ApiError::transport)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // iLink answers success with an empty body.
+            return Ok(json!({}));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    fn token(body: &Value) -> Result<IssuedToken, ApiError> {
+        let value = body.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty());
+        let value = value.ok_or_else(|| ApiError::Decode("no access_token in the answer".into()))?;
+        let expires_in = body.get("expires_in").and_then(Value::as_u64).unwrap_or(7200);
+        Ok(IssuedToken { value: SecretString::from(value.to_owned()), expires_in })
+    }
+
+    /// WeCom `GET cgi-bin/gettoken`.
+    pub async fn wecom_token(&self, corp_id: &str, secret: &SecretString) -> Result<IssuedToken, ApiError> {
+        let url = format!("{}/cgi-bin/gettoken", self.wecom_base);
+        let request = self.http.get(url).query(&[("corpid", corp_id), ("corpsecret", secret.expose_secret())]);
+        Self::token(&check_errcode(Self::json(request.send().await).await?)?)
+    }
+
+    /// WeCom `POST cgi-bin/<path>?access_token=…` (message/send, appchat/*).
+    pub async fn wecom_post(&self, path: &str, token: &SecretString, body: &Value) -> Result<Value, ApiError> {
+        let url = format!("{}/cgi-bin/{path}", self.wecom_base);
+        let request = self.http.post(url).query(&[("access_token", token.expose_secret())]).json(body);
+        check_errcode(Self::json(request.send().await).await?)
+    }
+
+    /// WeCom `GET cgi-bin/<path>?access_token=…&…` (appchat/get).
+    pub async fn wecom_get(&self, path: &str, token: &SecretString, query: &[(&str, &str)]) -> Result<Value, ApiError> {
+        let url = format!("{}/cgi-bin/{path}", self.wecom_base);
+        let request = self.http.get(url).query(&[("access_token", token.expose_secret())]).query(query);
+        check_errcode(Self::json(request.send().await).await?)
+    }
+
+    /// Uploads a file as multipart part `media`: WeCom `media/upload` (query carries the
+    /// access token) or the robot's `webhook/upload_media` (query carries the key).
+    pub async fn wecom_upload(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, ApiError> {
+        let url = format!("{}/cgi-bin/{path}", self.wecom_base);
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+        let form = reqwest::multipart::Form::new().part("media", part);
+        let request = self.http.post(url).query(query).multipart(form);
+        check_errcode(Self::json(request.send().await).await?)
+    }
+
+    /// Group robot `POST cgi-bin/webhook/send?key=…`.
+    pub async fn webhook_send(&self, key: &SecretString, body: &Value) -> Result<Value, ApiError> {
+        let url = format!("{}/cgi-bin/webhook/send", self.wecom_base);
+        let request = self.http.post(url).query(&[("key", key.expose_secret())]).json(body);
+        check_errcode(Self::json(request.send().await).await?)
+    }
+
+    /// Official Account `POST cgi-bin/stable_token` in normal mode: never `cgi-bin/token`,
+    /// whose every call invalidates the tokens other holders cached.
+    pub async fn oa_stable_token(&self, app_id: &str, secret: &SecretString) -> Result<IssuedToken, ApiError> {
+        let url = format!("{}/cgi-bin/stable_token", self.oa_base);
+        let body = json!({"grant_type": "client_credential", "appid": app_id, "secret": secret.expose_secret(), "force_refresh": false});
+        Self::token(&check_errcode(Self::json(self.http.post(url).json(&body).send().await).await?)?)
+    }
+
+    /// Official Account `POST cgi-bin/<path>?access_token=…` (message/custom/send, …/typing).
+    pub async fn oa_post(&self, path: &str, token: &SecretString, body: &Value) -> Result<Value, ApiError> {
+        let url = format!("{}/cgi-bin/{path}", self.oa_base);
+        let request = self.http.post(url).query(&[("access_token", token.expose_secret())]).json(body);
+        check_errcode(Self::json(request.send().await).await?)
+    }
+
+    /// iLink `POST <base_url>/ilink/bot/<endpoint>` with its headers and `base_info`.
+    pub async fn ilink_post(
+        &self,
+        base_url: &str,
+        bot_token: &SecretString,
+        endpoint: &str,
+        mut body: Value,
+    ) -> Result<Value, ApiError> {
+        body["base_info"] = json!({"channel_version": ILINK_CHANNEL_VERSION, "bot_agent": concat!("wxbridge/", env!("CARGO_PKG_VERSION"))});
+        let url = format!("{}/ilink/bot/{endpoint}", base(base_url));
+        let request = self.http.post(url).headers(ilink_headers(bot_token)?).json(&body);
+        let answer = Self::json(request.send().await).await?;
+        // Business errors come with HTTP 200: `ret` and/or `errcode`.
+        let code = answer
+            .get("ret")
+            .and_then(Value::as_i64)
+            .filter(|c| *c != 0)
+            .or_else(|| answer.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0));
+        match code {
+            None => Ok(answer),
+            Some(code) => Err(ApiError::Errcode {
+                code,
+                message: answer.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            }),
+        }
+    }
+}
+
+/// The headers of every iLink bot POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's
+/// decimal text) each time.
+fn ilink_headers(bot_token: &SecretString) -> Result<HeaderMap, ApiError> {
+    use base64::Engine as _;
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("AuthorizationType", HeaderValue::from_static("ilink_bot_token"));
+    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", bot_token.expose_secret().trim()))
+        .map_err(|_| ApiError::Decode("the bot token is not a valid header value".into()))?;
+    bearer.set_sensitive(true);
+    headers.insert(AUTHORIZATION, bearer);
+    let uin: u32 = u32::from_be_bytes(crate::crypto::random_prefix()[..4].try_into().unwrap_or([0; 4]));
+    let uin = base64::engine::general_purpose::STANDARD.encode(uin.to_string());
+    headers.insert("X-WECHAT-UIN", HeaderValue::from_str(&uin).unwrap_or(HeaderValue::from_static("MA==")));
+    headers.insert("iLink-App-Id", HeaderValue::from_static("bot"));
+    headers.insert("iLink-App-ClientVersion", HeaderValue::from_static("132105"));
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(code: i64) -> ApiError {
+        ApiError::Errcode { code, message: String::new() }
+    }
+
+    #[test]
+    fn the_errcode_table_decides_refresh_retry_or_give_up() {
+        use Family::*;
+        use Verdict::*;
+        let cases = [
+            (Wecom, code(42001), RefreshToken),
+            (Wecom, code(40014), RefreshToken),
+            (Oa, code(40001), RefreshToken),
+            (Wecom, code(-1), Transient { min_backoff_s: 0 }),
+            (Wecom, code(45009), Transient { min_backoff_s: 60 }),
+            (Wecom, code(45033), Transient { min_backoff_s: 5 }),
+            (Oa, code(45011), Transient { min_backoff_s: 5 }),
+            (Wecom, code(40003), Permanent),
+            (Wecom, code(60020), Permanent),
+            (Wecom, code(81013), Permanent),
+            (Oa, code(45015), Permanent),
+            (Oa, code(45047), Permanent),
+            (Oa, code(48001), Permanent),
+            (Ilink, code(-2), Permanent),
+            (Ilink, code(-14), Permanent),
+            (Ilink, code(-1), Transient { min_backoff_s: 2 }),
+            (Wecom, ApiError::Http { status: 502 }, Transient { min_backoff_s: 0 }),
+            (Wecom, ApiError::Http { status: 429 }, Transient { min_backoff_s: 0 }),
+            (Wecom, ApiError::Http { status: 404 }, Permanent),
+            (Oa, ApiError::Transport { timeout: true, detail: String::new() }, Transient { min_backoff_s: 0 }),
+        ];
+        for (family, err, verdict) in cases {
+            assert_eq!(classify(family, &err), verdict, "{family:?} {err}");
+        }
+    }
+
+    #[test]
+    fn ilink_headers_carry_a_fresh_decimal_uin_and_a_sensitive_bearer() {
+        use base64::Engine as _;
+        let token = SecretString::from("bot-token".to_owned());
+        let (a, b) = (ilink_headers(&token).unwrap(), ilink_headers(&token).unwrap());
+        let uin = |h: &HeaderMap| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(h["X-WECHAT-UIN"].as_bytes()).unwrap();
+            String::from_utf8(raw).unwrap().parse::<u32>().unwrap()
+        };
+        assert_ne!(uin(&a), uin(&b));
+        assert!(a[AUTHORIZATION].is_sensitive());
+        assert_eq!(a["AuthorizationType"], "ilink_bot_token");
+    }
+}
