@@ -1,1 +1,199 @@
 //! Fake WeChat API servers for tests and the local sandbox.
+//!
+//! [`FakeWechat`] is one HTTP server on 127.0.0.1 that plays WeCom (`gettoken`, `message/send`,
+//! `appchat/*`), the WeCom group robot webhook, the Official Account (`stable_token`,
+//! `message/custom/*`) and iLink (`ilink/bot/sendmessage`) at once; their paths do not collide.
+//! It checks each request the way the real server does (credentials, token lifetimes, field types
+//! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
+//! the platforms' rules rather than to a mock's assumptions.
+//!
+//! Tests set up accounts and recipients, optionally inject faults per path, run the client against
+//! [`FakeWechat::base_url`], then assert on [`FakeWechat::deliveries`] and
+//! [`FakeWechat::problems`] (every refused request explains itself there).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let wx = fakes::FakeWechat::start().await;
+//! wx.add_wecom_app("ww1", "secret", 1000002);
+//! wx.add_wecom_user("alice");
+//! // … point the client at wx.base_url and send …
+//! assert!(wx.problems().is_empty(), "{:#?}", wx.problems());
+//! # }
+//! ```
+
+mod ilink;
+mod oa;
+mod robot;
+mod server;
+mod state;
+mod wecom;
+mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use server::{lock, Shared};
+use state::{OaApp, State, WecomApp};
+
+/// A running fake. Dropping it stops the server.
+pub struct FakeWechat {
+    /// `http://127.0.0.1:PORT`, no trailing slash; use it as the base URL of every platform.
+    pub base_url: String,
+    state: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// What to do to the next request on a path instead of (or before) handling it normally.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer HTTP 200 with this business error in the platform's shape
+    /// (`{"errcode":N,"errmsg":…}`; on iLink `{"ret":N,…}`, or `{"errcode":-14,…}` for -14).
+    Errcode(i64),
+    /// Answer with this HTTP status and a gateway error page.
+    HttpStatus(u16),
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+    /// Close the connection without a complete HTTP response.
+    Drop,
+}
+
+/// One accepted send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub api: Api,
+    /// corp_id (WeCom app, appchat), robot key (webhook), app_id (OA), bot_token (iLink).
+    pub account: String,
+    /// The request body as the client sent it.
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    WecomMessage,
+    WecomAppchat,
+    WecomWebhook,
+    OaCustom,
+    OaTyping,
+    Ilink,
+}
+
+impl FakeWechat {
+    /// Binds 127.0.0.1 on a free port and serves in a background task of the current runtime.
+    ///
+    /// # Panics
+    /// If no local port can be bound: the test cannot run at all then.
+    pub async fn start() -> FakeWechat {
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0 for the fake WeChat server");
+        let addr = listener.local_addr().expect("local address of the fake WeChat listener");
+        let state: Shared = Arc::new(Mutex::new(State::default()));
+        let app = axum::Router::new().fallback(server::dispatch).with_state(Arc::clone(&state));
+        let server = tokio::spawn(async move {
+            // Serving only ends with an accept error on a loopback listener; nothing to report to.
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeWechat { base_url: format!("http://{addr}"), state, server }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// A WeCom self-built app. Several apps may share a corp; gettoken picks by secret.
+    pub fn add_wecom_app(&self, corp_id: &str, secret: &str, agent_id: u32) {
+        let mut st = self.state();
+        st.wecom_apps.retain(|a| !(a.corp_id == corp_id && a.agent_id == agent_id));
+        st.wecom_apps.push(WecomApp {
+            corp_id: corp_id.to_owned(),
+            secret: secret.to_owned(),
+            agent_id,
+            current: None,
+        });
+    }
+
+    /// A member of the (single) WeCom directory.
+    pub fn add_wecom_user(&self, user_id: &str) {
+        self.state().wecom_users.insert(user_id.to_owned());
+    }
+
+    /// An existing app group chat; its owner is the first member. Members need not be added as
+    /// users (appchat/create checks them, a pre-existing chat does not).
+    pub fn add_appchat(&self, chat_id: &str, members: &[&str]) {
+        let members: Vec<String> = members.iter().map(|m| (*m).to_owned()).collect();
+        let chat =
+            state::AppChat { name: chat_id.to_owned(), owner: members.first().cloned().unwrap_or_default(), members };
+        self.state().appchats.insert(chat_id.to_owned(), chat);
+    }
+
+    /// A group robot webhook key.
+    pub fn add_robot(&self, key: &str) {
+        self.state().robots.entry(key.to_owned()).or_default();
+    }
+
+    /// An Official Account (AppID + AppSecret).
+    pub fn add_oa(&self, app_id: &str, secret: &str) {
+        self.state().oa_apps.insert(app_id.to_owned(), OaApp { secret: secret.to_owned(), current: None });
+    }
+
+    /// A follower OpenID of the Official Account(s).
+    pub fn add_oa_user(&self, open_id: &str) {
+        self.state().oa_users.insert(open_id.to_owned());
+    }
+
+    /// An iLink bot token the fake accepts.
+    pub fn add_ilink_bot(&self, bot_token: &str) {
+        self.state().ilink_bots.insert(bot_token.to_owned());
+    }
+
+    /// A user who has written to the bot; `context_token` is the latest one issued to them
+    /// (calling again with a new one makes the old one stale, as a new inbound message does).
+    pub fn add_ilink_user(&self, bot_token: &str, user_id: &str, context_token: &str) {
+        self.state().ilink_users.insert((bot_token.to_owned(), user_id.to_owned()), context_token.to_owned());
+    }
+
+    /// Queues a fault for `path` (e.g. `"/cgi-bin/message/send"`); each request to that path takes
+    /// the oldest one.
+    pub fn inject(&self, path: &str, fault: Fault) {
+        self.state().faults.entry(path.to_owned()).or_default().push_back(fault);
+    }
+
+    /// Every access token issued so far (WeCom and OA) answers 42001 from now on; the next
+    /// gettoken / stable_token issues a new one.
+    pub fn expire_tokens(&self) {
+        for token in self.state().tokens.values_mut() {
+            token.expired = true;
+        }
+    }
+
+    /// `expires_in` (and real lifetime) of tokens issued from now on; default 7200.
+    pub fn set_token_ttl(&self, seconds: u64) {
+        self.state().ttl_secs = seconds;
+    }
+
+    /// Requests received on `path`, whatever their outcome (faults included).
+    pub fn calls(&self, path: &str) -> usize {
+        self.state().calls.get(path).copied().unwrap_or(0)
+    }
+
+    /// Accepted sends, in arrival order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state().deliveries.clone()
+    }
+
+    /// Accepted sends of one API, in arrival order.
+    pub fn deliveries_of(&self, api: Api) -> Vec<Delivery> {
+        self.state().deliveries.iter().filter(|d| d.api == api).cloned().collect()
+    }
+
+    /// One line per request the fake refused (and per protocol slip it noticed but let through,
+    /// such as a reused X-WECHAT-UIN). Injected faults are not problems.
+    pub fn problems(&self) -> Vec<String> {
+        self.state().problems.clone()
+    }
+}
+
+impl Drop for FakeWechat {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

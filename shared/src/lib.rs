@@ -12,6 +12,7 @@ pub mod memory;
 pub mod outbound;
 pub mod ports;
 pub mod query;
+pub mod sender;
 pub mod tokens;
 pub mod wecom;
 pub mod xml;

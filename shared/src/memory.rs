@@ -116,3 +116,58 @@ mod tests {
         d.complete("k", &second, t0).await.unwrap();
     }
 }
+
+/// The outbound queue's side actions, remembered for `wxbridge dev` and tests.
+#[derive(Debug, Default)]
+pub struct MemoryOutbound {
+    pub retries: Mutex<Vec<(String, u32)>>,
+    pub dead_letters: Mutex<Vec<(String, Vec<(&'static str, String)>)>>,
+}
+
+#[async_trait]
+impl crate::ports::OutboundQueue for MemoryOutbound {
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner()).push((receipt_handle.to_owned(), delay_s));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
+        self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push((body.to_owned(), attributes.to_vec()));
+        Ok(())
+    }
+}
+
+/// iLink context tokens in a map.
+#[derive(Debug, Default)]
+pub struct MemoryContextTokens {
+    tokens: Mutex<HashMap<(String, String), (String, u64)>>,
+}
+
+#[async_trait]
+impl crate::ports::ContextTokens for MemoryContextTokens {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(tokens.get(&(account.to_owned(), user.to_owned())).map(|(t, _)| t.clone()))
+    }
+
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = tokens.entry((account.to_owned(), user.to_owned())).or_insert_with(|| (token.to_owned(), issued_ms));
+        if slot.1 <= issued_ms {
+            *slot = (token.to_owned(), issued_ms);
+        }
+        Ok(())
+    }
+}
+
+/// Metrics kept in a list.
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    pub recorded: Mutex<Vec<crate::ports::SendMetric>>,
+}
+
+impl crate::ports::Metrics for MemoryMetrics {
+    fn record(&self, metric: &crate::ports::SendMetric) {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(metric.clone());
+    }
+}

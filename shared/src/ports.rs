@@ -87,3 +87,64 @@ pub fn unix_millis(t: SystemTime) -> u64 {
 pub fn claim_token() -> String {
     crate::crypto::random_prefix().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The outbound queue, as the sender acts on it beyond "done" and "failed".
+#[async_trait]
+pub trait OutboundQueue: Send + Sync {
+    /// Makes a received message visible again after `delay_s` (a growing backoff).
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError>;
+    /// Puts a message that must not be retried on the dead-letter queue, with its reason.
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError>;
+}
+
+/// The latest iLink `context_token` per (bot account, user): every send must echo it.
+#[async_trait]
+pub trait ContextTokens: Send + Sync {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError>;
+    /// Stores a token issued at `issued_ms`; an older one never replaces a newer one.
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError>;
+}
+
+/// One sender outcome, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMetric {
+    pub channel: &'static str,
+    pub outcome: &'static str,
+    pub errcode: Option<i64>,
+}
+
+/// Where metrics go: CloudWatch Embedded Metric Format lines on Lambda, a list in tests.
+pub trait Metrics: Send + Sync {
+    fn record(&self, metric: &SendMetric);
+}
+
+/// CloudWatch Embedded Metric Format on stdout: one JSON line per outcome, which CloudWatch turns
+/// into the `wxbridge/Messages` metric by channel, outcome and errcode.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmfMetrics;
+
+impl EmfMetrics {
+    pub fn line(metric: &SendMetric, timestamp_ms: u64) -> String {
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "wxbridge",
+                    "Dimensions": [["channel", "outcome", "errcode"]],
+                    "Metrics": [{"Name": "Messages", "Unit": "Count"}]
+                }]
+            },
+            "channel": metric.channel,
+            "outcome": metric.outcome,
+            "errcode": metric.errcode.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned()),
+            "Messages": 1
+        })
+        .to_string()
+    }
+}
+
+impl Metrics for EmfMetrics {
+    fn record(&self, metric: &SendMetric) {
+        println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
+    }
+}

@@ -145,3 +145,171 @@ impl Dedupe for DynamoDedupe {
         }
     }
 }
+
+/// The shared access tokens in the bridge's table: `pk = token#<channel>:<account>`.
+#[derive(Debug, Clone)]
+pub struct DynamoTokenStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoTokenStore {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+    }
+}
+
+/// Token items outlive the token by a day, then TTL removes them.
+fn token_item_expiry(valid_until_ms: u64) -> u64 {
+    valid_until_ms / 1000 + 24 * 3600
+}
+
+#[async_trait]
+impl crate::tokens::TokenStore for DynamoTokenStore {
+    async fn load(&self, key: &str) -> Result<Option<crate::tokens::StoredToken>, PortError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(port_error)?;
+        let Some(item) = item.item() else { return Ok(None) };
+        let value = item.get("token").and_then(|v| v.as_s().ok());
+        let until = item.get("valid_until_ms").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+        Ok(match (value, until) {
+            (Some(value), Some(valid_until_ms)) => {
+                Some(crate::tokens::StoredToken { value: secrecy::SecretString::from(value.clone()), valid_until_ms })
+            }
+            _ => None,
+        })
+    }
+
+    async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(now_ms + lease.as_millis() as u64))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":expires", n(now_ms / 1000 + 24 * 3600))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+
+    async fn save(&self, key: &str, owner: &str, token: &crate::tokens::StoredToken) -> Result<(), PortError> {
+        use secrecy::ExposeSecret as _;
+        let update = |release: bool| {
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(key))
+                .expression_attribute_names("#token", "token")
+                .expression_attribute_values(":token", s(token.value.expose_secret()))
+                .expression_attribute_values(":until", n(token.valid_until_ms))
+                .expression_attribute_values(":expires", n(token_item_expiry(token.valid_until_ms)));
+            if release {
+                request = request
+                    .update_expression("SET #token = :token, valid_until_ms = :until, expires_at = :expires REMOVE lease_owner, lease_until")
+                    .condition_expression("lease_owner = :owner")
+                    .expression_attribute_values(":owner", s(owner));
+            } else {
+                request = request.update_expression("SET #token = :token, valid_until_ms = :until, expires_at = :expires");
+            }
+            request.send()
+        };
+        match update(true).await {
+            Ok(_) => Ok(()),
+            // Our lease ran out and another caller holds it: store the token, leave its lease.
+            Err(err) if is_condition_failure(&err) => update(false).await.map(drop).map_err(port_error),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+
+    async fn invalidate(&self, key: &str, stale: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("REMOVE #token, valid_until_ms")
+            .condition_expression("#token = :stale")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":stale", s(stale))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+}
+
+/// iLink context tokens in the bridge's table: `pk = ctx#<account>#<user>`.
+#[derive(Debug, Clone)]
+pub struct DynamoContextTokens {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// Context tokens are kept a week (the service accepts them for 24 h after the user's message).
+const CONTEXT_TTL_S: u64 = 7 * 24 * 3600;
+
+impl DynamoContextTokens {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+    }
+
+    fn pk(account: &str, user: &str) -> AttributeValue {
+        AttributeValue::S(format!("ctx#{account}#{user}"))
+    }
+}
+
+#[async_trait]
+impl crate::ports::ContextTokens for DynamoContextTokens {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(port_error)?;
+        Ok(item.item().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", Self::pk(account, user))
+            .item("token", s(token))
+            .item("issued_ms", n(issued_ms))
+            .item("expires_at", n(issued_ms / 1000 + CONTEXT_TTL_S))
+            .condition_expression("attribute_not_exists(pk) OR issued_ms <= :issued")
+            .expression_attribute_values(":issued", n(issued_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+}

@@ -13,8 +13,8 @@ pub use aws_config::SdkConfig;
 
 use crate::config::{Config, ConfigError, ConfigSource, Env};
 
-pub use dynamo::DynamoDedupe;
-pub use sqs::SqsPublisher;
+pub use dynamo::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore};
+pub use sqs::{SqsOutbound, SqsPublisher};
 
 /// Loads the SDK configuration from the standard AWS environment (region, credentials,
 /// `AWS_ENDPOINT_URL` for emulators), with timeouts that fit inside WeChat's 5-second window.

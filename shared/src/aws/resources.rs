@@ -31,12 +31,20 @@ pub const INBOUND_DLQ: QueueSpec =
 pub const INBOUND: QueueSpec =
     QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
 
+/// Where replies that cannot be sent end up, with their reason as message attributes.
+pub const OUTBOUND_DLQ: QueueSpec = QueueSpec { suffix: "outbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+
+/// The outbound queue: 6× the sender's timeout (60 s); after 6 transient failures, the DLQ.
+pub const OUTBOUND: QueueSpec = QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
+
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
     pub table: String,
     pub inbound: String,
     pub inbound_dlq: String,
+    pub outbound: String,
+    pub outbound_dlq: String,
 }
 
 impl ResourceNames {
@@ -45,6 +53,8 @@ impl ResourceNames {
             table: format!("{prefix}-table"),
             inbound: format!("{prefix}-{}", INBOUND.suffix),
             inbound_dlq: format!("{prefix}-{}", INBOUND_DLQ.suffix),
+            outbound: format!("{prefix}-{}", OUTBOUND.suffix),
+            outbound_dlq: format!("{prefix}-{}", OUTBOUND_DLQ.suffix),
         }
     }
 }
@@ -54,6 +64,8 @@ impl ResourceNames {
 pub struct QueueUrls {
     pub inbound: String,
     pub inbound_dlq: String,
+    pub outbound: String,
+    pub outbound_dlq: String,
 }
 
 /// Why the set-up failed.
@@ -149,7 +161,8 @@ pub async fn create_all(
 ) -> Result<QueueUrls, SetupError> {
     create_table(dynamodb, &names.table).await?;
     let inbound_dlq = create_queue(sqs, &names.inbound_dlq, INBOUND_DLQ, None).await?;
-    let dlq_arn = queue_arn(sqs, &inbound_dlq).await?;
-    let inbound = create_queue(sqs, &names.inbound, INBOUND, Some(&dlq_arn)).await?;
-    Ok(QueueUrls { inbound, inbound_dlq })
+    let inbound = create_queue(sqs, &names.inbound, INBOUND, Some(&queue_arn(sqs, &inbound_dlq).await?)).await?;
+    let outbound_dlq = create_queue(sqs, &names.outbound_dlq, OUTBOUND_DLQ, None).await?;
+    let outbound = create_queue(sqs, &names.outbound, OUTBOUND, Some(&queue_arn(sqs, &outbound_dlq).await?)).await?;
+    Ok(QueueUrls { inbound, inbound_dlq, outbound, outbound_dlq })
 }

@@ -40,3 +40,37 @@ impl Publisher for SqsPublisher {
         Ok(())
     }
 }
+
+/// The sender's actions on the outbound queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct SqsOutbound {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    dlq_url: String,
+}
+
+impl SqsOutbound {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>, dlq_url: impl Into<String>) -> Self {
+        Self { client: aws_sdk_sqs::Client::new(sdk), queue_url: queue_url.into(), dlq_url: dlq_url.into() }
+    }
+}
+
+#[async_trait]
+impl crate::ports::OutboundQueue for SqsOutbound {
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(delay_s).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| PortError::new("sqs", DisplayErrorContext(&err)))
+    }
+
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
+        let message = QueueMessage { body: body.to_owned(), attributes: attributes.to_vec() };
+        SqsPublisher::new(self.client.clone(), self.dlq_url.clone()).publish(message).await
+    }
+}

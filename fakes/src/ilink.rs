@@ -1,0 +1,192 @@
+//! iLink `POST /ilink/bot/sendmessage`, checked as ilink.md §1.1, §2.1, §5.1 and the sendmessage
+//! part of the §9 checklist describe.
+//!
+//! Business errors are HTTP 200 with `ret`/`errcode` in the body, as on the real service. An
+//! unknown token is `-14 session timeout`; a malformed request `-2 invalid arguments`; a message
+//! the service would not deliver (unknown user, stale `context_token`) `-2 prepare failed`.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use crate::state::State;
+use crate::wire::{ilink_json, kind, Reject, Req};
+use crate::{Api, Delivery};
+
+/// First `message_id` handed out: above 2^53, so a client that parses ids as f64 loses digits.
+const FIRST_MESSAGE_ID: u64 = 7_300_000_000_000_000_000;
+
+pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    if req.method != axum::http::Method::POST {
+        return Err(Reject::http(
+            StatusCode::NOT_FOUND,
+            format!("{} on an iLink bot endpoint (POST only)", req.method),
+        ));
+    }
+    let uin = check_uin(st, req);
+    let bot = check_auth(st, req)?;
+    uin?;
+    check_content_type(req)?;
+
+    let body: Value =
+        serde_json::from_slice(&req.body).map_err(|e| Reject::ilink_invalid(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(top) = &body else {
+        return Err(Reject::ilink_invalid(format!("body is JSON {} instead of an object", kind(&body))));
+    };
+    match top.get("base_info").and_then(|b| b.get("channel_version")) {
+        Some(Value::String(_)) => {}
+        other => {
+            return Err(Reject::ilink_invalid(format!(
+                "base_info.channel_version must be a string, got {}",
+                other.map_or("nothing", kind)
+            )))
+        }
+    }
+    let msg = match top.get("msg") {
+        Some(Value::Object(m)) => m,
+        other => {
+            return Err(Reject::ilink_invalid(format!("msg must be an object, got {}", other.map_or("nothing", kind))))
+        }
+    };
+    check_msg_shape(msg)?;
+
+    let to_user = msg.get("to_user_id").and_then(Value::as_str).unwrap_or_default();
+    let Some(latest) = st.ilink_users.get(&(bot.clone(), to_user.to_owned())) else {
+        return Err(Reject::ilink_prepare_failed(format!("to_user_id {to_user:?} has never written to this bot")));
+    };
+    match msg.get("context_token") {
+        Some(Value::String(t)) if t == latest => {}
+        other => {
+            return Err(Reject::ilink_prepare_failed(format!(
+                "context_token {} is not the latest one issued to {to_user}",
+                other.map_or_else(|| "(absent)".to_owned(), Value::to_string)
+            )))
+        }
+    }
+
+    let n = st.ilink_sent;
+    st.ilink_sent += 1;
+    st.deliveries.push(Delivery { api: Api::Ilink, account: bot, body });
+    Ok(success_body(n))
+}
+
+/// The real service answers a successful send in any of these shapes (§2.1); rotate so clients
+/// must accept all of them.
+fn success_body(n: u64) -> Response {
+    match n % 4 {
+        0 => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::empty()).into_response(),
+        1 => ilink_json(&json!({})),
+        2 => ilink_json(&json!({"ret": 0})),
+        _ => ilink_json(&json!({"ret": 0, "message_id": FIRST_MESSAGE_ID.saturating_add(n)})),
+    }
+}
+
+/// `AuthorizationType: ilink_bot_token` and `Authorization: Bearer <issued token>`; returns the
+/// token. Anything else is the service's `-14`.
+fn check_auth(st: &State, req: &Req) -> Result<String, Reject> {
+    if req.header("authorizationtype") != Some("ilink_bot_token") {
+        return Err(Reject::ilink_session_timeout(format!(
+            "AuthorizationType header must be \"ilink_bot_token\", got {:?}",
+            req.header("authorizationtype")
+        )));
+    }
+    let Some(token) = req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")) else {
+        return Err(Reject::ilink_session_timeout("Authorization header is not \"Bearer <bot_token>\""));
+    };
+    let token = token.trim();
+    if !st.ilink_bots.contains(token) {
+        return Err(Reject::ilink_session_timeout("bot token was never issued (or was revoked)"));
+    }
+    Ok(token.to_owned())
+}
+
+fn check_content_type(req: &Req) -> Result<(), Reject> {
+    let media_type = req.header("content-type").and_then(|c| c.split(';').next()).map(str::trim);
+    if media_type.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        Ok(())
+    } else {
+        Err(Reject::ilink_invalid(format!(
+            "Content-Type must be application/json, got {:?}",
+            req.header("content-type")
+        )))
+    }
+}
+
+/// `X-WECHAT-UIN`: base64 of the decimal text of a random u32, fresh per request. A value equal to
+/// the previous request's is reported (the request still goes through: the service would not
+/// notice, but the client is not doing what the official one does).
+fn check_uin(st: &mut State, req: &Req) -> Result<(), Reject> {
+    let Some(uin) = req.header("x-wechat-uin") else {
+        return Err(Reject::ilink_invalid("X-WECHAT-UIN header is missing"));
+    };
+    let previous = st.last_uin.replace(uin.to_owned());
+    if previous.as_deref() == Some(uin) {
+        st.problems.push(format!(
+            "{} {}: X-WECHAT-UIN {uin:?} reused from the previous request (must be fresh per request)",
+            req.method, req.path
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(uin)
+        .map_err(|e| Reject::ilink_invalid(format!("X-WECHAT-UIN {uin:?} is not base64: {e}")))?;
+    let digits = (1..=10).contains(&decoded.len()) && decoded.iter().all(u8::is_ascii_digit);
+    let value = std::str::from_utf8(&decoded).ok().and_then(|s| s.parse::<u64>().ok());
+    match value {
+        Some(v) if digits && v <= u64::from(u32::MAX) => Ok(()),
+        _ => Err(Reject::ilink_invalid(format!("X-WECHAT-UIN {uin:?} does not decode to the decimal text of a u32"))),
+    }
+}
+
+/// The fixed fields of a bot message (§5.1) and its single text item.
+fn check_msg_shape(msg: &Map<String, Value>) -> Result<(), Reject> {
+    if msg.get("from_user_id") != Some(&json!("")) {
+        return Err(Reject::ilink_invalid(format!(
+            "msg.from_user_id must be \"\", got {}",
+            show(msg.get("from_user_id"))
+        )));
+    }
+    match msg.get("to_user_id") {
+        Some(Value::String(u)) if !u.is_empty() => {}
+        other => {
+            return Err(Reject::ilink_invalid(format!(
+                "msg.to_user_id must be a non-empty string, got {}",
+                show(other)
+            )))
+        }
+    }
+    match msg.get("client_id") {
+        Some(Value::String(c)) if !c.is_empty() => {}
+        other => {
+            return Err(Reject::ilink_invalid(format!("msg.client_id must be a non-empty string, got {}", show(other))))
+        }
+    }
+    for (field, want) in [("message_type", 2), ("message_state", 2)] {
+        if msg.get(field).and_then(Value::as_i64) != Some(want) {
+            return Err(Reject::ilink_invalid(format!("msg.{field} must be {want}, got {}", show(msg.get(field)))));
+        }
+    }
+    let items = match msg.get("item_list") {
+        Some(Value::Array(items)) if items.len() == 1 => items,
+        Some(Value::Array(items)) => {
+            return Err(Reject::ilink_invalid(format!("msg.item_list must hold exactly one item, got {}", items.len())))
+        }
+        other => return Err(Reject::ilink_invalid(format!("msg.item_list must be an array, got {}", show(other)))),
+    };
+    let item = &items[0];
+    if item.get("type").and_then(Value::as_i64) != Some(1) {
+        return Err(Reject::ilink_invalid(format!(
+            "item type {} is not supported by this fake (text, type 1, only)",
+            show(item.get("type"))
+        )));
+    }
+    match item.get("text_item").and_then(|t| t.get("text")) {
+        Some(Value::String(t)) if !t.is_empty() => Ok(()),
+        other => Err(Reject::ilink_invalid(format!("text_item.text must be a non-empty string, got {}", show(other)))),
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
+}

@@ -1,0 +1,82 @@
+//! The one HTTP entry point: count the call, apply an injected fault, read the body, route by path,
+//! and turn a rejection into the platform's error body plus a `problems()` line.
+//!
+//! Routing is a plain `match` on the path inside a single fallback handler rather than axum routes
+//! with extractors, so that no request can be answered by an axum rejection (a 415 or 422 text the
+//! real platforms never send) and every outcome passes through the same bookkeeping.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Query, Request, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::state::State;
+use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
+use crate::{ilink, oa, robot, wecom, Fault};
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// Bodies above this are refused; the largest legitimate one (a 2 MB robot image in base64) is
+/// well under it.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Locks the state; a poisoned lock (a panicking test thread) still yields the data.
+pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let fault = {
+        let mut st = lock(&shared);
+        *st.calls.entry(path.clone()).or_default() += 1;
+        st.faults.get_mut(&path).and_then(VecDeque::pop_front)
+    };
+    match fault {
+        Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
+        Some(Fault::Drop) => return dropped_connection(),
+        Some(Fault::HttpStatus(code)) => return http_status_response(code),
+        Some(Fault::Errcode(code)) => return errcode_response(family(&path), code, None),
+        None => {}
+    }
+
+    let body = axum::body::to_bytes(body, MAX_BODY).await;
+    let mut st = lock(&shared);
+    let outcome = match body {
+        Ok(body) => match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
+            Ok(Query(query)) => {
+                let req = Req { method: parts.method.clone(), path: path.clone(), query, headers: parts.headers, body };
+                route(&mut st, &req)
+            }
+            Err(e) => Err(Reject::http(StatusCode::BAD_REQUEST, format!("unparsable query string: {e}"))),
+        },
+        Err(e) => {
+            Err(Reject::http(StatusCode::PAYLOAD_TOO_LARGE, format!("body unreadable or over {MAX_BODY} bytes: {e}")))
+        }
+    };
+    outcome.unwrap_or_else(|reject| {
+        let fam = family(&path);
+        st.problems.push(format!("{} {path}: {}", parts.method, reject.describe(fam)));
+        reject.into_response(fam)
+    })
+}
+
+fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    match req.path.as_str() {
+        "/cgi-bin/gettoken" => wecom::gettoken(st, req),
+        "/cgi-bin/message/send" => wecom::message_send(st, req),
+        "/cgi-bin/appchat/create" => wecom::appchat_create(st, req),
+        "/cgi-bin/appchat/get" => wecom::appchat_get(st, req),
+        "/cgi-bin/appchat/send" => wecom::appchat_send(st, req),
+        "/cgi-bin/webhook/send" => robot::send(st, req),
+        "/cgi-bin/stable_token" => oa::stable_token(st, req),
+        "/cgi-bin/token" => oa::plain_token(st, req),
+        "/cgi-bin/message/custom/send" => oa::custom_send(st, req),
+        "/cgi-bin/message/custom/typing" => oa::typing(st, req),
+        "/ilink/bot/sendmessage" => ilink::sendmessage(st, req),
+        other => Err(Reject::http(StatusCode::NOT_FOUND, format!("{other} is not an endpoint this fake serves"))),
+    }
+}

@@ -1,0 +1,11 @@
+//! Black-box tests of `FakeWechat` over real HTTP with reqwest: each check rejects what it should,
+//! a well-formed request is accepted, and each fault kind does what it says.
+//!
+//! One test binary (modules below) so the suite links once.
+
+mod faults;
+mod ilink;
+mod oa;
+mod robot;
+mod support;
+mod wecom;
