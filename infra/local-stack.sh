@@ -46,7 +46,8 @@ start() {
     return 0
   fi
   say "starting emulator on 127.0.0.1:$port"
-  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  # moto's server, with DynamoDB conditional writes made atomic (see infra/emulator.py).
+  nohup "$venv/bin/python" "$root/infra/emulator.py" 127.0.0.1 "$port" >"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     if answers; then

@@ -467,6 +467,28 @@ impl Env {
         self.table.as_deref().ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_TABLE", purpose: "the DynamoDB table" })
     }
 
+    pub fn require_outbound_queue_url(&self) -> Result<&str, ConfigError> {
+        self.outbound_queue_url
+            .as_deref()
+            .ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_OUTBOUND_QUEUE_URL", purpose: "the outbound SQS queue" })
+    }
+
+    pub fn require_dlq_url(&self) -> Result<&str, ConfigError> {
+        self.dlq_url
+            .as_deref()
+            .ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_DLQ_URL", purpose: "the outbound dead-letter queue" })
+    }
+
+    /// API base URLs: WeChat's unless overridden (tests point them at fakes).
+    pub fn api_settings(&self) -> crate::api::ApiSettings {
+        let defaults = crate::api::ApiSettings::default();
+        crate::api::ApiSettings {
+            wecom_base: self.wecom_api_base.clone().unwrap_or(defaults.wecom_base),
+            oa_base: self.oa_api_base.clone().unwrap_or(defaults.oa_base),
+            ..defaults
+        }
+    }
+
     pub fn require_inbound_queue_url(&self) -> Result<&str, ConfigError> {
         self.inbound_queue_url
             .as_deref()

@@ -174,7 +174,12 @@ impl Sender {
         let total = parts.len();
         let mut already_sent = 0;
         for (index, part) in parts.iter().enumerate() {
-            let key = format!("sent:{}:{}:{}", out.channel.as_str(), out.account, part_key(&out.idempotency_key, index, total));
+            let key = format!(
+                "sent:{}:{}:{}",
+                out.channel.as_str(),
+                out.account,
+                part_key(&out.idempotency_key, index, total)
+            );
             let token = match self.sent.claim(&key, self.clock.now(), SEND_LEASE).await {
                 Err(err) => return (Some(out.channel), store_unavailable(err)),
                 Ok(Claim::Published) => {
@@ -183,7 +188,10 @@ impl Sender {
                 }
                 Ok(Claim::InFlight) => {
                     let reason = "another sender is sending this part".to_owned();
-                    return (Some(out.channel), Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 });
+                    return (
+                        Some(out.channel),
+                        Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 },
+                    );
                 }
                 Ok(Claim::Claimed { token }) => token,
             };
@@ -208,7 +216,9 @@ impl Sender {
                             Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s }
                         }
                         // A second token rejection right after a refresh: retry later.
-                        Verdict::RefreshToken => Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s: 0 },
+                        Verdict::RefreshToken => {
+                            Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s: 0 }
+                        }
                     };
                     return (Some(out.channel), outcome);
                 }
@@ -223,7 +233,10 @@ impl Sender {
         match out.channel {
             OutChannel::WecomApp | OutChannel::WecomAppchat => {
                 let app = config.wecom_app(&out.account).ok_or_else(|| no_account(out))?;
-                let secret = app.secret.clone().ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+                let secret = app
+                    .secret
+                    .clone()
+                    .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
                 let (path, mut body) = if out.channel == OutChannel::WecomApp {
                     ("message/send", outbound::wecom_app_body(app.agent_id, &out.to, part))
                 } else {
@@ -236,10 +249,12 @@ impl Sender {
                 }
                 let token_key = format!("token#wecom:{}:{}", app.corp_id, app.agent_id);
                 let fetch = || self.api.wecom_token(&app.corp_id, &secret);
-                let answer = self.with_token(Family::Wecom, &token_key, fetch, |token| {
-                    let body = &body;
-                    async move { self.api.wecom_post(path, &token, body).await }
-                }).await?;
+                let answer = self
+                    .with_token(Family::Wecom, &token_key, fetch, |token| {
+                        let body = &body;
+                        async move { self.api.wecom_post(path, &token, body).await }
+                    })
+                    .await?;
                 // Partial failure is errcode 0 with the bad recipients listed.
                 let invalid: Vec<&str> = ["invaliduser", "invalidparty", "invalidtag", "unlicenseduser"]
                     .into_iter()
@@ -252,26 +267,40 @@ impl Sender {
             }
             OutChannel::WecomWebhook => {
                 let robot = config.robots.iter().find(|r| r.name == out.account).ok_or_else(|| no_account(out))?;
-                self.api.webhook_send(&robot.key, &outbound::webhook_body(part)).await.map(drop).map_err(|e| Failure::from_api(Family::Wecom, &e))
+                self.api
+                    .webhook_send(&robot.key, &outbound::webhook_body(part))
+                    .await
+                    .map(drop)
+                    .map_err(|e| Failure::from_api(Family::Wecom, &e))
             }
             OutChannel::Oa => {
                 let oa = config.oa.iter().find(|a| a.app == out.account).ok_or_else(|| no_account(out))?;
-                let secret = oa.app_secret.clone().ok_or_else(|| Failure::permanent(format!("Official Account '{}' has no app_secret configured", oa.app)))?;
+                let secret = oa.app_secret.clone().ok_or_else(|| {
+                    Failure::permanent(format!("Official Account '{}' has no app_secret configured", oa.app))
+                })?;
                 let token_key = format!("token#oa:{}", oa.app_id);
                 let fetch = || self.api.oa_stable_token(&oa.app_id, &secret);
                 let body = outbound::oa_body(&out.to, part);
                 self.with_token(Family::Oa, &token_key, fetch, |token| {
                     let body = &body;
                     async move { self.api.oa_post("message/custom/send", &token, body).await }
-                }).await.map(drop)
+                })
+                .await
+                .map(drop)
             }
             OutChannel::Ilink => {
                 let account = config.ilink.iter().find(|a| a.account == out.account).ok_or_else(|| no_account(out))?;
                 let Content::Text { text } = part else {
                     return Err(Failure::permanent("iLink sends text only"));
                 };
-                let context = self.contexts.latest(&account.account, &out.to).await.map_err(|e| Failure::transient(e.to_string()))?;
-                let context = context.ok_or_else(|| Failure::permanent("no context_token for this user: the user must write to the bot first"))?;
+                let context = self
+                    .contexts
+                    .latest(&account.account, &out.to)
+                    .await
+                    .map_err(|e| Failure::transient(e.to_string()))?;
+                let context = context.ok_or_else(|| {
+                    Failure::permanent("no context_token for this user: the user must write to the bot first")
+                })?;
                 // The same part keeps its client_id across retries.
                 let client_id = format!("wxbridge:{}", short_hash(key));
                 let body = serde_json::json!({"msg": outbound::ilink_text_msg(&out.to, &context, &client_id, text)});
@@ -286,7 +315,13 @@ impl Sender {
 
     /// Calls with the shared token; on a token error, drops that token (if still current),
     /// refreshes and retries once.
-    async fn with_token<F, Fut, C, CFut>(&self, family: Family, token_key: &str, fetch: F, call: C) -> Result<Value, Failure>
+    async fn with_token<F, Fut, C, CFut>(
+        &self,
+        family: Family,
+        token_key: &str,
+        fetch: F,
+        call: C,
+    ) -> Result<Value, Failure>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<crate::api::IssuedToken, ApiError>>,

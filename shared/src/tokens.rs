@@ -34,7 +34,7 @@ pub struct StoredToken {
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     async fn load(&self, key: &str) -> Result<Option<StoredToken>, PortError>;
-    /// Takes the refresh lease unless another caller holds a live one.
+    /// Takes the refresh lease unless another caller holds a live one or a valid token is stored.
     async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError>;
     /// Stores a fresh token and gives the lease back.
     async fn save(&self, key: &str, owner: &str, token: &StoredToken) -> Result<(), PortError>;
@@ -144,6 +144,9 @@ impl TokenStore for MemoryTokenStore {
     async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError> {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         let entry = items.entry(key.to_owned()).or_default();
+        if entry.0.as_ref().is_some_and(|t| t.valid_until_ms > now_ms) {
+            return Ok(false);
+        }
         match &entry.1 {
             Some((_, until)) if *until > now_ms => Ok(false),
             _ => {

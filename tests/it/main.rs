@@ -3,5 +3,6 @@
 
 mod dedupe;
 mod resources;
+mod sender;
 mod support;
 mod wecom_callback;

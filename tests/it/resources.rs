@@ -2,7 +2,9 @@
 //! secret loads from Secrets Manager.
 
 use serde_yaml::Value as Yaml;
-use shared::aws::resources::{QueueSpec, INBOUND, INBOUND_DLQ, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE};
+use shared::aws::resources::{
+    QueueSpec, INBOUND, INBOUND_DLQ, OUTBOUND, OUTBOUND_DLQ, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE,
+};
 use shared::config::Env;
 
 use crate::support::{Stack, CORP, KEY, TOKEN};
@@ -64,6 +66,8 @@ fn the_queues_match_the_local_set_up_and_each_has_a_dlq() {
     let t = template();
     check_queue(&t, "InboundQueue", INBOUND, Some("InboundDeadLetterQueue"));
     check_queue(&t, "InboundDeadLetterQueue", INBOUND_DLQ, None);
+    check_queue(&t, "OutboundQueue", OUTBOUND, Some("OutboundDeadLetterQueue"));
+    check_queue(&t, "OutboundDeadLetterQueue", OUTBOUND_DLQ, None);
     let resources = t["Resources"].as_mapping().unwrap();
     let dlqs: Vec<String> = resources
         .values()
@@ -99,20 +103,33 @@ fn every_function_the_workspace_builds_is_in_the_template() {
     assert!(found >= 1);
 }
 
-#[test]
-fn the_callback_function_may_touch_only_its_table_queue_and_secret() {
-    let t = template();
-    let statements = &resource(&t, "WecomCallbackFunction")["Properties"]["Policies"][0]["Statement"];
+/// The resources a function's policy statements name, in order (`secret` for the config secret).
+fn policy_targets(template: &Yaml, function: &str) -> Vec<String> {
+    let statements = &resource(template, function)["Properties"]["Policies"][0]["Statement"];
     let mut targets = Vec::new();
     for statement in statements.as_sequence().unwrap() {
-        assert!(!statement["Action"].as_sequence().unwrap().iter().any(|a| a.as_str().unwrap().ends_with('*')));
+        let actions = statement["Action"].as_sequence().unwrap();
+        assert!(!actions.iter().any(|a| a.as_str().unwrap().ends_with('*')), "{function}: wildcard action");
         targets.push(match tagged(&statement["Resource"]) {
             Some((tag, _)) if tag == "!If" => "secret".to_owned(),
             Some((_, text)) => text,
-            None => panic!("untagged resource {:?}", statement["Resource"]),
+            None => panic!("{function}: untagged resource {:?}", statement["Resource"]),
         });
     }
-    assert_eq!(targets, ["Table.Arn", "InboundQueue.Arn", "secret"]);
+    targets
+}
+
+#[test]
+fn each_function_may_touch_only_what_it_uses() {
+    let t = template();
+    assert_eq!(policy_targets(&t, "WecomCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
+    assert_eq!(
+        policy_targets(&t, "SenderFunction"),
+        ["Table.Arn", "OutboundQueue.Arn", "OutboundDeadLetterQueue.Arn", "secret"]
+    );
+    let events = &resource(&t, "SenderFunction")["Properties"]["Events"]["Outbound"]["Properties"];
+    assert_eq!(events["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    assert_eq!(number(&events["BatchSize"]), 10);
 }
 
 #[tokio::test]

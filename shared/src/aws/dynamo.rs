@@ -194,7 +194,11 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
             .table_name(&self.table)
             .key("pk", s(key))
             .update_expression("SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)")
-            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now")
+            // Only while no valid token is stored: a caller that read "no token" just before
+            // another saved one must not refresh again.
+            .condition_expression(
+                "(attribute_not_exists(lease_until) OR lease_until < :now) AND (attribute_not_exists(valid_until_ms) OR valid_until_ms <= :now)",
+            )
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":until", n(now_ms + lease.as_millis() as u64))
             .expression_attribute_values(":now", n(now_ms))
@@ -226,7 +230,8 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
                     .condition_expression("lease_owner = :owner")
                     .expression_attribute_values(":owner", s(owner));
             } else {
-                request = request.update_expression("SET #token = :token, valid_until_ms = :until, expires_at = :expires");
+                request =
+                    request.update_expression("SET #token = :token, valid_until_ms = :until, expires_at = :expires");
             }
             request.send()
         };

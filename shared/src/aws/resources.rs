@@ -32,10 +32,12 @@ pub const INBOUND: QueueSpec =
     QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
 
 /// Where replies that cannot be sent end up, with their reason as message attributes.
-pub const OUTBOUND_DLQ: QueueSpec = QueueSpec { suffix: "outbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+pub const OUTBOUND_DLQ: QueueSpec =
+    QueueSpec { suffix: "outbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
 
 /// The outbound queue: 6× the sender's timeout (60 s); after 6 transient failures, the DLQ.
-pub const OUTBOUND: QueueSpec = QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
+pub const OUTBOUND: QueueSpec =
+    QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
 
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
