@@ -6,16 +6,19 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use lambda_http::RequestExt as _;
 use shared::config::{Config, Env};
-use shared::memory::{MemoryDedupe, MemoryQueue};
+use shared::envelope::Outbound;
+use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryQueue};
 use shared::ports::{QueueMessage, SystemClock};
+use shared::sender::Record;
 use shared::wecom::callback::MAX_BODY_BYTES;
 use shared::wecom::WecomCallback;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 /// Options of `wxbridge dev`.
 #[derive(Debug, clap::Args)]
@@ -34,21 +37,38 @@ pub struct DevArgs {
 
 struct DevState {
     wecom: WecomCallback,
+    outbound: OutboundSink,
+}
+
+/// Where `POST /outbound` puts a message: the in-memory queue or the SQS outbound queue.
+enum OutboundSink {
+    Memory(mpsc::UnboundedSender<Record>),
+    Sqs { client: aws_sdk_sqs::Client, queue_url: String },
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let env = Env::from_process();
     let loaded = crate::settings::load(args.config.clone(), &env)?;
     let config = loaded.config;
-    let (wecom, inbound) = if args.aws {
+    let shared_config = Arc::new(config.clone());
+    let (wecom, inbound, outbound) = if args.aws {
         let sdk = shared::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
-        (wecom_callback::build(&config, &env, &sdk)?, None)
+        let mut sender = sender::build(config.clone(), &env, &sdk)?;
+        sender.metrics = crate::outbound::print_metrics();
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue_url = env.require_outbound_queue_url()?.to_owned();
+        tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), queue_url.clone()));
+        (wecom_callback::build(&config, &env, &sdk)?, None, OutboundSink::Sqs { client: sqs, queue_url })
     } else {
         let (queue, rx) = MemoryQueue::new();
         let service =
             WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(SystemClock));
-        (service, Some(rx))
+        let (sender, dead) =
+            crate::outbound::memory_sender(shared_config, &env, Arc::new(MemoryContextTokens::default()))?;
+        let (tx, records) = mpsc::unbounded_channel();
+        tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
+        (service, Some(rx), OutboundSink::Memory(tx))
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -59,8 +79,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(show_inbound(rx));
     }
 
-    let state = Arc::new(DevState { wecom });
-    let router = Router::new().route("/", get(index)).route("/wecom/{app}", any(wecom_route)).with_state(state);
+    let state = Arc::new(DevState { wecom, outbound });
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/wecom/{app}", any(wecom_route))
+        .route("/outbound", post(outbound_route))
+        .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -72,12 +96,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// On the local emulator with no resource names given, creates `wxbridge-dev-*` resources.
 /// Never on real AWS: there the deployed stack's names must be given.
 async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::Result<Env> {
-    if env.table.is_some() && env.inbound_queue_url.is_some() {
+    if env.table.is_some()
+        && env.inbound_queue_url.is_some()
+        && env.outbound_queue_url.is_some()
+        && env.dlq_url.is_some()
+    {
         return Ok(env);
     }
     if !env.aws_is_local() {
         anyhow::bail!(
-            "--aws needs WXBRIDGE_TABLE and WXBRIDGE_INBOUND_QUEUE_URL (a deployed stack's outputs), \
+            "--aws needs WXBRIDGE_TABLE, WXBRIDGE_INBOUND_QUEUE_URL, WXBRIDGE_OUTBOUND_QUEUE_URL and \
+             WXBRIDGE_DLQ_URL (a deployed stack's outputs), \
              or AWS_ENDPOINT_URL pointing at the local emulator (scripts/dev --aws starts one)"
         );
     }
@@ -86,9 +115,12 @@ async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::
         shared::aws::resources::create_all(&aws_sdk_dynamodb::Client::new(sdk), &aws_sdk_sqs::Client::new(sdk), &names)
             .await
             .context("cannot create the local table and queues")?;
-    println!("local emulator: table {}, inbound queue {}", names.table, urls.inbound);
-    env.table = Some(names.table);
-    env.inbound_queue_url = Some(urls.inbound);
+    // Names given in the environment win; the rest are the dev resources.
+    let table = env.table.get_or_insert(names.table).clone();
+    let inbound = env.inbound_queue_url.get_or_insert(urls.inbound).clone();
+    let outbound = env.outbound_queue_url.get_or_insert(urls.outbound).clone();
+    env.dlq_url.get_or_insert(urls.outbound_dlq);
+    println!("local emulator: table {table}, inbound queue {inbound}, outbound queue {outbound}");
     Ok(env)
 }
 
@@ -102,6 +134,7 @@ fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
     if config.wecom.is_empty() {
         println!("  (no WeCom apps configured)");
     }
+    println!("  outbound: POST http://{addr}/outbound with Outbound JSON (schemas/outbound.v1.json)");
     println!("  try: wxbridge simulate wecom --text \"hello\"");
 }
 
@@ -130,6 +163,36 @@ async fn show_inbound(mut rx: UnboundedReceiver<QueueMessage>) {
 async fn index(State(state): State<Arc<DevState>>) -> impl IntoResponse {
     let _ = &state.wecom;
     "wxbridge dev: POST /wecom/{app}\n"
+}
+
+/// `POST /outbound`: queues an `Outbound` for the sender, as a bot would on the outbound queue.
+async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (StatusCode::BAD_REQUEST, "body is not UTF-8\n").into_response();
+    };
+    let message = match Outbound::parse(text) {
+        Ok(message) => message,
+        Err(err) => return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    };
+    let queued = match &state.outbound {
+        OutboundSink::Memory(tx) => {
+            let id = shared::ports::claim_token();
+            let record = Record { message_id: id.clone(), receipt_handle: id, body: text.to_owned(), receive_count: 1 };
+            tx.send(record).map_err(|_| "the sender has stopped".to_owned())
+        }
+        OutboundSink::Sqs { client, queue_url } => client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(text)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| aws_sdk_sqs::error::DisplayErrorContext(&err).to_string()),
+    };
+    match queued {
+        Ok(()) => (StatusCode::ACCEPTED, format!("queued {}\n", message.idempotency_key)).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response(),
+    }
 }
 
 /// Hands the request to the Lambda handler exactly as API Gateway would.

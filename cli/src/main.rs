@@ -1,6 +1,7 @@
 //! `wxbridge`: run and exercise the bridge on one machine.
 
 mod dev;
+mod outbound;
 mod settings;
 mod simulate;
 

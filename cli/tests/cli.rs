@@ -38,9 +38,14 @@ fn start_dev(extra: &[&str], envs: &[(&str, String)]) -> Dev {
             }
         }
     });
-    let first = lines.recv_timeout(Duration::from_secs(20)).expect("dev prints its address");
-    let url = first.rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    let banner = loop {
+        let line = lines.recv_timeout(Duration::from_secs(20)).expect("dev prints its address");
+        if line.starts_with("wxbridge dev listening on ") {
+            break line;
+        }
+    };
+    let url = banner.rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{banner}");
     Dev { child, url, lines }
 }
 
@@ -139,4 +144,42 @@ fn dev_with_aws_publishes_to_the_configured_sqs_queue() {
     });
     assert_eq!(bodies.len(), 1);
     assert!(bodies[0].contains("\"text\":\"via sqs\""), "{}", bodies[0]);
+}
+
+/// `dev` runs the sender: an Outbound posted to `/outbound` reaches WeCom (a fake here).
+#[test]
+fn dev_sends_posted_outbound_messages_through_the_sender() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    fake.add_wecom_app("wwdemo00000000001", "demo-secret", 1_000_002);
+    fake.add_wecom_user("WangFang");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let demo: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    let mut with_secret = demo.clone();
+    with_secret["wecom"][0]["secret"] = "demo-secret".into();
+    std::fs::write(&config, with_secret.to_string()).unwrap();
+
+    let dev = start_dev(&["--config", config.to_str().unwrap()], &[("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone())]);
+    let outbound = serde_json::json!({"v": 1, "channel": "wecom_app", "account": "demo", "to": "WangFang",
+        "content": {"type": "text", "text": "pong 🏓"}, "idempotency_key": "cli-1"});
+    let url = format!("{}/outbound", dev.url);
+    let (status, body) = runtime.block_on(post(&url, outbound.to_string()));
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = runtime.block_on(post(&url, "{\"v\": 1}".to_owned()));
+    assert_eq!(status, 400);
+    assert!(body.contains("not an Outbound"), "{body}");
+
+    let line = wait_for_line(&dev, "outbound →");
+    assert!(line.contains("wecom_app sent"), "{line}");
+    let deliveries = fake.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].body["text"]["content"], "pong 🏓");
+    assert_eq!(deliveries[0].body["touser"], "WangFang");
+}
+
+/// POSTs `body` and returns the status and text.
+async fn post(url: &str, body: String) -> (u16, String) {
+    let response = reqwest::Client::new().post(url).body(body).send().await.expect("dev answers");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
 }

@@ -1,0 +1,129 @@
+//! The sender inside `wxbridge dev`: a loop over the in-memory outbound queue, or over the SQS
+//! outbound queue with `--aws` (as the Lambda event source mapping would run it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use shared::api::WechatApi;
+use shared::config::{Config, Env};
+use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound};
+use shared::ports::{ContextTokens, Metrics, SendMetric, SystemClock};
+use shared::sender::{backoff_s, Record, Sender};
+use shared::tokens::{MemoryTokenStore, Tokens};
+use tokio::sync::mpsc;
+
+/// Receives after which the in-memory queue gives a message up, like the SQS redrive policy.
+const MAX_RECEIVES: u32 = match shared::aws::resources::OUTBOUND.max_receive_count {
+    Some(count) => count,
+    None => 6,
+};
+/// Backoffs in dev are capped so a retry shows up while you watch.
+const DEV_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Prints each outcome as a line instead of an EMF document.
+struct PrintMetrics;
+
+impl Metrics for PrintMetrics {
+    fn record(&self, metric: &SendMetric) {
+        let code = metric.errcode.map(|c| format!(" (errcode {c})")).unwrap_or_default();
+        println!("outbound → {} {}{code}", metric.channel, metric.outcome);
+    }
+}
+
+/// A sender on in-memory stores, with the iLink context tokens shared with the rest of dev.
+pub fn memory_sender(
+    config: Arc<Config>,
+    env: &Env,
+    contexts: Arc<MemoryContextTokens>,
+) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
+    let clock = Arc::new(SystemClock);
+    let queue = Arc::new(MemoryOutbound::default());
+    let sender = Sender {
+        config,
+        api: WechatApi::new(&env.api_settings())?,
+        tokens: Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone()),
+        sent: Arc::new(MemoryDedupe::default()),
+        queue: queue.clone(),
+        contexts: contexts as Arc<dyn ContextTokens>,
+        metrics: Arc::new(PrintMetrics),
+        clock,
+    };
+    Ok((sender, queue))
+}
+
+/// Sends what arrives on `rx`; retries with the sender's backoff (capped), gives up after
+/// [`MAX_RECEIVES`] like the queue's redrive policy.
+pub async fn run_memory(
+    sender: Arc<Sender>,
+    dead: Arc<MemoryOutbound>,
+    tx: mpsc::UnboundedSender<Record>,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+) {
+    while let Some(record) = rx.recv().await {
+        if sender.handle(&record).await {
+            if let Some((_, attributes)) = dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str()).unwrap_or("?");
+                println!("outbound ✗ dead-lettered: {reason}");
+            }
+            continue;
+        }
+        if record.receive_count >= MAX_RECEIVES {
+            println!("outbound ✗ gave up after {MAX_RECEIVES} attempts (the DLQ on AWS)");
+            continue;
+        }
+        let delay = Duration::from_secs(u64::from(backoff_s(record.receive_count, 0))).min(DEV_MAX_BACKOFF);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Record { receive_count: record.receive_count + 1, ..record });
+        });
+    }
+}
+
+/// Polls the SQS outbound queue and sends, deleting what was handled.
+pub async fn run_sqs(sender: Arc<Sender>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(10)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages().to_vec(),
+            Err(err) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "cannot read the outbound queue");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let records: Vec<Record> = messages
+            .iter()
+            .filter_map(|m| {
+                let count = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount));
+                Some(Record {
+                    message_id: m.message_id()?.to_owned(),
+                    receipt_handle: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count: count.and_then(|c| c.parse().ok()).unwrap_or(1),
+                })
+            })
+            .collect();
+        let failed = sender.handle_batch(&records).await;
+        for record in records.iter().filter(|r| !failed.contains(&r.message_id)) {
+            if let Err(err) =
+                sqs.delete_message().queue_url(&queue_url).receipt_handle(&record.receipt_handle).send().await
+            {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "cannot delete a handled message");
+            }
+        }
+    }
+}
+
+/// Outcome lines for a person rather than EMF documents.
+pub fn print_metrics() -> Arc<dyn Metrics> {
+    Arc::new(PrintMetrics)
+}
