@@ -330,6 +330,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn transport_errors_never_carry_the_token_or_key_in_the_url() {
+        // Nothing listens on port 9: the connection is refused.
+        let settings = ApiSettings {
+            wecom_base: "http://127.0.0.1:9".into(),
+            oa_base: "http://127.0.0.1:9".into(),
+            ..ApiSettings::default()
+        };
+        let api = WechatApi::new(&settings).unwrap();
+        let secret = SecretString::from("TOPSECRET-TOKEN".to_owned());
+        let errors = [
+            api.wecom_post("message/send", &secret, &json!({})).await.unwrap_err(),
+            api.webhook_send(&secret, &json!({})).await.unwrap_err(),
+            api.wecom_token("ww1", &secret).await.unwrap_err(),
+            api.ilink_post("http://127.0.0.1:9", &secret, "sendmessage", json!({})).await.unwrap_err(),
+        ];
+        for err in errors {
+            assert!(matches!(err, ApiError::Transport { .. }), "{err:?}");
+            assert!(!format!("{err} {err:?}").contains("TOPSECRET"), "{err:?}");
+        }
+    }
+
     #[test]
     fn ilink_headers_carry_a_fresh_decimal_uin_and_a_sensitive_bearer() {
         use base64::Engine as _;

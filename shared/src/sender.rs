@@ -110,14 +110,28 @@ pub fn backoff_s(receive_count: u32, min_backoff_s: u32) -> u32 {
 
 impl Sender {
     /// Handles a batch; returns the message ids to report as batch item failures.
+    ///
+    /// Records to different recipients are sent concurrently; records to one recipient keep
+    /// their order within the batch.
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        let mut failures = Vec::new();
+        let mut groups: Vec<(String, Vec<&Record>)> = Vec::new();
         for record in records {
-            if !self.handle(record).await {
-                failures.push(record.message_id.clone());
+            let recipient = recipient_of(&record.body);
+            match groups.iter_mut().find(|(r, _)| *r == recipient) {
+                Some((_, group)) => group.push(record),
+                None => groups.push((recipient, vec![record])),
             }
         }
-        failures
+        let sends = groups.into_iter().map(|(_, group)| async move {
+            let mut failed = Vec::new();
+            for record in group {
+                if !self.handle(record).await {
+                    failed.push(record.message_id.clone());
+                }
+            }
+            failed
+        });
+        futures_util::future::join_all(sends).await.into_iter().flatten().collect()
     }
 
     /// Handles one record; false when it must be reported as failed (SQS delivers it again).
@@ -339,6 +353,19 @@ impl Sender {
             }
             Err(err) => Err(Failure::from_api(family, &err)),
         }
+    }
+}
+
+/// Who a queued message goes to, for ordering; unreadable bodies each get their own group.
+fn recipient_of(body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) => format!(
+            "{}|{}|{}",
+            v["channel"].as_str().unwrap_or("?"),
+            v["account"].as_str().unwrap_or("?"),
+            v["to"].as_str().unwrap_or("")
+        ),
+        Err(_) => format!("unreadable|{}", short_hash(body)),
     }
 }
 

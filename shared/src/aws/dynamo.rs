@@ -154,8 +154,12 @@ pub struct DynamoTokenStore {
 }
 
 impl DynamoTokenStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+        Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
     }
 }
 
@@ -274,8 +278,12 @@ pub struct DynamoContextTokens {
 const CONTEXT_TTL_S: u64 = 7 * 24 * 3600;
 
 impl DynamoContextTokens {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+        Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
     }
 
     fn pk(account: &str, user: &str) -> AttributeValue {
