@@ -102,3 +102,26 @@ fn check_image(body: &Map<String, Value>) -> Result<(), Reject> {
     }
     Ok(())
 }
+
+/// `POST /cgi-bin/webhook/upload_media?key=&type=file|voice`: media only this robot may send.
+pub(crate) fn upload_media(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    req.require_post()?;
+    let key = req.query("key").unwrap_or_default().to_owned();
+    if !st.robots.contains_key(&key) {
+        return Err(Reject::code(93000, format!("webhook key {key:?} is not a known robot")));
+    }
+    let media_type = req.query("type").unwrap_or_default().to_owned();
+    let limit = match media_type.as_str() {
+        "file" => 20 << 20,
+        "voice" => 2 << 20,
+        other => return Err(Reject::code(40004, format!("invalid media type {other:?}"))),
+    };
+    let (_, data) = crate::wecom::media_part(req)?;
+    if data.len() <= 5 || data.len() > limit {
+        return Err(Reject::code(40006, format!("invalid file size {}", data.len())));
+    }
+    let media_id = format!("3{}", crate::wire::random_alnum(40));
+    Ok(wechat_json(
+        &json!({"errcode": 0, "errmsg": "ok", "type": media_type, "media_id": media_id, "created_at": "1735689600"}),
+    ))
+}

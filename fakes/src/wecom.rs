@@ -320,3 +320,102 @@ fn require_string(obj: &Object, field: &str, at: &str, max: Option<usize>) -> Re
         Some(other) => Err(Reject::code(40058, format!("{at}.{field} must be a string, got {}", kind(other)))),
     }
 }
+
+/// `POST /cgi-bin/appchat/update?access_token=`: only chats that exist; added members must be known.
+pub(crate) fn appchat_update(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    req.require_post()?;
+    st.wecom_caller(req.query("access_token"))?;
+    let body = req.json_object()?;
+    let chat_id = body.get("chatid").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if !st.appchats.contains_key(&chat_id) {
+        return Err(Reject::code(86003, format!("chat {chat_id:?} does not exist")));
+    }
+    let list = |key: &str| -> Result<Vec<String>, Reject> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| Reject::code(40058, format!("{key} holds a non-string")))
+                })
+                .collect(),
+            Some(other) => Err(Reject::code(40058, format!("{key} must be an array, got {}", kind(other)))),
+        }
+    };
+    let (add, remove) = (list("add_user_list")?, list("del_user_list")?);
+    if let Some(unknown) = add.iter().find(|u| !st.wecom_users.contains(u.as_str())) {
+        return Err(Reject::code(86216, format!("user {unknown:?} is not a member of the corp")));
+    }
+    let chat = st.appchats.get_mut(&chat_id).ok_or_else(|| Reject::code(86003, "chat vanished"))?;
+    chat.members.retain(|m| !remove.contains(m));
+    for user in add {
+        if !chat.members.contains(&user) {
+            chat.members.push(user);
+        }
+    }
+    if let Some(name) = body.get("name").and_then(Value::as_str) {
+        chat.name = name.to_owned();
+    }
+    Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
+}
+
+/// The part named `media` of a multipart/form-data body: its file name and bytes.
+pub(crate) fn media_part(req: &Req) -> Result<(String, Vec<u8>), Reject> {
+    let content_type = req.header("content-type").unwrap_or_default();
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_owned())
+        .ok_or_else(|| Reject::code(41005, "media data missing: the body is not multipart/form-data"))?;
+    let delimiter = format!("--{boundary}");
+    let body = &req.body[..];
+    let positions: Vec<usize> = find_all(body, delimiter.as_bytes());
+    for window in positions.windows(2) {
+        let part = &body[window[0] + delimiter.len()..window[1]];
+        let Some(split) = find_all(part, b"\r\n\r\n").first().copied() else { continue };
+        let headers = String::from_utf8_lossy(&part[..split]).to_string();
+        if !headers.contains("name=\"media\"") {
+            continue;
+        }
+        let file_name = headers
+            .split("filename=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Reject::code(41005, "the media part has no filename"))?;
+        let data = &part[split + 4..];
+        let data = data.strip_suffix(b"\r\n").unwrap_or(data);
+        return Ok((file_name.to_owned(), data.to_vec()));
+    }
+    Err(Reject::code(41005, "media data missing: no part named \"media\""))
+}
+
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return Vec::new();
+    }
+    (0..=haystack.len() - needle.len()).filter(|&i| &haystack[i..i + needle.len()] == needle).collect()
+}
+
+/// `POST /cgi-bin/media/upload?access_token=&type=`: temporary media for app messages.
+pub(crate) fn media_upload(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    req.require_post()?;
+    st.wecom_caller(req.query("access_token"))?;
+    let media_type = req.query("type").unwrap_or_default().to_owned();
+    let limit = match media_type.as_str() {
+        "image" | "video" => 10 << 20,
+        "voice" => 2 << 20,
+        "file" => 20 << 20,
+        other => return Err(Reject::code(40004, format!("invalid media type {other:?}"))),
+    };
+    let (_, data) = media_part(req)?;
+    if data.len() <= 5 || data.len() > limit {
+        return Err(Reject::code(40006, format!("invalid file size {} for type {media_type}", data.len())));
+    }
+    let media_id = format!("3{}", random_alnum(40));
+    Ok(wechat_json(
+        &json!({"errcode": 0, "errmsg": "ok", "type": media_type, "media_id": media_id, "created_at": "1735689600"}),
+    ))
+}

@@ -272,6 +272,92 @@ impl WechatApi {
     }
 }
 
+/// The management and media calls, typed.
+impl WechatApi {
+    /// WeCom `appchat/create`: a group chat of the app's members; returns its chat id.
+    pub async fn appchat_create(
+        &self,
+        token: &SecretString,
+        name: Option<&str>,
+        owner: Option<&str>,
+        members: &[&str],
+        chat_id: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let mut body = json!({"userlist": members});
+        for (key, value) in [("name", name), ("owner", owner), ("chatid", chat_id)] {
+            if let Some(value) = value {
+                body[key] = value.into();
+            }
+        }
+        let answer = self.wecom_post("appchat/create", token, &body).await?;
+        answer
+            .get("chatid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Decode("no chatid in the answer".into()))
+    }
+
+    /// WeCom `appchat/update`: rename, add and remove members.
+    pub async fn appchat_update(
+        &self,
+        token: &SecretString,
+        chat_id: &str,
+        name: Option<&str>,
+        add: &[&str],
+        remove: &[&str],
+    ) -> Result<(), ApiError> {
+        let mut body = json!({"chatid": chat_id, "add_user_list": add, "del_user_list": remove});
+        if let Some(name) = name {
+            body["name"] = name.into();
+        }
+        self.wecom_post("appchat/update", token, &body).await.map(drop)
+    }
+
+    /// WeCom `appchat/get`: the chat's `chat_info` (chatid, name, owner, userlist).
+    pub async fn appchat_get(&self, token: &SecretString, chat_id: &str) -> Result<Value, ApiError> {
+        let answer = self.wecom_get("appchat/get", token, &[("chatid", chat_id)]).await?;
+        answer.get("chat_info").cloned().ok_or_else(|| ApiError::Decode("no chat_info in the answer".into()))
+    }
+
+    /// WeCom `media/upload` (`image`, `voice`, `video`, `file`): a media id valid 3 days.
+    pub async fn media_upload(
+        &self,
+        token: &SecretString,
+        media_type: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let query = [("access_token", token.expose_secret()), ("type", media_type)];
+        media_id(self.wecom_upload("media/upload", &query, file_name, bytes).await?)
+    }
+
+    /// Group robot `webhook/upload_media` (`file`, `voice`): a media id only this robot may send.
+    pub async fn webhook_upload_media(
+        &self,
+        key: &SecretString,
+        media_type: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let query = [("key", key.expose_secret()), ("type", media_type)];
+        media_id(self.wecom_upload("webhook/upload_media", &query, file_name, bytes).await?)
+    }
+
+    /// Official Account `message/custom/typing`: "typing…" on (`true`) or off.
+    pub async fn oa_typing(&self, token: &SecretString, open_id: &str, typing: bool) -> Result<(), ApiError> {
+        let command = if typing { "Typing" } else { "CancelTyping" };
+        self.oa_post("message/custom/typing", token, &json!({"touser": open_id, "command": command})).await.map(drop)
+    }
+}
+
+fn media_id(answer: Value) -> Result<String, ApiError> {
+    answer
+        .get("media_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::Decode("no media_id in the answer".into()))
+}
+
 /// The headers of every iLink bot POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's
 /// decimal text) each time.
 fn ilink_headers(bot_token: &SecretString) -> Result<HeaderMap, ApiError> {
