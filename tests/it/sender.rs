@@ -478,3 +478,25 @@ async fn long_text_is_split_in_order_with_each_part_sent_once() {
     assert_eq!(parts.concat(), text);
     world.problems_free();
 }
+
+#[tokio::test]
+async fn a_dropped_connection_is_retried_and_delivered_once() {
+    let world = World::new().await;
+    let (sender, _) = world.sender();
+    world.fake.inject("/cgi-bin/message/custom/send", Fault::Drop);
+    world
+        .enqueue(&outbound(
+            "oa",
+            "news",
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            json!({"type": "text", "text": "again"}),
+            "drop",
+        ))
+        .await;
+    let (event, failed) = world.invoke(&sender).await;
+    assert_eq!(failed.len(), 1, "a connection error is transient");
+    world.make_visible(&event).await;
+    let (_, failed) = world.invoke(&sender).await;
+    assert!(failed.is_empty());
+    assert_eq!(world.fake.deliveries_of(Api::OaCustom).len(), 1);
+}
