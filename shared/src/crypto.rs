@@ -262,6 +262,11 @@ impl MsgCrypt {
 
     /// Encrypts `msg` with the given 16-byte random prefix; returns the base64 `Encrypt` value.
     pub fn encrypt(&self, msg: &str, random: [u8; 16]) -> String {
+        base64_simd::STANDARD.encode_to_string(self.encrypt_bytes(msg, random))
+    }
+
+    /// The ciphertext before base64.
+    fn encrypt_bytes(&self, msg: &str, random: [u8; 16]) -> Vec<u8> {
         let plain_len = HEADER_LEN + msg.len() + self.receive_id.len();
         let pad = PAD_BLOCK - plain_len % PAD_BLOCK;
         let mut buf = Vec::with_capacity(plain_len + pad);
@@ -275,16 +280,17 @@ impl MsgCrypt {
         // The buffer is a whole number of blocks, so encryption cannot fail.
         let _ = cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &self.key.iv().into())
             .encrypt_padded_mut::<NoPadding>(&mut buf, total);
-        base64_simd::STANDARD.encode_to_string(&buf)
+        buf
     }
 
     /// Encrypts and signs a passive reply, rendering the outer `<xml><Encrypt/>…</xml>` body.
     pub fn encrypt_reply(&self, reply_xml: &str, random: [u8; 16], timestamp: &str, nonce: &str) -> String {
-        let encrypt = self.encrypt(reply_xml, random);
-        let signature = self.signature(timestamp, nonce, &encrypt);
-        let mut out = crate::xml::XmlWriter::with_capacity(encrypt.len() + 200);
+        let cipher = self.encrypt_bytes(reply_xml, random);
+        let mut out = crate::xml::XmlWriter::with_capacity(cipher.len() / 3 * 4 + 200);
         out.raw("<xml>\n");
-        out.cdata_element("Encrypt", &encrypt);
+        // Encoded straight into the reply; the signature covers exactly that text.
+        let encrypt = out.cdata_base64("Encrypt", &cipher);
+        let signature = self.signature(timestamp, nonce, &out.as_str()[encrypt]);
         out.raw("\n");
         out.cdata_element("MsgSignature", signature.as_str());
         out.raw("\n");

@@ -494,6 +494,26 @@ impl XmlWriter {
         self
     }
 
+    /// `<name><![CDATA[base64 of bytes]]></name>` (base64 never contains `]]>`); returns where the
+    /// base64 text is in the output, e.g. to sign it.
+    pub fn cdata_base64(&mut self, name: &str, bytes: &[u8]) -> std::ops::Range<usize> {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push_str("><![CDATA[");
+        let start = self.out.len();
+        base64_simd::STANDARD.encode_append(bytes, &mut self.out);
+        let end = self.out.len();
+        self.out.push_str("]]></");
+        self.out.push_str(name);
+        self.out.push('>');
+        start..end
+    }
+
+    /// What has been written so far.
+    pub fn as_str(&self) -> &str {
+        &self.out
+    }
+
     pub fn finish(self) -> String {
         self.out
     }
