@@ -134,6 +134,35 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// A direct message from `sender`, before its kind-specific fields are filled in.
+    pub fn direct(
+        channel: Channel,
+        account: &str,
+        id: String,
+        sender: &str,
+        sent_at: u64,
+        received_at: u64,
+        raw: serde_json::Value,
+    ) -> Self {
+        Self {
+            v: INBOUND_VERSION,
+            id,
+            channel,
+            account: account.to_owned(),
+            conversation: Conversation { kind: ConversationKind::Direct, id: sender.to_owned() },
+            sender: Sender { id: sender.to_owned() },
+            kind: Kind::Unsupported,
+            text: None,
+            media: None,
+            location: None,
+            link: None,
+            event: None,
+            received_at: rfc3339(received_at),
+            sent_at,
+            raw,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serialisation cannot fail.
         serde_json::to_string(self).unwrap_or_default()

@@ -1,22 +1,13 @@
 //! WeCom app callback messages: decrypted XML → [`Fields`] → [`WecomMessage`].
 
-use crate::envelope::{self, Channel, Conversation, ConversationKind, Inbound, Kind, Media, Sender};
-use crate::xml::{self, Fields, XmlError, XmlWriter};
+use crate::envelope::{self, Channel, Conversation, ConversationKind, Inbound, Kind, Media};
+pub use crate::fields::MessageError;
+use crate::fields::{format_u64, itoa_buf, lenient_f64, number, owned, required, texts};
+use crate::xml::{self, Fields, XmlWriter};
 
 /// A WeCom message id: a 64-bit integer that does not fit an `f64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MsgId(pub u64);
-
-/// Why a decrypted payload is not a WeCom message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    #[error(transparent)]
-    Xml(#[from] XmlError),
-    #[error("required element <{0}> is missing")]
-    Missing(&'static str),
-    #[error("element <{0}> is not a valid number")]
-    NotANumber(&'static str),
-}
 
 /// The fields every WeCom callback carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,49 +143,6 @@ pub struct WecomCallbackMessage {
     pub fields: Fields,
 }
 
-fn required<'a>(fields: &'a Fields, name: &'static str) -> Result<&'a str, MessageError> {
-    fields.text(name).ok_or(MessageError::Missing(name))
-}
-
-fn owned(fields: &Fields, name: &str) -> Option<String> {
-    fields.non_empty(name).map(str::to_owned)
-}
-
-fn number<T: std::str::FromStr + Finite>(fields: &Fields, name: &'static str) -> Result<Option<T>, MessageError> {
-    match fields.non_empty(name) {
-        None => Ok(None),
-        Some(text) => match text.trim().parse::<T>() {
-            Ok(value) if value.is_finite() => Ok(Some(value)),
-            _ => Err(MessageError::NotANumber(name)),
-        },
-    }
-}
-
-/// Numbers from XML must be finite: JSON has no NaN or infinity.
-trait Finite {
-    fn is_finite(&self) -> bool;
-}
-
-impl Finite for f64 {
-    fn is_finite(&self) -> bool {
-        f64::is_finite(*self)
-    }
-}
-
-macro_rules! always_finite {
-    ($($t:ty),*) => { $(impl Finite for $t { fn is_finite(&self) -> bool { true } })* };
-}
-always_finite!(u32, u64);
-
-/// A coordinate or precision: kept in `raw` as sent, typed here only when it parses.
-fn lenient_f64(fields: &Fields, name: &str) -> Option<f64> {
-    fields.non_empty(name).and_then(|t| t.trim().parse().ok()).filter(|v: &f64| v.is_finite())
-}
-
-fn texts(value: Option<&crate::xml::XmlValue>) -> Vec<String> {
-    value.map(|v| v.items().iter().filter_map(|item| item.text().map(str::to_owned)).collect()).unwrap_or_default()
-}
-
 impl WecomCallbackMessage {
     /// Parses a decrypted callback payload.
     pub fn parse(xml_text: &str) -> Result<Self, MessageError> {
@@ -279,28 +227,18 @@ impl WecomCallbackMessage {
     /// The `Inbound` envelope for app `account`, received at `received_at` (unix seconds).
     pub fn to_inbound(&self, account: &str, received_at: u64) -> Inbound {
         let header = &self.header;
-        let conversation = if header.from == "sys" {
-            Conversation { kind: ConversationKind::System, id: header.from.clone() }
-        } else {
-            Conversation { kind: ConversationKind::Direct, id: header.from.clone() }
-        };
-        let mut inbound = Inbound {
-            v: envelope::INBOUND_VERSION,
-            id: format!("wecom:{account}:{}", self.dedupe_key()),
-            channel: Channel::Wecom,
-            account: account.to_owned(),
-            conversation,
-            sender: Sender { id: header.from.clone() },
-            kind: Kind::Unsupported,
-            text: None,
-            media: None,
-            location: None,
-            link: None,
-            event: None,
-            received_at: envelope::rfc3339(received_at),
-            sent_at: header.create_time,
-            raw: self.fields.to_json(),
-        };
+        let mut inbound = Inbound::direct(
+            Channel::Wecom,
+            account,
+            format!("wecom:{account}:{}", self.dedupe_key()),
+            &header.from,
+            header.create_time,
+            received_at,
+            self.fields.to_json(),
+        );
+        if header.from == "sys" {
+            inbound.conversation = Conversation { kind: ConversationKind::System, id: header.from.clone() };
+        }
         match &self.body {
             WecomMessage::Text { content } => {
                 inbound.kind = Kind::Text;
@@ -468,24 +406,6 @@ impl TextReply<'_> {
         out.raw("</xml>");
         out.finish()
     }
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// Formats without allocating (replies are on the hot path).
-fn format_u64(buf: &mut [u8; 20], mut value: u64) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]

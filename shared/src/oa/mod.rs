@@ -1,0 +1,9 @@
+//! Official Accounts (公众号): callback messages in plaintext, compatible and safe modes, and
+//! passive replies.
+
+pub mod callback;
+pub mod message;
+pub mod reply;
+
+pub use message::{OaCallbackMessage, OaEvent, OaMessage};
+pub use reply::{PassiveReply, SUCCESS};
