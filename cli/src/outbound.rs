@@ -43,7 +43,7 @@ pub fn memory_sender(
         config,
         api: WechatApi::new(&env.api_settings())?,
         tokens: Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone()),
-        sent: Arc::new(MemoryDedupe::default()),
+        sent: Arc::new(MemoryDedupe::keeping(shared::ports::SENT_TTL)),
         queue: queue.clone(),
         contexts: contexts as Arc<dyn ContextTokens>,
         metrics: Arc::new(PrintMetrics),

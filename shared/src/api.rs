@@ -91,12 +91,15 @@ fn classify_code(family: Family, code: i64) -> Verdict {
         (Family::Wecom | Family::Oa, -1) => Verdict::Transient { min_backoff_s: 0 },
         // Token invalid, expired or missing (OA also answers 40001 for a token that is not the latest).
         (Family::Wecom, 40014 | 42001 | 41001) | (Family::Oa, 40001 | 40014 | 42001 | 41001) => Verdict::RefreshToken,
-        // Frequency limits: per-minute blocks last 60 s.
-        (Family::Wecom, 45009) | (Family::Oa, 45009) => Verdict::Transient { min_backoff_s: 60 },
+        // Frequency limits: WeCom's per-minute blocks last 60 s; the Official Account's 45009 is
+        // the daily quota, so wait as long as the queue allows.
+        (Family::Wecom, 45009) => Verdict::Transient { min_backoff_s: 60 },
+        (Family::Oa, 45009) => Verdict::Transient { min_backoff_s: crate::sender::MAX_BACKOFF_S },
         (Family::Wecom, 45033) | (Family::Oa, 45011) => Verdict::Transient { min_backoff_s: 5 },
         // iLink: -2 (the user must write first / budget spent) and -14 (session expired) get
         // worse with every retry.
-        (Family::Ilink, -2 | -14) => Verdict::Permanent,
+        // 210205 is reported as the same throttle.
+        (Family::Ilink, -2 | -14 | 210205) => Verdict::Permanent,
         (Family::Ilink, _) => Verdict::Transient { min_backoff_s: 2 },
         // Everything else (invalid user, 45015/45047 outside the window or over quota, 48001 no
         // permission, 60020 IP not allowed, bad parameters, unknown codes) is not fixed by waiting.
@@ -111,12 +114,18 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
+/// The least time between two iLink sends of one bot: a third send within about a second is
+/// refused with `-2`, and each refused attempt prolongs the penalty.
+pub const ILINK_SEND_SPACING: Duration = Duration::from_millis(1500);
+
 /// The API clients, sharing one HTTP connection pool.
 #[derive(Debug, Clone)]
 pub struct WechatApi {
     http: reqwest::Client,
     wecom_base: String,
     oa_base: String,
+    /// When each iLink bot may send next (keyed by a hash of its token).
+    ilink_next_send: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// Base URLs and timeouts.
@@ -161,7 +170,12 @@ impl WechatApi {
             .user_agent(concat!("wxbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ApiError::transport)?;
-        Ok(Self { http, wecom_base: base(&settings.wecom_base), oa_base: base(&settings.oa_base) })
+        Ok(Self {
+            http,
+            wecom_base: base(&settings.wecom_base),
+            oa_base: base(&settings.oa_base),
+            ilink_next_send: Default::default(),
+        })
     }
 
     async fn json(response: Result<reqwest::Response, reqwest::Error>) -> Result<Value, ApiError> {
@@ -253,6 +267,12 @@ impl WechatApi {
         mut body: Value,
     ) -> Result<Value, ApiError> {
         body["base_info"] = json!({"channel_version": ILINK_CHANNEL_VERSION, "bot_agent": concat!("wxbridge/", env!("CARGO_PKG_VERSION"))});
+        if endpoint == "sendmessage" {
+            let wait = self.ilink_send_slot(bot_token);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let url = format!("{}/ilink/bot/{endpoint}", base(base_url));
         let request = self.http.post(url).headers(ilink_headers(bot_token)?).json(&body);
         let answer = Self::json(request.send().await).await?;
@@ -269,6 +289,23 @@ impl WechatApi {
                 message: answer.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned(),
             }),
         }
+    }
+}
+
+impl WechatApi {
+    /// Reserves the bot's next send slot; returns how long to wait for it.
+    fn ilink_send_slot(&self, bot_token: &SecretString) -> Duration {
+        use sha1::Digest as _;
+        let key: String = sha1::Sha1::digest(bot_token.expose_secret().as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let now = std::time::Instant::now();
+        let mut next = self.ilink_next_send.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = next.get(&key).copied().unwrap_or(now).max(now);
+        next.insert(key, slot + ILINK_SEND_SPACING);
+        slot - now
     }
 }
 
@@ -405,6 +442,8 @@ mod tests {
             (Oa, code(48001), Permanent),
             (Ilink, code(-2), Permanent),
             (Ilink, code(-14), Permanent),
+            (Ilink, code(210205), Permanent),
+            (Oa, code(45009), Transient { min_backoff_s: crate::sender::MAX_BACKOFF_S }),
             (Ilink, code(-1), Transient { min_backoff_s: 2 }),
             (Wecom, ApiError::Http { status: 502 }, Transient { min_backoff_s: 0 }),
             (Wecom, ApiError::Http { status: 429 }, Transient { min_backoff_s: 0 }),
@@ -436,6 +475,17 @@ mod tests {
             assert!(matches!(err, ApiError::Transport { .. }), "{err:?}");
             assert!(!format!("{err} {err:?}").contains("TOPSECRET"), "{err:?}");
         }
+    }
+
+    #[test]
+    fn ilink_sends_of_one_bot_are_spaced_and_other_bots_are_not_held_up() {
+        let api = WechatApi::new(&ApiSettings::default()).unwrap();
+        let (a, b) = (SecretString::from("bot-a".to_owned()), SecretString::from("bot-b".to_owned()));
+        assert_eq!(api.ilink_send_slot(&a), Duration::ZERO);
+        let second = api.ilink_send_slot(&a);
+        assert!(second > ILINK_SEND_SPACING - Duration::from_millis(50) && second <= ILINK_SEND_SPACING, "{second:?}");
+        assert!(api.ilink_send_slot(&a) > ILINK_SEND_SPACING, "a third send waits for two spacings");
+        assert_eq!(api.ilink_send_slot(&b), Duration::ZERO);
     }
 
     #[test]

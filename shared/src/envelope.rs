@@ -291,6 +291,8 @@ pub enum EnvelopeError {
     Empty(&'static str),
     #[error("idempotency_key is longer than 512 bytes")]
     KeyTooLong,
+    #[error("{0} is longer than {1} bytes")]
+    TooLong(&'static str, usize),
 }
 
 impl Outbound {
@@ -308,6 +310,14 @@ impl Outbound {
         }
         if out.idempotency_key.len() > 512 {
             return Err(EnvelopeError::KeyTooLong);
+        }
+        // Both end up in table keys (DynamoDB keys are at most 2048 bytes).
+        if out.account.len() > 128 {
+            return Err(EnvelopeError::TooLong("account", 128));
+        }
+        // WeCom takes up to 1000 user ids joined by '|'.
+        if out.to.len() > 64 * 1024 {
+            return Err(EnvelopeError::TooLong("to", 64 * 1024));
         }
         if out.to.is_empty() && out.channel != OutChannel::WecomWebhook {
             return Err(EnvelopeError::Empty("to"));

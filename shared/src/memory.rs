@@ -36,12 +36,24 @@ enum Marker {
 }
 
 /// Dedupe markers in a map, with the same claim / complete / release rules as DynamoDB.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryDedupe {
     markers: Mutex<HashMap<String, Marker>>,
+    ttl: Duration,
+}
+
+impl Default for MemoryDedupe {
+    fn default() -> Self {
+        Self { markers: Mutex::new(HashMap::new()), ttl: DEDUPE_TTL }
+    }
 }
 
 impl MemoryDedupe {
+    /// Markers kept for `ttl` once completed.
+    pub fn keeping(ttl: Duration) -> Self {
+        Self { ttl, ..Self::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Marker>> {
         // A panic while holding the lock cannot leave a marker half-written: keep going.
         self.markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -69,8 +81,7 @@ impl Dedupe for MemoryDedupe {
     async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
         let mut markers = self.lock();
         if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
-            markers
-                .insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + DEDUPE_TTL.as_millis() as u64 });
+            markers.insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + self.ttl.as_millis() as u64 });
         }
         Ok(())
     }
@@ -169,5 +180,58 @@ pub struct MemoryMetrics {
 impl crate::ports::Metrics for MemoryMetrics {
     fn record(&self, metric: &crate::ports::SendMetric) {
         self.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(metric.clone());
+    }
+}
+
+/// Reply slots in a map, with the same conditional rules as DynamoDB.
+#[derive(Debug, Default)]
+pub struct MemoryReplySlots {
+    slots: Mutex<HashMap<String, crate::ports::Slot>>,
+}
+
+impl MemoryReplySlots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::ports::Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl crate::ports::ReplySlots for MemoryReplySlots {
+    async fn arrive(&self, key: &str, _now: SystemTime) -> Result<crate::ports::Slot, PortError> {
+        let mut slots = self.lock();
+        let slot = slots.entry(key.to_owned()).or_insert(crate::ports::Slot {
+            state: crate::ports::SlotState::Open,
+            deliveries: 0,
+            reply: None,
+        });
+        slot.deliveries += 1;
+        Ok(slot.clone())
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<crate::ports::Slot>, PortError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::ports::SlotState::Open => {
+                slot.state = crate::ports::SlotState::Filled;
+                slot.reply = Some(reply.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn close(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::ports::SlotState::Open => {
+                slot.state = crate::ports::SlotState::Closed;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

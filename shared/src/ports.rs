@@ -75,8 +75,11 @@ pub trait Dedupe: Send + Sync {
     async fn release(&self, key: &str, token: &str) -> Result<(), PortError>;
 }
 
-/// How long a completed dedupe marker is kept.
+/// How long a completed callback dedupe marker is kept.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a sent-part marker is kept: past the outbound queue's (4 days) and its DLQ's
+/// (14 days) retention, so a redriven message never sends a part twice.
+pub const SENT_TTL: Duration = Duration::from_secs(19 * 24 * 3600);
 
 /// Milliseconds since the unix epoch, for leases.
 pub fn unix_millis(t: SystemTime) -> u64 {
@@ -147,4 +150,39 @@ impl Metrics for EmfMetrics {
     fn record(&self, metric: &SendMetric) {
         println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
     }
+}
+
+/// Where an Official Account message's reply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Waiting for the bot.
+    Open,
+    /// The bot's reply is in the slot: the passive reply.
+    Filled,
+    /// The last delivery gave up waiting: the reply goes by the customer-service API.
+    Closed,
+}
+
+/// A reply slot as one delivery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub state: SlotState,
+    /// Deliveries of the message seen so far, this one included.
+    pub deliveries: u32,
+    /// The reply (JSON of an Outbound `content`) once filled.
+    pub reply: Option<String>,
+}
+
+/// One reply slot per Official Account message, shared by every delivery of it and the
+/// dispatcher. Filling and closing are conditional on the slot being open, so exactly one of
+/// "passive reply" and "customer-service send" happens.
+#[async_trait]
+pub trait ReplySlots: Send + Sync {
+    /// Counts a delivery (creating the slot on the first) and returns the slot after it.
+    async fn arrive(&self, key: &str, now: SystemTime) -> Result<Slot, PortError>;
+    async fn read(&self, key: &str) -> Result<Option<Slot>, PortError>;
+    /// Puts the reply in an open slot; false when the slot was already closed (or filled).
+    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError>;
+    /// Closes an open slot; false when the reply arrived first.
+    async fn close(&self, key: &str) -> Result<bool, PortError>;
 }

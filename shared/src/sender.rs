@@ -125,7 +125,8 @@ impl Sender {
         let sends = groups.into_iter().map(|(_, group)| async move {
             let mut failed = Vec::new();
             for record in group {
-                if !self.handle(record).await {
+                // Once one fails, the later ones to the same recipient wait for it.
+                if !failed.is_empty() || !self.handle(record).await {
                     failed.push(record.message_id.clone());
                 }
             }
@@ -160,8 +161,8 @@ impl Sender {
                 let attributes = [
                     ("channel", channel.to_owned()),
                     ("errcode", errcode.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned())),
-                    ("errmsg", truncate(errmsg, 256)),
-                    ("reason", truncate(reason, 256)),
+                    ("errmsg", attribute_value(errmsg)),
+                    ("reason", attribute_value(reason)),
                 ];
                 match self.queue.dead_letter(&record.body, &attributes).await {
                     Ok(()) => true,
@@ -185,8 +186,13 @@ impl Sender {
             Ok(parts) => parts,
             Err(err) => return (Some(out.channel), Outcome::permanent(err.to_string())),
         };
+        if !self.has_account(&out) {
+            let reason = format!("no {} account named '{}' in the config", out.channel.as_str(), out.account);
+            return (Some(out.channel), Outcome::permanent(reason));
+        }
         let total = parts.len();
         let mut already_sent = 0;
+        let mut undelivered = Vec::new();
         for (index, part) in parts.iter().enumerate() {
             let key = format!(
                 "sent:{}:{}:{}",
@@ -210,10 +216,16 @@ impl Sender {
                 Ok(Claim::Claimed { token }) => token,
             };
             match self.deliver(&out, part, &key, record.receive_count).await {
-                Ok(()) => {
-                    if let Err(err) = self.sent.complete(&key, &token, self.clock.now()).await {
-                        // Sent: the lease keeps a redelivery away for a minute; log loudly.
-                        tracing::error!(error = %err, "sent but could not record it; a redelivery after the lease may send again");
+                Ok(missed) => {
+                    undelivered.extend(missed);
+                    if !self.complete_with_retries(&key, &token).await {
+                        // Sent but not recorded: stop here; the claim's lease keeps the part from
+                        // being sent again while the store recovers.
+                        let reason = "sent a part but could not record it; later parts wait".to_owned();
+                        return (
+                            Some(out.channel),
+                            Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 },
+                        );
                     }
                 }
                 Err(failure) => {
@@ -238,11 +250,50 @@ impl Sender {
                 }
             }
         }
+        if !undelivered.is_empty() {
+            // Sent (and recorded, so never resent), but not to everyone: the operator should know.
+            let reason = format!("WeCom did not deliver to {}", undelivered.join("; "));
+            return (
+                Some(out.channel),
+                Outcome::Permanent { reason, errcode: None, errmsg: "partial delivery".to_owned() },
+            );
+        }
         (Some(out.channel), Outcome::Sent { parts: total, already_sent })
     }
 
-    /// One part through the channel's API.
-    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, receive_count: u32) -> Result<(), Failure> {
+    fn has_account(&self, out: &Outbound) -> bool {
+        let config = &self.config;
+        match out.channel {
+            OutChannel::WecomApp | OutChannel::WecomAppchat => config.wecom_app(&out.account).is_some(),
+            OutChannel::WecomWebhook => config.robots.iter().any(|r| r.name == out.account),
+            OutChannel::Oa => config.oa.iter().any(|a| a.app == out.account),
+            OutChannel::Ilink => config.ilink.iter().any(|a| a.account == out.account),
+        }
+    }
+
+    /// Records a sent part, trying a few times: a lost record could mean a second send.
+    async fn complete_with_retries(&self, key: &str, token: &str) -> bool {
+        for attempt in 0..3u64 {
+            match self.sent.complete(key, token, self.clock.now()).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::error!(error = %err, attempt, "sent but could not record it");
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
+        }
+        false
+    }
+
+    /// One part through the channel's API; returns the recipients WeCom reported it could not
+    /// deliver to (a partial failure still answers errcode 0).
+    async fn deliver(
+        &self,
+        out: &Outbound,
+        part: &Content,
+        key: &str,
+        receive_count: u32,
+    ) -> Result<Vec<String>, Failure> {
         let config = &self.config;
         match out.channel {
             OutChannel::WecomApp | OutChannel::WecomAppchat => {
@@ -270,21 +321,23 @@ impl Sender {
                     })
                     .await?;
                 // Partial failure is errcode 0 with the bad recipients listed.
-                let invalid: Vec<&str> = ["invaliduser", "invalidparty", "invalidtag", "unlicenseduser"]
+                Ok(["invaliduser", "invalidparty", "invalidtag", "unlicenseduser"]
                     .into_iter()
-                    .filter(|field| answer.get(*field).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
-                    .collect();
-                if !invalid.is_empty() {
-                    tracing::warn!(fields = ?invalid, "WeCom did not deliver to some recipients");
-                }
-                Ok(())
+                    .filter_map(|field| {
+                        answer
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| format!("{field}={v}"))
+                    })
+                    .collect())
             }
             OutChannel::WecomWebhook => {
                 let robot = config.robots.iter().find(|r| r.name == out.account).ok_or_else(|| no_account(out))?;
                 self.api
                     .webhook_send(&robot.key, &outbound::webhook_body(part))
                     .await
-                    .map(drop)
+                    .map(|_| Vec::new())
                     .map_err(|e| Failure::from_api(Family::Wecom, &e))
             }
             OutChannel::Oa => {
@@ -300,7 +353,7 @@ impl Sender {
                     async move { self.api.oa_post("message/custom/send", &token, body).await }
                 })
                 .await
-                .map(drop)
+                .map(|_| Vec::new())
             }
             OutChannel::Ilink => {
                 let account = config.ilink.iter().find(|a| a.account == out.account).ok_or_else(|| no_account(out))?;
@@ -321,7 +374,7 @@ impl Sender {
                 self.api
                     .ilink_post(&account.base_url, &account.bot_token, "sendmessage", body)
                     .await
-                    .map(drop)
+                    .map(|_| Vec::new())
                     .map_err(|e| Failure::from_api(Family::Ilink, &e))
             }
         }
@@ -377,6 +430,17 @@ fn store_unavailable(err: PortError) -> Outcome {
     Outcome::Retry { reason: err.to_string(), errcode: None, min_backoff_s: 0 }
 }
 
+/// SQS refuses empty attribute values and control characters.
+fn attribute_value(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean = truncate(clean.trim(), 256);
+    if clean.is_empty() {
+        "none".to_owned()
+    } else {
+        clean
+    }
+}
+
 fn truncate(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
@@ -406,6 +470,13 @@ mod tests {
         assert!(base(3) >= 40 && base(3) < 45);
         assert!(backoff_s(2, 60) >= 60);
         assert!(backoff_s(30, 0) <= MAX_BACKOFF_S + 4);
+    }
+
+    #[test]
+    fn attribute_values_are_never_empty_or_control_characters() {
+        assert_eq!(attribute_value(""), "none");
+        assert_eq!(attribute_value("a\nb\u{0}"), "a b");
+        assert_eq!(attribute_value(&"x".repeat(300)).len(), 256);
     }
 
     #[test]

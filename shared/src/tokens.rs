@@ -17,10 +17,12 @@ use crate::ports::{claim_token, unix_millis, Clock, PortError};
 
 /// A token is used until this long before WeChat's expiry.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
-/// How long one caller may take to refresh before another may try.
-pub const REFRESH_LEASE: Duration = Duration::from_secs(10);
-/// How long a caller waits for another's refresh, re-reading the store.
-pub const WAIT_FOR_REFRESH: Duration = Duration::from_secs(8);
+/// How long one caller may take to refresh before another may try: longer than a token call
+/// can take (the HTTP timeout is 15 s).
+pub const REFRESH_LEASE: Duration = Duration::from_secs(20);
+/// How long a caller waits for another's refresh, re-reading the store: past the lease, so a
+/// holder that died is replaced rather than waited out.
+pub const WAIT_FOR_REFRESH: Duration = Duration::from_secs(22);
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// A stored token and when it stops being used (unix ms).
@@ -38,6 +40,8 @@ pub trait TokenStore: Send + Sync {
     async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError>;
     /// Stores a fresh token and gives the lease back.
     async fn save(&self, key: &str, owner: &str, token: &StoredToken) -> Result<(), PortError>;
+    /// Gives the lease back without a token (the token call failed), so others need not wait it out.
+    async fn abandon(&self, key: &str, owner: &str) -> Result<(), PortError>;
     /// Deletes the token only if it is still `stale` (compare-and-swap): a token another caller
     /// already refreshed is kept.
     async fn invalidate(&self, key: &str, stale: &str) -> Result<(), PortError>;
@@ -99,7 +103,15 @@ impl Tokens {
                 return Ok(token.value);
             }
             if self.store.lease(key, &owner, now, REFRESH_LEASE).await? {
-                let issued = fetch().await?;
+                let issued = match fetch().await {
+                    Ok(issued) => issued,
+                    Err(err) => {
+                        if let Err(abandon) = self.store.abandon(key, &owner).await {
+                            tracing::warn!(error = %abandon, "could not give the token lease back; it expires");
+                        }
+                        return Err(err.into());
+                    }
+                };
                 let margin = EXPIRY_MARGIN.as_secs().min(issued.expires_in / 2);
                 let token = StoredToken {
                     value: issued.value,
@@ -162,6 +174,16 @@ impl TokenStore for MemoryTokenStore {
         entry.0 = Some(token.clone());
         if entry.1.as_ref().is_some_and(|(o, _)| o == owner) {
             entry.1 = None;
+        }
+        Ok(())
+    }
+
+    async fn abandon(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = items.get_mut(key) {
+            if entry.1.as_ref().is_some_and(|(o, _)| o == owner) {
+                entry.1 = None;
+            }
         }
         Ok(())
     }

@@ -87,7 +87,7 @@ async fn setup() -> Setup {
         config: Arc::new(config),
         api: WechatApi::new(&env.api_settings()).unwrap(),
         tokens: Tokens::new(Arc::new(DynamoTokenStore::new(dynamodb.clone(), &names.table)), clock.clone()),
-        sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table)),
+        sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table).keeping(shared::ports::SENT_TTL)),
         queue: Arc::new(MemoryOutbound::default()),
         contexts: Arc::new(DynamoContextTokens::new(dynamodb, &names.table)),
         metrics: Arc::new(MemoryMetrics::default()),

@@ -500,3 +500,22 @@ async fn a_dropped_connection_is_retried_and_delivered_once() {
     assert!(failed.is_empty());
     assert_eq!(world.fake.deliveries_of(Api::OaCustom).len(), 1);
 }
+
+#[tokio::test]
+async fn recipients_wecom_could_not_reach_are_reported_and_the_rest_is_not_resent() {
+    let world = World::new().await;
+    let (sender, _) = world.sender();
+    let message = outbound("wecom_app", "hr", "ZhangWei|Ghost", json!({"type": "text", "text": "partial"}), "partial");
+    world.enqueue(&message).await;
+    let (_, failed) = world.invoke(&sender).await;
+    assert!(failed.is_empty(), "a partial delivery is not retried");
+    assert_eq!(world.fake.deliveries().len(), 1, "ZhangWei got it");
+    let dead = world.stack.drain(&world.stack.urls.outbound_dlq).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].message_attributes().unwrap()["reason"].string_value().unwrap().to_owned();
+    assert!(reason.contains("invaliduser=Ghost"), "{reason}");
+    // An operator redriving it from the DLQ does not send ZhangWei a second copy.
+    world.enqueue(&message).await;
+    world.invoke(&sender).await;
+    assert_eq!(world.fake.deliveries().len(), 1);
+}

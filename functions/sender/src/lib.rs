@@ -6,7 +6,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::api::{ApiError, WechatApi};
 use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore, SdkConfig, SqsOutbound};
 use shared::config::{Config, ConfigError, Env};
-use shared::ports::{EmfMetrics, SystemClock};
+use shared::ports::{EmfMetrics, SystemClock, SENT_TTL};
 use shared::sender::{Record, Sender};
 use shared::tokens::Tokens;
 
@@ -27,7 +27,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         config: Arc::new(config),
         api: WechatApi::new(&env.api_settings())?,
         tokens: Tokens::new(Arc::new(DynamoTokenStore::from_sdk(sdk, table)), clock.clone()),
-        sent: Arc::new(DynamoDedupe::from_sdk(sdk, table)),
+        sent: Arc::new(DynamoDedupe::from_sdk(sdk, table).keeping(SENT_TTL)),
         queue: Arc::new(SqsOutbound::from_sdk(sdk, env.require_outbound_queue_url()?, env.require_dlq_url()?)),
         contexts: Arc::new(DynamoContextTokens::from_sdk(sdk, table)),
         metrics: Arc::new(EmfMetrics),

@@ -16,11 +16,17 @@ const DONE: &str = "done";
 pub struct DynamoDedupe {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    ttl: Duration,
 }
 
 impl DynamoDedupe {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), ttl: DEDUPE_TTL }
+    }
+
+    /// Markers kept for `ttl` (instead of [`DEDUPE_TTL`]) once completed.
+    pub fn keeping(self, ttl: Duration) -> Self {
+        Self { ttl, ..self }
     }
 
     /// Dedupe with its own client built from the SDK configuration.
@@ -67,7 +73,7 @@ impl Dedupe for DynamoDedupe {
             .item("state", s(PENDING))
             .item("owner", s(&token))
             .item("lease_until", n(now_ms + lease.as_millis() as u64))
-            .item("expires_at", n(now_s + DEDUPE_TTL.as_secs()))
+            .item("expires_at", n(now_s + self.ttl.as_secs()))
             // Free, or a claim whose holder's lease ran out, or an expired item TTL has not yet removed.
             .condition_expression(
                 "attribute_not_exists(pk) OR (#state = :pending AND lease_until < :now_ms) OR expires_at < :now_s",
@@ -112,7 +118,7 @@ impl Dedupe for DynamoDedupe {
             .expression_attribute_values(":done", s(DONE))
             .expression_attribute_values(":pending", s(PENDING))
             .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + DEDUPE_TTL.as_secs()))
+            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + self.ttl.as_secs()))
             .send()
             .await;
         match result {
@@ -243,6 +249,24 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
             Ok(_) => Ok(()),
             // Our lease ran out and another caller holds it: store the token, leave its lease.
             Err(err) if is_condition_failure(&err) => update(false).await.map(drop).map_err(port_error),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+
+    async fn abandon(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Ok(()),
             Err(err) => Err(port_error(err)),
         }
     }

@@ -222,27 +222,11 @@ impl WecomCallback {
         let inbound = message.to_inbound(app, now);
         let id = inbound.id.clone();
 
-        let token = match self.dedupe.claim(&id, self.clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
-            Claim::Published => return Ok(Accepted::Duplicate { id }),
-            Claim::InFlight => return Err(CallbackError::InFlight),
-            Claim::Claimed { token } => token,
-        };
-        let queued = QueueMessage {
-            body: inbound.to_json(),
-            attributes: vec![("channel", "wecom".to_owned()), ("account", app.to_owned())],
-        };
-        if let Err(err) = self.publisher.publish(queued).await {
-            // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
-            if let Err(release) = self.dedupe.release(&id, &token).await {
-                tracing::warn!(app, id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
-            }
-            return Err(CallbackError::Publish(err));
+        match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await? {
+            Published::Now => Ok(Accepted::Published { id }),
+            Published::Before => Ok(Accepted::Duplicate { id }),
+            Published::ByAnother => Err(CallbackError::InFlight),
         }
-        // The queue has it: answer 200 even if the marker cannot be completed.
-        if let Err(err) = self.dedupe.complete(&id, &token, self.clock.now()).await {
-            tracing::warn!(app, id = %id, error = %err, "published but could not complete dedupe marker");
-        }
-        Ok(Accepted::Published { id })
     }
 }
 
@@ -254,6 +238,52 @@ fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<Accepted, CallbackE
     let echostr = query.require("echostr")?;
     let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
     Ok(Accepted::Verified(crypt.decrypt(verified).map_err(CallbackError::Crypto)?))
+}
+
+/// How [`publish_once`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// This call put the message on the queue.
+    Now,
+    /// An earlier delivery did.
+    Before,
+    /// Another request holds the claim and may be publishing right now.
+    ByAnother,
+}
+
+/// Publishes `inbound` once however often WeChat delivers it: claims its id (with a lease),
+/// publishes, then completes the marker; releases the claim if publishing failed, so the marker
+/// never swallows a message that did not reach the queue.
+pub async fn publish_once(
+    dedupe: &dyn Dedupe,
+    publisher: &dyn Publisher,
+    clock: &dyn Clock,
+    inbound: &crate::envelope::Inbound,
+) -> Result<Published, CallbackError> {
+    let id = &inbound.id;
+    let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
+        Claim::Published => return Ok(Published::Before),
+        Claim::InFlight => return Ok(Published::ByAnother),
+        Claim::Claimed { token } => token,
+    };
+    let channel =
+        serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let queued = QueueMessage {
+        body: inbound.to_json(),
+        attributes: vec![("channel", channel), ("account", inbound.account.clone())],
+    };
+    if let Err(err) = publisher.publish(queued).await {
+        // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
+        if let Err(release) = dedupe.release(id, &token).await {
+            tracing::warn!(id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
+        }
+        return Err(CallbackError::Publish(err));
+    }
+    // The queue has it: the caller may acknowledge even if the marker cannot be completed.
+    if let Err(err) = dedupe.complete(id, &token, clock.now()).await {
+        tracing::warn!(id = %id, error = %err, "published but could not complete dedupe marker");
+    }
+    Ok(Published::Now)
 }
 
 #[cfg(test)]
