@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod callback;
 pub mod config;
 pub mod crypto;
 pub mod envelope;
