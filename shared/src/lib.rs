@@ -8,6 +8,7 @@ pub mod api;
 pub mod callback;
 pub mod config;
 pub mod crypto;
+pub mod dispatcher;
 pub mod envelope;
 pub mod fields;
 pub mod memory;

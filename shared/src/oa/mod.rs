@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod message;
 pub mod reply;
+pub mod service;
 
 pub use message::{OaCallbackMessage, OaEvent, OaMessage};
 pub use reply::{PassiveReply, SUCCESS};

@@ -1,0 +1,132 @@
+//! The dispatcher: hands each `Inbound` to the bot and routes its replies.
+//!
+//! An Official Account reply first tries the message's reply slot (the passive reply); if the
+//! last delivery already closed it, the reply goes by the customer-service API. Everything else
+//! becomes an `Outbound` addressed from the `Inbound`. Idempotency keys come from the inbound id
+//! and the reply's index, so a dispatcher that runs twice still sends each reply once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::envelope::{Channel, Content, ConversationKind, Inbound, OutChannel, Outbound, OUTBOUND_VERSION};
+use crate::oa::service::passive;
+use crate::ports::{PortError, Publisher, QueueMessage, ReplySlots, SlotState};
+use crate::sender::Record;
+
+/// Why a bot gave no answer this time (retried through SQS, never dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bot: {0}")]
+pub struct BotError(pub String);
+
+/// Something that answers messages.
+#[async_trait]
+pub trait Bot: Send + Sync {
+    /// The replies to `inbound`, in order; none is a fine answer.
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError>;
+}
+
+/// Answers text with the same text (and a voice message with its transcript).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EchoBot;
+
+#[async_trait]
+impl Bot for EchoBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
+    }
+}
+
+/// Why a record could not be dispatched now.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("not an Inbound v1 document: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Bot(#[from] BotError),
+    #[error(transparent)]
+    Store(PortError),
+    #[error(transparent)]
+    Queue(PortError),
+}
+
+/// The dispatcher's dependencies.
+pub struct Dispatcher {
+    pub bot: Arc<dyn Bot>,
+    pub slots: Arc<dyn ReplySlots>,
+    /// The outbound queue.
+    pub outbound: Arc<dyn Publisher>,
+}
+
+/// Where a reply to `inbound` goes, if anywhere.
+fn reply_channel(inbound: &Inbound) -> Option<OutChannel> {
+    match (inbound.channel, inbound.conversation.kind) {
+        (_, ConversationKind::System) => None,
+        (Channel::Wecom, ConversationKind::Group) => Some(OutChannel::WecomAppchat),
+        (Channel::Wecom, _) => Some(OutChannel::WecomApp),
+        (Channel::Oa, _) => Some(OutChannel::Oa),
+        (Channel::Ilink, _) => Some(OutChannel::Ilink),
+    }
+}
+
+impl Dispatcher {
+    /// Dispatches one queue message; returns how many replies went out (passive or queued).
+    pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
+        let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        let Some(channel) = reply_channel(&inbound) else { return Ok(0) };
+        let replies = self.bot.answer(&inbound).await?;
+        for (index, content) in replies.iter().enumerate() {
+            if channel == OutChannel::Oa
+                && index == 0
+                && passive(content).is_some()
+                && self.try_passive(&inbound, content).await?
+            {
+                continue;
+            }
+            let out = Outbound {
+                v: OUTBOUND_VERSION,
+                channel,
+                account: inbound.account.clone(),
+                to: inbound.conversation.id.clone(),
+                content: content.clone(),
+                idempotency_key: format!("{}#{index}", inbound.id),
+                in_reply_to: Some(inbound.id.clone()),
+            };
+            let message =
+                QueueMessage { body: out.to_json(), attributes: vec![("channel", channel.as_str().to_owned())] };
+            self.outbound.publish(message).await.map_err(DispatchError::Queue)?;
+        }
+        Ok(replies.len())
+    }
+
+    /// Puts the first reply in the message's slot; false when the slot was closed (the reply
+    /// must go by customer service). A slot this dispatcher already filled counts as done.
+    async fn try_passive(&self, inbound: &Inbound, content: &Content) -> Result<bool, DispatchError> {
+        let json = serde_json::to_string(content).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        if self.slots.fill(&inbound.id, &json).await.map_err(DispatchError::Store)? {
+            return Ok(true);
+        }
+        let slot = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)?;
+        Ok(matches!(slot, Some(s) if s.state == SlotState::Filled))
+    }
+
+    /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
+    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.
+    pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for record in records {
+            match self.dispatch(&record.body).await {
+                Ok(replies) => tracing::info!(message_id = %record.message_id, replies, "dispatched"),
+                Err(DispatchError::Invalid(reason)) => {
+                    tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; it will reach the DLQ");
+                    failed.push(record.message_id.clone());
+                }
+                Err(err) => {
+                    tracing::warn!(message_id = %record.message_id, error = %err, "dispatch failed; SQS retries it");
+                    failed.push(record.message_id.clone());
+                }
+            }
+        }
+        failed
+    }
+}
