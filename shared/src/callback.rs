@@ -170,6 +170,27 @@ pub async fn publish_once(
     Ok(Published::Now)
 }
 
+/// A callback function's logic, whatever carries the HTTP request to it.
+#[async_trait::async_trait]
+pub trait CallbackService: Send + Sync {
+    /// Handles one request; always answers.
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse;
+}
+
+#[async_trait::async_trait]
+impl CallbackService for crate::wecom::WecomCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
+}
+
+#[async_trait::async_trait]
+impl CallbackService for crate::oa::service::OaCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod bots;
 pub mod callback;
 pub mod config;
 pub mod crypto;
@@ -23,3 +24,5 @@ pub mod xml;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "lambda")]
+pub mod lambda;

@@ -123,6 +123,8 @@ fn policy_targets(template: &Yaml, function: &str) -> Vec<String> {
 fn each_function_may_touch_only_what_it_uses() {
     let t = template();
     assert_eq!(policy_targets(&t, "WecomCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
+    assert_eq!(policy_targets(&t, "OaCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
+    assert_eq!(policy_targets(&t, "DispatcherFunction"), ["Table.Arn", "OutboundQueue.Arn", "secret"]);
     assert_eq!(
         policy_targets(&t, "SenderFunction"),
         ["Table.Arn", "OutboundQueue.Arn", "OutboundDeadLetterQueue.Arn", "secret"]

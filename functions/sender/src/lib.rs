@@ -7,7 +7,7 @@ use shared::api::{ApiError, WechatApi};
 use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore, SdkConfig, SqsOutbound};
 use shared::config::{Config, ConfigError, Env};
 use shared::ports::{EmfMetrics, SystemClock, SENT_TTL};
-use shared::sender::{Record, Sender};
+use shared::sender::Sender;
 use shared::tokens::Tokens;
 
 /// Why the sender cannot start.
@@ -35,29 +35,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
     })
 }
 
-/// The records of an SQS event. A record without an id or receipt cannot be acted on and is
-/// skipped (SQS always sets them).
-pub fn records(event: SqsEvent) -> Vec<Record> {
-    event
-        .records
-        .into_iter()
-        .filter_map(|m| {
-            let receive_count = m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
-            Some(Record {
-                message_id: m.message_id?,
-                receipt_handle: m.receipt_handle?,
-                body: m.body.unwrap_or_default(),
-                receive_count,
-            })
-        })
-        .collect()
-}
-
 /// Handles one batch; only the records that must come back are reported.
 pub async fn handle(sender: &Sender, event: SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for id in sender.handle_batch(&records(event)).await {
-        response.add_failure(id);
-    }
-    response
+    shared::lambda::batch_response(sender.handle_batch(&shared::lambda::sqs_records(event)).await)
 }

@@ -350,3 +350,107 @@ impl crate::ports::ContextTokens for DynamoContextTokens {
         }
     }
 }
+
+/// Official Account reply slots in the bridge's table: `pk = slot#<inbound id>`.
+#[derive(Debug, Clone)]
+pub struct DynamoReplySlots {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// A slot lives a day: WeChat's deliveries span seconds; the dispatcher reads it within minutes.
+const SLOT_TTL_S: u64 = 24 * 3600;
+
+impl DynamoReplySlots {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
+    }
+
+    fn pk(key: &str) -> AttributeValue {
+        AttributeValue::S(format!("slot#{key}"))
+    }
+
+    fn slot(item: &std::collections::HashMap<String, AttributeValue>) -> Option<crate::ports::Slot> {
+        use crate::ports::SlotState;
+        let state = match item.get("state").and_then(|v| v.as_s().ok()).map(String::as_str)? {
+            "filled" => SlotState::Filled,
+            "closed" => SlotState::Closed,
+            _ => SlotState::Open,
+        };
+        let deliveries = item.get("deliveries").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let reply = item.get("reply").and_then(|v| v.as_s().ok()).cloned();
+        Some(crate::ports::Slot { state, deliveries, reply })
+    }
+
+    /// A conditional move out of `open`: true when this call made it.
+    async fn settle(&self, key: &str, state: &str, reply: Option<&str>) -> Result<bool, PortError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .condition_expression("#state = :open")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":next", s(state));
+        request = match reply {
+            Some(reply) => request
+                .update_expression("SET #state = :next, reply = :reply")
+                .expression_attribute_values(":reply", s(reply)),
+            None => request.update_expression("SET #state = :next"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::ports::ReplySlots for DynamoReplySlots {
+    async fn arrive(&self, key: &str, now: SystemTime) -> Result<crate::ports::Slot, PortError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .update_expression("SET #state = if_not_exists(#state, :open), expires_at = if_not_exists(expires_at, :expires) ADD deliveries :one")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + SLOT_TTL_S))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(port_error)?;
+        out.attributes()
+            .and_then(Self::slot)
+            .ok_or_else(|| PortError::new("dynamodb", "the slot update returned no item"))
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<crate::ports::Slot>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(port_error)?;
+        Ok(out.item().and_then(Self::slot))
+    }
+
+    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError> {
+        self.settle(key, "filled", Some(reply)).await
+    }
+
+    async fn close(&self, key: &str) -> Result<bool, PortError> {
+        self.settle(key, "closed", None).await
+    }
+}

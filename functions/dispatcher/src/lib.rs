@@ -1,0 +1,31 @@
+//! Lambda glue for the dispatcher: inbound SQS batches in, a partial batch response out.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::aws::{DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::config::{Config, ConfigError, Env};
+use shared::dispatcher::{BotError, Dispatcher};
+
+/// Why the dispatcher cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Bot(#[from] BotError),
+}
+
+/// Builds the dispatcher: the configured bot, the reply slots and the outbound queue.
+pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, BuildError> {
+    Ok(Dispatcher {
+        bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
+        slots: Arc::new(DynamoReplySlots::from_sdk(sdk, env.require_table()?)),
+        outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
+    })
+}
+
+/// Handles one batch; bot errors and timeouts come back through SQS.
+pub async fn handle(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatchResponse {
+    shared::lambda::batch_response(dispatcher.handle_batch(&shared::lambda::sqs_records(event)).await)
+}

@@ -1,0 +1,19 @@
+//! Lambda entry point: wires configuration, the bot and AWS clients once.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let env = Env::from_process();
+    let sdk = shared::aws::sdk_config().await;
+    let config = shared::aws::load_config(&env, &sdk).await?;
+    let dispatcher = dispatcher::build(&config, &env, &sdk)?;
+    let dispatcher = &dispatcher;
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(dispatcher::handle(dispatcher, event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,26 @@
+//! Lambda glue for the Official Account callback.
+
+use std::sync::Arc;
+
+use lambda_http::{Body, Request, Response};
+use shared::aws::{DynamoDedupe, DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::config::{Config, ConfigError, Env};
+use shared::oa::service::OaCallback;
+use shared::ports::SystemClock;
+
+/// Builds the service on DynamoDB (markers, reply slots) and the inbound SQS queue.
+pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, ConfigError> {
+    let table = env.require_table()?;
+    Ok(OaCallback::new(
+        config,
+        Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
+        Arc::new(DynamoDedupe::from_sdk(sdk, table)),
+        Arc::new(DynamoReplySlots::from_sdk(sdk, table)),
+        Arc::new(SystemClock),
+    ))
+}
+
+/// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.
+pub async fn handle(service: &OaCallback, req: Request) -> Response<Body> {
+    shared::lambda::handle_http(service, req).await
+}
