@@ -12,8 +12,10 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use lambda_http::RequestExt as _;
 use shared::config::{Config, Env};
+use shared::dispatcher::Dispatcher;
 use shared::envelope::Outbound;
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryQueue};
+use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryQueue, MemoryReplySlots};
+use shared::oa::service::OaCallback;
 use shared::ports::{QueueMessage, SystemClock};
 use shared::sender::Record;
 use shared::wecom::callback::MAX_BODY_BYTES;
@@ -37,6 +39,7 @@ pub struct DevArgs {
 
 struct DevState {
     wecom: WecomCallback,
+    oa: OaCallback,
     outbound: OutboundSink,
 }
 
@@ -51,38 +54,52 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let loaded = crate::settings::load(args.config.clone(), &env)?;
     let config = loaded.config;
     let shared_config = Arc::new(config.clone());
-    let (wecom, inbound, outbound) = if args.aws {
+    let (wecom, oa, inbound, outbound) = if args.aws {
         let sdk = shared::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
         sender.metrics = crate::outbound::print_metrics();
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queue_url = env.require_outbound_queue_url()?.to_owned();
-        tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), queue_url.clone()));
-        (wecom_callback::build(&config, &env, &sdk)?, None, OutboundSink::Sqs { client: sqs, queue_url })
+        let outbound_url = env.require_outbound_queue_url()?.to_owned();
+        let inbound_url = env.require_inbound_queue_url()?.to_owned();
+        let dispatcher = dispatcher::build(&config, &env, &sdk)?;
+        tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
+        tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
+        let wecom = wecom_callback::build(&config, &env, &sdk)?;
+        let oa = oa_callback::build(&config, &env, &sdk)?;
+        (wecom, oa, None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
     } else {
         let (queue, rx) = MemoryQueue::new();
-        let service =
-            WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(SystemClock));
+        let queue = Arc::new(queue);
+        let dedupe = Arc::new(MemoryDedupe::default());
+        let slots = Arc::new(MemoryReplySlots::default());
+        let wecom = WecomCallback::new(&config, queue.clone(), dedupe.clone(), Arc::new(SystemClock));
+        let oa = OaCallback::new(&config, queue, dedupe, slots.clone(), Arc::new(SystemClock));
         let (sender, dead) =
             crate::outbound::memory_sender(shared_config, &env, Arc::new(MemoryContextTokens::default()))?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
-        (service, Some(rx), OutboundSink::Memory(tx))
+        let dispatcher = Dispatcher {
+            bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
+            slots,
+            outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
+        };
+        (wecom, oa, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     print_banner(&config, &loaded.origin, addr, args.aws);
-    if let Some(rx) = inbound {
-        tokio::spawn(show_inbound(rx));
+    if let Some((rx, dispatcher)) = inbound {
+        tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
 
-    let state = Arc::new(DevState { wecom, outbound });
+    let state = Arc::new(DevState { wecom, oa, outbound });
     let router = Router::new()
         .route("/", get(index))
         .route("/wecom/{app}", any(wecom_route))
+        .route("/oa/{app}", any(oa_route))
         .route("/outbound", post(outbound_route))
         .with_state(state);
     axum::serve(listener, router)
@@ -131,16 +148,27 @@ fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
     for app in &config.wecom {
         println!("  WeCom app {:<12} POST|GET http://{addr}/wecom/{}", app.app, app.app);
     }
-    if config.wecom.is_empty() {
-        println!("  (no WeCom apps configured)");
+    for oa in &config.oa {
+        println!("  Official Account {:<5} POST|GET http://{addr}/oa/{}", oa.app, oa.app);
+    }
+    if config.wecom.is_empty() && config.oa.is_empty() {
+        println!("  (no WeCom apps or Official Accounts configured)");
     }
     println!("  outbound: POST http://{addr}/outbound with Outbound JSON (schemas/outbound.v1.json)");
     println!("  try: wxbridge simulate wecom --text \"hello\"");
 }
 
-/// Prints each published Inbound, as a bot would receive it.
-async fn show_inbound(mut rx: UnboundedReceiver<QueueMessage>) {
+/// Prints each published Inbound, as a bot would receive it, and hands it to the dispatcher.
+async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: Arc<Dispatcher>) {
     while let Some(message) = rx.recv().await {
+        let dispatcher = dispatcher.clone();
+        let body = message.body.clone();
+        tokio::spawn(async move {
+            // Bot errors would be retried by SQS on AWS; here they are shown.
+            if let Err(err) = dispatcher.dispatch(&body).await {
+                println!("dispatcher ✗ {err}");
+            }
+        });
         let summary = serde_json::from_str::<serde_json::Value>(&message.body)
             .map(|v| {
                 let what = v["text"]
@@ -195,14 +223,33 @@ async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::By
     }
 }
 
-/// Hands the request to the Lambda handler exactly as API Gateway would.
-async fn wecom_route(State(state): State<Arc<DevState>>, Path(app): Path<String>, request: Request) -> Response {
+/// `/oa/{app}` through the Official Account Lambda handler.
+async fn oa_route(State(state): State<Arc<DevState>>, Path(app): Path<String>, request: Request) -> Response {
+    match lambda_request(app, request).await {
+        Ok(request) => to_axum(oa_callback::handle(&state.oa, request).await),
+        Err(response) => response,
+    }
+}
+
+/// An API Gateway request as the Lambda handlers receive it.
+async fn lambda_request(app: String, request: Request) -> Result<lambda_http::Request, Response> {
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await else {
-        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response());
     };
-    let lambda_request = lambda_http::http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()))
-        .with_path_parameters(HashMap::from([("app".to_owned(), app)]));
-    let (parts, body) = wecom_callback::handle(&state.wecom, lambda_request).await.into_parts();
+    Ok(lambda_http::http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()))
+        .with_path_parameters(HashMap::from([("app".to_owned(), app)])))
+}
+
+fn to_axum(response: lambda_http::Response<lambda_http::Body>) -> Response {
+    let (parts, body) = response.into_parts();
     Response::from_parts(parts, axum::body::Body::from(body.as_ref().to_vec()))
+}
+
+/// Hands the request to the Lambda handler exactly as API Gateway would.
+async fn wecom_route(State(state): State<Arc<DevState>>, Path(app): Path<String>, request: Request) -> Response {
+    match lambda_request(app, request).await {
+        Ok(request) => to_axum(wecom_callback::handle(&state.wecom, request).await),
+        Err(response) => response,
+    }
 }

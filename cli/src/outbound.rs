@@ -81,8 +81,41 @@ pub async fn run_memory(
     }
 }
 
-/// Polls the SQS outbound queue and sends, deleting what was handled.
-pub async fn run_sqs(sender: Arc<Sender>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+/// What consumes a queue: the sender or the dispatcher, as their Lambda event sources do.
+#[async_trait::async_trait]
+pub trait BatchHandler: Send + Sync {
+    async fn handle_batch(&self, records: &[Record]) -> Vec<String>;
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Sender {
+    async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        Sender::handle_batch(self, records).await
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for shared::dispatcher::Dispatcher {
+    async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        shared::dispatcher::Dispatcher::handle_batch(self, records).await
+    }
+}
+
+/// Publishes into the in-memory outbound queue that `run_memory` consumes.
+pub struct MemoryOutboundQueue(pub mpsc::UnboundedSender<Record>);
+
+#[async_trait::async_trait]
+impl shared::ports::Publisher for MemoryOutboundQueue {
+    async fn publish(&self, message: shared::ports::QueueMessage) -> Result<(), shared::ports::PortError> {
+        let id = shared::ports::claim_token();
+        let record = Record { message_id: id.clone(), receipt_handle: id, body: message.body, receive_count: 1 };
+        self.0.send(record).map_err(|_| shared::ports::PortError::new("memory queue", "the sender has stopped"))
+    }
+}
+
+/// Polls an SQS queue and hands batches to `handler`, deleting what was handled (the event
+/// source mapping's job on Lambda).
+pub async fn run_sqs(handler: Arc<dyn BatchHandler>, sqs: aws_sdk_sqs::Client, queue_url: String) {
     loop {
         let received = sqs
             .receive_message()
@@ -95,7 +128,7 @@ pub async fn run_sqs(sender: Arc<Sender>, sqs: aws_sdk_sqs::Client, queue_url: S
         let messages = match received {
             Ok(out) => out.messages().to_vec(),
             Err(err) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "cannot read the outbound queue");
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), queue = %queue_url, "cannot read the queue");
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
@@ -112,7 +145,7 @@ pub async fn run_sqs(sender: Arc<Sender>, sqs: aws_sdk_sqs::Client, queue_url: S
                 })
             })
             .collect();
-        let failed = sender.handle_batch(&records).await;
+        let failed = handler.handle_batch(&records).await;
         for record in records.iter().filter(|r| !failed.contains(&r.message_id)) {
             if let Err(err) =
                 sqs.delete_message().queue_url(&queue_url).receipt_handle(&record.receipt_handle).send().await

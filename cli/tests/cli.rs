@@ -106,44 +106,114 @@ fn dev_refuses_a_broken_config_naming_the_field() {
     assert!(!stderr.contains("tooshort"), "{stderr}");
 }
 
-/// `dev --aws` publishes to the SQS queue named by the environment (the emulator in tests).
+/// The demo config with a secret for sending and an Official Account, written to a temp dir.
+fn loop_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    config["wecom"][0]["secret"] = "demo-secret".into();
+    config["oa"] = serde_json::json!([{"app": "news", "app_id": "wxdemo0000000001", "token": "oaDemoToken"}]);
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn fake_wecom(runtime: &tokio::runtime::Runtime) -> fakes::FakeWechat {
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    fake.add_wecom_app("wwdemo00000000001", "demo-secret", 1_000_002);
+    fake.add_wecom_user("WangFang");
+    fake
+}
+
+fn wait_for_delivery(fake: &fakes::FakeWechat) -> Vec<fakes::Delivery> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.deliveries().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fake.deliveries()
+}
+
+/// The whole WeCom loop in memory: callback → inbound → echo bot → outbound → sender → WeCom.
 #[test]
-fn dev_with_aws_publishes_to_the_configured_sqs_queue() {
+fn dev_answers_a_wecom_message_through_the_echo_bot() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = fake_wecom(&runtime);
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
+    let dev = start_dev(&["--config", config.to_str().unwrap()], &[("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone())]);
+    let out = Command::new(BIN)
+        .args(["simulate", "wecom", "--text", "echo me", "--url", &dev.url, "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deliveries = wait_for_delivery(&fake);
+    assert_eq!(deliveries.len(), 1, "{:?}", fake.problems());
+    assert_eq!(deliveries[0].body["text"]["content"], "echo me");
+    assert_eq!(deliveries[0].body["touser"], "WangFang");
+}
+
+/// An Official Account message gets the echo as its passive reply, inside the window.
+#[test]
+fn dev_answers_an_official_account_message_passively() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
+    let dev = start_dev(&["--config", config.to_str().unwrap()], &[]);
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let signature = shared::crypto::plain_signature("oaDemoToken", &ts, "42");
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_demo]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好]]></Content><MsgId>77</MsgId></xml>"
+    );
+    let url = format!("{}/oa/news?signature={signature}&timestamp={ts}&nonce=42&openid=oUser1", dev.url);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    let (status, reply) = runtime.block_on(post(&url, body));
+    assert_eq!(status, 200, "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered inside WeChat's window");
+    let fields = shared::xml::parse(&reply).unwrap();
+    assert_eq!(fields.text("Content"), Some("你好"));
+    assert_eq!(fields.text("ToUserName"), Some("oUser1"));
+    assert_eq!(fields.text("FromUserName"), Some("gh_demo"));
+}
+
+/// The same loop through the SQS queues and DynamoDB of the emulator, as deployed.
+#[test]
+fn dev_with_aws_runs_the_loop_through_the_queues() {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = fake_wecom(&runtime);
     let prefix = format!("cli-{}", &shared::ports::claim_token()[..10]);
     let names = shared::aws::resources::ResourceNames::new(&prefix);
-    let (sqs, urls) = runtime.block_on(async {
+    let urls = runtime.block_on(async {
         let sdk = shared::aws::sdk_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let urls = shared::aws::resources::create_all(&dynamodb, &sqs, &names).await.unwrap();
-        (sqs, urls)
+        shared::aws::resources::create_all(
+            &aws_sdk_dynamodb::Client::new(&sdk),
+            &aws_sdk_sqs::Client::new(&sdk),
+            &names,
+        )
+        .await
+        .unwrap()
     });
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
     let dev = start_dev(
-        &["--aws"],
+        &["--aws", "--config", config.to_str().unwrap()],
         &[
             ("WXBRIDGE_TABLE", names.table.clone()),
             ("WXBRIDGE_INBOUND_QUEUE_URL", urls.inbound.clone()),
+            ("WXBRIDGE_OUTBOUND_QUEUE_URL", urls.outbound.clone()),
+            ("WXBRIDGE_DLQ_URL", urls.outbound_dlq.clone()),
+            ("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone()),
             ("AWS_ENDPOINT_URL", endpoint),
         ],
     );
-    let out = simulate(&dev.url, "via sqs");
+    let out = Command::new(BIN)
+        .args(["simulate", "wecom", "--text", "via sqs", "--url", &dev.url, "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let bodies: Vec<String> = runtime.block_on(async {
-        let received = sqs
-            .receive_message()
-            .queue_url(&urls.inbound)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
-    });
-    assert_eq!(bodies.len(), 1);
-    assert!(bodies[0].contains("\"text\":\"via sqs\""), "{}", bodies[0]);
+    let deliveries = wait_for_delivery(&fake);
+    assert_eq!(deliveries.len(), 1, "{:?}", fake.problems());
+    assert_eq!(deliveries[0].body["text"]["content"], "via sqs");
 }
 
 /// `dev` runs the sender: an Outbound posted to `/outbound` reaches WeCom (a fake here).
