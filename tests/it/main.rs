@@ -3,6 +3,7 @@
 
 mod api;
 mod dedupe;
+mod oa;
 mod resources;
 mod sender;
 mod support;

@@ -1,0 +1,179 @@
+//! The Official Account callback against the emulator: shared reply slots across instances, and
+//! safe-mode replies that an independent implementation (wechatpy) opens.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::aws::{DynamoDedupe, DynamoReplySlots, SqsPublisher};
+use shared::callback::CallbackRequest;
+use shared::config::Config;
+use shared::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
+use shared::dispatcher::{Dispatcher, EchoBot};
+use shared::oa::service::OaCallback;
+use shared::ports::SystemClock;
+
+use crate::support::Stack;
+
+const TOKEN: &str = "oaBridgeTok2024";
+const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
+const APP_ID: &str = "wx6d1c9e8f2a3b4c57";
+
+fn config() -> Config {
+    Config::parse(&format!(
+        r#"{{"oa": [{{"app": "news", "app_id": "{APP_ID}", "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+    ))
+    .unwrap()
+}
+
+fn instance(stack: &Stack) -> OaCallback {
+    OaCallback::new(
+        &config(),
+        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+        Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(SystemClock),
+    )
+}
+
+/// A safe-mode delivery of a text message, as WeChat sends it (fresh nonce each time).
+fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
+    let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), APP_ID);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+    let mut xml = shared::xml::XmlWriter::with_capacity(512);
+    xml.raw("<xml>")
+        .cdata_element("ToUserName", "gh_5e6f7a8b9c0d")
+        .cdata_element("FromUserName", "oUser")
+        .text_element("CreateTime", &now)
+        .cdata_element("MsgType", "text")
+        .cdata_element("Content", text)
+        .text_element("MsgId", &msg_id.to_string())
+        .raw("</xml>");
+    let plain = xml.finish();
+    let encrypt = crypt.encrypt(&plain, shared::crypto::random_prefix());
+    let query = format!(
+        "signature={}&timestamp={now}&nonce={nonce}&openid=oUser&encrypt_type=aes&msg_signature={}",
+        plain_signature(TOKEN, &now, nonce),
+        crypt.signature(&now, nonce, &encrypt)
+    );
+    (
+        query,
+        format!(
+            "<xml><ToUserName><![CDATA[gh_5e6f7a8b9c0d]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        ),
+    )
+}
+
+/// Runs the dispatcher (echo bot) over the inbound queue until `stop`; returns how many
+/// messages it dispatched.
+async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
+    let dispatcher = Dispatcher {
+        bot: Arc::new(EchoBot),
+        slots: Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
+        outbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.outbound)),
+    };
+    let deadline = tokio::time::Instant::now() + until;
+    let mut dispatched = 0;
+    while tokio::time::Instant::now() < deadline {
+        let received = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.urls.inbound)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            dispatcher.dispatch(message.body().unwrap()).await.unwrap();
+            stack
+                .sqs
+                .delete_message()
+                .queue_url(&stack.urls.inbound)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            dispatched += 1;
+        }
+    }
+    dispatched
+}
+
+fn open_with_wechatpy(reply: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run the tests with scripts/test (it installs wechatpy)", python.display());
+    let mut child = Command::new(python)
+        .arg(root.join("tests/interop/wechatpy_open.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = serde_json::json!({"token": TOKEN, "encoding_aes_key": KEY, "app_id": APP_ID, "reply": reply});
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "wechatpy refused our reply: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn two_instances_handling_concurrent_deliveries_publish_once_and_reply_once() {
+    let stack = Stack::new().await;
+    let (a, b) = (Arc::new(instance(&stack)), Arc::new(instance(&stack)));
+    let mut deliveries = Vec::new();
+    for (i, service) in [a.clone(), b.clone(), a, b].into_iter().enumerate() {
+        let (query, body) = safe_delivery(88_000_000_000_000_001, "同时", &format!("n{i}"));
+        deliveries.push(tokio::spawn(async move {
+            service
+                .handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() })
+                .await
+        }));
+    }
+    let dispatched = dispatch_inbound(&stack, Duration::from_secs(3)).await;
+    let mut replies = Vec::new();
+    for delivery in deliveries {
+        let response = delivery.await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+        if response.body != "success" {
+            replies.push(open_with_wechatpy(&response.body));
+        }
+    }
+    assert_eq!(dispatched, 1, "one publish for four deliveries on two instances");
+    assert!(!replies.is_empty(), "the reply reached a delivery");
+    for reply in &replies {
+        assert_eq!(
+            shared::xml::parse(reply).unwrap().text("Content"),
+            Some("同时"),
+            "one reply, the same for every delivery"
+        );
+    }
+    assert!(
+        stack.drain(&stack.urls.outbound).await.is_empty(),
+        "no customer-service send when the passive reply went out"
+    );
+}
+
+#[tokio::test]
+async fn a_safe_mode_reply_is_opened_and_verified_by_wechatpy() {
+    let stack = Stack::new().await;
+    let service = Arc::new(instance(&stack));
+    let (query, body) = safe_delivery(88_000_000_000_000_002, "你好，世界！🚀 <&> ]]> end", "wp1");
+    let delivery = tokio::spawn({
+        let service = service.clone();
+        async move {
+            service
+                .handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() })
+                .await
+        }
+    });
+    dispatch_inbound(&stack, Duration::from_secs(2)).await;
+    let response = delivery.await.unwrap();
+    assert_eq!(response.status, 200);
+    let opened = open_with_wechatpy(&response.body);
+    let fields = shared::xml::parse(&opened).unwrap();
+    assert_eq!(fields.text("Content"), Some("你好，世界！🚀 <&> ]]> end"));
+    assert_eq!(fields.text("ToUserName"), Some("oUser"));
+    assert_eq!(fields.text("MsgType"), Some("text"));
+}
