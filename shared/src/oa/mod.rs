@@ -5,6 +5,7 @@ pub mod callback;
 pub mod message;
 pub mod reply;
 pub mod service;
+pub mod simulate;
 
 pub use message::{OaCallbackMessage, OaEvent, OaMessage};
 pub use reply::{PassiveReply, SUCCESS};
