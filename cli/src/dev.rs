@@ -14,7 +14,7 @@ use lambda_http::RequestExt as _;
 use shared::config::{Config, Env};
 use shared::dispatcher::Dispatcher;
 use shared::envelope::Outbound;
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryQueue, MemoryReplySlots};
+use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryParkedReplies, MemoryQueue, MemoryReplySlots};
 use shared::oa::service::OaCallback;
 use shared::ports::{QueueMessage, SystemClock};
 use shared::sender::Record;
@@ -73,10 +73,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let queue = Arc::new(queue);
         let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
+        let parked = Arc::new(MemoryParkedReplies::default());
         let wecom = WecomCallback::new(&config, queue.clone(), dedupe.clone(), Arc::new(SystemClock));
-        let oa = OaCallback::new(&config, queue, dedupe, slots.clone(), Arc::new(SystemClock));
+        let oa = OaCallback::new(&config, queue, dedupe, slots.clone(), parked.clone(), Arc::new(SystemClock));
         let (sender, dead) =
-            crate::outbound::memory_sender(shared_config, &env, Arc::new(MemoryContextTokens::default()))?;
+            crate::outbound::memory_sender(shared_config, &env, Arc::new(MemoryContextTokens::default()), parked)?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let dispatcher = Dispatcher {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use shared::api::WechatApi;
 use shared::config::{Config, Env};
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound};
+use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound, MemoryParkedReplies};
 use shared::ports::{ContextTokens, Metrics, SendMetric, SystemClock};
 use shared::sender::{backoff_s, Record, Sender};
 use shared::tokens::{MemoryTokenStore, Tokens};
@@ -36,6 +36,7 @@ pub fn memory_sender(
     config: Arc<Config>,
     env: &Env,
     contexts: Arc<MemoryContextTokens>,
+    parked: Arc<MemoryParkedReplies>,
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
     let queue = Arc::new(MemoryOutbound::default());
@@ -46,6 +47,7 @@ pub fn memory_sender(
         sent: Arc::new(MemoryDedupe::keeping(shared::ports::SENT_TTL)),
         queue: queue.clone(),
         contexts: contexts as Arc<dyn ContextTokens>,
+        parked,
         metrics: Arc::new(PrintMetrics),
         clock,
     };

@@ -76,10 +76,11 @@ impl Dispatcher {
         let Some(channel) = reply_channel(&inbound) else { return Ok(0) };
         let replies = self.bot.answer(&inbound).await?;
         for (index, content) in replies.iter().enumerate() {
+            let key = format!("{}#{index}", inbound.id);
             if channel == OutChannel::Oa
                 && index == 0
                 && passive(content).is_some()
-                && self.try_passive(&inbound, content).await?
+                && self.try_passive(&inbound, content, &key).await?
             {
                 continue;
             }
@@ -89,7 +90,7 @@ impl Dispatcher {
                 account: inbound.account.clone(),
                 to: inbound.conversation.id.clone(),
                 content: content.clone(),
-                idempotency_key: format!("{}#{index}", inbound.id),
+                idempotency_key: key,
                 in_reply_to: Some(inbound.id.clone()),
             };
             let message =
@@ -99,15 +100,16 @@ impl Dispatcher {
         Ok(replies.len())
     }
 
-    /// Puts the first reply in the message's slot; false when the slot was closed (the reply
-    /// must go by customer service). A slot this dispatcher already filled counts as done.
-    async fn try_passive(&self, inbound: &Inbound, content: &Content) -> Result<bool, DispatchError> {
+    /// Puts the first reply in the message's slot; false when the slot was closed or holds
+    /// another reply (the reply must go by customer service). A slot this reply already filled (an
+    /// earlier run of the dispatcher) counts as done.
+    async fn try_passive(&self, inbound: &Inbound, content: &Content, key: &str) -> Result<bool, DispatchError> {
         let json = serde_json::to_string(content).map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        if self.slots.fill(&inbound.id, &json).await.map_err(DispatchError::Store)? {
+        if self.slots.fill(&inbound.id, &json, key).await.map_err(DispatchError::Store)? {
             return Ok(true);
         }
         let slot = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)?;
-        Ok(matches!(slot, Some(s) if s.state == SlotState::Filled))
+        Ok(matches!(slot, Some(s) if s.state == SlotState::Filled && s.filled_by.as_deref() == Some(key)))
     }
 
     /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are

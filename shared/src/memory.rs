@@ -203,6 +203,7 @@ impl crate::ports::ReplySlots for MemoryReplySlots {
             state: crate::ports::SlotState::Open,
             deliveries: 0,
             reply: None,
+            filled_by: None,
         });
         slot.deliveries += 1;
         Ok(slot.clone())
@@ -212,12 +213,13 @@ impl crate::ports::ReplySlots for MemoryReplySlots {
         Ok(self.lock().get(key).cloned())
     }
 
-    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError> {
+    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError> {
         let mut slots = self.lock();
         match slots.get_mut(key) {
             Some(slot) if slot.state == crate::ports::SlotState::Open => {
                 slot.state = crate::ports::SlotState::Filled;
                 slot.reply = Some(reply.to_owned());
+                slot.filled_by = Some(by.to_owned());
                 Ok(true)
             }
             _ => Ok(false),
@@ -233,5 +235,25 @@ impl crate::ports::ReplySlots for MemoryReplySlots {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// Parked replies in a map.
+#[derive(Debug, Default)]
+pub struct MemoryParkedReplies {
+    parked: Mutex<HashMap<(String, String), Vec<String>>>,
+}
+
+#[async_trait]
+impl crate::ports::ParkedReplies for MemoryParkedReplies {
+    async fn park(&self, account: &str, user: &str, reply: &str, _now: SystemTime) -> Result<(), PortError> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.entry((account.to_owned(), user.to_owned())).or_default().push(reply.to_owned());
+        Ok(())
+    }
+
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(parked.remove(&(account.to_owned(), user.to_owned())).unwrap_or_default())
     }
 }

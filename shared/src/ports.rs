@@ -171,6 +171,8 @@ pub struct Slot {
     pub deliveries: u32,
     /// The reply (JSON of an Outbound `content`) once filled.
     pub reply: Option<String>,
+    /// Who filled it: the idempotency key of that reply.
+    pub filled_by: Option<String>,
 }
 
 /// One reply slot per Official Account message, shared by every delivery of it and the
@@ -181,8 +183,18 @@ pub trait ReplySlots: Send + Sync {
     /// Counts a delivery (creating the slot on the first) and returns the slot after it.
     async fn arrive(&self, key: &str, now: SystemTime) -> Result<Slot, PortError>;
     async fn read(&self, key: &str) -> Result<Option<Slot>, PortError>;
-    /// Puts the reply in an open slot; false when the slot was already closed (or filled).
-    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError>;
+    /// Puts the reply in an open slot, recording who (`by`) filled it; false when the slot was
+    /// already closed or filled.
+    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError>;
     /// Closes an open slot; false when the reply arrived first.
     async fn close(&self, key: &str) -> Result<bool, PortError>;
+}
+
+/// Replies the customer-service API refused with 48001 (the account may not use it), kept per
+/// (account, user) and given as the passive reply to the user's next message.
+#[async_trait]
+pub trait ParkedReplies: Send + Sync {
+    async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError>;
+    /// Takes every parked reply of the user, oldest first.
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError>;
 }

@@ -15,7 +15,7 @@ use crate::api::{classify, ApiError, Family, Verdict, WechatApi};
 use crate::config::Config;
 use crate::envelope::{Content, OutChannel, Outbound};
 use crate::outbound::{self, part_key};
-use crate::ports::{Claim, Clock, ContextTokens, Dedupe, Metrics, OutboundQueue, PortError, SendMetric};
+use crate::ports::{Claim, Clock, ContextTokens, Dedupe, Metrics, OutboundQueue, ParkedReplies, PortError, SendMetric};
 use crate::tokens::{TokenError, Tokens};
 
 /// How long a claim on a part protects an in-flight send: longer than one API call can take
@@ -96,6 +96,9 @@ pub struct Sender {
     pub sent: Arc<dyn Dedupe>,
     pub queue: Arc<dyn OutboundQueue>,
     pub contexts: Arc<dyn ContextTokens>,
+    /// Official Account replies kept for the user's next message when the account may not use
+    /// the customer-service API (48001).
+    pub parked: Arc<dyn ParkedReplies>,
     pub metrics: Arc<dyn Metrics>,
     pub clock: Arc<dyn Clock>,
 }
@@ -222,6 +225,27 @@ impl Sender {
                         // Sent but not recorded: stop here; the claim's lease keeps the part from
                         // being sent again while the store recovers.
                         let reason = "sent a part but could not record it; later parts wait".to_owned();
+                        return (
+                            Some(out.channel),
+                            Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 },
+                        );
+                    }
+                }
+                Err(failure)
+                    if out.channel == OutChannel::Oa
+                        && failure.errcode == Some(48001)
+                        && crate::oa::service::passive(part).is_some() =>
+                {
+                    // No customer-service permission: the user gets it as the next passive reply.
+                    let json = serde_json::to_string(part).unwrap_or_default();
+                    if let Err(err) = self.parked.park(&out.account, &out.to, &json, self.clock.now()).await {
+                        let _ = self.sent.release(&key, &token).await;
+                        return (Some(out.channel), store_unavailable(err));
+                    }
+                    tracing::info!(account = %out.account, "customer service not permitted (48001); reply parked for the user's next message");
+                    self.metrics.record(&SendMetric { channel: "oa", outcome: "parked", errcode: Some(48001) });
+                    if !self.complete_with_retries(&key, &token).await {
+                        let reason = "parked a part but could not record it".to_owned();
                         return (
                             Some(out.channel),
                             Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 },

@@ -90,6 +90,7 @@ async fn setup() -> Setup {
         sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table).keeping(shared::ports::SENT_TTL)),
         queue: Arc::new(MemoryOutbound::default()),
         contexts: Arc::new(DynamoContextTokens::new(dynamodb, &names.table)),
+        parked: Arc::new(shared::memory::MemoryParkedReplies::default()),
         metrics: Arc::new(MemoryMetrics::default()),
         clock,
     };

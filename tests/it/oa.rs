@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::aws::{DynamoDedupe, DynamoReplySlots, SqsPublisher};
+use shared::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
 use shared::callback::CallbackRequest;
 use shared::config::Config;
 use shared::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
@@ -32,6 +32,7 @@ fn instance(stack: &Stack) -> OaCallback {
         Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
         Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
         Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(DynamoParkedReplies::from_sdk(&stack.sdk, &stack.names.table)),
         Arc::new(SystemClock),
     )
 }
@@ -176,4 +177,49 @@ async fn a_safe_mode_reply_is_opened_and_verified_by_wechatpy() {
     assert_eq!(fields.text("Content"), Some("你好，世界！🚀 <&> ]]> end"));
     assert_eq!(fields.text("ToUserName"), Some("oUser"));
     assert_eq!(fields.text("MsgType"), Some("text"));
+}
+
+#[tokio::test]
+async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_message() {
+    let stack = Stack::new().await;
+    let fake = fakes::FakeWechat::start().await;
+    fake.add_oa(APP_ID, "oa-secret");
+    fake.add_oa_user("oUser");
+    fake.inject("/cgi-bin/message/custom/send", fakes::Fault::Errcode(48001));
+    let mut config = config();
+    config.oa[0].app_secret = Some(secrecy::SecretString::from("oa-secret".to_owned()));
+    let (table, outbound, dlq, base) = (
+        stack.names.table.clone(),
+        stack.urls.outbound.clone(),
+        stack.urls.outbound_dlq.clone(),
+        fake.base_url.clone(),
+    );
+    let env = shared::config::Env::from_lookup(move |name| match name {
+        "WXBRIDGE_TABLE" => Some(table.clone()),
+        "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
+        "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
+        "WXBRIDGE_OA_API_BASE" => Some(base.clone()),
+        _ => None,
+    });
+    let sender = sender::build(config, &env, &stack.sdk).unwrap();
+    let late = serde_json::json!({"v": 1, "channel": "oa", "account": "news", "to": "oUser",
+        "content": {"type": "text", "text": "the answer you waited for"}, "idempotency_key": "oa:news:1#0"});
+    let record = shared::sender::Record {
+        message_id: "m".into(),
+        receipt_handle: "r".into(),
+        body: late.to_string(),
+        receive_count: 1,
+    };
+    assert!(sender.handle(&record).await, "parked, not retried");
+    assert!(stack.drain(&stack.urls.outbound_dlq).await.is_empty(), "parked, not dead-lettered");
+
+    // The user writes again: the parked reply answers at once, passively.
+    let service = instance(&stack);
+    let (query, body) = safe_delivery(88_000_000_000_000_003, "还在吗", "p1");
+    let started = tokio::time::Instant::now();
+    let response =
+        service.handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() }).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "answered without waiting for the bot");
+    let opened = open_with_wechatpy(&response.body);
+    assert_eq!(shared::xml::parse(&opened).unwrap().text("Content"), Some("the answer you waited for"));
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::aws::{DynamoDedupe, DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher};
 use shared::config::{Config, ConfigError, Env};
 use shared::oa::service::OaCallback;
 use shared::ports::SystemClock;
@@ -16,6 +16,7 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, 
         Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
         Arc::new(DynamoDedupe::from_sdk(sdk, table)),
         Arc::new(DynamoReplySlots::from_sdk(sdk, table)),
+        Arc::new(DynamoParkedReplies::from_sdk(sdk, table)),
         Arc::new(SystemClock),
     ))
 }

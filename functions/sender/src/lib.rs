@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::api::{ApiError, WechatApi};
-use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore, SdkConfig, SqsOutbound};
+use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound};
 use shared::config::{Config, ConfigError, Env};
 use shared::ports::{EmfMetrics, SystemClock, SENT_TTL};
 use shared::sender::Sender;
@@ -30,6 +30,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         sent: Arc::new(DynamoDedupe::from_sdk(sdk, table).keeping(SENT_TTL)),
         queue: Arc::new(SqsOutbound::from_sdk(sdk, env.require_outbound_queue_url()?, env.require_dlq_url()?)),
         contexts: Arc::new(DynamoContextTokens::from_sdk(sdk, table)),
+        parked: Arc::new(DynamoParkedReplies::from_sdk(sdk, table)),
         metrics: Arc::new(EmfMetrics),
         clock,
     })

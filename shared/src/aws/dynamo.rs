@@ -383,11 +383,12 @@ impl DynamoReplySlots {
         };
         let deliveries = item.get("deliveries").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
         let reply = item.get("reply").and_then(|v| v.as_s().ok()).cloned();
-        Some(crate::ports::Slot { state, deliveries, reply })
+        let filled_by = item.get("filled_by").and_then(|v| v.as_s().ok()).cloned();
+        Some(crate::ports::Slot { state, deliveries, reply, filled_by })
     }
 
     /// A conditional move out of `open`: true when this call made it.
-    async fn settle(&self, key: &str, state: &str, reply: Option<&str>) -> Result<bool, PortError> {
+    async fn settle(&self, key: &str, state: &str, reply: Option<(&str, &str)>) -> Result<bool, PortError> {
         let mut request = self
             .client
             .update_item()
@@ -398,9 +399,10 @@ impl DynamoReplySlots {
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":next", s(state));
         request = match reply {
-            Some(reply) => request
-                .update_expression("SET #state = :next, reply = :reply")
-                .expression_attribute_values(":reply", s(reply)),
+            Some((reply, by)) => request
+                .update_expression("SET #state = :next, reply = :reply, filled_by = :by")
+                .expression_attribute_values(":reply", s(reply))
+                .expression_attribute_values(":by", s(by)),
             None => request.update_expression("SET #state = :next"),
         };
         match request.send().await {
@@ -446,11 +448,62 @@ impl crate::ports::ReplySlots for DynamoReplySlots {
         Ok(out.item().and_then(Self::slot))
     }
 
-    async fn fill(&self, key: &str, reply: &str) -> Result<bool, PortError> {
-        self.settle(key, "filled", Some(reply)).await
+    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError> {
+        self.settle(key, "filled", Some((reply, by))).await
     }
 
     async fn close(&self, key: &str) -> Result<bool, PortError> {
         self.settle(key, "closed", None).await
+    }
+}
+
+/// Parked replies in the bridge's table: `pk = parked#<account>#<user>`, a list kept a week.
+#[derive(Debug, Clone)]
+pub struct DynamoParkedReplies {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoParkedReplies {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+    }
+
+    fn pk(account: &str, user: &str) -> AttributeValue {
+        AttributeValue::S(format!("parked#{account}#{user}"))
+    }
+}
+
+#[async_trait]
+impl crate::ports::ParkedReplies for DynamoParkedReplies {
+    async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .update_expression(
+                "SET replies = list_append(if_not_exists(replies, :empty), :reply), expires_at = :expires",
+            )
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":reply", AttributeValue::L(vec![s(reply)]))
+            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + CONTEXT_TTL_S))
+            .send()
+            .await
+            .map(drop)
+            .map_err(port_error)
+    }
+
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(port_error)?;
+        let replies = out.attributes().and_then(|a| a.get("replies")).and_then(|v| v.as_l().ok());
+        Ok(replies.map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()).unwrap_or_default())
     }
 }

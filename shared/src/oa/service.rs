@@ -20,7 +20,7 @@ use crate::envelope::Content;
 use crate::oa::callback::{Mode, OaAuth, OaError};
 use crate::oa::message::OaCallbackMessage;
 use crate::oa::reply::{PassiveReply, SUCCESS};
-use crate::ports::{Clock, Dedupe, Publisher, ReplySlots, SlotState};
+use crate::ports::{Clock, Dedupe, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
 use crate::query::Query;
 
 /// How often a waiting delivery looks at its slot.
@@ -48,6 +48,7 @@ pub struct OaCallback {
     publisher: Arc<dyn Publisher>,
     dedupe: Arc<dyn Dedupe>,
     slots: Arc<dyn ReplySlots>,
+    parked: Arc<dyn ParkedReplies>,
     clock: Arc<dyn Clock>,
     window: OaWindow,
     replay_window_secs: u64,
@@ -67,6 +68,7 @@ impl OaCallback {
         publisher: Arc<dyn Publisher>,
         dedupe: Arc<dyn Dedupe>,
         slots: Arc<dyn ReplySlots>,
+        parked: Arc<dyn ParkedReplies>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let accounts = config
@@ -85,6 +87,7 @@ impl OaCallback {
             publisher,
             dedupe,
             slots,
+            parked,
             clock,
             window: config.oa_window,
             replay_window_secs: config.replay_window_secs,
@@ -160,6 +163,11 @@ impl OaCallback {
         };
         // Every delivery makes sure the message is on the queue: once, however many try.
         publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?;
+        let slot = if slot.deliveries == 1 {
+            self.answer_parked(app, &message.header.from, &inbound.id, slot).await?
+        } else {
+            slot
+        };
         let last = slot.deliveries >= self.window.deliveries;
         let wait = Duration::from_millis(if last { self.window.answer_by_ms } else { self.window.hold_ms });
         let mut current = slot;
@@ -191,6 +199,24 @@ impl OaCallback {
         // The reply won the race to the slot.
         let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)?;
         Ok(slot.and_then(|s| s.reply).as_deref().and_then(sealed).map(Answer::Reply).unwrap_or(Answer::Success))
+    }
+
+    /// A reply the customer-service API refused earlier (48001) answers this message: the user
+    /// gets it now, as the passive reply; the bot's answer to this message then goes by
+    /// customer service (and is parked again if refused again).
+    async fn answer_parked(&self, app: &str, user: &str, id: &str, slot: Slot) -> Result<Slot, CallbackError> {
+        let mut parked = self.parked.take(app, user).await.map_err(CallbackError::Dedupe)?;
+        if parked.is_empty() {
+            return Ok(slot);
+        }
+        let first = parked.remove(0);
+        for rest in &parked {
+            self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+        }
+        if !self.slots.fill(id, &first, &format!("parked:{id}")).await.map_err(CallbackError::Dedupe)? {
+            self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+        }
+        Ok(self.slots.read(id).await.map_err(CallbackError::Dedupe)?.unwrap_or(slot))
     }
 
     /// How a request came in, for tests and tools.

@@ -96,6 +96,7 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         Arc::new(inbound_queue),
         Arc::new(MemoryDedupe::default()),
         slots.clone(),
+        Arc::new(crate::memory::MemoryParkedReplies::default()),
         Arc::new(SystemClock),
     ));
     let dispatcher =
