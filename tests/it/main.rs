@@ -2,6 +2,7 @@
 //! stack that `scripts/test` starts).
 
 mod api;
+mod bots;
 mod dedupe;
 mod oa;
 mod resources;
