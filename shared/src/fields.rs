@@ -13,6 +13,24 @@ pub enum MessageError {
     NotANumber(&'static str),
 }
 
+/// The four elements every WeChat callback message has.
+pub(crate) struct Common {
+    pub to: String,
+    pub from: String,
+    pub create_time: u64,
+    pub msg_type: String,
+}
+
+/// Reads [`Common`]: a message without them is refused.
+pub(crate) fn common(fields: &Fields) -> Result<Common, MessageError> {
+    Ok(Common {
+        to: required(fields, "ToUserName")?.to_owned(),
+        from: required(fields, "FromUserName")?.to_owned(),
+        create_time: number(fields, "CreateTime")?.ok_or(MessageError::Missing("CreateTime"))?,
+        msg_type: required(fields, "MsgType")?.to_owned(),
+    })
+}
+
 pub(crate) fn required<'a>(fields: &'a Fields, name: &'static str) -> Result<&'a str, MessageError> {
     fields.text(name).ok_or(MessageError::Missing(name))
 }

@@ -51,6 +51,19 @@ fn port_error<E: std::error::Error + 'static, R: std::fmt::Debug>(err: SdkError<
     PortError::new("dynamodb", DisplayErrorContext(&err))
 }
 
+/// A conditional write's outcome: true when it applied, false when its condition failed.
+fn applied<O, E, R>(result: Result<O, SdkError<E, R>>) -> Result<bool, PortError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_condition_failure(&err) => Ok(false),
+        Err(err) => Err(port_error(err)),
+    }
+}
+
 /// True when the error is a failed condition (someone else holds or finished the marker).
 fn is_condition_failure<E, R>(err: &SdkError<E, R>) -> bool
 where
@@ -144,11 +157,8 @@ impl Dedupe for DynamoDedupe {
             .expression_attribute_values(":token", s(token))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Ok(()),
-            Err(err) => Err(port_error(err)),
-        }
+        // A failed condition means another holder already moved on: nothing to undo.
+        applied(result).map(drop)
     }
 }
 
@@ -215,11 +225,7 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
             .expression_attribute_values(":expires", n(now_ms / 1000 + 24 * 3600))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(port_error(err)),
-        }
+        applied(result)
     }
 
     async fn save(&self, key: &str, owner: &str, token: &crate::tokens::StoredToken) -> Result<(), PortError> {
@@ -264,11 +270,8 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Ok(()),
-            Err(err) => Err(port_error(err)),
-        }
+        // A failed condition means another holder already moved on: nothing to undo.
+        applied(result).map(drop)
     }
 
     async fn invalidate(&self, key: &str, stale: &str) -> Result<(), PortError> {
@@ -283,11 +286,8 @@ impl crate::tokens::TokenStore for DynamoTokenStore {
             .expression_attribute_values(":stale", s(stale))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Ok(()),
-            Err(err) => Err(port_error(err)),
-        }
+        // A failed condition means another holder already moved on: nothing to undo.
+        applied(result).map(drop)
     }
 }
 
@@ -343,11 +343,8 @@ impl crate::ports::ContextTokens for DynamoContextTokens {
             .expression_attribute_values(":issued", n(issued_ms))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Ok(()),
-            Err(err) => Err(port_error(err)),
-        }
+        // A failed condition means another holder already moved on: nothing to undo.
+        applied(result).map(drop)
     }
 }
 
@@ -405,11 +402,7 @@ impl DynamoReplySlots {
                 .expression_attribute_values(":by", s(by)),
             None => request.update_expression("SET #state = :next"),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
-            Err(err) => Err(port_error(err)),
-        }
+        applied(request.send().await)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Official Account callback messages: plaintext (or decrypted) XML → [`Fields`] → [`OaMessage`].
 
 use crate::envelope::{self, Channel, Inbound, Kind, Media};
-use crate::fields::{lenient_f64, number, owned, required, MessageError};
+use crate::fields::{common, lenient_f64, number, owned, required, Common, MessageError};
 use crate::xml::{self, Fields};
 
 /// The fields every Official Account callback carries.
@@ -102,13 +102,8 @@ impl OaCallbackMessage {
     /// Only the header is required: a body that does not fit its type is forwarded as
     /// unsupported with its raw fields rather than refused (and lost).
     pub fn from_fields(fields: Fields) -> Result<Self, MessageError> {
-        let header = Header {
-            to: required(&fields, "ToUserName")?.to_owned(),
-            from: required(&fields, "FromUserName")?.to_owned(),
-            create_time: number(&fields, "CreateTime")?.ok_or(MessageError::Missing("CreateTime"))?,
-            msg_type: required(&fields, "MsgType")?.to_owned(),
-            msg_id: number(&fields, "MsgId").ok().flatten(),
-        };
+        let Common { to, from, create_time, msg_type } = common(&fields)?;
+        let header = Header { to, from, create_time, msg_type, msg_id: number(&fields, "MsgId").ok().flatten() };
         let body = body(&header, &fields).unwrap_or_else(|err| {
             tracing::warn!(msg_type = %header.msg_type, error = %err, "message body does not fit its type; forwarded as unsupported");
             OaMessage::Unsupported { msg_type: header.msg_type.clone() }

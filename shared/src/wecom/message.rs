@@ -2,7 +2,7 @@
 
 use crate::envelope::{self, Channel, Conversation, ConversationKind, Inbound, Kind, Media};
 pub use crate::fields::MessageError;
-use crate::fields::{format_u64, itoa_buf, lenient_f64, number, owned, required, texts};
+use crate::fields::{common, format_u64, itoa_buf, lenient_f64, number, owned, required, texts, Common};
 use crate::xml::{self, Fields, XmlWriter};
 
 /// A WeCom message id: a 64-bit integer that does not fit an `f64`.
@@ -151,11 +151,12 @@ impl WecomCallbackMessage {
 
     /// Types already-parsed fields.
     pub fn from_fields(fields: Fields) -> Result<Self, MessageError> {
+        let Common { to, from, create_time, msg_type } = common(&fields)?;
         let header = Header {
-            to: required(&fields, "ToUserName")?.to_owned(),
-            from: required(&fields, "FromUserName")?.to_owned(),
-            create_time: number(&fields, "CreateTime")?.ok_or(MessageError::Missing("CreateTime"))?,
-            msg_type: required(&fields, "MsgType")?.to_owned(),
+            to,
+            from,
+            create_time,
+            msg_type,
             // Optional header fields are typed when they parse; `raw` keeps them as sent.
             agent_id: number(&fields, "AgentID").ok().flatten(),
             msg_id: number(&fields, "MsgId").ok().flatten().map(MsgId),
