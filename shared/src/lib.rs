@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod dispatcher;
 pub mod envelope;
 pub mod fields;
+pub mod ilink;
 pub mod memory;
 pub mod oa;
 pub mod outbound;
