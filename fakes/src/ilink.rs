@@ -190,3 +190,41 @@ fn check_msg_shape(msg: &Map<String, Value>) -> Result<(), Reject> {
 fn show(v: Option<&Value>) -> String {
     v.map_or_else(|| "nothing".to_owned(), Value::to_string)
 }
+
+fn cursor_of(offset: usize) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("v1:{offset}"))
+}
+
+fn offset_of(cursor: &str) -> Option<usize> {
+    if cursor.is_empty() {
+        return Some(0);
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(cursor).ok()?;
+    String::from_utf8(raw).ok()?.strip_prefix("v1:")?.parse().ok()
+}
+
+/// One look at `POST /ilink/bot/getupdates`: `Ok(None)` while an empty poll should keep holding.
+/// The cursor is an offset into the bot's queue, so a stale cursor replays what came after it.
+pub(crate) fn getupdates(st: &mut State, req: &Req, give_up: bool) -> Result<Option<Response>, Reject> {
+    check_content_type(req)?;
+    let token = check_auth(st, req)?;
+    let body = req.json_object()?;
+    if !body.get("base_info").and_then(|b| b.get("channel_version")).is_some_and(Value::is_string) {
+        return Err(Reject::ilink_invalid("base_info.channel_version (string) is required"));
+    }
+    let cursor = match body.get("get_updates_buf") {
+        Some(Value::String(c)) => c.clone(),
+        other => return Err(Reject::ilink_invalid(format!("get_updates_buf must be a string, got {}", show(other)))),
+    };
+    let offset = offset_of(&cursor).ok_or_else(|| Reject::ilink_invalid(format!("unknown cursor {cursor:?}")))?;
+    let queue = st.ilink_updates.get(&token).cloned().unwrap_or_default();
+    let hold_ms = st.ilink_hold.as_millis() as u64;
+    if offset < queue.len() {
+        let msgs = &queue[offset..];
+        return Ok(Some(ilink_json(&json!({"ret": 0, "msgs": msgs, "get_updates_buf": cursor_of(queue.len()), "longpolling_timeout_ms": hold_ms}))));
+    }
+    if !give_up {
+        return Ok(None);
+    }
+    Ok(Some(ilink_json(&json!({"ret": 0, "msgs": [], "get_updates_buf": cursor_of(offset.min(queue.len())), "longpolling_timeout_ms": hold_ms}))))
+}

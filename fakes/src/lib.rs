@@ -151,6 +151,16 @@ impl FakeWechat {
         self.state().ilink_users.insert((bot_token.to_owned(), user_id.to_owned()), context_token.to_owned());
     }
 
+    /// Queues an inbound message for the bot's `getupdates` (its JSON as the server sends it).
+    pub fn push_ilink_message(&self, bot_token: &str, message: serde_json::Value) {
+        self.state().ilink_updates.entry(bot_token.to_owned()).or_default().push(message);
+    }
+
+    /// How long `getupdates` holds an empty poll (default 300 ms).
+    pub fn set_ilink_hold(&self, hold: Duration) {
+        self.state().ilink_hold = hold;
+    }
+
     /// Queues a fault for `path` (e.g. `"/cgi-bin/message/send"`); each request to that path takes
     /// the oldest one.
     pub fn inject(&self, path: &str, fault: Fault) {

@@ -44,6 +44,12 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
     }
 
     let body = axum::body::to_bytes(body, MAX_BODY).await;
+    if path == "/ilink/bot/getupdates" {
+        if let (Ok(body), Ok(Query(query))) = (&body, Query::<HashMap<String, String>>::try_from_uri(&parts.uri)) {
+            let req = Req { method: parts.method.clone(), path: path.clone(), query: query.clone(), headers: parts.headers.clone(), body: body.clone() };
+            return long_poll(&shared, &req).await;
+        }
+    }
     let mut st = lock(&shared);
     let outcome = match body {
         Ok(body) => match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
@@ -62,6 +68,30 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
         st.problems.push(format!("{} {path}: {}", parts.method, reject.describe(fam)));
         reject.into_response(fam)
     })
+}
+
+/// Holds an empty `getupdates` until a message is queued or the hold time passes.
+async fn long_poll(shared: &Shared, req: &Req) -> Response {
+    let deadline = tokio::time::Instant::now() + lock(shared).ilink_hold;
+    loop {
+        let give_up = tokio::time::Instant::now() >= deadline;
+        let outcome = {
+            let mut st = lock(shared);
+            match ilink::getupdates(&mut st, req, give_up) {
+                Ok(Some(response)) => Some(response),
+                Ok(None) => None,
+                Err(reject) => {
+                    let fam = family(&req.path);
+                    st.problems.push(format!("{} {}: {}", req.method, req.path, reject.describe(fam)));
+                    Some(reject.into_response(fam))
+                }
+            }
+        };
+        match outcome {
+            Some(response) => return response,
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {

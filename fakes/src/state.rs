@@ -83,6 +83,10 @@ pub(crate) struct State {
     pub last_uin: Option<String>,
     /// Accepted sendmessage calls so far; picks the success body shape.
     pub ilink_sent: u64,
+    /// Messages queued for each bot's getupdates, in order; a cursor is an offset into it.
+    pub ilink_updates: HashMap<String, Vec<serde_json::Value>>,
+    /// How long getupdates holds an empty poll.
+    pub ilink_hold: Duration,
     pub tokens: HashMap<String, Token>,
     pub ttl_secs: u64,
     pub faults: HashMap<String, VecDeque<Fault>>,
@@ -104,6 +108,8 @@ impl Default for State {
             ilink_users: HashMap::new(),
             last_uin: None,
             ilink_sent: 0,
+            ilink_updates: HashMap::new(),
+            ilink_hold: Duration::from_millis(300),
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,
             faults: HashMap::new(),

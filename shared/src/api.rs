@@ -264,7 +264,49 @@ impl WechatApi {
         base_url: &str,
         bot_token: &SecretString,
         endpoint: &str,
+        body: Value,
+    ) -> Result<Value, ApiError> {
+        self.ilink_call(base_url, bot_token, endpoint, body, None).await
+    }
+
+    /// iLink `getupdates`: a long poll from `cursor` (`""` at first) held by the server up to
+    /// `hold`. A client-side timeout is an empty poll, not a failure.
+    pub async fn ilink_getupdates(
+        &self,
+        base_url: &str,
+        bot_token: &SecretString,
+        cursor: &str,
+        hold: Duration,
+    ) -> Result<Updates, ApiError> {
+        let body = json!({"get_updates_buf": cursor});
+        let answer = match self.ilink_call(base_url, bot_token, "getupdates", body, Some(hold)).await {
+            Err(ApiError::Transport { timeout: true, .. }) => return Ok(Updates::default()),
+            other => other?,
+        };
+        let messages = answer
+            .get("msgs")
+            .and_then(Value::as_array)
+            .map(|msgs| {
+                msgs.iter()
+                    .filter_map(|raw| crate::ilink::WeixinMessage::from_value(raw).ok().map(|m| (m, raw.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Updates {
+            messages,
+            // An empty or absent cursor means "keep the one you have".
+            cursor: answer.get("get_updates_buf").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned),
+            hold_hint: answer.get("longpolling_timeout_ms").and_then(Value::as_u64).filter(|ms| *ms > 0).map(Duration::from_millis),
+        })
+    }
+
+    async fn ilink_call(
+        &self,
+        base_url: &str,
+        bot_token: &SecretString,
+        endpoint: &str,
         mut body: Value,
+        timeout: Option<Duration>,
     ) -> Result<Value, ApiError> {
         body["base_info"] = json!({"channel_version": ILINK_CHANNEL_VERSION, "bot_agent": concat!("wxbridge/", env!("CARGO_PKG_VERSION"))});
         if endpoint == "sendmessage" {
@@ -274,7 +316,10 @@ impl WechatApi {
             }
         }
         let url = format!("{}/ilink/bot/{endpoint}", base(base_url));
-        let request = self.http.post(url).headers(ilink_headers(bot_token)?).json(&body);
+        let mut request = self.http.post(url).headers(ilink_headers(bot_token)?).json(&body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         let answer = Self::json(request.send().await).await?;
         // Business errors come with HTTP 200: `ret` and/or `errcode`.
         let code = answer
@@ -393,6 +438,17 @@ fn media_id(answer: Value) -> Result<String, ApiError> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| ApiError::Decode("no media_id in the answer".into()))
+}
+
+/// What one `getupdates` poll returned.
+#[derive(Debug, Clone, Default)]
+pub struct Updates {
+    /// Each message with its JSON (the `raw` of its `Inbound`).
+    pub messages: Vec<(crate::ilink::WeixinMessage, Value)>,
+    /// The next cursor; `None` keeps the current one.
+    pub cursor: Option<String>,
+    /// The server's hint for the next poll's hold time.
+    pub hold_hint: Option<Duration>,
 }
 
 /// The headers of every iLink bot POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's

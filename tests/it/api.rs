@@ -64,3 +64,41 @@ async fn official_account_typing_and_stable_token() {
     assert!(matches!(wrong, ApiError::Errcode { code: 40125, .. }), "{wrong}");
     assert_eq!(fake.calls("/cgi-bin/token"), 0);
 }
+
+#[tokio::test]
+async fn ilink_getupdates_long_polls_replays_stale_cursors_and_treats_its_own_timeout_as_empty() {
+    let (fake, api) = setup().await;
+    let token = secret("0123@im.bot:secret");
+    fake.add_ilink_bot("0123@im.bot:secret");
+    fake.set_ilink_hold(std::time::Duration::from_millis(200));
+    let hold = std::time::Duration::from_secs(2);
+
+    let started = std::time::Instant::now();
+    let empty = api.ilink_getupdates(&fake.base_url, &token, "", hold).await.unwrap();
+    assert!(empty.messages.is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150), "the server held the poll");
+    assert_eq!(empty.hold_hint, Some(std::time::Duration::from_millis(200)));
+    let start = empty.cursor.unwrap();
+
+    let message = |id: u64, text: &str| {
+        serde_json::json!({"seq": id, "message_id": id, "from_user_id": "u@im.wechat", "to_user_id": "0123@im.bot",
+            "create_time_ms": 1_767_225_600_000u64, "message_type": 1, "message_state": 2, "context_token": format!("ctx{id}"),
+            "item_list": [{"type": 1, "text_item": {"text": text}}]})
+    };
+    fake.push_ilink_message("0123@im.bot:secret", message(7_300_000_000_000_000_001, "一"));
+    fake.push_ilink_message("0123@im.bot:secret", message(7_300_000_000_000_000_001, "一"));
+    let got = api.ilink_getupdates(&fake.base_url, &token, &start, hold).await.unwrap();
+    assert_eq!(got.messages.len(), 2, "the server sends some messages twice");
+    assert_eq!(got.messages[0].0.message_id, Some(7_300_000_000_000_000_001));
+    assert_eq!(got.messages[0].0.context_token.as_deref(), Some("ctx7300000000000000001"));
+    let next = got.cursor.unwrap();
+    assert!(api.ilink_getupdates(&fake.base_url, &token, &next, hold).await.unwrap().messages.is_empty());
+    assert_eq!(api.ilink_getupdates(&fake.base_url, &token, &start, hold).await.unwrap().messages.len(), 2, "a stale cursor replays");
+
+    fake.set_ilink_hold(std::time::Duration::from_secs(3));
+    let timed_out = api.ilink_getupdates(&fake.base_url, &token, &next, std::time::Duration::from_millis(300)).await.unwrap();
+    assert!(timed_out.messages.is_empty() && timed_out.cursor.is_none(), "our own timeout is an empty poll");
+
+    let revoked = api.ilink_getupdates(&fake.base_url, &secret("other@im.bot:x"), "", hold).await.unwrap_err();
+    assert_eq!(revoked.errcode(), Some(-14));
+}
