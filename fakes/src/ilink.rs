@@ -221,10 +221,14 @@ pub(crate) fn getupdates(st: &mut State, req: &Req, give_up: bool) -> Result<Opt
     let hold_ms = st.ilink_hold.as_millis() as u64;
     if offset < queue.len() {
         let msgs = &queue[offset..];
-        return Ok(Some(ilink_json(&json!({"ret": 0, "msgs": msgs, "get_updates_buf": cursor_of(queue.len()), "longpolling_timeout_ms": hold_ms}))));
+        return Ok(Some(ilink_json(
+            &json!({"ret": 0, "msgs": msgs, "get_updates_buf": cursor_of(queue.len()), "longpolling_timeout_ms": hold_ms}),
+        )));
     }
     if !give_up {
         return Ok(None);
     }
-    Ok(Some(ilink_json(&json!({"ret": 0, "msgs": [], "get_updates_buf": cursor_of(offset.min(queue.len())), "longpolling_timeout_ms": hold_ms}))))
+    Ok(Some(ilink_json(
+        &json!({"ret": 0, "msgs": [], "get_updates_buf": cursor_of(offset.min(queue.len())), "longpolling_timeout_ms": hold_ms}),
+    )))
 }

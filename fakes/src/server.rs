@@ -46,7 +46,13 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
     let body = axum::body::to_bytes(body, MAX_BODY).await;
     if path == "/ilink/bot/getupdates" {
         if let (Ok(body), Ok(Query(query))) = (&body, Query::<HashMap<String, String>>::try_from_uri(&parts.uri)) {
-            let req = Req { method: parts.method.clone(), path: path.clone(), query: query.clone(), headers: parts.headers.clone(), body: body.clone() };
+            let req = Req {
+                method: parts.method.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                headers: parts.headers.clone(),
+                body: body.clone(),
+            };
             return long_poll(&shared, &req).await;
         }
     }

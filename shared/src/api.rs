@@ -296,7 +296,11 @@ impl WechatApi {
             messages,
             // An empty or absent cursor means "keep the one you have".
             cursor: answer.get("get_updates_buf").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_owned),
-            hold_hint: answer.get("longpolling_timeout_ms").and_then(Value::as_u64).filter(|ms| *ms > 0).map(Duration::from_millis),
+            hold_hint: answer
+                .get("longpolling_timeout_ms")
+                .and_then(Value::as_u64)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
         })
     }
 

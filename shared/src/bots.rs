@@ -64,8 +64,9 @@ impl Bot for HttpBot {
         if !status.is_success() {
             return Err(BotError(format!("webhook answered HTTP {status}")));
         }
-        let answer: Value = response.json().await.map_err(transport)?;
-        let replies = answer.get("replies").cloned().unwrap_or(Value::Array(Vec::new()));
+        let answer: Value = response.json().await.map_err(transport)?; // Only 204 or an explicit list says "no reply"; anything else is an error to retry.
+        let replies =
+            answer.get("replies").cloned().ok_or_else(|| BotError("webhook answer has no \"replies\" list".into()))?;
         serde_json::from_value(replies).map_err(|e| BotError(format!("webhook replies are not Outbound contents: {e}")))
     }
 }
@@ -115,8 +116,12 @@ impl Bot for OpenAiBot {
         if !status.is_success() {
             return Err(BotError(format!("chat completions answered HTTP {status}")));
         }
-        let answer: Value = response.json().await.map_err(transport)?;
-        let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default().trim().to_owned();
+        let answer: Value = response.json().await.map_err(transport)?; // A missing answer (an error body, tool calls, null content) is retried, not taken as silence.
+        let text = answer["choices"][0]["message"]["content"]
+            .as_str()
+            .ok_or_else(|| BotError("chat completions answer has no text in choices[0].message.content".into()))?
+            .trim()
+            .to_owned();
         Ok(if text.is_empty() { Vec::new() } else { vec![Content::Text { text }] })
     }
 }

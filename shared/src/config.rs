@@ -371,6 +371,12 @@ impl Config {
                     "must be 1 to 4 (WeChat delivers a message at most 4 times)",
                 ));
             }
+            if !(5001..=8000).contains(&w.hold_ms) {
+                return Err(invalid(
+                    "oa_window.hold_ms",
+                    "must be 5001 to 8000: past WeChat's 5 s, so WeChat gives up on the held delivery, and well inside the function's 10 s",
+                ));
+            }
             if w.answer_by_ms >= 5000 {
                 return Err(invalid("oa_window.answer_by_ms", "must be under 5000 (WeChat stops waiting after 5 s)"));
             }
@@ -562,6 +568,7 @@ mod tests {
             (r#"{"bot": {"kind": "telepathy"}}"#.to_owned(), "bot"),
             (r#"{"oa_window": {"deliveries": 9}}"#.to_owned(), "oa_window.deliveries"),
             (r#"{"oa_window": {"answer_by_ms": 6000}}"#.to_owned(), "oa_window.answer_by_ms"),
+            (r#"{"oa_window": {"hold_ms": 4000}}"#.to_owned(), "oa_window.hold_ms"),
             (
                 r#"{"ilink": [{"account": "a", "bot_token": "t", "base_url": "ftp://x"}]}"#.to_owned(),
                 "ilink[0].base_url",

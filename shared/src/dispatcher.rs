@@ -77,12 +77,17 @@ impl Dispatcher {
         let replies = self.bot.answer(&inbound).await?;
         for (index, content) in replies.iter().enumerate() {
             let key = format!("{}#{index}", inbound.id);
-            if channel == OutChannel::Oa
-                && index == 0
-                && passive(content).is_some()
-                && self.try_passive(&inbound, content, &key).await?
-            {
-                continue;
+            if channel == OutChannel::Oa && index == 0 {
+                let to_event = inbound.kind == crate::envelope::Kind::Event;
+                let done = if passive(content, to_event).is_some() {
+                    self.try_passive(&inbound, content, &key).await?
+                } else {
+                    // Not passive-able; but a rerun must not send what an earlier run put in the slot.
+                    self.filled_by(&inbound.id, &key).await?
+                };
+                if done {
+                    continue;
+                }
             }
             let out = Outbound {
                 v: OUTBOUND_VERSION,
@@ -108,27 +113,36 @@ impl Dispatcher {
         if self.slots.fill(&inbound.id, &json, key).await.map_err(DispatchError::Store)? {
             return Ok(true);
         }
-        let slot = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)?;
+        self.filled_by(&inbound.id, key).await
+    }
+
+    /// Whether the slot holds the reply with idempotency key `key` (an earlier run's).
+    async fn filled_by(&self, slot: &str, key: &str) -> Result<bool, DispatchError> {
+        let slot = self.slots.read(slot).await.map_err(DispatchError::Store)?;
         Ok(matches!(slot, Some(s) if s.state == SlotState::Filled && s.filled_by.as_deref() == Some(key)))
     }
 
     /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
-    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.
+    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.    ///
+    /// Records are dispatched concurrently: one slow bot answer must not hold the others past
+    /// their window (or the function's timeout).
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        let mut failed = Vec::new();
-        for record in records {
+        let runs = records.iter().map(|record| async move {
             match self.dispatch(&record.body).await {
-                Ok(replies) => tracing::info!(message_id = %record.message_id, replies, "dispatched"),
+                Ok(replies) => {
+                    tracing::info!(message_id = %record.message_id, replies, "dispatched");
+                    None
+                }
                 Err(DispatchError::Invalid(reason)) => {
                     tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; it will reach the DLQ");
-                    failed.push(record.message_id.clone());
+                    Some(record.message_id.clone())
                 }
                 Err(err) => {
                     tracing::warn!(message_id = %record.message_id, error = %err, "dispatch failed; SQS retries it");
-                    failed.push(record.message_id.clone());
+                    Some(record.message_id.clone())
                 }
             }
-        }
-        failed
+        });
+        futures_util::future::join_all(runs).await.into_iter().flatten().collect()
     }
 }

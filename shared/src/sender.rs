@@ -234,7 +234,7 @@ impl Sender {
                 Err(failure)
                     if out.channel == OutChannel::Oa
                         && failure.errcode == Some(48001)
-                        && crate::oa::service::passive(part).is_some() =>
+                        && crate::oa::service::passive(part, false).is_some() =>
                 {
                     // No customer-service permission: the user gets it as the next passive reply.
                     let json = serde_json::to_string(part).unwrap_or_default();

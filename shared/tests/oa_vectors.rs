@@ -245,3 +245,23 @@ fn replies_are_sealed_in_the_request_mode_and_match_the_reference() {
     let query = Query::parse("signature=x&timestamp=1&nonce=2&encrypt_type=aes&msg_signature=y").unwrap();
     assert!(matches!(no_key.open(&query, "<xml><Encrypt>x</Encrypt></xml>").unwrap_err(), OaError::NoKey));
 }
+
+#[test]
+fn an_account_with_a_key_refuses_plaintext_requests() {
+    // In compatible and safe mode WeChat always encrypts; a plaintext body is covered by no
+    // signature, so a captured URL must not carry a forged message.
+    let case = crypto_case("oa_callback_plain");
+    let with_key = OaAuth::new(
+        &SecretString::from(case["token"].as_str().unwrap().to_owned()),
+        Some(MsgCrypt::new(
+            case["token"].as_str().unwrap(),
+            &EncodingAesKey::parse("RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv").unwrap(),
+            "wx6d1c9e8f2a3b4c57",
+        )),
+    );
+    let query = Query::parse(case["request"]["query"].as_str().unwrap()).unwrap();
+    assert!(matches!(
+        with_key.open(&query, case["request"]["body"].as_str().unwrap()).unwrap_err(),
+        OaError::Signature
+    ));
+}

@@ -93,10 +93,15 @@ async fn ilink_getupdates_long_polls_replays_stale_cursors_and_treats_its_own_ti
     assert_eq!(got.messages[0].0.context_token.as_deref(), Some("ctx7300000000000000001"));
     let next = got.cursor.unwrap();
     assert!(api.ilink_getupdates(&fake.base_url, &token, &next, hold).await.unwrap().messages.is_empty());
-    assert_eq!(api.ilink_getupdates(&fake.base_url, &token, &start, hold).await.unwrap().messages.len(), 2, "a stale cursor replays");
+    assert_eq!(
+        api.ilink_getupdates(&fake.base_url, &token, &start, hold).await.unwrap().messages.len(),
+        2,
+        "a stale cursor replays"
+    );
 
     fake.set_ilink_hold(std::time::Duration::from_secs(3));
-    let timed_out = api.ilink_getupdates(&fake.base_url, &token, &next, std::time::Duration::from_millis(300)).await.unwrap();
+    let timed_out =
+        api.ilink_getupdates(&fake.base_url, &token, &next, std::time::Duration::from_millis(300)).await.unwrap();
     assert!(timed_out.messages.is_empty() && timed_out.cursor.is_none(), "our own timeout is an empty poll");
 
     let revoked = api.ilink_getupdates(&fake.base_url, &secret("other@im.bot:x"), "", hold).await.unwrap_err();

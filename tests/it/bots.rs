@@ -49,6 +49,7 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
                 match inbound["text"].as_str() {
                     Some("quiet") => (StatusCode::NO_CONTENT, String::new()),
                     Some("break") => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                    Some("shrug") => (StatusCode::OK, "{}".to_owned()),
                     Some(text) => (StatusCode::OK, json!({"replies": [{"type": "text", "text": format!("got {text}")}, {"type": "markdown", "text": "**2**"}]}).to_string()),
                     None => (StatusCode::OK, json!({"replies": [{"type": "sticker"}]}).to_string()),
                 }
@@ -64,6 +65,10 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
     assert_eq!(replies, [Content::Text { text: "got ping".into() }, Content::Markdown { text: "**2**".into() }]);
     assert!(bot.answer(&inbound(Some("quiet"))).await.unwrap().is_empty());
     assert!(bot.answer(&inbound(Some("break"))).await.is_err(), "a failing bot is retried, not ignored");
+    assert!(
+        bot.answer(&inbound(Some("shrug"))).await.is_err(),
+        "an answer without replies is retried, not taken as silence"
+    );
     assert!(bot.answer(&inbound(None)).await.is_err(), "replies that are not Outbound contents are an error");
     let wrong = shared::bots::from_config(
         &BotConfig::Http { url: format!("{url}/bot"), secret: SecretString::from("other".to_owned()) },

@@ -69,6 +69,11 @@ impl OaAuth {
     /// `signature` does not cover the body), and the plaintext copy of compatible mode is ignored.
     pub fn open(&self, query: &Query<'_>, body: &str) -> Result<(Mode, String), OaError> {
         if query.get("encrypt_type") != Some("aes") {
+            // With a key the account is in compatible or safe mode, where WeChat always encrypts:
+            // a plaintext request (whose body no signature covers) is not WeChat's.
+            if self.crypt.is_some() {
+                return Err(OaError::Signature);
+            }
             self.check_plain(query)?;
             xml::parse(body).map_err(OaError::Body)?;
             return Ok((Mode::Plain, body.to_owned()));

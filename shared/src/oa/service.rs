@@ -26,12 +26,14 @@ use crate::query::Query;
 /// How often a waiting delivery looks at its slot.
 pub const SLOT_POLL: Duration = Duration::from_millis(50);
 
-/// The passive form of a reply, when the content has one.
-pub fn passive(content: &Content) -> Option<PassiveReply> {
+/// The passive form of a reply, when the content has one. A news reply to a user's message
+/// carries one article; to an event, up to 8.
+pub fn passive(content: &Content, to_event: bool) -> Option<PassiveReply> {
+    let most_articles = if to_event { 8 } else { 1 };
     match content {
         Content::Text { text } | Content::Markdown { text } => Some(PassiveReply::Text { content: text.clone() }),
         Content::Image { media_id: Some(media_id), .. } => Some(PassiveReply::Image { media_id: media_id.clone() }),
-        Content::News { articles } if (1..=8).contains(&articles.len()) => {
+        Content::News { articles } if (1..=most_articles).contains(&articles.len()) => {
             Some(PassiveReply::News { articles: articles.clone() })
         }
         _ => None,
@@ -158,12 +160,16 @@ impl OaCallback {
         let slot = self.slots.arrive(&inbound.id, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
         let sealed = |content: &str| -> Option<String> {
             let content: Content = serde_json::from_str(content).ok()?;
-            let xml = passive(&content)?.render(&message.header.from, &message.header.to, self.clock.unix());
+            let xml = passive(&content, message.header.msg_type == "event")?.render(
+                &message.header.from,
+                &message.header.to,
+                self.clock.unix(),
+            );
             Some(account.auth.seal(mode, &xml, random_prefix(), timestamp, query.get("nonce").unwrap_or_default()))
-        };
-        // Every delivery makes sure the message is on the queue: once, however many try.
-        publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?;
-        let slot = if slot.deliveries == 1 {
+        }; // Every delivery makes sure the message is on the queue: once, however many try.
+        let mut published =
+            publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?; // Parked replies answer the user's next message (not an event the user never sees answered).
+        let slot = if slot.deliveries == 1 && message.header.msg_id.is_some() {
             self.answer_parked(app, &message.header.from, &inbound.id, slot).await?
         } else {
             slot
@@ -192,6 +198,15 @@ impl OaCallback {
             // WeChat has given up on this request; the next delivery carries on waiting.
             return Ok(Answer::Success);
         }
+        // The last delivery acknowledges only a message that is on the queue: another request's
+        // publish may have failed since.
+        if published == crate::callback::Published::ByAnother {
+            published =
+                publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?;
+            if published == crate::callback::Published::ByAnother {
+                return Err(CallbackError::InFlight);
+            }
+        }
         if self.slots.close(&inbound.id).await.map_err(CallbackError::Dedupe)? {
             // The dispatcher will find the slot closed and send by customer service.
             return Ok(Answer::Success);
@@ -213,8 +228,13 @@ impl OaCallback {
         for rest in &parked {
             self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
         }
-        if !self.slots.fill(id, &first, &format!("parked:{id}")).await.map_err(CallbackError::Dedupe)? {
-            self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+        let by = format!("parked:{id}");
+        if !self.slots.fill(id, &first, &by).await.map_err(CallbackError::Dedupe)? {
+            // A fill that applied but answered "no" (a retried call) left it there already.
+            let mine = self.slots.read(id).await.map_err(CallbackError::Dedupe)?.and_then(|s| s.filled_by) == Some(by);
+            if !mine {
+                self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+            }
         }
         Ok(self.slots.read(id).await.map_err(CallbackError::Dedupe)?.unwrap_or(slot))
     }

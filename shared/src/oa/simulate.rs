@@ -83,10 +83,11 @@ impl Timings {
 /// Delivers one message (plaintext or safe mode) as WeChat does and lets a bot of `latency`
 /// answer it.
 pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u64) -> WindowRun {
-    let mut config = Config::parse(&format!(
-        r#"{{"oa": [{{"app": "news", "app_id": "{APP_ID}", "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
-    ))
-    .unwrap_or_default();
+    // A key puts the account in safe mode; without one it is in plaintext mode.
+    let key = if safe_mode { format!(r#", "encoding_aes_key": "{KEY}""#) } else { String::new() };
+    let mut config =
+        Config::parse(&format!(r#"{{"oa": [{{"app": "news", "app_id": "{APP_ID}", "token": "{TOKEN}"{key}}}]}}"#))
+            .unwrap_or_default();
     config.oa_window = timings.window;
     let (inbound_queue, mut inbound_rx) = MemoryQueue::new();
     let (outbound_queue, mut outbound_rx) = MemoryQueue::new();
