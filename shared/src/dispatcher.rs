@@ -6,13 +6,18 @@
 //! and the reply's index, so a dispatcher that runs twice still sends each reply once.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::envelope::{Channel, Content, ConversationKind, Inbound, OutChannel, Outbound, OUTBOUND_VERSION};
 use crate::oa::service::passive;
-use crate::ports::{PortError, Publisher, QueueMessage, ReplySlots, SlotState};
+use crate::ports::{unix_millis, PortError, Publisher, QueueMessage, ReplySlots, SlotState};
 use crate::sender::Record;
+
+/// How long past a slot's deadline a delivery may still be taking the reply.
+pub const TAKE_GRACE: Duration = Duration::from_secs(1);
+const TAKE_POLL: Duration = Duration::from_millis(100);
 
 /// Why a bot gave no answer this time (retried through SQS, never dropped).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,16 +109,32 @@ impl Dispatcher {
         }
         Ok(replies.len())
     }
-
-    /// Puts the first reply in the message's slot; false when the slot was closed or holds
-    /// another reply (the reply must go by customer service). A slot this reply already filled (an
-    /// earlier run of the dispatcher) counts as done.
+    /// Puts the first reply in the message's slot and waits until a delivery takes it; false
+    /// when it must go by customer service: the slot was closed, holds another reply, or nobody
+    /// took it by the slot's deadline (WeChat delivered fewer times, or a delivery failed).
     async fn try_passive(&self, inbound: &Inbound, content: &Content, key: &str) -> Result<bool, DispatchError> {
         let json = serde_json::to_string(content).map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        if self.slots.fill(&inbound.id, &json, key).await.map_err(DispatchError::Store)? {
-            return Ok(true);
+        self.slots.fill(&inbound.id, &json, key, SystemTime::now()).await.map_err(DispatchError::Store)?;
+        loop {
+            let Some(slot) = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)? else {
+                return Ok(false);
+            };
+            // Another reply (a parked one, say) is in the slot: this one goes by customer service.
+            if slot.filled_by.as_deref() != Some(key) {
+                return Ok(false);
+            }
+            match slot.state {
+                SlotState::Filled if slot.taken => return Ok(true),
+                // Revoked by an earlier run: customer service (the idempotency key sends it once).
+                SlotState::Closed => return Ok(false),
+                _ => {}
+            }
+            if unix_millis(SystemTime::now()) > slot.deadline_ms + TAKE_GRACE.as_millis() as u64 {
+                // Nobody took it: take it back unless a delivery takes it this instant.
+                return Ok(!self.slots.revoke(&inbound.id).await.map_err(DispatchError::Store)?);
+            }
+            tokio::time::sleep(TAKE_POLL).await;
         }
-        self.filled_by(&inbound.id, key).await
     }
 
     /// Whether the slot holds the reply with idempotency key `key` (an earlier run's).

@@ -197,13 +197,15 @@ impl MemoryReplySlots {
 
 #[async_trait]
 impl crate::ports::ReplySlots for MemoryReplySlots {
-    async fn arrive(&self, key: &str, _now: SystemTime) -> Result<crate::ports::Slot, PortError> {
+    async fn arrive(&self, key: &str, _now: SystemTime, deadline: SystemTime) -> Result<crate::ports::Slot, PortError> {
         let mut slots = self.lock();
         let slot = slots.entry(key.to_owned()).or_insert(crate::ports::Slot {
             state: crate::ports::SlotState::Open,
             deliveries: 0,
             reply: None,
             filled_by: None,
+            taken: false,
+            deadline_ms: unix_millis(deadline),
         });
         slot.deliveries += 1;
         Ok(slot.clone())
@@ -212,11 +214,10 @@ impl crate::ports::ReplySlots for MemoryReplySlots {
     async fn read(&self, key: &str) -> Result<Option<crate::ports::Slot>, PortError> {
         Ok(self.lock().get(key).cloned())
     }
-
-    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError> {
+    async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError> {
         let mut slots = self.lock();
         match slots.get_mut(key) {
-            Some(slot) if slot.state == crate::ports::SlotState::Open => {
+            Some(slot) if slot.state == crate::ports::SlotState::Open && slot.deadline_ms > unix_millis(now) => {
                 slot.state = crate::ports::SlotState::Filled;
                 slot.reply = Some(reply.to_owned());
                 slot.filled_by = Some(by.to_owned());
@@ -225,11 +226,32 @@ impl crate::ports::ReplySlots for MemoryReplySlots {
             _ => Ok(false),
         }
     }
-
     async fn close(&self, key: &str) -> Result<bool, PortError> {
         let mut slots = self.lock();
         match slots.get_mut(key) {
             Some(slot) if slot.state == crate::ports::SlotState::Open => {
+                slot.state = crate::ports::SlotState::Closed;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn take(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::ports::SlotState::Filled => {
+                slot.taken = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn revoke(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::ports::SlotState::Filled && !slot.taken => {
                 slot.state = crate::ports::SlotState::Closed;
                 Ok(true)
             }

@@ -173,6 +173,10 @@ pub struct Slot {
     pub reply: Option<String>,
     /// Who filled it: the idempotency key of that reply.
     pub filled_by: Option<String>,
+    /// A delivery has answered with the reply (so it must not go by customer service).
+    pub taken: bool,
+    /// By when (unix ms) the last delivery answers: a reply filled later reaches nobody.
+    pub deadline_ms: u64,
 }
 
 /// One reply slot per Official Account message, shared by every delivery of it and the
@@ -180,14 +184,20 @@ pub struct Slot {
 /// "passive reply" and "customer-service send" happens.
 #[async_trait]
 pub trait ReplySlots: Send + Sync {
-    /// Counts a delivery (creating the slot on the first) and returns the slot after it.
-    async fn arrive(&self, key: &str, now: SystemTime) -> Result<Slot, PortError>;
+    /// Counts a delivery (creating the slot on the first, with its `deadline`) and returns the
+    /// slot after it.
+    async fn arrive(&self, key: &str, now: SystemTime, deadline: SystemTime) -> Result<Slot, PortError>;
     async fn read(&self, key: &str) -> Result<Option<Slot>, PortError>;
-    /// Puts the reply in an open slot, recording who (`by`) filled it; false when the slot was
-    /// already closed or filled.
-    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError>;
+    /// Puts the reply in an open slot before its deadline, recording who (`by`) filled it; false
+    /// when the slot was already closed or filled, or the deadline passed.
+    async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError>;
     /// Closes an open slot; false when the reply arrived first.
     async fn close(&self, key: &str) -> Result<bool, PortError>;
+    /// A delivery is about to answer with the reply: marks it taken; false unless it is filled.
+    async fn take(&self, key: &str) -> Result<bool, PortError>;
+    /// Takes back a filled reply nobody took (it goes by customer service); false when a
+    /// delivery took it first.
+    async fn revoke(&self, key: &str) -> Result<bool, PortError>;
 }
 
 /// Replies the customer-service API refused with 48001 (the account may not use it), kept per

@@ -83,10 +83,36 @@ async fn a_dispatcher_that_runs_twice_fills_once_and_never_also_sends() {
     let (queue, mut rx) = MemoryQueue::new();
     let dispatcher =
         Dispatcher { bot: Arc::new(SlowEcho(Duration::ZERO)), slots: slots.clone(), outbound: Arc::new(queue) };
-    slots.arrive("oa:news:9", std::time::SystemTime::now()).await.unwrap();
+    let now = std::time::SystemTime::now();
+    slots.arrive("oa:news:9", now, now + Duration::from_secs(1)).await.unwrap();
+    // A delivery waiting on the slot takes the reply as soon as it is there.
+    let taker = tokio::spawn({
+        let slots = slots.clone();
+        async move {
+            loop {
+                if slots.take("oa:news:9").await.unwrap() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
     let inbound = r#"{"v":1,"id":"oa:news:9","channel":"oa","account":"news","conversation":{"kind":"direct","id":"oUser"},
         "sender":{"id":"oUser"},"kind":"text","text":"hi","received_at":"2026-11-21T00:00:00Z","sent_at":1,"raw":{}}"#;
     dispatcher.dispatch(inbound).await.unwrap();
+    taker.await.unwrap();
     dispatcher.dispatch(inbound).await.unwrap();
     assert!(rx.try_recv().is_err(), "the passive reply is the only reply");
+}
+
+#[tokio::test]
+async fn a_reply_nobody_takes_goes_by_customer_service_once() {
+    // WeChat delivers only once here (it may give up early); the bot answers after the held
+    // delivery was answered, so no delivery is left to take the reply.
+    let mut timings = Timings::scaled(0.1);
+    timings.deliveries = 1;
+    let outcome = simulate::run(timings, Duration::from_millis(700), false, 11).await;
+    assert_eq!(outcome.passive_on(), None, "{:?}", outcome.answers);
+    assert_eq!(outcome.customer_service.len(), 1);
+    assert_eq!(outcome.customer_service[0].content, Content::Text { text: "re: ping".into() });
 }

@@ -381,7 +381,9 @@ impl DynamoReplySlots {
         let deliveries = item.get("deliveries").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
         let reply = item.get("reply").and_then(|v| v.as_s().ok()).cloned();
         let filled_by = item.get("filled_by").and_then(|v| v.as_s().ok()).cloned();
-        Some(crate::ports::Slot { state, deliveries, reply, filled_by })
+        let taken = item.get("taken").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+        let deadline_ms = item.get("deadline_ms").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+        Some(crate::ports::Slot { state, deliveries, reply, filled_by, taken, deadline_ms })
     }
 
     /// A conditional move out of `open`: true when this call made it.
@@ -408,13 +410,17 @@ impl DynamoReplySlots {
 
 #[async_trait]
 impl crate::ports::ReplySlots for DynamoReplySlots {
-    async fn arrive(&self, key: &str, now: SystemTime) -> Result<crate::ports::Slot, PortError> {
+    async fn arrive(&self, key: &str, now: SystemTime, deadline: SystemTime) -> Result<crate::ports::Slot, PortError> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", Self::pk(key))
-            .update_expression("SET #state = if_not_exists(#state, :open), expires_at = if_not_exists(expires_at, :expires) ADD deliveries :one")
+            .update_expression(
+                "SET #state = if_not_exists(#state, :open), expires_at = if_not_exists(expires_at, :expires), \
+                 deadline_ms = if_not_exists(deadline_ms, :deadline) ADD deliveries :one",
+            )
+            .expression_attribute_values(":deadline", n(unix_millis(deadline)))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + SLOT_TTL_S))
@@ -440,11 +446,56 @@ impl crate::ports::ReplySlots for DynamoReplySlots {
             .map_err(port_error)?;
         Ok(out.item().and_then(Self::slot))
     }
-
-    async fn fill(&self, key: &str, reply: &str, by: &str) -> Result<bool, PortError> {
-        self.settle(key, "filled", Some((reply, by))).await
+    async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .update_expression("SET #state = :filled, reply = :reply, filled_by = :by")
+            .condition_expression("#state = :open AND deadline_ms > :now")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":filled", s("filled"))
+            .expression_attribute_values(":reply", s(reply))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":now", n(unix_millis(now)))
+            .send()
+            .await;
+        applied(result)
     }
 
+    async fn take(&self, key: &str) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .update_expression("SET taken = :yes")
+            .condition_expression("#state = :filled")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":filled", s("filled"))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await;
+        applied(result)
+    }
+
+    async fn revoke(&self, key: &str) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .update_expression("SET #state = :closed")
+            .condition_expression("#state = :filled AND attribute_not_exists(taken)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":filled", s("filled"))
+            .expression_attribute_values(":closed", s("closed"))
+            .send()
+            .await;
+        applied(result)
+    }
     async fn close(&self, key: &str) -> Result<bool, PortError> {
         self.settle(key, "closed", None).await
     }

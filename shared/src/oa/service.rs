@@ -25,6 +25,8 @@ use crate::query::Query;
 
 /// How often a waiting delivery looks at its slot.
 pub const SLOT_POLL: Duration = Duration::from_millis(50);
+/// How long WeChat waits for an answer before it delivers again.
+pub const WECHAT_WAIT: Duration = Duration::from_secs(5);
 
 /// The passive form of a reply, when the content has one. A news reply to a user's message
 /// carries one article; to an event, up to 8.
@@ -54,6 +56,7 @@ pub struct OaCallback {
     clock: Arc<dyn Clock>,
     window: OaWindow,
     replay_window_secs: u64,
+    wechat_wait: Duration,
 }
 
 /// What a delivery answers.
@@ -93,7 +96,13 @@ impl OaCallback {
             clock,
             window: config.oa_window,
             replay_window_secs: config.replay_window_secs,
+            wechat_wait: WECHAT_WAIT,
         }
+    }
+
+    /// WeChat's wait between deliveries (5 s; simulations scale it).
+    pub fn with_wechat_wait(self, wechat_wait: Duration) -> Self {
+        Self { wechat_wait, ..self }
     }
 
     /// Handles one request; always answers.
@@ -156,9 +165,12 @@ impl OaCallback {
         }
         let message = OaCallbackMessage::parse(&plaintext)?;
         let inbound = message.to_inbound(app, now);
-        let arrived = tokio::time::Instant::now();
-        let slot = self.slots.arrive(&inbound.id, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
-        let sealed = |content: &str| -> Option<String> {
+        let arrived = tokio::time::Instant::now(); // By then the last delivery has answered: a reply filled later goes by customer service.
+        let deadline = self.clock.now()
+            + self.wechat_wait * self.window.deliveries.saturating_sub(1)
+            + Duration::from_millis(self.window.answer_by_ms);
+        let slot = self.slots.arrive(&inbound.id, self.clock.now(), deadline).await.map_err(CallbackError::Dedupe)?;
+        let sealed_reply = |content: &str| -> Option<String> {
             let content: Content = serde_json::from_str(content).ok()?;
             let xml = passive(&content, message.header.msg_type == "event")?.render(
                 &message.header.from,
@@ -180,7 +192,7 @@ impl OaCallback {
         loop {
             match current.state {
                 SlotState::Filled => {
-                    return Ok(current.reply.as_deref().and_then(sealed).map(Answer::Reply).unwrap_or(Answer::Success))
+                    return Ok(self.take_reply(&inbound.id, current.reply.as_deref().and_then(sealed_reply)).await)
                 }
                 SlotState::Closed => return Ok(Answer::Success),
                 SlotState::Open => {}
@@ -213,7 +225,21 @@ impl OaCallback {
         }
         // The reply won the race to the slot.
         let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)?;
-        Ok(slot.and_then(|s| s.reply).as_deref().and_then(sealed).map(Answer::Reply).unwrap_or(Answer::Success))
+        Ok(self.take_reply(&inbound.id, slot.and_then(|s| s.reply).as_deref().and_then(sealed_reply)).await)
+    }
+
+    /// Answers with `reply` only once the slot records it as taken, so the dispatcher cannot
+    /// also send it by customer service; otherwise `success`.
+    async fn take_reply(&self, id: &str, reply: Option<String>) -> Answer {
+        let Some(reply) = reply else { return Answer::Success };
+        match self.slots.take(id).await {
+            Ok(true) => Answer::Reply(reply),
+            Ok(false) => Answer::Success,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not mark the reply taken; it goes by customer service");
+                Answer::Success
+            }
+        }
     }
 
     /// A reply the customer-service API refused earlier (48001) answers this message: the user
@@ -229,7 +255,7 @@ impl OaCallback {
             self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
         }
         let by = format!("parked:{id}");
-        if !self.slots.fill(id, &first, &by).await.map_err(CallbackError::Dedupe)? {
+        if !self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Dedupe)? {
             // A fill that applied but answered "no" (a retried call) left it there already.
             let mine = self.slots.read(id).await.map_err(CallbackError::Dedupe)?.and_then(|s| s.filled_by) == Some(by);
             if !mine {

@@ -92,14 +92,17 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
     let (inbound_queue, mut inbound_rx) = MemoryQueue::new();
     let (outbound_queue, mut outbound_rx) = MemoryQueue::new();
     let slots: Arc<dyn ReplySlots> = Arc::new(MemoryReplySlots::default());
-    let service = Arc::new(OaCallback::new(
-        &config,
-        Arc::new(inbound_queue),
-        Arc::new(MemoryDedupe::default()),
-        slots.clone(),
-        Arc::new(crate::memory::MemoryParkedReplies::default()),
-        Arc::new(SystemClock),
-    ));
+    let service = Arc::new(
+        OaCallback::new(
+            &config,
+            Arc::new(inbound_queue),
+            Arc::new(MemoryDedupe::default()),
+            slots.clone(),
+            Arc::new(crate::memory::MemoryParkedReplies::default()),
+            Arc::new(SystemClock),
+        )
+        .with_wechat_wait(timings.wechat_wait),
+    );
     let dispatcher =
         Arc::new(Dispatcher { bot: Arc::new(SlowEcho(latency)), slots, outbound: Arc::new(outbound_queue) });
     let bot = tokio::spawn(async move {
