@@ -3,9 +3,10 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crypto::{plain_signature, CryptoError, MsgCrypt};
-use crate::query::{Query, QueryError};
-use crate::xml::{self, XmlError};
+use crate::callback::CallbackError;
+use crate::crypto::{plain_signature, MsgCrypt};
+use crate::query::Query;
+use crate::xml;
 
 /// How the account exchanges messages (set in its console; each request says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,22 +19,8 @@ pub enum Mode {
     Safe,
 }
 
-/// Why a callback was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum OaError {
-    #[error(transparent)]
-    Query(#[from] QueryError),
-    #[error("signature mismatch")]
-    Signature,
-    #[error("body: {0}")]
-    Body(XmlError),
-    #[error("body has no Encrypt element")]
-    NoEncrypt,
-    #[error("the request is encrypted but the account has no encoding_aes_key configured")]
-    NoKey,
-    #[error("ciphertext: {0}")]
-    Crypto(CryptoError),
-}
+/// Refusals are the callbacks' shared [`CallbackError`]: one map to HTTP statuses.
+pub type OaError = CallbackError;
 
 /// One account's credentials for callbacks.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use crate::callback::{publish_once, CallbackError, CallbackRequest, CallbackResp
 use crate::config::{Config, OaWindow};
 use crate::crypto::{random_prefix, MsgCrypt};
 use crate::envelope::Content;
-use crate::oa::callback::{Mode, OaAuth, OaError};
+use crate::oa::callback::{Mode, OaAuth};
 use crate::oa::message::OaCallbackMessage;
 use crate::oa::reply::{PassiveReply, SUCCESS};
 use crate::ports::{Clock, Dedupe, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
@@ -139,7 +139,7 @@ impl OaCallback {
         let account = self.accounts.get(req.app).ok_or(CallbackError::UnknownApp)?;
         let query = Query::parse(req.raw_query)?;
         match req.method {
-            "GET" => Ok(Answer::Echo(account.auth.verify_url(&query).map_err(oa_error)?.to_owned())),
+            "GET" => Ok(Answer::Echo(account.auth.verify_url(&query)?.to_owned())),
             "POST" => self.receive(req.app, account, &query, req.body).await,
             _ => Err(CallbackError::MethodNotAllowed),
         }
@@ -156,7 +156,7 @@ impl OaCallback {
             return Err(CallbackError::BodyTooLarge);
         }
         let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
-        let (mode, plaintext) = account.auth.open(query, body).map_err(oa_error)?;
+        let (mode, plaintext) = account.auth.open(query, body)?;
         let timestamp = query.require("timestamp")?;
         let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
         let now = self.clock.unix();
@@ -269,16 +269,5 @@ impl OaCallback {
     pub fn mode_of(&self, app: &str, raw_query: &str, body: &str) -> Option<Mode> {
         let query = Query::parse(raw_query).ok()?;
         self.accounts.get(app)?.auth.open(&query, body).ok().map(|(mode, _)| mode)
-    }
-}
-
-fn oa_error(err: OaError) -> CallbackError {
-    match err {
-        OaError::Query(q) => CallbackError::Query(q),
-        OaError::Signature => CallbackError::Signature,
-        OaError::Body(b) => CallbackError::Body(b),
-        OaError::NoEncrypt => CallbackError::NoEncrypt,
-        OaError::NoKey => CallbackError::NoKey,
-        OaError::Crypto(c) => CallbackError::Crypto(c),
     }
 }
