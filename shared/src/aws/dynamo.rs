@@ -386,24 +386,26 @@ impl DynamoReplySlots {
         Some(crate::ports::Slot { state, deliveries, reply, filled_by, taken, deadline_ms })
     }
 
-    /// A conditional move out of `open`: true when this call made it.
-    async fn settle(&self, key: &str, state: &str, reply: Option<(&str, &str)>) -> Result<bool, PortError> {
+    /// One conditional update of a slot (`#state` names the state attribute): true when it
+    /// applied, false when its condition failed.
+    async fn update_if(
+        &self,
+        key: &str,
+        set: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<bool, PortError> {
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", Self::pk(key))
-            .condition_expression("#state = :open")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":open", s("open"))
-            .expression_attribute_values(":next", s(state));
-        request = match reply {
-            Some((reply, by)) => request
-                .update_expression("SET #state = :next, reply = :reply, filled_by = :by")
-                .expression_attribute_values(":reply", s(reply))
-                .expression_attribute_values(":by", s(by)),
-            None => request.update_expression("SET #state = :next"),
-        };
+            .update_expression(set)
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state");
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, value.clone());
+        }
         applied(request.send().await)
     }
 }
@@ -447,57 +449,34 @@ impl crate::ports::ReplySlots for DynamoReplySlots {
         Ok(out.item().and_then(Self::slot))
     }
     async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .update_expression("SET #state = :filled, reply = :reply, filled_by = :by")
-            .condition_expression("#state = :open AND deadline_ms > :now")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":open", s("open"))
-            .expression_attribute_values(":filled", s("filled"))
-            .expression_attribute_values(":reply", s(reply))
-            .expression_attribute_values(":by", s(by))
-            .expression_attribute_values(":now", n(unix_millis(now)))
-            .send()
-            .await;
-        applied(result)
+        let values = [
+            (":open", s("open")),
+            (":filled", s("filled")),
+            (":reply", s(reply)),
+            (":by", s(by)),
+            (":now", n(unix_millis(now))),
+        ];
+        self.update_if(
+            key,
+            "SET #state = :filled, reply = :reply, filled_by = :by",
+            "#state = :open AND deadline_ms > :now",
+            &values,
+        )
+        .await
     }
 
     async fn take(&self, key: &str) -> Result<bool, PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .update_expression("SET taken = :yes")
-            .condition_expression("#state = :filled")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":filled", s("filled"))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .send()
-            .await;
-        applied(result)
+        let values = [(":filled", s("filled")), (":yes", AttributeValue::Bool(true))];
+        self.update_if(key, "SET taken = :yes", "#state = :filled", &values).await
     }
 
     async fn revoke(&self, key: &str) -> Result<bool, PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .update_expression("SET #state = :closed")
-            .condition_expression("#state = :filled AND attribute_not_exists(taken)")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":filled", s("filled"))
-            .expression_attribute_values(":closed", s("closed"))
-            .send()
-            .await;
-        applied(result)
+        let values = [(":filled", s("filled")), (":closed", s("closed"))];
+        self.update_if(key, "SET #state = :closed", "#state = :filled AND attribute_not_exists(taken)", &values).await
     }
     async fn close(&self, key: &str) -> Result<bool, PortError> {
-        self.settle(key, "closed", None).await
+        self.update_if(key, "SET #state = :closed", "#state = :open", &[(":open", s("open")), (":closed", s("closed"))])
+            .await
     }
 }
 
