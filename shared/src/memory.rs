@@ -279,3 +279,60 @@ impl crate::ports::ParkedReplies for MemoryParkedReplies {
         Ok(parked.remove(&(account.to_owned(), user.to_owned())).unwrap_or_default())
     }
 }
+
+/// Leases in a map.
+#[derive(Debug, Default)]
+pub struct MemoryLeases {
+    leases: Mutex<HashMap<String, (String, u64)>>,
+}
+
+#[async_trait]
+impl crate::ports::Leases for MemoryLeases {
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = unix_millis(now);
+        match leases.get(key) {
+            Some((holder, until)) if holder != owner && *until > now_ms => Ok(false),
+            _ => {
+                leases.insert(key.to_owned(), (owner.to_owned(), now_ms + ttl.as_millis() as u64));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.get(key).is_some_and(|(holder, _)| holder == owner) {
+            leases.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// iLink poll state in a map.
+#[derive(Debug, Default)]
+pub struct MemoryPollState {
+    cursors: Mutex<HashMap<String, String>>,
+    paused: Mutex<HashMap<String, u64>>,
+}
+
+#[async_trait]
+impl crate::ports::PollState for MemoryPollState {
+    async fn cursor(&self, account: &str) -> Result<Option<String>, PortError> {
+        Ok(self.cursors.lock().unwrap_or_else(|p| p.into_inner()).get(account).cloned())
+    }
+
+    async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError> {
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), cursor.to_owned());
+        Ok(())
+    }
+
+    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError> {
+        Ok(self.paused.lock().unwrap_or_else(|p| p.into_inner()).get(account).copied())
+    }
+
+    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), unix_millis(at) / 1000);
+        Ok(())
+    }
+}

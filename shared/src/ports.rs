@@ -208,3 +208,21 @@ pub trait ParkedReplies: Send + Sync {
     /// Takes every parked reply of the user, oldest first.
     async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError>;
 }
+
+/// Leases that keep one poller per iLink account (one token must never be polled twice).
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes `key` for `owner` until `now + ttl` unless another owner holds a live lease.
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError>;
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError>;
+}
+
+/// Where each iLink account's long poll stands: its cursor, and whether its session expired.
+#[async_trait]
+pub trait PollState: Send + Sync {
+    async fn cursor(&self, account: &str) -> Result<Option<String>, PortError>;
+    async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError>;
+    /// When the account was paused (unix s) because its session expired (-14), if it was.
+    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError>;
+    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError>;
+}

@@ -4,6 +4,7 @@
 mod api;
 mod bots;
 mod dedupe;
+mod ilink;
 mod oa;
 mod resources;
 mod sender;

@@ -1,6 +1,8 @@
-//! iLink bots (personal WeChat, 1:1): inbound messages. The poller and login come with the
-//! iLink poller; sending is in `crate::sender`.
+//! iLink bots (personal WeChat, 1:1): inbound messages and the long-polling poller; sending is
+//! in `crate::sender`.
 
 pub mod message;
+pub mod poller;
 
 pub use message::WeixinMessage;
+pub use poller::{Poller, Turn};
