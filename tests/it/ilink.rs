@@ -165,3 +165,44 @@ async fn server_errors_back_off_and_polling_resumes() {
     assert_eq!(turn, Turn::Polled { published: 1 });
     assert_eq!(drain(&mut rig.inbound).len(), 1);
 }
+
+#[tokio::test]
+async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
+    let stack = crate::support::Stack::new().await;
+    let make = |rig: &Rig| {
+        let mut poller = Poller::new(
+            WechatApi::new(&ApiSettings::default()).unwrap(),
+            Arc::new(shared::aws::SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+            Arc::new(shared::aws::DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::aws::DynamoContextTokens::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::aws::DynamoLeases::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(SystemClock),
+        );
+        poller.hold = rig.poller.hold;
+        poller.margin = rig.poller.margin;
+        poller
+    };
+    let rig = rig(Arc::new(MemoryPollState::default())).await;
+    rig.fake.push_ilink_message(TOKEN, message(501, "stored", "c501", 1));
+    let (a, b) = (Arc::new(make(&rig)), Arc::new(make(&rig)));
+    let account = rig.account.clone();
+    let first = tokio::spawn({
+        let (a, account) = (a.clone(), account.clone());
+        async move { a.run_account(&account, soon(800)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        b.run_account(&account, soon(800)).await.unwrap(),
+        Turn::Busy,
+        "one poller per account across instances"
+    );
+    assert_eq!(first.await.unwrap(), Turn::Polled { published: 1 });
+    // The cursor is stored: the next turn (any instance) does not publish the message again.
+    assert_eq!(b.run_account(&account, soon(500)).await.unwrap(), Turn::Polled { published: 0 });
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+    let state = shared::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table);
+    assert!(state.cursor("a1b2c3@im.bot").await.unwrap().is_some());
+    state.pause("a1b2c3@im.bot", std::time::SystemTime::now()).await.unwrap();
+    assert_eq!(a.run_account(&account, soon(500)).await.unwrap(), Turn::Paused);
+}

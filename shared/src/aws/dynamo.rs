@@ -530,3 +530,116 @@ impl crate::ports::ParkedReplies for DynamoParkedReplies {
         Ok(replies.map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()).unwrap_or_default())
     }
 }
+
+/// Leases in the bridge's table: the item `pk = <key>` holds `owner` and `until` (unix ms).
+#[derive(Debug, Clone)]
+pub struct DynamoLeases {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLeases {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+    }
+}
+
+#[async_trait]
+impl crate::ports::Leases for DynamoLeases {
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError> {
+        let now_ms = unix_millis(now);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET #owner = :owner, lease_until = :until, expires_at = :expires")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(now_ms + ttl.as_millis() as u64))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":expires", n(now_ms / 1000 + ttl.as_secs() + 3600))
+            .send()
+            .await;
+        applied(result)
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        // Someone else's lease (ours expired): leave it.
+        applied(result).map(drop)
+    }
+}
+
+/// iLink poll state in the bridge's table: `pk = ilink#<account>` with `cursor` and `paused_at`.
+#[derive(Debug, Clone)]
+pub struct DynamoPollState {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoPollState {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(sdk), table: table.into() }
+    }
+
+    fn pk(account: &str) -> AttributeValue {
+        AttributeValue::S(format!("ilink#{account}"))
+    }
+
+    async fn attribute(&self, account: &str, name: &str) -> Result<Option<AttributeValue>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(port_error)?;
+        Ok(out.item().and_then(|i| i.get(name)).cloned())
+    }
+
+    async fn set(&self, account: &str, name: &str, value: AttributeValue) -> Result<(), PortError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account))
+            .update_expression("SET #name = :value")
+            .expression_attribute_names("#name", name)
+            .expression_attribute_values(":value", value)
+            .send()
+            .await
+            .map(drop)
+            .map_err(port_error)
+    }
+}
+
+#[async_trait]
+impl crate::ports::PollState for DynamoPollState {
+    async fn cursor(&self, account: &str) -> Result<Option<String>, PortError> {
+        Ok(self.attribute(account, "cursor").await?.and_then(|v| v.as_s().ok().cloned()))
+    }
+
+    async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError> {
+        self.set(account, "cursor", s(cursor)).await
+    }
+
+    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError> {
+        Ok(self.attribute(account, "paused_at").await?.and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok())))
+    }
+
+    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError> {
+        self.set(account, "paused_at", n(unix_millis(at) / 1000)).await
+    }
+}

@@ -13,7 +13,10 @@ pub use aws_config::SdkConfig;
 
 use crate::config::{Config, ConfigError, ConfigSource, Env};
 
-pub use dynamo::{DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, DynamoTokenStore};
+pub use dynamo::{
+    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoParkedReplies, DynamoPollState, DynamoReplySlots,
+    DynamoTokenStore,
+};
 pub use sqs::{SqsOutbound, SqsPublisher};
 
 /// Loads the SDK configuration from the standard AWS environment (region, credentials,
