@@ -14,7 +14,10 @@ use lambda_http::RequestExt as _;
 use shared::config::{Config, Env};
 use shared::dispatcher::Dispatcher;
 use shared::envelope::Outbound;
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryParkedReplies, MemoryQueue, MemoryReplySlots};
+use shared::memory::{
+    MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryParkedReplies, MemoryPollState, MemoryQueue,
+    MemoryReplySlots,
+};
 use shared::oa::service::OaCallback;
 use shared::ports::{QueueMessage, SystemClock};
 use shared::sender::Record;
@@ -63,6 +66,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let outbound_url = env.require_outbound_queue_url()?.to_owned();
         let inbound_url = env.require_inbound_queue_url()?.to_owned();
         let dispatcher = dispatcher::build(&config, &env, &sdk)?;
+        if !config.ilink.is_empty() {
+            let poller = ilink_poller::build(&env, &sdk)?;
+            tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
+        }
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
         let wecom = wecom_callback::build(&config, &env, &sdk)?;
@@ -74,16 +81,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());
+        let contexts = Arc::new(MemoryContextTokens::default());
+        if !config.ilink.is_empty() {
+            let poller = shared::ilink::Poller::new(
+                shared::api::WechatApi::new(&env.api_settings())?,
+                queue.clone(),
+                dedupe.clone(),
+                contexts.clone(),
+                Arc::new(MemoryLeases::default()),
+                Arc::new(MemoryPollState::default()),
+                Arc::new(SystemClock),
+            );
+            tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
+        }
         let wecom = WecomCallback::new(&config, queue.clone(), dedupe.clone(), Arc::new(SystemClock));
         let oa = OaCallback::new(&config, queue, dedupe, slots.clone(), parked.clone(), Arc::new(SystemClock));
-        let (sender, dead) =
-            crate::outbound::memory_sender(shared_config, &env, Arc::new(MemoryContextTokens::default()), parked)?;
+        let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked)?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let dispatcher = Dispatcher {
             bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
+            typing: dispatcher::typing(&config, &env)?,
         };
         (wecom, oa, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
@@ -152,8 +172,11 @@ fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
     for oa in &config.oa {
         println!("  Official Account {:<5} POST|GET http://{addr}/oa/{}", oa.app, oa.app);
     }
-    if config.wecom.is_empty() && config.oa.is_empty() {
-        println!("  (no WeCom apps or Official Accounts configured)");
+    for bot in &config.ilink {
+        println!("  iLink bot {:<16} long-polling {} (no public URL needed)", bot.account, bot.base_url);
+    }
+    if config.wecom.is_empty() && config.oa.is_empty() && config.ilink.is_empty() {
+        println!("  (no WeCom apps, Official Accounts or iLink bots configured)");
     }
     println!("  outbound: POST http://{addr}/outbound with Outbound JSON (schemas/outbound.v1.json)");
     println!("  try: wxbridge simulate wecom --text \"hello\"");

@@ -1,6 +1,7 @@
 //! `wxbridge`: run and exercise the bridge on one machine.
 
 mod dev;
+mod ilink;
 mod outbound;
 mod settings;
 mod simulate;
@@ -22,6 +23,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Send a real signed, encrypted callback to a running bridge.
     Simulate(simulate::SimulateArgs),
+    /// iLink bots (personal WeChat): log a bot in by QR code.
+    Ilink(ilink::IlinkArgs),
 }
 
 #[tokio::main]
@@ -39,6 +42,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Ilink(args) => ilink::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -253,3 +253,150 @@ async fn post(url: &str, body: String) -> (u16, String) {
     let response = reqwest::Client::new().post(url).body(body).send().await.expect("dev answers");
     (response.status().as_u16(), response.text().await.unwrap_or_default())
 }
+
+fn ilink_login(fake: &fakes::FakeWechat, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["ilink", "login", "--base-url", &fake.base_url, "--poll-interval-ms", "10"])
+        .args(extra)
+        .env_remove("WXBRIDGE_ILINK_BASE_URL")
+        .output()
+        .expect("run wxbridge ilink login")
+}
+
+/// The login walks wait → scanned → confirmed and prints credentials the service accepts.
+#[test]
+fn ilink_login_follows_the_qr_code_to_confirmed_and_prints_the_credentials() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    fake.set_ilink_login("b0t1@im.bot", "owner@im.wechat");
+    fake.script_ilink_login(&["wait", "wait", "scaned", "confirmed"]);
+    let out = ilink_login(&fake, &["--json"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("scanned: confirm the login on the phone"), "{stderr}");
+    assert!(stderr.contains("https://liteapp.weixin.qq.com/q/"), "the QR link is shown: {stderr}");
+    assert!(stderr.contains('█') || stderr.contains('▀'), "the QR code is drawn: {stderr}");
+    let creds: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(creds["account"], "b0t1@im.bot");
+    assert_eq!(creds["base_url"], fake.base_url.as_str());
+    assert_eq!(creds["user_id"], "owner@im.wechat");
+    assert!(fake.ilink_token_valid(creds["bot_token"].as_str().unwrap()), "the printed token is the issued one");
+    assert!(!stderr.contains(creds["bot_token"].as_str().unwrap()), "the token is not in the log");
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+
+    // Env lines by default.
+    fake.script_ilink_login(&["confirmed"]);
+    let out = ilink_login(&fake, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("WXBRIDGE_ILINK_ACCOUNT=b0t1@im.bot\n"), "{stdout}");
+    assert!(stdout.contains("WXBRIDGE_ILINK_BOT_TOKEN="), "{stdout}");
+    assert!(stdout.contains(&format!("WXBRIDGE_ILINK_BASE_URL={}\n", fake.base_url)), "{stdout}");
+}
+
+#[test]
+fn ilink_login_gives_up_after_three_expired_codes() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    fake.script_ilink_login(&["wait", "expired", "expired", "scaned", "expired"]);
+    let out = ilink_login(&fake, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("3 QR codes expired"), "{stderr}");
+    assert_eq!(fake.calls("/ilink/bot/get_bot_qrcode"), 3);
+    assert!(out.stdout.is_empty());
+}
+
+/// `--config-file` writes the bot into the config (0600), and a second login by the same user
+/// replaces the first bot, whose token the service revoked.
+#[test]
+fn ilink_login_writes_the_bot_into_a_config_file() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, include_str!("../../examples/dev-config.json")).unwrap();
+    fake.set_ilink_login("first@im.bot", "owner@im.wechat");
+    fake.script_ilink_login(&["scaned", "confirmed"]);
+    let out = ilink_login(&fake, &["--config-file", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing secret printed when written to a file");
+    fake.set_ilink_login("second@im.bot", "owner@im.wechat");
+    fake.script_ilink_login(&["confirmed"]);
+    let out = ilink_login(&fake, &["--config-file", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = shared::config::Config::from_file(&path).unwrap();
+    assert_eq!(config.ilink.len(), 1);
+    assert_eq!(config.ilink[0].account, "second@im.bot");
+    assert_eq!(config.wecom[0].app, "demo", "the rest of the config is kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0, "not readable by others");
+    }
+}
+
+/// `wxbridge dev` long-polls a configured iLink bot: no public URL, and the echo comes back.
+#[test]
+fn dev_answers_an_ilink_message_through_the_poller() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    let token = "c0ffee@im.bot:secret";
+    fake.add_ilink_bot(token);
+    fake.set_ilink_redeliver(Some(Duration::from_millis(300)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let config =
+        serde_json::json!({"ilink": [{"account": "c0ffee@im.bot", "bot_token": token, "base_url": fake.base_url}]});
+    std::fs::write(&path, config.to_string()).unwrap();
+    let dev = start_dev(&["--config", path.to_str().unwrap()], &[]);
+    fake.push_ilink_message(
+        token,
+        serde_json::json!({"message_id": 9_300_000_000_000_000_001u64, "from_user_id": "pal@im.wechat",
+            "to_user_id": "c0ffee@im.bot", "create_time_ms": 1_700_000_000_000u64, "message_type": 1,
+            "message_state": 2, "context_token": "ctx-pal", "item_list": [{"type": 1, "text_item": {"text": "在吗"}}]}),
+    );
+    wait_for_line(&dev, "inbound queue ← ilink:c0ffee@im.bot:9300000000000000001");
+    let sent = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while fake.deliveries_of(fakes::Api::Ilink).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        fake.deliveries_of(fakes::Api::Ilink)
+    };
+    assert_eq!(sent.len(), 1, "one reply though the message came twice: {:?}", fake.problems());
+    assert_eq!(sent[0].body["msg"]["item_list"][0]["text_item"]["text"], "在吗");
+    assert_eq!(sent[0].body["msg"]["context_token"], "ctx-pal");
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+/// `--secret` adds the bot to the deployed stack's config secret (here on the local emulator).
+#[test]
+fn ilink_login_writes_the_bot_into_the_config_secret() {
+    std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(fakes::FakeWechat::start());
+    let name = format!("wxbridge-it-{}", shared::ports::claim_token());
+    let client = runtime.block_on(async { aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await) });
+    runtime
+        .block_on(
+            client.create_secret().name(&name).secret_string(include_str!("../../examples/dev-config.json")).send(),
+        )
+        .unwrap();
+    fake.set_ilink_login("b0t5@im.bot", "owner@im.wechat");
+    fake.script_ilink_login(&["scaned", "confirmed"]);
+    let out = ilink_login(&fake, &["--secret", &name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing secret printed when written to the secret");
+    let stored = runtime.block_on(client.get_secret_value().secret_id(&name).send()).unwrap();
+    let config = shared::config::Config::parse(stored.secret_string().unwrap()).unwrap();
+    assert_eq!(config.ilink[0].account, "b0t5@im.bot");
+    assert_eq!(config.ilink[0].base_url, fake.base_url);
+    assert_eq!(config.wecom[0].app, "demo");
+
+    let out = ilink_login(&fake, &["--secret", "no-such-secret"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read secret no-such-secret"));
+}

@@ -1,5 +1,6 @@
-//! iLink `POST /ilink/bot/sendmessage`, checked as ilink.md §1.1, §2.1, §5.1 and the sendmessage
-//! part of the §9 checklist describe.
+//! iLink bot endpoints: `getupdates` (long poll), `sendmessage`, `getconfig` and `sendtyping`,
+//! each checked for the headers, auth and `base_info` every bot POST carries, then for its own
+//! fields. QR login lives in `ilink_login`.
 //!
 //! Business errors are HTTP 200 with `ret`/`errcode` in the body, as on the real service. An
 //! unknown token is `-14 session timeout`; a malformed request `-2 invalid arguments`; a message
@@ -18,7 +19,9 @@ use crate::{Api, Delivery};
 /// First `message_id` handed out: above 2^53, so a client that parses ids as f64 loses digits.
 const FIRST_MESSAGE_ID: u64 = 7_300_000_000_000_000_000;
 
-pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject> {
+/// The checks every bot POST passes: method, `X-WECHAT-UIN`, auth, content type, a JSON object
+/// body with `base_info.channel_version`. Returns the bot token and the body.
+fn bot_post(st: &mut State, req: &Req) -> Result<(String, Map<String, Value>), Reject> {
     if req.method != axum::http::Method::POST {
         return Err(Reject::http(
             StatusCode::NOT_FOUND,
@@ -29,21 +32,22 @@ pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject>
     let bot = check_auth(st, req)?;
     uin?;
     check_content_type(req)?;
-
     let body: Value =
         serde_json::from_slice(&req.body).map_err(|e| Reject::ilink_invalid(format!("body is not valid JSON: {e}")))?;
-    let Value::Object(top) = &body else {
+    let Value::Object(top) = body else {
         return Err(Reject::ilink_invalid(format!("body is JSON {} instead of an object", kind(&body))));
     };
     match top.get("base_info").and_then(|b| b.get("channel_version")) {
-        Some(Value::String(_)) => {}
-        other => {
-            return Err(Reject::ilink_invalid(format!(
-                "base_info.channel_version must be a string, got {}",
-                other.map_or("nothing", kind)
-            )))
-        }
+        Some(Value::String(_)) => Ok((bot, top)),
+        other => Err(Reject::ilink_invalid(format!(
+            "base_info.channel_version must be a string, got {}",
+            other.map_or("nothing", kind)
+        ))),
     }
+}
+
+pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    let (bot, top) = bot_post(st, req)?;
     let msg = match top.get("msg") {
         Some(Value::Object(m)) => m,
         other => {
@@ -68,8 +72,51 @@ pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject>
 
     let n = st.ilink_sent;
     st.ilink_sent += 1;
-    st.deliveries.push(Delivery { api: Api::Ilink, account: bot, body });
+    st.deliveries.push(Delivery { api: Api::Ilink, account: bot, body: Value::Object(top) });
     Ok(success_body(n))
+}
+
+/// `getconfig`: a typing ticket for a user who has written to the bot.
+pub(crate) fn getconfig(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    let (bot, top) = bot_post(st, req)?;
+    let user = match top.get("ilink_user_id") {
+        Some(Value::String(u)) if !u.is_empty() => u.clone(),
+        other => {
+            return Err(Reject::ilink_invalid(format!("ilink_user_id must be a non-empty string, got {}", show(other))))
+        }
+    };
+    if !st.ilink_users.contains_key(&(bot.clone(), user.clone())) {
+        return Err(Reject::ilink_prepare_failed(format!("ilink_user_id {user:?} has never written to this bot")));
+    }
+    if let Some(ctx) = top.get("context_token") {
+        if !ctx.is_string() {
+            return Err(Reject::ilink_invalid(format!("context_token must be a string, got {ctx}")));
+        }
+    }
+    let ticket = base64::engine::general_purpose::STANDARD.encode(format!("ticket:{}:{user}", st.ilink_tickets.len()));
+    st.ilink_tickets.insert(ticket.clone(), (bot, user));
+    Ok(ilink_json(&json!({"ret": 0, "typing_ticket": ticket})))
+}
+
+/// `sendtyping`: needs a ticket issued to this bot for this user, and status 1 (typing) or 2.
+pub(crate) fn sendtyping(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    let (bot, top) = bot_post(st, req)?;
+    let user = top.get("ilink_user_id").and_then(Value::as_str).unwrap_or_default();
+    let ticket = top.get("typing_ticket").and_then(Value::as_str).unwrap_or_default();
+    match st.ilink_tickets.get(ticket) {
+        Some((b, u)) if *b == bot && u == user => {}
+        _ => {
+            return Err(Reject::ilink_invalid(format!(
+                "typing_ticket {ticket:?} was not issued to this bot for ilink_user_id {user:?}"
+            )))
+        }
+    }
+    match top.get("status").and_then(Value::as_i64) {
+        Some(1 | 2) => {}
+        _ => return Err(Reject::ilink_invalid(format!("status must be 1 or 2, got {}", show(top.get("status"))))),
+    }
+    st.deliveries.push(Delivery { api: Api::IlinkTyping, account: bot, body: Value::Object(top) });
+    Ok(ilink_json(&json!({"ret": 0})))
 }
 
 /// The real service answers a successful send in any of these shapes (§2.1); rotate so clients
@@ -203,32 +250,53 @@ fn offset_of(cursor: &str) -> Option<usize> {
     String::from_utf8(raw).ok()?.strip_prefix("v1:")?.parse().ok()
 }
 
-/// One look at `POST /ilink/bot/getupdates`: `Ok(None)` while an empty poll should keep holding.
-/// The cursor is an offset into the bot's queue, so a stale cursor replays what came after it.
-pub(crate) fn getupdates(st: &mut State, req: &Req, give_up: bool) -> Result<Option<Response>, Reject> {
-    check_content_type(req)?;
-    let token = check_auth(st, req)?;
-    let body = req.json_object()?;
-    if !body.get("base_info").and_then(|b| b.get("channel_version")).is_some_and(Value::is_string) {
-        return Err(Reject::ilink_invalid("base_info.channel_version (string) is required"));
-    }
+/// Checks a `getupdates` request once (headers, auth, body); returns the bot token and the
+/// cursor's offset into the bot's queue. A stale cursor replays what came after it.
+pub(crate) fn getupdates_open(st: &mut State, req: &Req) -> Result<(String, usize), Reject> {
+    let (token, body) = bot_post(st, req)?;
     let cursor = match body.get("get_updates_buf") {
         Some(Value::String(c)) => c.clone(),
         other => return Err(Reject::ilink_invalid(format!("get_updates_buf must be a string, got {}", show(other)))),
     };
     let offset = offset_of(&cursor).ok_or_else(|| Reject::ilink_invalid(format!("unknown cursor {cursor:?}")))?;
-    let queue = st.ilink_updates.get(&token).cloned().unwrap_or_default();
+    Ok((token, offset))
+}
+
+/// One look at the bot's queue: `None` while an empty poll should keep holding.
+pub(crate) fn getupdates_answer(st: &mut State, token: &str, offset: usize, give_up: bool) -> Option<Response> {
+    let now = std::time::Instant::now();
+    let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.ilink_pending).into_iter().partition(|p| p.0 <= now);
+    st.ilink_pending = waiting;
+    for (_, bot, message) in due {
+        st.ilink_updates.entry(bot).or_default().push(message);
+    }
+    let queue = st.ilink_updates.get(token).map(Vec::as_slice).unwrap_or_default();
     let hold_ms = st.ilink_hold.as_millis() as u64;
     if offset < queue.len() {
         let msgs = &queue[offset..];
-        return Ok(Some(ilink_json(
+        return Some(ilink_json(
             &json!({"ret": 0, "msgs": msgs, "get_updates_buf": cursor_of(queue.len()), "longpolling_timeout_ms": hold_ms}),
-        )));
+        ));
     }
-    if !give_up {
-        return Ok(None);
+    give_up.then(|| {
+        ilink_json(
+            &json!({"ret": 0, "msgs": [], "get_updates_buf": cursor_of(offset.min(queue.len())), "longpolling_timeout_ms": hold_ms}),
+        )
+    })
+}
+
+/// Queues an inbound message (and its re-delivery, when that is on). A user message issues its
+/// `context_token`: from now on, only that one lets the bot reply to the user.
+pub(crate) fn push(st: &mut State, bot_token: &str, message: Value) {
+    let from_user = message.get("from_user_id").and_then(Value::as_str);
+    let context = message.get("context_token").and_then(Value::as_str);
+    if let (Some(user), Some(context), Some(1)) =
+        (from_user, context, message.get("message_type").and_then(Value::as_i64))
+    {
+        st.ilink_users.insert((bot_token.to_owned(), user.to_owned()), context.to_owned());
     }
-    Ok(Some(ilink_json(
-        &json!({"ret": 0, "msgs": [], "get_updates_buf": cursor_of(offset.min(queue.len())), "longpolling_timeout_ms": hold_ms}),
-    )))
+    if let Some(after) = st.ilink_redeliver {
+        st.ilink_pending.push((std::time::Instant::now() + after, bot_token.to_owned(), message.clone()));
+    }
+    st.ilink_updates.entry(bot_token.to_owned()).or_default().push(message);
 }

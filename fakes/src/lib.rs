@@ -2,7 +2,8 @@
 //!
 //! [`FakeWechat`] is one HTTP server on 127.0.0.1 that plays WeCom (`gettoken`, `message/send`,
 //! `appchat/*`), the WeCom group robot webhook, the Official Account (`stable_token`,
-//! `message/custom/*`) and iLink (`ilink/bot/sendmessage`) at once; their paths do not collide.
+//! `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR login) at once; their
+//! paths do not collide.
 //! It checks each request the way the real server does (credentials, token lifetimes, field types
 //! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
 //! the platforms' rules rather than to a mock's assumptions.
@@ -22,6 +23,7 @@
 //! ```
 
 mod ilink;
+mod ilink_login;
 mod oa;
 mod robot;
 mod server;
@@ -75,6 +77,8 @@ pub enum Api {
     OaCustom,
     OaTyping,
     Ilink,
+    /// iLink `sendtyping` (status 1 typing, 2 cancel).
+    IlinkTyping,
 }
 
 impl FakeWechat {
@@ -86,13 +90,14 @@ impl FakeWechat {
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0 for the fake WeChat server");
         let addr = listener.local_addr().expect("local address of the fake WeChat listener");
-        let state: Shared = Arc::new(Mutex::new(State::default()));
+        let base_url = format!("http://{addr}");
+        let state: Shared = Arc::new(Mutex::new(State { base_url: base_url.clone(), ..State::default() }));
         let app = axum::Router::new().fallback(server::dispatch).with_state(Arc::clone(&state));
         let server = tokio::spawn(async move {
             // Serving only ends with an accept error on a loopback listener; nothing to report to.
             let _ = axum::serve(listener, app).await;
         });
-        FakeWechat { base_url: format!("http://{addr}"), state, server }
+        FakeWechat { base_url, state, server }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -151,9 +156,32 @@ impl FakeWechat {
         self.state().ilink_users.insert((bot_token.to_owned(), user_id.to_owned()), context_token.to_owned());
     }
 
-    /// Queues an inbound message for the bot's `getupdates` (its JSON as the server sends it).
+    /// Queues an inbound message for the bot's `getupdates` (its JSON as the server sends it). A
+    /// user message (`message_type` 1) makes its `context_token` the user's latest.
     pub fn push_ilink_message(&self, bot_token: &str, message: serde_json::Value) {
-        self.state().ilink_updates.entry(bot_token.to_owned()).or_default().push(message);
+        ilink::push(&mut self.state(), bot_token, message);
+    }
+
+    /// Delivers every message pushed from now on a second time, `after` later, with the same
+    /// `message_id` (the real service's habit); `None` turns it off.
+    pub fn set_ilink_redeliver(&self, after: Option<Duration>) {
+        self.state().ilink_redeliver = after;
+    }
+
+    /// The statuses the next QR status polls answer, in order (`wait`, `scaned`, `expired`,
+    /// `confirmed`, …); `wait` once they run out.
+    pub fn script_ilink_login(&self, statuses: &[&str]) {
+        self.state().qr.script = statuses.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// The bot account id and scanning user a confirmed login names.
+    pub fn set_ilink_login(&self, account: &str, user: &str) {
+        self.state().qr.login = Some((account.to_owned(), user.to_owned()));
+    }
+
+    /// Whether a bot token is currently accepted (issued and not revoked by a newer login).
+    pub fn ilink_token_valid(&self, bot_token: &str) -> bool {
+        self.state().ilink_bots.contains(bot_token)
     }
 
     /// How long `getupdates` holds an empty poll (default 300 ms).

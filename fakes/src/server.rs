@@ -14,7 +14,7 @@ use axum::response::Response;
 
 use crate::state::State;
 use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
-use crate::{ilink, oa, robot, wecom, Fault};
+use crate::{ilink, ilink_login, oa, robot, wecom, Fault};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
@@ -76,26 +76,54 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
     })
 }
 
-/// Holds an empty `getupdates` until a message is queued or the hold time passes.
+/// Holds an empty `getupdates` until a message is queued or the hold time passes. Two polls in
+/// flight on one token are reported: the real service's behaviour then is unknown, so a client
+/// must never do it.
 async fn long_poll(shared: &Shared, req: &Req) -> Response {
+    let opened = {
+        let mut st = lock(shared);
+        match ilink::getupdates_open(&mut st, req) {
+            Ok((token, offset)) => {
+                let polling = st.ilink_polling.entry(token.clone()).or_default();
+                *polling += 1;
+                if *polling > 1 {
+                    st.problems
+                        .push(format!("{} {}: a second getupdates in flight on one bot token", req.method, req.path));
+                }
+                Ok((token, offset))
+            }
+            Err(reject) => {
+                let fam = family(&req.path);
+                st.problems.push(format!("{} {}: {}", req.method, req.path, reject.describe(fam)));
+                Err(reject.into_response(fam))
+            }
+        }
+    };
+    let (token, offset) = match opened {
+        Ok(opened) => opened,
+        Err(response) => return response,
+    };
+    // Counts the poll out even when the client hangs up mid-hold (the future is dropped).
+    let _in_flight = InFlight { shared: shared.clone(), token: token.clone() };
     let deadline = tokio::time::Instant::now() + lock(shared).ilink_hold;
     loop {
         let give_up = tokio::time::Instant::now() >= deadline;
-        let outcome = {
-            let mut st = lock(shared);
-            match ilink::getupdates(&mut st, req, give_up) {
-                Ok(Some(response)) => Some(response),
-                Ok(None) => None,
-                Err(reject) => {
-                    let fam = family(&req.path);
-                    st.problems.push(format!("{} {}: {}", req.method, req.path, reject.describe(fam)));
-                    Some(reject.into_response(fam))
-                }
-            }
-        };
-        match outcome {
-            Some(response) => return response,
-            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        if let Some(response) = ilink::getupdates_answer(&mut lock(shared), &token, offset, give_up) {
+            return response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+struct InFlight {
+    shared: Shared,
+    token: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.shared).ilink_polling.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
         }
     }
 }
@@ -116,6 +144,10 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/cgi-bin/message/custom/send" => oa::custom_send(st, req),
         "/cgi-bin/message/custom/typing" => oa::typing(st, req),
         "/ilink/bot/sendmessage" => ilink::sendmessage(st, req),
+        "/ilink/bot/getconfig" => ilink::getconfig(st, req),
+        "/ilink/bot/sendtyping" => ilink::sendtyping(st, req),
+        "/ilink/bot/get_bot_qrcode" => ilink_login::get_bot_qrcode(st, req),
+        "/ilink/bot/get_qrcode_status" => ilink_login::get_qrcode_status(st, req),
         other => Err(Reject::http(StatusCode::NOT_FOUND, format!("{other} is not an endpoint this fake serves"))),
     }
 }

@@ -87,6 +87,18 @@ pub(crate) struct State {
     pub ilink_updates: HashMap<String, Vec<serde_json::Value>>,
     /// How long getupdates holds an empty poll.
     pub ilink_hold: Duration,
+    /// When set, every pushed message is queued a second time this much later (same message_id),
+    /// as the real service often does.
+    pub ilink_redeliver: Option<Duration>,
+    /// Re-deliveries waiting for their time: (due, bot_token, message).
+    pub ilink_pending: Vec<(std::time::Instant, String, serde_json::Value)>,
+    /// getupdates requests in flight per bot token (more than one is a client bug).
+    pub ilink_polling: HashMap<String, usize>,
+    /// typing_ticket → (bot_token, user) it was issued for.
+    pub ilink_tickets: HashMap<String, (String, String)>,
+    /// The fake's own base URL, which a confirmed QR login names as `baseurl`.
+    pub base_url: String,
+    pub qr: crate::ilink_login::QrState,
     pub tokens: HashMap<String, Token>,
     pub ttl_secs: u64,
     pub faults: HashMap<String, VecDeque<Fault>>,
@@ -110,6 +122,12 @@ impl Default for State {
             ilink_sent: 0,
             ilink_updates: HashMap::new(),
             ilink_hold: Duration::from_millis(300),
+            ilink_redeliver: None,
+            ilink_pending: Vec::new(),
+            ilink_polling: HashMap::new(),
+            ilink_tickets: HashMap::new(),
+            base_url: String::new(),
+            qr: Default::default(),
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,
             faults: HashMap::new(),

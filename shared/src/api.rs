@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 pub const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// The Official Account API host.
 pub const OA_API_BASE: &str = "https://api.weixin.qq.com";
+/// The iLink API host (QR login always starts here; a login may name another for the bot).
+pub const ILINK_API_BASE: &str = "https://ilinkai.weixin.qq.com";
 /// What wxbridge tells iLink about itself (`base_info`).
 pub const ILINK_CHANNEL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -147,8 +149,20 @@ impl Default for ApiSettings {
     }
 }
 
-fn base(url: &str) -> String {
+pub(crate) fn base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
+}
+
+/// iLink business errors come with HTTP 200: a non-zero `ret` and/or `errcode`.
+pub(crate) fn check_ilink(answer: Value) -> Result<Value, ApiError> {
+    let code = ["ret", "errcode"].iter().find_map(|k| answer.get(*k).and_then(Value::as_i64).filter(|c| *c != 0));
+    match code {
+        None => Ok(answer),
+        Some(code) => Err(ApiError::Errcode {
+            code,
+            message: answer.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        }),
+    }
 }
 
 /// Errcode 0 or absent is success; WeCom and OA put it at the top level.
@@ -163,6 +177,10 @@ fn check_errcode(body: Value) -> Result<Value, ApiError> {
 }
 
 impl WechatApi {
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn new(settings: &ApiSettings) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
@@ -178,7 +196,7 @@ impl WechatApi {
         })
     }
 
-    async fn json(response: Result<reqwest::Response, reqwest::Error>) -> Result<Value, ApiError> {
+    pub(crate) async fn json(response: Result<reqwest::Response, reqwest::Error>) -> Result<Value, ApiError> {
         let response = response.map_err(ApiError::transport)?;
         let status = response.status();
         if !status.is_success() {
@@ -304,7 +322,7 @@ impl WechatApi {
         })
     }
 
-    async fn ilink_call(
+    pub(crate) async fn ilink_call(
         &self,
         base_url: &str,
         bot_token: &SecretString,
@@ -320,24 +338,11 @@ impl WechatApi {
             }
         }
         let url = format!("{}/ilink/bot/{endpoint}", base(base_url));
-        let mut request = self.http.post(url).headers(ilink_headers(bot_token)?).json(&body);
+        let mut request = self.http.post(url).headers(ilink_headers(Some(bot_token))?).json(&body);
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let answer = Self::json(request.send().await).await?;
-        // Business errors come with HTTP 200: `ret` and/or `errcode`.
-        let code = answer
-            .get("ret")
-            .and_then(Value::as_i64)
-            .filter(|c| *c != 0)
-            .or_else(|| answer.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0));
-        match code {
-            None => Ok(answer),
-            Some(code) => Err(ApiError::Errcode {
-                code,
-                message: answer.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            }),
-        }
+        check_ilink(Self::json(request.send().await).await?)
     }
 }
 
@@ -455,23 +460,31 @@ pub struct Updates {
     pub hold_hint: Option<Duration>,
 }
 
-/// The headers of every iLink bot POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's
-/// decimal text) each time.
-fn ilink_headers(bot_token: &SecretString) -> Result<HeaderMap, ApiError> {
+/// The headers of every iLink POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's
+/// decimal text) each time, and the bearer token when there is one (not for the QR code).
+pub(crate) fn ilink_headers(bot_token: Option<&SecretString>) -> Result<HeaderMap, ApiError> {
     use base64::Engine as _;
-    let mut headers = HeaderMap::new();
+    let mut headers = ilink_app_headers();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("AuthorizationType", HeaderValue::from_static("ilink_bot_token"));
-    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", bot_token.expose_secret().trim()))
-        .map_err(|_| ApiError::Decode("the bot token is not a valid header value".into()))?;
-    bearer.set_sensitive(true);
-    headers.insert(AUTHORIZATION, bearer);
+    if let Some(bot_token) = bot_token {
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", bot_token.expose_secret().trim()))
+            .map_err(|_| ApiError::Decode("the bot token is not a valid header value".into()))?;
+        bearer.set_sensitive(true);
+        headers.insert(AUTHORIZATION, bearer);
+    }
     let uin: u32 = u32::from_be_bytes(crate::crypto::random_prefix()[..4].try_into().unwrap_or([0; 4]));
     let uin = base64::engine::general_purpose::STANDARD.encode(uin.to_string());
     headers.insert("X-WECHAT-UIN", HeaderValue::from_str(&uin).unwrap_or(HeaderValue::from_static("MA==")));
+    Ok(headers)
+}
+
+/// The app headers, which are all the QR status GET carries.
+pub(crate) fn ilink_app_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert("iLink-App-Id", HeaderValue::from_static("bot"));
     headers.insert("iLink-App-ClientVersion", HeaderValue::from_static("132105"));
-    Ok(headers)
+    headers
 }
 
 #[cfg(test)]
@@ -552,7 +565,7 @@ mod tests {
     fn ilink_headers_carry_a_fresh_decimal_uin_and_a_sensitive_bearer() {
         use base64::Engine as _;
         let token = SecretString::from("bot-token".to_owned());
-        let (a, b) = (ilink_headers(&token).unwrap(), ilink_headers(&token).unwrap());
+        let (a, b) = (ilink_headers(Some(&token)).unwrap(), ilink_headers(Some(&token)).unwrap());
         let uin = |h: &HeaderMap| {
             let raw = base64::engine::general_purpose::STANDARD.decode(h["X-WECHAT-UIN"].as_bytes()).unwrap();
             String::from_utf8(raw).unwrap().parse::<u32>().unwrap()

@@ -65,6 +65,8 @@ pub struct IlinkAccount {
     pub account: String,
     pub bot_token: SecretString,
     pub base_url: String,
+    /// The WeChat user who logged the bot in, when known.
+    pub user_id: Option<String>,
 }
 
 /// A WeCom group robot (webhook).
@@ -171,6 +173,9 @@ struct RawIlink {
     account: String,
     bot_token: SecretString,
     base_url: String,
+    /// The WeChat user who logged the bot in (written by `wxbridge ilink login`).
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +337,7 @@ impl Config {
                 account: check_id(at("account"), &account.account)?,
                 base_url: check_url(at("base_url"), &account.base_url)?,
                 bot_token: account.bot_token,
+                user_id: account.user_id,
             });
         }
         check_unique("ilink", "account", config.ilink.iter().map(|a| a.account.as_str()))?;

@@ -42,6 +42,38 @@ impl Bot for EchoBot {
     }
 }
 
+/// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
+/// implementations log their failures and never hold up the answer for long.
+#[async_trait]
+pub trait Typing: Send + Sync {
+    /// Turns the indicator on (`true`) or off for the conversation of `inbound`.
+    async fn set(&self, inbound: &Inbound, typing: bool);
+}
+
+/// How often "typing…" is renewed while the bot works (it fades on its own otherwise).
+pub const TYPING_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// "Typing…" under way for one message.
+struct TypingGuard {
+    typing: Arc<dyn Typing>,
+    inbound: Inbound,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TypingGuard {
+    /// Stops the renewals, lets a start still in flight land first (so the cancel is not
+    /// overtaken), then cancels.
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(TYPING_SETTLE, self.task).await;
+        self.typing.set(&self.inbound, false).await;
+    }
+}
+
+/// The longest a cancel waits for its typing start to land.
+const TYPING_SETTLE: Duration = Duration::from_secs(2);
+
 /// Why a record could not be dispatched now.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -61,6 +93,8 @@ pub struct Dispatcher {
     pub slots: Arc<dyn ReplySlots>,
     /// The outbound queue.
     pub outbound: Arc<dyn Publisher>,
+    /// "Typing…" while the bot works (iLink), if configured.
+    pub typing: Option<Arc<dyn Typing>>,
 }
 
 /// Where a reply to `inbound` goes, if anywhere.
@@ -79,13 +113,25 @@ impl Dispatcher {
     pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
         let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
         let Some(channel) = reply_channel(&inbound) else { return Ok(0) };
-        let replies = self.bot.answer(&inbound).await?;
+        let typing = self.start_typing(&inbound);
+        let routed = match self.bot.answer(&inbound).await {
+            Ok(replies) => self.route(&inbound, channel, &replies).await.map(|()| replies.len()),
+            Err(err) => Err(err.into()),
+        };
+        if let Some(typing) = typing {
+            typing.finish().await;
+        }
+        routed
+    }
+
+    /// Sends the bot's replies on their way: the passive reply, else the outbound queue.
+    async fn route(&self, inbound: &Inbound, channel: OutChannel, replies: &[Content]) -> Result<(), DispatchError> {
         for (index, content) in replies.iter().enumerate() {
             let key = format!("{}#{index}", inbound.id);
             if channel == OutChannel::Oa && index == 0 {
                 let to_event = inbound.kind == crate::envelope::Kind::Event;
                 let done = if passive(content, to_event).is_some() {
-                    self.try_passive(&inbound, content, &key).await?
+                    self.try_passive(inbound, content, &key).await?
                 } else {
                     // Not passive-able; but a rerun must not send what an earlier run put in the slot.
                     self.filled_by(&inbound.id, &key).await?
@@ -107,8 +153,31 @@ impl Dispatcher {
                 QueueMessage { body: out.to_json(), attributes: vec![("channel", channel.as_str().to_owned())] };
             self.outbound.publish(message).await.map_err(DispatchError::Queue)?;
         }
-        Ok(replies.len())
+        Ok(())
     }
+    /// Starts "typing…" for an iLink message when typing is on: it is renewed every few seconds
+    /// until the returned guard is finished.
+    fn start_typing(&self, inbound: &Inbound) -> Option<TypingGuard> {
+        let typing = self.typing.clone()?;
+        if inbound.channel != Channel::Ilink || inbound.kind == crate::envelope::Kind::Event {
+            return None;
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let (typing, inbound) = (typing.clone(), inbound.clone());
+            async move {
+                loop {
+                    typing.set(&inbound, true).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(TYPING_KEEPALIVE) => {}
+                        _ = &mut stopped => return,
+                    }
+                }
+            }
+        });
+        Some(TypingGuard { typing, inbound: inbound.clone(), stop, task })
+    }
+
     /// Puts the first reply in the message's slot and waits until a delivery takes it; false
     /// when it must go by customer service: the slot was closed, holds another reply, or nobody
     /// took it by the slot's deadline (WeChat delivered fewer times, or a delivery failed).

@@ -313,7 +313,7 @@ impl crate::ports::Leases for MemoryLeases {
 #[derive(Debug, Default)]
 pub struct MemoryPollState {
     cursors: Mutex<HashMap<String, String>>,
-    paused: Mutex<HashMap<String, u64>>,
+    paused: Mutex<HashMap<String, crate::ports::Paused>>,
 }
 
 #[async_trait]
@@ -327,12 +327,19 @@ impl crate::ports::PollState for MemoryPollState {
         Ok(())
     }
 
-    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError> {
-        Ok(self.paused.lock().unwrap_or_else(|p| p.into_inner()).get(account).copied())
+    async fn paused(&self, account: &str) -> Result<Option<crate::ports::Paused>, PortError> {
+        Ok(self.paused.lock().unwrap_or_else(|p| p.into_inner()).get(account).cloned())
     }
 
-    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError> {
-        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), unix_millis(at) / 1000);
+    async fn pause(&self, account: &str, token: &str, at: SystemTime) -> Result<(), PortError> {
+        let paused = crate::ports::Paused { at: unix_millis(at) / 1000, token: token.to_owned() };
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), paused);
+        Ok(())
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), PortError> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(account);
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).remove(account);
         Ok(())
     }
 }

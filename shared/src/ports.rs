@@ -146,6 +146,28 @@ impl EmfMetrics {
     }
 }
 
+impl EmfMetrics {
+    /// A count with no dimensions in the `wxbridge` namespace (what an alarm watches), with
+    /// `properties` kept in the log line for searching.
+    pub fn count_line(name: &str, value: u64, properties: &[(&str, &str)], timestamp_ms: u64) -> String {
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "wxbridge",
+                    "Dimensions": [[]],
+                    "Metrics": [{"Name": name, "Unit": "Count"}]
+                }]
+            },
+        });
+        line[name] = value.into();
+        for (key, value) in properties {
+            line[*key] = (*value).into();
+        }
+        line.to_string()
+    }
+}
+
 impl Metrics for EmfMetrics {
     fn record(&self, metric: &SendMetric) {
         println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
@@ -222,7 +244,19 @@ pub trait Leases: Send + Sync {
 pub trait PollState: Send + Sync {
     async fn cursor(&self, account: &str) -> Result<Option<String>, PortError>;
     async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError>;
-    /// When the account was paused (unix s) because its session expired (-14), if it was.
-    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError>;
-    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError>;
+    /// Whether the account is paused because its session expired (-14).
+    async fn paused(&self, account: &str) -> Result<Option<Paused>, PortError>;
+    /// Pauses the account: the session of the token with this fingerprint expired.
+    async fn pause(&self, account: &str, token: &str, at: SystemTime) -> Result<(), PortError>;
+    /// A new login: forgets the pause and the old session's cursor.
+    async fn resume(&self, account: &str) -> Result<(), PortError>;
+}
+
+/// An iLink account whose session expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// When (unix s).
+    pub at: u64,
+    /// The fingerprint of the token that expired: a new token (a new login) resumes the account.
+    pub token: String,
 }

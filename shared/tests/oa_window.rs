@@ -81,8 +81,12 @@ async fn a_bot_taking_twenty_seconds_gets_success_then_exactly_one_customer_serv
 async fn a_dispatcher_that_runs_twice_fills_once_and_never_also_sends() {
     let slots: Arc<dyn ReplySlots> = Arc::new(MemoryReplySlots::default());
     let (queue, mut rx) = MemoryQueue::new();
-    let dispatcher =
-        Dispatcher { bot: Arc::new(SlowEcho(Duration::ZERO)), slots: slots.clone(), outbound: Arc::new(queue) };
+    let dispatcher = Dispatcher {
+        bot: Arc::new(SlowEcho(Duration::ZERO)),
+        slots: slots.clone(),
+        outbound: Arc::new(queue),
+        typing: None,
+    };
     let now = std::time::SystemTime::now();
     slots.arrive("oa:news:9", now, now + Duration::from_secs(1)).await.unwrap();
     // A delivery waiting on the slot takes the reply as soon as it is there.

@@ -11,7 +11,7 @@ use shared::api::{ApiSettings, WechatApi};
 use shared::config::Config;
 use shared::ilink::{Poller, Turn};
 use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryPollState, MemoryQueue};
-use shared::ports::{ContextTokens, PollState, PortError, QueueMessage, SystemClock};
+use shared::ports::{ContextTokens, Paused, PollState, PortError, QueueMessage, SystemClock};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
@@ -123,11 +123,14 @@ impl PollState for CrashOnce {
         }
         self.inner.save_cursor(account, cursor).await
     }
-    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError> {
-        self.inner.paused_at(account).await
+    async fn paused(&self, account: &str) -> Result<Option<Paused>, PortError> {
+        self.inner.paused(account).await
     }
-    async fn pause(&self, account: &str, at: std::time::SystemTime) -> Result<(), PortError> {
-        self.inner.pause(account, at).await
+    async fn pause(&self, account: &str, token: &str, at: std::time::SystemTime) -> Result<(), PortError> {
+        self.inner.pause(account, token, at).await
+    }
+    async fn resume(&self, account: &str) -> Result<(), PortError> {
+        self.inner.resume(account).await
     }
 }
 
@@ -203,6 +206,115 @@ async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
     assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
     let state = shared::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table);
     assert!(state.cursor("a1b2c3@im.bot").await.unwrap().is_some());
-    state.pause("a1b2c3@im.bot", std::time::SystemTime::now()).await.unwrap();
+    let fingerprint = shared::ilink::poller::token_fingerprint(&account.bot_token);
+    state.pause("a1b2c3@im.bot", &fingerprint, std::time::SystemTime::now()).await.unwrap();
     assert_eq!(a.run_account(&account, soon(500)).await.unwrap(), Turn::Paused);
+    // A new login (a new token) resumes the account from a fresh session.
+    let mut relogged = account.clone();
+    relogged.bot_token = secrecy::SecretString::from("d4e5f6@im.bot:new".to_owned());
+    rig.fake.add_ilink_bot("d4e5f6@im.bot:new");
+    assert_eq!(b.run_account(&relogged, soon(500)).await.unwrap(), Turn::Polled { published: 0 });
+    assert_eq!(state.paused("a1b2c3@im.bot").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_message_delivered_again_after_the_cursor_moved_is_published_once() {
+    let mut rig = rig(Arc::new(MemoryPollState::default())).await;
+    rig.fake.set_ilink_redeliver(Some(Duration::from_millis(150)));
+    rig.fake.push_ilink_message(TOKEN, message(7_300_000_000_000_000_077, "again", "c77", 77));
+    let turn = rig.poller.run_account(&rig.account, soon(900)).await.unwrap();
+    assert_eq!(turn, Turn::Polled { published: 1 });
+    assert!(rig.fake.calls("/ilink/bot/getupdates") >= 2, "the re-delivery came in a later poll");
+    assert_eq!(drain(&mut rig.inbound).len(), 1);
+    assert!(rig.fake.problems().is_empty(), "{:?}", rig.fake.problems());
+}
+
+/// The deployed path: the poller Lambda's build publishes to SQS, the dispatcher Lambda's build
+/// answers (echo) with typing on, the sender Lambda's build sends with the latest context token.
+#[tokio::test]
+async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_token() {
+    let stack = crate::support::Stack::new().await;
+    let fake = FakeWechat::start().await;
+    fake.add_ilink_bot(TOKEN);
+    fake.set_ilink_hold(Duration::from_millis(100));
+    fake.push_ilink_message(TOKEN, message(9_007_199_254_740_993, "一", "ctx1", 1_000));
+    fake.push_ilink_message(TOKEN, message(9_007_199_254_740_995, "二", "ctx2", 2_000));
+    let config = Config::parse(&format!(
+        r#"{{"ilink": [{{"account": "a1b2c3@im.bot", "bot_token": "{TOKEN}", "base_url": "{}"}}]}}"#,
+        fake.base_url
+    ))
+    .unwrap();
+    let (table, inbound, outbound, dlq) = (
+        stack.names.table.clone(),
+        stack.urls.inbound.clone(),
+        stack.urls.outbound.clone(),
+        stack.urls.outbound_dlq.clone(),
+    );
+    let env = shared::config::Env::from_lookup(move |name| match name {
+        "WXBRIDGE_TABLE" => Some(table.clone()),
+        "WXBRIDGE_INBOUND_QUEUE_URL" => Some(inbound.clone()),
+        "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
+        "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
+        _ => None,
+    });
+
+    let mut poller = ilink_poller::build(&env, &stack.sdk).unwrap();
+    poller.hold = Duration::from_millis(200);
+    poller.margin = Duration::from_millis(100);
+    let deadline_ms = shared::ports::unix_millis(std::time::SystemTime::now()) + 800;
+    let summary = ilink_poller::handle(&poller, &config.ilink, deadline_ms).await;
+    assert_eq!((summary.polled, summary.published, summary.paused), (1, 2, 0), "{summary:?}");
+    let inbound = stack.drain(&stack.urls.inbound).await;
+    assert_eq!(inbound.len(), 2);
+    let first = inbound.iter().map(|m| m.body().unwrap()).find(|b| b.contains("\"一\"")).unwrap();
+
+    // The bot answers the older message after the newer one came in.
+    let dispatcher = dispatcher::build(&config, &env, &stack.sdk).unwrap();
+    assert_eq!(dispatcher.dispatch(first).await.unwrap(), 1);
+    let typing: Vec<i64> =
+        fake.deliveries_of(fakes::Api::IlinkTyping).iter().map(|d| d.body["status"].as_i64().unwrap()).collect();
+    assert_eq!(typing.first(), Some(&1), "typing starts: {typing:?}");
+    assert_eq!(typing.last(), Some(&2), "and is cancelled once the bot answered: {typing:?}");
+
+    let sender = sender::build(config.clone(), &env, &stack.sdk).unwrap();
+    let outbound = stack.drain(&stack.urls.outbound).await;
+    assert_eq!(outbound.len(), 1);
+    let record = shared::sender::Record {
+        message_id: outbound[0].message_id().unwrap().to_owned(),
+        receipt_handle: outbound[0].receipt_handle().unwrap().to_owned(),
+        body: outbound[0].body().unwrap().to_owned(),
+        receive_count: 1,
+    };
+    assert!(sender.handle(&record).await, "sent");
+    let sent = fake.deliveries_of(fakes::Api::Ilink);
+    assert_eq!(sent.len(), 1);
+    let msg = &sent[0].body["msg"];
+    assert_eq!(msg["to_user_id"], "u1@im.wechat");
+    assert_eq!(msg["context_token"], "ctx2", "the latest token, not the one of the message answered");
+    assert_eq!(msg["item_list"][0]["text_item"]["text"], "一");
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn typing_that_fails_does_not_hold_up_the_answer() {
+    let rig = rig(Arc::new(MemoryPollState::default())).await;
+    rig.fake.push_ilink_message(TOKEN, message(5, "hi", "c5", 5));
+    rig.fake.inject("/ilink/bot/getconfig", fakes::Fault::HttpStatus(502));
+    let (queue, mut replies) = MemoryQueue::new();
+    let api = WechatApi::new(&ApiSettings::default()).unwrap();
+    let dispatcher = shared::dispatcher::Dispatcher {
+        bot: Arc::new(shared::dispatcher::EchoBot),
+        slots: Arc::new(shared::memory::MemoryReplySlots::default()),
+        outbound: Arc::new(queue),
+        typing: Some(Arc::new(shared::ilink::IlinkTyping::new(api, std::slice::from_ref(&rig.account)))),
+    };
+    let inbound = message_inbound(&rig.account.account, message(5, "hi", "c5", 5));
+    assert_eq!(dispatcher.dispatch(&inbound).await.unwrap(), 1);
+    assert_eq!(drain(&mut replies).len(), 1);
+    assert!(rig.fake.deliveries_of(fakes::Api::IlinkTyping).is_empty());
+}
+
+fn message_inbound(account: &str, raw: Value) -> String {
+    let parsed = shared::ilink::WeixinMessage::from_value(&raw).unwrap();
+    parsed.to_inbound(account, 0, raw).to_json()
 }

@@ -72,6 +72,7 @@ async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
         bot: Arc::new(EchoBot),
         slots: Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
         outbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.outbound)),
+        typing: None,
     };
     let deadline = tokio::time::Instant::now() + until;
     let mut dispatched = 0;

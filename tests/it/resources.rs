@@ -125,6 +125,7 @@ fn each_function_may_touch_only_what_it_uses() {
     assert_eq!(policy_targets(&t, "WecomCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
     assert_eq!(policy_targets(&t, "OaCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
     assert_eq!(policy_targets(&t, "DispatcherFunction"), ["Table.Arn", "OutboundQueue.Arn", "secret"]);
+    assert_eq!(policy_targets(&t, "IlinkPollerFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
     assert_eq!(
         policy_targets(&t, "SenderFunction"),
         ["Table.Arn", "OutboundQueue.Arn", "OutboundDeadLetterQueue.Arn", "secret"]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::aws::{DynamoReplySlots, SdkConfig, SqsPublisher};
 use shared::config::{Config, ConfigError, Env};
-use shared::dispatcher::{BotError, Dispatcher};
+use shared::dispatcher::{BotError, Dispatcher, Typing};
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,8 @@ pub enum BuildError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Bot(#[from] BotError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] shared::api::ApiError),
 }
 
 /// Builds the dispatcher: the configured bot, the reply slots and the outbound queue.
@@ -22,7 +24,17 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
         bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
         slots: Arc::new(DynamoReplySlots::from_sdk(sdk, env.require_table()?)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
+        typing: typing(config, env)?,
     })
+}
+
+/// "Typing…" for the configured iLink accounts, if any.
+pub fn typing(config: &Config, env: &Env) -> Result<Option<Arc<dyn Typing>>, BuildError> {
+    if config.ilink.is_empty() {
+        return Ok(None);
+    }
+    let api = shared::api::WechatApi::new(&env.api_settings())?;
+    Ok(Some(Arc::new(shared::ilink::IlinkTyping::new(api, &config.ilink))))
 }
 
 /// Handles one batch; bot errors and timeouts come back through SQS.

@@ -1,5 +1,6 @@
 //! The DynamoDB adapter of [`Dedupe`]: one item per message, `pk = seen#<inbound id>`.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -371,7 +372,7 @@ impl DynamoReplySlots {
         AttributeValue::S(format!("slot#{key}"))
     }
 
-    fn slot(item: &std::collections::HashMap<String, AttributeValue>) -> Option<crate::ports::Slot> {
+    fn slot(item: &HashMap<String, AttributeValue>) -> Option<crate::ports::Slot> {
         use crate::ports::SlotState;
         let state = match item.get("state").and_then(|v| v.as_s().ok()).map(String::as_str)? {
             "filled" => SlotState::Filled,
@@ -581,7 +582,8 @@ impl crate::ports::Leases for DynamoLeases {
     }
 }
 
-/// iLink poll state in the bridge's table: `pk = ilink#<account>` with `cursor` and `paused_at`.
+/// iLink poll state in the bridge's table: `pk = ilink#<account>` with `cursor`, and `paused_at`
+/// + `paused_token` while the account waits for a new login.
 #[derive(Debug, Clone)]
 pub struct DynamoPollState {
     client: aws_sdk_dynamodb::Client,
@@ -597,7 +599,7 @@ impl DynamoPollState {
         AttributeValue::S(format!("ilink#{account}"))
     }
 
-    async fn attribute(&self, account: &str, name: &str) -> Result<Option<AttributeValue>, PortError> {
+    async fn item(&self, account: &str) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
         let out = self
             .client
             .get_item()
@@ -607,39 +609,58 @@ impl DynamoPollState {
             .send()
             .await
             .map_err(port_error)?;
-        Ok(out.item().and_then(|i| i.get(name)).cloned())
+        Ok(out.item)
     }
 
-    async fn set(&self, account: &str, name: &str, value: AttributeValue) -> Result<(), PortError> {
-        self.client
+    async fn update(
+        &self,
+        account: &str,
+        expression: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<(), PortError> {
+        // `cursor` is a reserved word: every attribute goes by a placeholder (`#name`).
+        let mut request = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", Self::pk(account))
-            .update_expression("SET #name = :value")
-            .expression_attribute_names("#name", name)
-            .expression_attribute_values(":value", value)
-            .send()
-            .await
-            .map(drop)
-            .map_err(port_error)
+            .update_expression(expression);
+        for name in ["cursor", "paused_at", "paused_token"] {
+            let placeholder = format!("#{name}");
+            if expression.contains(&placeholder) {
+                request = request.expression_attribute_names(placeholder, name);
+            }
+        }
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, value.clone());
+        }
+        request.send().await.map(drop).map_err(port_error)
     }
 }
 
 #[async_trait]
 impl crate::ports::PollState for DynamoPollState {
     async fn cursor(&self, account: &str) -> Result<Option<String>, PortError> {
-        Ok(self.attribute(account, "cursor").await?.and_then(|v| v.as_s().ok().cloned()))
+        Ok(self.item(account).await?.and_then(|i| i.get("cursor").and_then(|v| v.as_s().ok().cloned())))
     }
 
     async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError> {
-        self.set(account, "cursor", s(cursor)).await
+        self.update(account, "SET #cursor = :c", &[(":c", s(cursor))]).await
     }
 
-    async fn paused_at(&self, account: &str) -> Result<Option<u64>, PortError> {
-        Ok(self.attribute(account, "paused_at").await?.and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok())))
+    async fn paused(&self, account: &str) -> Result<Option<crate::ports::Paused>, PortError> {
+        let Some(item) = self.item(account).await? else { return Ok(None) };
+        let at = item.get("paused_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+        let token = item.get("paused_token").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        Ok(at.map(|at| crate::ports::Paused { at, token }))
     }
 
-    async fn pause(&self, account: &str, at: SystemTime) -> Result<(), PortError> {
-        self.set(account, "paused_at", n(unix_millis(at) / 1000)).await
+    async fn pause(&self, account: &str, token: &str, at: SystemTime) -> Result<(), PortError> {
+        let values = [(":at", n(unix_millis(at) / 1000)), (":t", s(token))];
+        self.update(account, "SET #paused_at = :at, #paused_token = :t", &values).await
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), PortError> {
+        self.update(account, "REMOVE #paused_at, #paused_token, #cursor", &[]).await
     }
 }

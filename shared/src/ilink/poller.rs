@@ -24,6 +24,14 @@ const RETRY_DELAY: Duration = Duration::from_secs(2);
 const BACKOFF_DELAY: Duration = Duration::from_secs(30);
 const MAX_CONSECUTIVE_FAILURES: u32 = 3;
 
+/// Names a bot token without revealing it: the pause remembers which token expired, so that a
+/// new login (a new token) resumes the account.
+pub fn token_fingerprint(token: &secrecy::SecretString) -> String {
+    use secrecy::ExposeSecret as _;
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.expose_secret().trim().as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How one account's turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -31,7 +39,7 @@ pub enum Turn {
     Polled { published: usize },
     /// Another poller holds the account.
     Busy,
-    /// The account's session expired earlier; it waits for a new login.
+    /// The account's session expired earlier; it waits for a new login (a new bot token).
     Paused,
     /// The session expired during this turn (-14): the account is now paused.
     Expired { published: usize },
@@ -80,14 +88,41 @@ impl Poller {
         }
     }
 
+    /// Polls every account at once until `deadline`; each account's turn is independent (its own
+    /// lease), so one failing account does not stop the others.
+    pub async fn run_all(
+        &self,
+        accounts: &[IlinkAccount],
+        deadline: Instant,
+    ) -> Vec<(String, Result<Turn, crate::ports::PortError>)> {
+        let turns = accounts.iter().map(|account| async move {
+            let turn = self.run_account(account, deadline).await;
+            match &turn {
+                Ok(Turn::Expired { .. }) | Ok(Turn::Paused) | Ok(Turn::Busy) => {}
+                Ok(Turn::Polled { published }) => {
+                    tracing::info!(account = %account.account, published, "iLink turn done")
+                }
+                Err(err) => tracing::error!(account = %account.account, error = %err, "iLink turn failed"),
+            }
+            (account.account.clone(), turn)
+        });
+        futures_util::future::join_all(turns).await
+    }
+
     /// Polls `account` until `deadline` (the invocation's end, less a margin).
     pub async fn run_account(
         &self,
         account: &IlinkAccount,
         deadline: Instant,
     ) -> Result<Turn, crate::ports::PortError> {
-        if self.state.paused_at(&account.account).await?.is_some() {
-            return Ok(Turn::Paused);
+        let token = token_fingerprint(&account.bot_token);
+        if let Some(paused) = self.state.paused(&account.account).await? {
+            if paused.token == token {
+                return Ok(Turn::Paused);
+            }
+            // Another token than the one that expired: a new login. Its session starts afresh.
+            self.state.resume(&account.account).await?;
+            tracing::info!(account = %account.account, "new bot token: the paused account resumes");
         }
         let lease_key = format!("lease#ilink:{}", account.account);
         let owner = claim_token();
@@ -147,7 +182,9 @@ impl Poller {
                     }
                 }
                 Err(ApiError::Errcode { code: -14, .. }) => {
-                    self.state.pause(&account.account, self.clock.now()).await?;
+                    self.state
+                        .pause(&account.account, &token_fingerprint(&account.bot_token), self.clock.now())
+                        .await?;
                     tracing::error!(account = %account.account, "iLink session expired (-14): account paused until a new login");
                     return Ok(Turn::Expired { published });
                 }

@@ -103,8 +103,12 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         )
         .with_wechat_wait(timings.wechat_wait),
     );
-    let dispatcher =
-        Arc::new(Dispatcher { bot: Arc::new(SlowEcho(latency)), slots, outbound: Arc::new(outbound_queue) });
+    let dispatcher = Arc::new(Dispatcher {
+        bot: Arc::new(SlowEcho(latency)),
+        slots,
+        outbound: Arc::new(outbound_queue),
+        typing: None,
+    });
     let bot = tokio::spawn(async move {
         let mut running = Vec::new();
         while let Some(message) = inbound_rx.recv().await {
