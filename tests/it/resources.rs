@@ -153,3 +153,74 @@ async fn the_config_loads_from_a_secrets_manager_secret() {
     let err = shared::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
     assert!(err.contains("no/such/secret"), "{err}");
 }
+
+fn resources_of_type<'a>(template: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// What each alarm watches: (metric name, the `!Ref`/`!GetAtt` target of its dimension).
+fn alarms(template: &Yaml) -> Vec<(String, Option<String>)> {
+    resources_of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(name, alarm)| {
+            let props = &alarm["Properties"];
+            assert!(tagged(&props["AlarmActions"][0]).is_some_and(|(_, t)| t == "AlarmTopic"), "{name} notifies");
+            let target = tagged(&props["Dimensions"][0]["Value"]).map(|(_, text)| text);
+            (props["MetricName"].as_str().unwrap().to_owned(), target)
+        })
+        .collect()
+}
+
+#[test]
+fn every_dlq_and_every_function_has_an_alarm_and_a_paused_ilink_bot_raises_one() {
+    let t = template();
+    let alarms = alarms(&t);
+    for (queue, _) in resources_of_type(&t, "AWS::SQS::Queue").iter().filter(|(n, _)| n.contains("DeadLetter")) {
+        let watched = format!("{queue}.QueueName");
+        assert!(
+            alarms.iter().any(|(m, q)| m == "ApproximateNumberOfMessagesVisible" && q.as_deref() == Some(&watched)),
+            "no depth alarm on {queue}"
+        );
+    }
+    for (function, _) in resources_of_type(&t, "AWS::Serverless::Function") {
+        assert!(
+            alarms.iter().any(|(m, f)| m == "Errors" && f.as_deref() == Some(function.as_str())),
+            "no error alarm on {function}"
+        );
+    }
+    assert!(alarms.iter().any(|(m, _)| m == "IlinkPausedAccounts"), "no alarm on paused iLink bots");
+}
+
+/// A queue's visibility timeout must be at least 6x its consumer's timeout (AWS's advice for
+/// Lambda event sources), and every consumer reports partial batch failures.
+#[test]
+fn queues_outlast_their_consumers_and_the_poller_runs_within_its_schedule() {
+    let t = template();
+    for (function, f) in resources_of_type(&t, "AWS::Serverless::Function") {
+        let props = &f["Properties"];
+        assert_eq!(props["Runtime"], Yaml::Null, "{function}: the runtime comes from Globals");
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{function}");
+        let timeout = number(&props["Timeout"]);
+        for event in props["Events"].as_mapping().unwrap().values().filter(|e| e["Type"] == "SQS") {
+            let (_, queue) = tagged(&event["Properties"]["Queue"]).unwrap();
+            let queue = queue.trim_end_matches(".Arn");
+            let visibility = number(&resource(&t, queue)["Properties"]["VisibilityTimeout"]);
+            assert!(visibility >= 6 * timeout, "{queue}: visibility {visibility} s < 6 x {function}'s {timeout} s");
+            assert_eq!(event["Properties"]["FunctionResponseTypes"][0], "ReportBatchItemFailures", "{function}");
+        }
+    }
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"][0], "arm64");
+    let poller = &resource(&t, "IlinkPollerFunction")["Properties"];
+    assert_eq!(poller["Events"]["EveryMinute"]["Properties"]["Schedule"], "rate(1 minute)");
+    assert!(number(&poller["Timeout"]) <= 60, "the poller's run ends before the next one starts");
+    let oa = &resource(&t, "OaCallbackFunction")["Properties"];
+    assert!(number(&oa["Timeout"]) * 1000 > 8_000, "an OA delivery (held up to 8 s) ends before the function");
+}
