@@ -35,15 +35,20 @@ pub struct DevArgs {
     /// WXBRIDGE_INBOUND_QUEUE_URL, AWS_ENDPOINT_URL for an emulator) instead of memory.
     #[arg(long)]
     pub aws: bool,
-    /// Config file (default: $WXBRIDGE_CONFIG, else the built-in demo app).
+    /// Config file (default: $WXBRIDGE_CONFIG, else the built-in demo apps in the sandbox).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// Send to the built-in WeChat sandbox instead of WeChat, even with a config file (always on
+    /// with the built-in demo apps, whose credentials are made up).
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 struct DevState {
     wecom: WecomCallback,
     oa: OaCallback,
     outbound: OutboundSink,
+    sandbox: Option<Arc<fakes::FakeWechat>>,
 }
 
 /// Where `POST /outbound` puts a message: the in-memory queue or the SQS outbound queue.
@@ -53,9 +58,16 @@ enum OutboundSink {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let env = Env::from_process();
+    let mut env = Env::from_process();
     let loaded = crate::settings::load(args.config.clone(), &env)?;
-    let config = loaded.config;
+    let mut config = loaded.config;
+    let sandbox = if args.sandbox || loaded.demo {
+        let fake = crate::sandbox::start(&mut config, &mut env).await;
+        tokio::spawn(crate::sandbox::show_sends(fake.clone()));
+        Some(fake)
+    } else {
+        None
+    };
     let shared_config = Arc::new(config.clone());
     let (wecom, oa, inbound, outbound) = if args.aws {
         let sdk = shared::aws::sdk_config().await;
@@ -111,17 +123,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    print_banner(&config, &loaded.origin, addr, args.aws);
+    print_banner(&config, &loaded.origin, addr, args.aws, sandbox.is_some());
     if let Some((rx, dispatcher)) = inbound {
         tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
 
-    let state = Arc::new(DevState { wecom, oa, outbound });
+    let state = Arc::new(DevState { wecom, oa, outbound, sandbox });
     let router = Router::new()
         .route("/", get(index))
         .route("/wecom/{app}", any(wecom_route))
         .route("/oa/{app}", any(oa_route))
         .route("/outbound", post(outbound_route))
+        .route("/sandbox/sends", get(sandbox_sends))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -162,10 +175,16 @@ async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::
     Ok(env)
 }
 
-fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
+fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool, sandbox: bool) {
+    use crate::ui;
     println!("wxbridge dev listening on http://{addr}");
     println!("  config: {origin}");
     println!("  storage: {}", if aws { "DynamoDB + SQS (AWS environment)" } else { "in memory" });
+    if sandbox {
+        println!("  WeChat: {} (sends are shown here, nothing leaves this machine)", ui::warn("sandbox"));
+    } else {
+        println!("  WeChat: {} (sends go to WeChat's APIs)", ui::ok("real"));
+    }
     for app in &config.wecom {
         println!("  WeCom app {:<12} POST|GET http://{addr}/wecom/{}", app.app, app.app);
     }
@@ -179,7 +198,23 @@ fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool) {
         println!("  (no WeCom apps, Official Accounts or iLink bots configured)");
     }
     println!("  outbound: POST http://{addr}/outbound with Outbound JSON (schemas/outbound.v1.json)");
-    println!("  try: wxbridge simulate wecom --text \"hello\"");
+    if !config.wecom.is_empty() {
+        println!("  try: scripts/wxbridge simulate wecom --text \"hello\"");
+    }
+    if !config.oa.is_empty() {
+        println!("       scripts/wxbridge simulate oa --text \"你好\"");
+    }
+}
+
+/// `GET /sandbox/sends`: every send the sandbox received, in order (404 outside the sandbox).
+async fn sandbox_sends(State(state): State<Arc<DevState>>) -> Response {
+    match &state.sandbox {
+        Some(fake) => {
+            let sends: Vec<serde_json::Value> = fake.deliveries().iter().map(crate::sandbox::describe).collect();
+            axum::Json(sends).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response(),
+    }
 }
 
 /// Prints each published Inbound, as a bot would receive it, and hands it to the dispatcher.

@@ -1,10 +1,14 @@
 //! `wxbridge`: run and exercise the bridge on one machine.
 
+mod check;
 mod dev;
 mod ilink;
 mod outbound;
+mod sandbox;
+mod send;
 mod settings;
 mod simulate;
+mod ui;
 
 use std::io::IsTerminal as _;
 
@@ -21,10 +25,14 @@ struct Cli {
 enum Command {
     /// Run the bridge locally, serving the same routes as API Gateway.
     Dev(dev::DevArgs),
-    /// Send a real signed, encrypted callback to a running bridge.
+    /// Play WeChat: send a real signed, encrypted callback to a running bridge, show the answer.
     Simulate(simulate::SimulateArgs),
     /// iLink bots (personal WeChat): log a bot in by QR code.
     Ilink(ilink::IlinkArgs),
+    /// Queue an Outbound text, as a bot would (on dev's queue or an SQS queue).
+    Send(send::SendArgs),
+    /// Validate a config and the environment; say which channels are ready.
+    Check(check::CheckArgs),
 }
 
 #[tokio::main]
@@ -32,7 +40,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The commands print what matters; RUST_LOG=info shows the functions' logs too.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -43,6 +52,8 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Ilink(args) => ilink::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Check(args) => check::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,7 +27,12 @@ struct PrintMetrics;
 impl Metrics for PrintMetrics {
     fn record(&self, metric: &SendMetric) {
         let code = metric.errcode.map(|c| format!(" (errcode {c})")).unwrap_or_default();
-        println!("outbound → {} {}{code}", metric.channel, metric.outcome);
+        let outcome = match metric.outcome {
+            "sent" => crate::ui::ok(metric.outcome),
+            "retry" => crate::ui::warn(metric.outcome),
+            other => crate::ui::bad(other),
+        };
+        println!("outbound → {} {outcome}{code}", metric.channel);
     }
 }
 

@@ -1,11 +1,24 @@
-//! `wxbridge simulate`: sends a real signed, encrypted callback to a running bridge.
+//! `wxbridge simulate`: plays WeChat. Builds a real signed (and encrypted) callback for a
+//! configured app, posts it to a running bridge the way WeChat does (an Official Account message
+//! is re-delivered when WeChat's 5 s pass without an answer), and prints the round trip: the
+//! HTTP answer, the decrypted passive reply, and, against `wxbridge dev`'s sandbox, the send
+//! that followed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
 use shared::config::Env;
 use shared::crypto::random_prefix;
+use shared::oa::callback::Mode;
 use shared::wecom::simulate::{sign_callback, text_message};
+
+use crate::ui;
+
+/// How long WeChat waits for an answer to one delivery.
+const WECHAT_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for the send that follows a message (the sandbox's sends).
+const SEND_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -15,37 +28,67 @@ pub struct SimulateArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Channel {
-    /// A WeCom app callback.
-    Wecom(WecomArgs),
+    /// A WeCom app callback (encrypted and signed for the app).
+    Wecom(Common),
+    /// An Official Account callback, with the passive reply decrypted.
+    Oa(OaArgs),
 }
 
 #[derive(Debug, clap::Args)]
-pub struct WecomArgs {
-    /// The app to write to (default: the first configured WeCom app).
+pub struct Common {
+    /// The app to write to (default: the first configured one of the channel).
     #[arg(long)]
     pub app: Option<String>,
     /// The text the user sends.
     #[arg(long)]
     pub text: String,
-    /// The sending user's id.
-    #[arg(long, default_value = "WangFang")]
-    pub from: String,
+    /// The sending user's id (WeCom user id or Official Account OpenID).
+    #[arg(long)]
+    pub from: Option<String>,
     /// Where the bridge runs (`wxbridge dev`, or a deployed API's base URL).
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
-    /// Config file (default: $WXBRIDGE_CONFIG, else the built-in demo app).
+    /// Config file (default: $WXBRIDGE_CONFIG, else the built-in demo apps).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// One JSON object on stdout instead of lines for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OaArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Message mode (default: safe when the account has an EncodingAESKey, else plain).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Plain,
+    Compat,
+    Safe,
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     match args.channel {
         Channel::Wecom(args) => wecom(args).await,
+        Channel::Oa(args) => oa(args).await,
     }
 }
 
-async fn wecom(args: WecomArgs) -> anyhow::Result<()> {
-    let loaded = crate::settings::load(args.config, &Env::from_process())?;
+fn message_id() -> u64 {
+    u64::from_be_bytes(random_prefix()[..8].try_into().unwrap_or([1; 8])) >> 1
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+async fn wecom(args: Common) -> anyhow::Result<()> {
+    let loaded = crate::settings::load(args.config.clone(), &Env::from_process())?;
     let app = match &args.app {
         Some(name) => loaded
             .config
@@ -53,27 +96,265 @@ async fn wecom(args: WecomArgs) -> anyhow::Result<()> {
             .with_context(|| format!("no WeCom app named '{name}' in {}", loaded.origin))?,
         None => loaded.config.wecom.first().with_context(|| format!("no WeCom app in {}", loaded.origin))?,
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let msg_id = u64::from_be_bytes(random_prefix()[..8].try_into()?) >> 1;
-    let xml = text_message(&app.corp_id, app.agent_id, &args.from, &args.text, msg_id, now);
+    let from = args.from.clone().unwrap_or_else(|| "WangFang".to_owned());
+    let msg_id = message_id();
+    let xml = text_message(&app.corp_id, app.agent_id, &from, &args.text, msg_id, unix_now());
     let nonce = (msg_id % 10_000_000_000).to_string();
-    let callback = sign_callback(&app.msg_crypt(), &xml, now, &nonce, random_prefix());
-
-    let url = format!("{}/wecom/{}?{}", args.url.trim_end_matches('/'), app.app, callback.query);
+    let callback = sign_callback(&app.msg_crypt(), &xml, unix_now(), &nonce, random_prefix());
+    let base = args.url.trim_end_matches('/');
+    let url = format!("{base}/wecom/{}?{}", app.app, callback.query);
+    let id = format!("wecom:{}:{msg_id}", app.app);
+    if !args.json {
+        println!(
+            "{} → {} {}",
+            ui::bold(&from),
+            ui::dim(&format!("POST /wecom/{}", app.app)),
+            format_args!("{:?}", args.text)
+        );
+    }
+    let sends_before = sandbox_sends(base).await.map(|s| s.len());
+    let started = Instant::now();
     let response = reqwest::Client::new()
         .post(&url)
         .header("content-type", "text/xml")
         .body(callback.body)
+        .timeout(WECHAT_WAIT)
         .send()
         .await
         .with_context(|| format!("cannot reach {} (is `wxbridge dev` running?)", args.url))?;
     let status = response.status();
+    let elapsed = started.elapsed();
     let body = response.text().await.unwrap_or_default();
-    println!("{} → POST /wecom/{} (text {:?}, MsgId {msg_id})", args.from, app.app, args.text);
-    if status.is_success() {
-        println!("← {status}: accepted; the message is on the inbound queue as wecom:{}:{msg_id}", app.app);
-        Ok(())
-    } else {
-        bail!("← {status}: {body}")
+    if !status.is_success() {
+        if args.json {
+            println!("{}", json!({"id": id, "status": status.as_u16(), "error": body.trim()}));
+        }
+        bail!("← {status}: {}", body.trim());
     }
+    if !args.json {
+        println!(
+            "{} {} in {} ms: on the inbound queue as {id}",
+            ui::ok("←"),
+            ui::ok(&status.to_string()),
+            elapsed.as_millis()
+        );
+    }
+    let sent = match sends_before {
+        Some(before) => wait_for_send(base, before, &from, args.json).await,
+        None => None,
+    };
+    if args.json {
+        println!(
+            "{}",
+            json!({"id": id, "status": status.as_u16(), "elapsed_ms": elapsed.as_millis() as u64, "sent": sent})
+        );
+    }
+    Ok(())
+}
+
+async fn oa(args: OaArgs) -> anyhow::Result<()> {
+    let OaArgs { common: args, mode } = args;
+    let loaded = crate::settings::load(args.config.clone(), &Env::from_process())?;
+    let account = match &args.app {
+        Some(name) => loaded
+            .config
+            .oa
+            .iter()
+            .find(|a| &a.app == name)
+            .with_context(|| format!("no Official Account named '{name}' in {}", loaded.origin))?,
+        None => loaded.config.oa.first().with_context(|| format!("no Official Account in {}", loaded.origin))?,
+    };
+    let crypt = account.msg_crypt();
+    let mode = match (mode, &crypt) {
+        (Some(ModeArg::Plain), Some(_)) => bail!(
+            "'{}' has an encoding_aes_key, so the bridge refuses plaintext callbacks for it (no downgrade); \
+             use --mode compat or --mode safe",
+            account.app
+        ),
+        (Some(ModeArg::Plain), None) | (None, None) => Mode::Plain,
+        (Some(ModeArg::Compat), Some(_)) => Mode::Compatible,
+        (Some(ModeArg::Safe), Some(_)) | (None, Some(_)) => Mode::Safe,
+        (Some(_), None) => bail!("'{}' has no encoding_aes_key: only --mode plain works", account.app),
+    };
+    let from = args.from.clone().unwrap_or_else(|| "oDemoUser0000000000000000001".to_owned());
+    let msg_id = message_id();
+    let gh = format!("gh_{}", account.app);
+    let xml = shared::oa::request::text_message(&gh, &from, &args.text, msg_id, unix_now());
+    let base = args.url.trim_end_matches('/');
+    let id = format!("oa:{}:{msg_id}", account.app);
+    let mode_name = match mode {
+        Mode::Plain => "plain",
+        Mode::Compatible => "compat",
+        Mode::Safe => "safe",
+    };
+    if !args.json {
+        println!(
+            "{} → {} {:?}",
+            ui::bold(&from),
+            ui::dim(&format!("POST /oa/{} ({mode_name} mode)", account.app)),
+            args.text
+        );
+    }
+    let sends_before = sandbox_sends(base).await.map(|s| s.len());
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    // WeChat delivers up to 3 times, each waiting 5 s for the answer.
+    let mut outcome = None;
+    for delivery in 1..=3u32 {
+        let nonce = format!("{}{delivery}", msg_id % 1_000_000_000);
+        let signed = shared::oa::request::sign_callback(
+            secrecy::ExposeSecret::expose_secret(&account.token),
+            crypt.as_ref(),
+            mode,
+            &xml,
+            &from,
+            unix_now(),
+            &nonce,
+            random_prefix(),
+        );
+        let url = format!("{base}/oa/{}?{}", account.app, signed.query);
+        let request =
+            client.post(&url).header("content-type", "text/xml").body(signed.body).timeout(WECHAT_WAIT).send();
+        let answer = countdown(request, delivery, args.json).await;
+        match answer {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                outcome = Some((delivery, status, body));
+                break;
+            }
+            Err(err) if err.is_timeout() => {
+                if !args.json {
+                    println!(
+                        "{}",
+                        ui::warn(&format!("  delivery {delivery}: no answer within 5 s; WeChat delivers again"))
+                    );
+                }
+            }
+            Err(_) => bail!("cannot reach {} (is `wxbridge dev` running?)", args.url),
+        }
+    }
+    let elapsed = started.elapsed();
+    let Some((delivery, status, body)) = outcome else {
+        if args.json {
+            println!("{}", json!({"id": id, "status": null, "reply": null, "elapsed_ms": elapsed.as_millis() as u64}));
+        }
+        bail!("no answer to 3 deliveries: WeChat gives up (the reply, if any, goes by customer service)");
+    };
+    if !status.is_success() {
+        if args.json {
+            println!("{}", json!({"id": id, "status": status.as_u16(), "error": body.trim()}));
+        }
+        bail!("← {status}: {}", body.trim());
+    }
+    let reply = if body.trim().is_empty() || body.trim() == "success" {
+        None
+    } else {
+        let xml = shared::oa::request::open_reply(crypt.as_ref(), &body).context("the passive reply does not open")?;
+        let fields = shared::xml::parse(&xml).map_err(|e| anyhow::anyhow!("the passive reply is not XML: {e}"))?;
+        Some(
+            fields
+                .text("Content")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("[{}]", fields.text("MsgType").unwrap_or("?"))),
+        )
+    };
+    if !args.json {
+        let when = format!("in {:.2} s, delivery {delivery}", elapsed.as_secs_f64());
+        match &reply {
+            Some(text) => println!(
+                "{} {} {when}: passive reply {}",
+                ui::ok("←"),
+                ui::ok(&status.to_string()),
+                ui::wechat(&format!("{text:?}"))
+            ),
+            None => println!(
+                "{} {} {when}: no passive reply; a reply goes by the customer-service API",
+                ui::ok("←"),
+                ui::ok(&status.to_string())
+            ),
+        }
+    }
+    let sent = match (&reply, sends_before) {
+        (None, Some(before)) => wait_for_send(base, before, &from, args.json).await,
+        _ => None,
+    };
+    if args.json {
+        println!(
+            "{}",
+            json!({"id": id, "mode": mode_name, "status": status.as_u16(), "delivery": delivery,
+                   "elapsed_ms": elapsed.as_millis() as u64, "reply": reply, "sent": sent})
+        );
+    }
+    Ok(())
+}
+
+/// Awaits one delivery, counting WeChat's 5 s down on a terminal.
+async fn countdown(
+    request: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    delivery: u32,
+    quiet: bool,
+) -> reqwest::Result<reqwest::Response> {
+    let started = Instant::now();
+    tokio::pin!(request);
+    loop {
+        tokio::select! {
+            answer = &mut request => {
+                ui::progress_done();
+                return answer;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if !quiet {
+                    let left = WECHAT_WAIT.saturating_sub(started.elapsed()).as_secs_f64();
+                    ui::progress(&format!("  delivery {delivery}: waiting for the passive reply, {left:.1} s of WeChat's 5 s left"));
+                }
+            }
+        }
+    }
+}
+
+/// The sandbox's sends so far, if `base` is `wxbridge dev` in sandbox mode.
+pub async fn sandbox_sends(base: &str) -> Option<Vec<Value>> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/sandbox/sends"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Waits for the sandbox's next send to `to` after the first `before`, and prints it.
+pub async fn wait_for_send(base: &str, before: usize, to: &str, quiet: bool) -> Option<Value> {
+    let started = Instant::now();
+    while started.elapsed() < SEND_WAIT {
+        if let Some(sends) = sandbox_sends(base).await {
+            let found = sends
+                .into_iter()
+                .skip(before)
+                .find(|s| s["to"] == to && !s["channel"].as_str().unwrap_or_default().ends_with("_typing"));
+            if let Some(send) = found {
+                if !quiet {
+                    let text = send["text"].as_str().unwrap_or_default();
+                    let channel = send["channel"].as_str().unwrap_or_default();
+                    println!(
+                        "{} {} {} {}",
+                        ui::wechat("→ WeChat:"),
+                        ui::bold(to),
+                        ui::wechat(&format!("sees {text:?}")),
+                        ui::dim(&format!("({channel}, {:.1} s later)", started.elapsed().as_secs_f64()))
+                    );
+                }
+                return Some(send);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !quiet {
+        println!("{}", ui::warn(&format!("  no send to {to} within {} s", SEND_WAIT.as_secs())));
+    }
+    None
 }

@@ -400,3 +400,135 @@ fn ilink_login_writes_the_bot_into_the_config_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read secret no-such-secret"));
 }
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("WXBRIDGE_CONFIG")
+        .env_remove("WXBRIDGE_CONFIG_SECRET")
+        .output()
+        .expect("run wxbridge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// With no config, dev runs the demo apps against the built-in WeChat sandbox: the WeCom round
+/// trip ends with the echo reaching the (sandboxed) user, which both sides print.
+#[test]
+fn sandbox_wecom_round_trip_shows_the_reply_the_user_gets() {
+    let dev = start_dev(&[], &[]);
+    let (ok, stdout, stderr) = cli(&["simulate", "wecom", "--text", "早上好", "--from", "LiLei", "--url", &dev.url]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("LiLei → POST /wecom/demo \"早上好\""), "{stdout}");
+    assert!(stdout.contains("← 200 OK"), "{stdout}");
+    assert!(stdout.contains("→ WeChat: LiLei sees \"早上好\" (wecom_app"), "the send that followed: {stdout}");
+    let line = wait_for_line(&dev, "WeChat ▸");
+    assert!(line.contains("LiLei") && line.contains("\"早上好\""), "dev shows the send: {line}");
+    assert!(!stdout.contains('\x1b'), "no colour codes when not a terminal");
+
+    // Machines get one JSON object.
+    let (ok, stdout, _) = cli(&["simulate", "wecom", "--text", "json please", "--url", &dev.url, "--json"]);
+    assert!(ok);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(result["status"], 200);
+    assert_eq!(result["sent"]["to"], "WangFang");
+    assert_eq!(result["sent"]["text"], "json please");
+}
+
+/// An Official Account message in safe and compatible mode: the passive reply comes back inside
+/// WeChat's window and simulate decrypts it.
+#[test]
+fn sandbox_official_account_round_trip_decrypts_the_passive_reply() {
+    let dev = start_dev(&[], &[]);
+    for mode in ["safe", "compat"] {
+        let (ok, stdout, stderr) = cli(&["simulate", "oa", "--text", "你好", "--mode", mode, "--url", &dev.url]);
+        assert!(ok, "{mode}: {stdout}{stderr}");
+        assert!(stdout.contains(&format!("POST /oa/demo ({mode} mode) \"你好\"")), "{stdout}");
+        assert!(stdout.contains("delivery 1: passive reply \"你好\""), "{stdout}");
+    }
+    let (ok, stdout, _) = cli(&["simulate", "oa", "--text", "hi", "--url", &dev.url, "--json"]);
+    assert!(ok);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (result["mode"].as_str(), result["reply"].as_str(), result["delivery"].as_u64()),
+        (Some("safe"), Some("hi"), Some(1))
+    );
+    // The demo account has a key: plaintext would be a downgrade, which the bridge refuses.
+    let (ok, _, stderr) = cli(&["simulate", "oa", "--text", "x", "--mode", "plain", "--url", &dev.url]);
+    assert!(!ok);
+    assert!(stderr.contains("refuses plaintext"), "{stderr}");
+}
+
+/// `send` queues an Outbound on dev's queue and shows the send it became.
+#[test]
+fn send_queues_an_outbound_that_the_sandbox_receives() {
+    let dev = start_dev(&[], &[]);
+    let (ok, stdout, stderr) = cli(&[
+        "send",
+        "--channel",
+        "wecom_app",
+        "--account",
+        "demo",
+        "--to",
+        "HanMeimei",
+        "--text",
+        "会议改到三点",
+        "--key",
+        "k-1",
+        "--url",
+        &dev.url,
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("queued k-1: wecom_app from demo → HanMeimei"), "{stdout}");
+    assert!(stdout.contains("→ WeChat: HanMeimei sees \"会议改到三点\""), "{stdout}");
+    let (ok, _, stderr) =
+        cli(&["send", "--channel", "fax", "--account", "demo", "--to", "x", "--text", "y", "--url", &dev.url]);
+    assert!(!ok);
+    assert!(stderr.contains("not a valid Outbound") && stderr.contains("unknown variant `fax`"), "{stderr}");
+}
+
+/// `check` names every broken field of a config (never its values) and fails; on a good config it
+/// says which channels can receive and send.
+#[test]
+fn check_names_every_broken_field_and_the_ready_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        r#"{"wecom": [{"app": "hr", "corp_id": "ww1", "agent_id": 1, "token": "abcdef", "encoding_aes_key": "SECRETVALUE"}],
+            "oa": [{"app": "news", "app_id": "wx1", "token": "x"}],
+            "robots": [{"name": "ops", "key": ""}],
+            "bot": {"kind": "http", "url": "not-a-url", "secret": "s"}}"#,
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = cli(&["check", "--config", broken.to_str().unwrap()]);
+    assert!(!ok);
+    for field in ["wecom[0].encoding_aes_key", "oa[0].token", "robots[0].key", "bot.url"] {
+        assert!(stdout.contains(field), "{field} not named: {stdout}");
+    }
+    assert!(stderr.contains("4 problems found"), "{stderr}");
+    assert!(!stdout.contains("SECRETVALUE"), "{stdout}");
+
+    let (ok, stdout, _) = cli(&["check", "--config", broken.to_str().unwrap(), "--json"]);
+    assert!(!ok);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 4, "{report}");
+
+    let good = dir.path().join("good.json");
+    let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    config["wecom"][0].as_object_mut().unwrap().remove("secret");
+    std::fs::write(&good, config.to_string()).unwrap();
+    let (ok, stdout, stderr) = cli(&["check", "--config", good.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("WeCom app demo") && stdout.contains("no secret: replies cannot be sent"), "{stdout}");
+    assert!(stdout.contains("Official Account demo (compat/safe)"), "{stdout}");
+    assert!(stdout.contains("WXBRIDGE_TABLE"), "the environment is listed: {stdout}");
+
+    let (ok, _, stderr) = cli(&["check"]);
+    assert!(!ok);
+    assert!(stderr.contains("nothing to check"), "{stderr}");
+}

@@ -130,6 +130,12 @@ impl FakeWechat {
         self.state().appchats.insert(chat_id.to_owned(), chat);
     }
 
+    /// Makes every WeCom user id and Official Account OpenID a known user, as a sandbox needs:
+    /// whoever writes to the bridge can be answered.
+    pub fn open_directory(&self) {
+        self.state().open_directory = true;
+    }
+
     /// A group robot webhook key.
     pub fn add_robot(&self, key: &str) {
         self.state().robots.entry(key.to_owned()).or_default();

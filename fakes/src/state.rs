@@ -99,6 +99,8 @@ pub(crate) struct State {
     /// The fake's own base URL, which a confirmed QR login names as `baseurl`.
     pub base_url: String,
     pub qr: crate::ilink_login::QrState,
+    /// Every WeCom user id and Official Account OpenID exists (the sandbox of `wxbridge dev`).
+    pub open_directory: bool,
     pub tokens: HashMap<String, Token>,
     pub ttl_secs: u64,
     pub faults: HashMap<String, VecDeque<Fault>>,
@@ -128,6 +130,7 @@ impl Default for State {
             ilink_tickets: HashMap::new(),
             base_url: String::new(),
             qr: Default::default(),
+            open_directory: false,
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,
             faults: HashMap::new(),
@@ -139,6 +142,10 @@ impl Default for State {
 }
 
 impl State {
+    pub fn knows_wecom_user(&self, user: &str) -> bool {
+        self.open_directory || self.wecom_users.contains(user)
+    }
+
     pub fn token_status(&self, token: Option<&str>) -> TokenStatus<'_> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return TokenStatus::Missing;

@@ -74,7 +74,7 @@ pub(crate) fn message_send(st: &mut State, req: &Req) -> Result<Response, Reject
     let mut invalid_users = Vec::new();
     if !all {
         for user in touser.split('|').filter(|u| !u.is_empty()) {
-            if st.wecom_users.contains(user) {
+            if st.knows_wecom_user(user) {
                 valid += 1;
             } else {
                 invalid_users.push(user);
@@ -138,7 +138,7 @@ pub(crate) fn appchat_create(st: &mut State, req: &Req) -> Result<Response, Reje
     if members.len() < 2 {
         return Err(Reject::code(86216, format!("a chat needs at least 2 members, got {}", members.len())));
     }
-    if let Some(unknown) = members.iter().find(|m| !st.wecom_users.contains(*m)) {
+    if let Some(unknown) = members.iter().find(|m| !st.knows_wecom_user(m)) {
         return Err(Reject::code(86216, format!("member {unknown:?} is not a known user")));
     }
     let owner = match body.get("owner") {
@@ -345,7 +345,7 @@ pub(crate) fn appchat_update(st: &mut State, req: &Req) -> Result<Response, Reje
         }
     };
     let (add, remove) = (list("add_user_list")?, list("del_user_list")?);
-    if let Some(unknown) = add.iter().find(|u| !st.wecom_users.contains(u.as_str())) {
+    if let Some(unknown) = add.iter().find(|u| !st.knows_wecom_user(u)) {
         return Err(Reject::code(86216, format!("user {unknown:?} is not a member of the corp")));
     }
     let chat = st.appchats.get_mut(&chat_id).ok_or_else(|| Reject::code(86003, "chat vanished"))?;

@@ -59,6 +59,13 @@ pub struct OaApp {
     pub app_secret: Option<SecretString>,
 }
 
+impl OaApp {
+    /// The callback crypto of this account (receive id = AppID), when it has an EncodingAESKey.
+    pub fn msg_crypt(&self) -> Option<MsgCrypt> {
+        self.encoding_aes_key.as_ref().map(|key| MsgCrypt::new(self.token.expose_secret(), key, &self.app_id))
+    }
+}
+
 /// An iLink bot (personal WeChat).
 #[derive(Debug, Clone)]
 pub struct IlinkAccount {
@@ -124,7 +131,7 @@ pub struct Config {
 }
 
 // The document as written; `Config::parse` turns it into the typed form.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -272,16 +279,42 @@ fn check_unique<'a>(section: &str, key: &str, names: impl Iterator<Item = &'a st
 }
 
 impl Config {
-    /// Parses and validates the JSON document.
+    /// Parses and validates the JSON document; the first problem is the error.
     pub fn parse(json: &str) -> Result<Self, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|err| {
-            let path = err.path().to_string();
-            let field = if path == "." { "(document)".to_owned() } else { path };
-            // serde_json's messages name types and fields, never the secret values.
-            invalid(field, redact_serde_message(&err.into_inner().to_string()))
-        })?;
-        Self::from_raw(raw)
+        Self::check(json).map_err(|mut problems| problems.remove(0))
+    }
+
+    /// Parses and validates the JSON document, naming every problem (never an empty list).
+    pub fn check(json: &str) -> Result<Self, Vec<ConfigError>> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|err| vec![invalid("(document)", redact_serde_message(&err.to_string()))])?;
+        let serde_json::Value::Object(top) = value else {
+            return Err(vec![invalid("(document)", "must be a JSON object")]);
+        };
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let mut raw = RawConfig::default();
+        for (key, value) in top {
+            match key.as_str() {
+                "wecom" => raw.wecom = elements(&key, value, p),
+                "oa" => raw.oa = elements(&key, value, p),
+                "ilink" => raw.ilink = elements(&key, value, p),
+                "robots" => raw.robots = elements(&key, value, p),
+                "bot" => raw.bot = deserialize_at(&key, value, p),
+                "oa_window" => raw.oa_window = deserialize_at(&key, value, p),
+                "replay_window_secs" => raw.replay_window_secs = deserialize_at(&key, value, p),
+                _ => p.push(invalid(
+                    key,
+                    "unknown field (expected wecom, oa, ilink, robots, bot, oa_window or replay_window_secs)",
+                )),
+            }
+        }
+        let config = Self::from_raw(raw, p);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Reads and parses a config file.
@@ -291,73 +324,93 @@ impl Config {
         Self::parse(&text)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn from_raw(raw: RawConfig, p: &mut Vec<ConfigError>) -> Config {
         let replay_window_secs = raw.replay_window_secs.unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
         // Beyond the dedupe markers' lifetime a replayed callback would be published again.
         let dedupe_ttl = crate::ports::DEDUPE_TTL.as_secs();
         if replay_window_secs != 0 && !(60..=dedupe_ttl).contains(&replay_window_secs) {
-            return Err(invalid("replay_window_secs", format!("must be 0 (off) or 60 to {dedupe_ttl} seconds")));
+            p.push(invalid("replay_window_secs", format!("must be 0 (off) or 60 to {dedupe_ttl} seconds")));
         }
         let mut config = Config { replay_window_secs, ..Config::default() };
         for (i, app) in raw.wecom.into_iter().enumerate() {
             let at = |field: &str| format!("wecom[{i}].{field}");
-            check_token(at("token"), &app.token)?;
-            config.wecom.push(WecomApp {
-                app: check_name(at("app"), &app.app)?,
-                corp_id: check_id(at("corp_id"), &app.corp_id)?,
-                agent_id: app.agent_id,
-                encoding_aes_key: check_aes_key(at("encoding_aes_key"), &app.encoding_aes_key)?,
-                token: app.token,
-                secret: app.secret,
-            });
+            let token = keep(p, check_token(at("token"), &app.token));
+            let name = keep(p, check_name(at("app"), &app.app));
+            let corp_id = keep(p, check_id(at("corp_id"), &app.corp_id));
+            let key = keep(p, check_aes_key(at("encoding_aes_key"), &app.encoding_aes_key));
+            if let (Some(()), Some(app_name), Some(corp_id), Some(encoding_aes_key)) = (token, name, corp_id, key) {
+                config.wecom.push(WecomApp {
+                    app: app_name,
+                    corp_id,
+                    agent_id: app.agent_id,
+                    encoding_aes_key,
+                    token: app.token,
+                    secret: app.secret,
+                });
+            }
         }
-        check_unique("wecom", "app", config.wecom.iter().map(|a| a.app.as_str()))?;
+        keep(p, check_unique("wecom", "app", config.wecom.iter().map(|a| a.app.as_str())));
         for (i, app) in raw.oa.into_iter().enumerate() {
             let at = |field: &str| format!("oa[{i}].{field}");
-            check_token(at("token"), &app.token)?;
-            let encoding_aes_key = match &app.encoding_aes_key {
-                Some(key) => Some(check_aes_key(at("encoding_aes_key"), key)?),
-                None => None,
+            let token = keep(p, check_token(at("token"), &app.token));
+            let key = match &app.encoding_aes_key {
+                Some(key) => keep(p, check_aes_key(at("encoding_aes_key"), key)).map(Some),
+                None => Some(None),
             };
-            config.oa.push(OaApp {
-                app: check_name(at("app"), &app.app)?,
-                app_id: check_id(at("app_id"), &app.app_id)?,
-                token: app.token,
-                encoding_aes_key,
-                app_secret: app.app_secret,
-            });
+            let name = keep(p, check_name(at("app"), &app.app));
+            let app_id = keep(p, check_id(at("app_id"), &app.app_id));
+            if let (Some(()), Some(encoding_aes_key), Some(app_name), Some(app_id)) = (token, key, name, app_id) {
+                config.oa.push(OaApp {
+                    app: app_name,
+                    app_id,
+                    token: app.token,
+                    encoding_aes_key,
+                    app_secret: app.app_secret,
+                });
+            }
         }
-        check_unique("oa", "app", config.oa.iter().map(|a| a.app.as_str()))?;
+        keep(p, check_unique("oa", "app", config.oa.iter().map(|a| a.app.as_str())));
         for (i, account) in raw.ilink.into_iter().enumerate() {
             let at = |field: &str| format!("ilink[{i}].{field}");
-            if account.bot_token.expose_secret().is_empty() {
-                return Err(invalid(at("bot_token"), "must not be empty"));
+            let token = if account.bot_token.expose_secret().is_empty() {
+                p.push(invalid(at("bot_token"), "must not be empty"));
+                None
+            } else {
+                Some(())
+            };
+            let id = keep(p, check_id(at("account"), &account.account));
+            let base_url = keep(p, check_url(at("base_url"), &account.base_url));
+            if let (Some(()), Some(id), Some(base_url)) = (token, id, base_url) {
+                config.ilink.push(IlinkAccount {
+                    account: id,
+                    base_url,
+                    bot_token: account.bot_token,
+                    user_id: account.user_id,
+                });
             }
-            config.ilink.push(IlinkAccount {
-                account: check_id(at("account"), &account.account)?,
-                base_url: check_url(at("base_url"), &account.base_url)?,
-                bot_token: account.bot_token,
-                user_id: account.user_id,
-            });
         }
-        check_unique("ilink", "account", config.ilink.iter().map(|a| a.account.as_str()))?;
+        keep(p, check_unique("ilink", "account", config.ilink.iter().map(|a| a.account.as_str())));
         for (i, robot) in raw.robots.into_iter().enumerate() {
             let at = |field: &str| format!("robots[{i}].{field}");
             if robot.key.expose_secret().is_empty() {
-                return Err(invalid(at("key"), "must not be empty"));
+                p.push(invalid(at("key"), "must not be empty"));
             }
-            config.robots.push(Robot { name: check_name(at("name"), &robot.name)?, key: robot.key });
+            if let Some(name) = keep(p, check_name(at("name"), &robot.name)) {
+                config.robots.push(Robot { name, key: robot.key });
+            }
         }
-        check_unique("robots", "name", config.robots.iter().map(|r| r.name.as_str()))?;
+        keep(p, check_unique("robots", "name", config.robots.iter().map(|r| r.name.as_str())));
         config.bot = match raw.bot {
             None | Some(RawBot::Echo) => BotConfig::Echo,
-            Some(RawBot::Http { url, secret }) => BotConfig::Http { url: check_url("bot.url".into(), &url)?, secret },
+            Some(RawBot::Http { url, secret }) => {
+                BotConfig::Http { url: keep(p, check_url("bot.url".into(), &url)).unwrap_or_default(), secret }
+            }
             Some(RawBot::OpenAi { base_url, api_key, model, system_prompt }) => {
                 if model.is_empty() {
-                    return Err(invalid("bot.model", "must not be empty"));
+                    p.push(invalid("bot.model", "must not be empty"));
                 }
                 BotConfig::OpenAi {
-                    base_url: check_url("bot.base_url".into(), &base_url)?,
+                    base_url: keep(p, check_url("bot.base_url".into(), &base_url)).unwrap_or_default(),
                     api_key,
                     model,
                     system_prompt,
@@ -372,29 +425,67 @@ impl Config {
                 deliveries: window.deliveries.unwrap_or(defaults.deliveries),
             };
             if !(1..=4).contains(&w.deliveries) {
-                return Err(invalid(
-                    "oa_window.deliveries",
-                    "must be 1 to 4 (WeChat delivers a message at most 4 times)",
-                ));
+                p.push(invalid("oa_window.deliveries", "must be 1 to 4 (WeChat delivers a message at most 4 times)"));
             }
             if !(5001..=8000).contains(&w.hold_ms) {
-                return Err(invalid(
+                p.push(invalid(
                     "oa_window.hold_ms",
                     "must be 5001 to 8000: past WeChat's 5 s, so WeChat gives up on the held delivery, and well inside the function's 10 s",
                 ));
             }
             if w.answer_by_ms >= 5000 {
-                return Err(invalid("oa_window.answer_by_ms", "must be under 5000 (WeChat stops waiting after 5 s)"));
+                p.push(invalid("oa_window.answer_by_ms", "must be under 5000 (WeChat stops waiting after 5 s)"));
             }
             config.oa_window = w;
         }
-        Ok(config)
+        config
     }
 
     /// The WeCom app served at `/wecom/{app}`.
     pub fn wecom_app(&self, app: &str) -> Option<&WecomApp> {
         self.wecom.iter().find(|a| a.app == app)
     }
+}
+
+/// The value of a check, or `None` with its problem noted.
+fn keep<T>(problems: &mut Vec<ConfigError>, result: Result<T, ConfigError>) -> Option<T> {
+    result.map_err(|err| problems.push(err)).ok()
+}
+
+/// A list section, element by element: a malformed element is a problem of its own and does
+/// not hide the others.
+fn elements<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: serde_json::Value,
+    problems: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| deserialize_at(&format!("{section}[{i}]"), item, problems))
+            .collect(),
+        _ => {
+            problems.push(invalid(section, "must be a list"));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes `value`, naming a problem by its path under `prefix`.
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: serde_json::Value,
+    problems: &mut Vec<ConfigError>,
+) -> Option<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path == "." { prefix.to_owned() } else { format!("{prefix}.{path}") };
+            // serde's messages name types and fields; the value itself is dropped.
+            problems.push(invalid(field, redact_serde_message(&err.into_inner().to_string())));
+        })
+        .ok()
 }
 
 /// serde_json quotes the offending value ("invalid type: string \"…\", expected u32", "invalid
@@ -510,6 +601,41 @@ impl Env {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_names_every_problem_not_just_the_first() {
+        let document = r#"{
+            "wecom": [{"app": "bad name", "corp_id": "ww1", "agent_id": 1, "token": "t", "encoding_aes_key": "short"},
+                      {"app": "ok", "corp_id": "ww1", "agent_id": "seven", "token": "abcdef", "encoding_aes_key": "x"}],
+            "oa": [{"app": "news", "app_id": "wx1", "token": "abcdef", "extra": 1}],
+            "ilink": [{"account": "b@im.bot", "bot_token": "", "base_url": "ftp://x"}],
+            "replay_window_secs": 5,
+            "bots": {}
+        }"#;
+        let problems = Config::check(document).unwrap_err();
+        let fields: Vec<String> = problems
+            .iter()
+            .map(|p| match p {
+                ConfigError::Invalid { field, .. } => field.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        for want in [
+            "wecom[0].token",
+            "wecom[0].app",
+            "wecom[0].encoding_aes_key",
+            "wecom[1].agent_id",
+            "oa[0].extra",
+            "ilink[0].bot_token",
+            "ilink[0].base_url",
+            "replay_window_secs",
+            "bots",
+        ] {
+            assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
+        }
+        // parse reports the first of them.
+        assert!(matches!(Config::parse(document), Err(ConfigError::Invalid { .. })));
+    }
+
     use super::*;
 
     const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";

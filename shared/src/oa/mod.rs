@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod message;
 pub mod reply;
+pub mod request;
 pub mod service;
 pub mod simulate;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::callback::{publish_once, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
 use crate::config::{Config, OaWindow};
-use crate::crypto::{random_prefix, MsgCrypt};
+use crate::crypto::random_prefix;
 use crate::envelope::Content;
 use crate::oa::callback::{Mode, OaAuth};
 use crate::oa::message::OaCallbackMessage;
@@ -79,13 +79,7 @@ impl OaCallback {
         let accounts = config
             .oa
             .iter()
-            .map(|oa| {
-                let crypt = oa
-                    .encoding_aes_key
-                    .as_ref()
-                    .map(|key| MsgCrypt::new(secrecy::ExposeSecret::expose_secret(&oa.token), key, &oa.app_id));
-                (oa.app.clone(), Account { auth: OaAuth::new(&oa.token, crypt) })
-            })
+            .map(|oa| (oa.app.clone(), Account { auth: OaAuth::new(&oa.token, oa.msg_crypt()) }))
             .collect();
         Self {
             accounts,

@@ -1,0 +1,200 @@
+//! `wxbridge check`: validates a config (file or secret) and the environment, naming every
+//! missing or malformed value, and says which channels are ready to receive and to send.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+use shared::config::{BotConfig, Config, ConfigError, Env};
+
+use crate::ui;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Config file to check (default: $WXBRIDGE_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Secrets Manager secret to check (default: $WXBRIDGE_CONFIG_SECRET), with the standard AWS
+    /// environment.
+    #[arg(long, value_name = "NAME_OR_ARN", conflicts_with = "config")]
+    secret: Option<String>,
+    /// One JSON object on stdout instead of lines for people.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One channel's readiness.
+struct Ready {
+    what: String,
+    receive: Option<bool>,
+    send: bool,
+    note: String,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    let (origin, text) = match (&args.config, &args.secret, &env.config_file, &env.config_secret) {
+        (Some(path), _, _, _) | (None, None, Some(path), _) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        (None, Some(secret), _, _) | (None, None, None, Some(secret)) => {
+            (format!("secret {secret}"), read_secret(secret).await?)
+        }
+        (None, None, None, None) => anyhow::bail!(
+            "nothing to check: give --config FILE or --secret NAME (or set WXBRIDGE_CONFIG / WXBRIDGE_CONFIG_SECRET)"
+        ),
+    };
+    let checked = Config::check(&text);
+    let environment = environment(&env);
+    let env_problems = environment.iter().filter(|(_, state, _)| *state == "malformed").count();
+    let ok = checked.is_ok() && env_problems == 0;
+
+    if args.json {
+        let (problems, channels) = match &checked {
+            Ok(config) => (Vec::new(), readiness(config)),
+            Err(problems) => (problems.iter().map(problem_json).collect(), Vec::new()),
+        };
+        let channels: Vec<Value> = channels
+            .iter()
+            .map(|r| json!({"channel": r.what, "receive": r.receive, "send": r.send, "note": r.note}))
+            .collect();
+        let environment: Vec<Value> =
+            environment.iter().map(|(name, state, note)| json!({"name": name, "state": state, "note": note})).collect();
+        println!(
+            "{}",
+            json!({"ok": ok, "config": origin, "problems": problems, "channels": channels, "environment": environment})
+        );
+    } else {
+        match &checked {
+            Ok(config) => {
+                println!("{} {}", ui::ok("✓"), ui::bold(&format!("config {origin}")));
+                for r in readiness(config) {
+                    let mark = |on: bool| if on { ui::ok("✓") } else { ui::warn("✗") };
+                    let receive = r.receive.map(|on| format!("receive {}  ", mark(on))).unwrap_or_default();
+                    let note = if r.note.is_empty() { String::new() } else { ui::dim(&format!("  {}", r.note)) };
+                    println!("  {:<40} {receive}send {}{note}", r.what, mark(r.send));
+                }
+            }
+            Err(problems) => {
+                println!("{} {}", ui::bad("✗"), ui::bold(&format!("config {origin}")));
+                for problem in problems {
+                    println!("  {} {}", ui::bad("✗"), problem.to_string().trim_start_matches("config: "));
+                }
+            }
+        }
+        println!("{}", ui::bold("environment"));
+        for (name, state, note) in &environment {
+            let mark = match *state {
+                "set" => ui::ok("✓"),
+                "malformed" => ui::bad("✗"),
+                _ => ui::dim("–"),
+            };
+            println!("  {mark} {name:<28} {}", ui::dim(note));
+        }
+    }
+    let problem_count = checked.as_ref().err().map_or(0, Vec::len) + env_problems;
+    if problem_count > 0 {
+        anyhow::bail!("{problem_count} problem{} found", if problem_count == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+fn problem_json(problem: &ConfigError) -> Value {
+    match problem {
+        ConfigError::Invalid { field, reason } => json!({"field": field, "reason": reason}),
+        other => json!({"field": null, "reason": other.to_string()}),
+    }
+}
+
+async fn read_secret(secret: &str) -> anyhow::Result<String> {
+    let client = aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await);
+    let value = client
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
+        .with_context(|| format!("cannot read secret {secret}"))?;
+    value.secret_string().map(str::to_owned).with_context(|| format!("secret {secret} has no SecretString"))
+}
+
+/// What each configured channel can do with the credentials it has.
+fn readiness(config: &Config) -> Vec<Ready> {
+    let mut out = Vec::new();
+    for app in &config.wecom {
+        out.push(Ready {
+            what: format!("WeCom app {}", app.app),
+            receive: Some(true),
+            send: app.secret.is_some(),
+            note: if app.secret.is_some() { String::new() } else { "no secret: replies cannot be sent".into() },
+        });
+    }
+    for oa in &config.oa {
+        let mode = if oa.encoding_aes_key.is_some() { "compat/safe" } else { "plain" };
+        out.push(Ready {
+            what: format!("Official Account {} ({mode})", oa.app),
+            receive: Some(true),
+            send: oa.app_secret.is_some(),
+            note: if oa.app_secret.is_some() {
+                "passive replies and customer service".into()
+            } else {
+                "passive replies only: customer service needs app_secret".into()
+            },
+        });
+    }
+    for bot in &config.ilink {
+        out.push(Ready {
+            what: format!("iLink bot {}", bot.account),
+            receive: Some(true),
+            send: true,
+            note: bot.base_url.clone(),
+        });
+    }
+    for robot in &config.robots {
+        out.push(Ready { what: format!("group robot {}", robot.name), receive: None, send: true, note: String::new() });
+    }
+    let bot = match &config.bot {
+        BotConfig::Echo => "echo (answers with the same text)".to_owned(),
+        BotConfig::Http { url, .. } => format!("http webhook {url}"),
+        BotConfig::OpenAi { base_url, model, .. } => format!("OpenAI-compatible {base_url}, model {model}"),
+    };
+    out.push(Ready { what: "bot".into(), receive: None, send: true, note: bot });
+    out
+}
+
+/// Each variable the functions read: set, unset (with what needs it) or malformed.
+fn environment(env: &Env) -> Vec<(&'static str, &'static str, String)> {
+    let url = |value: &Option<String>| match value {
+        Some(v) if v.starts_with("https://") || v.starts_with("http://") => "set",
+        Some(_) => "malformed",
+        None => "unset",
+    };
+    let named = |value: &Option<String>| if value.is_some() { "set" } else { "unset" };
+    let note = |state: &str, purpose: &str| match state {
+        "malformed" => "must be an http(s):// URL".to_owned(),
+        _ => purpose.to_owned(),
+    };
+    let config_file = match &env.config_file {
+        Some(path) if !path.exists() => ("malformed", format!("{} does not exist", path.display())),
+        Some(_) => ("set", "the config file (wins over the secret)".to_owned()),
+        None => ("unset", "the config file (local runs)".to_owned()),
+    };
+    let mut out = vec![
+        ("WXBRIDGE_CONFIG", config_file.0, config_file.1),
+        ("WXBRIDGE_CONFIG_SECRET", named(&env.config_secret), "the config secret (on Lambda)".to_owned()),
+        ("WXBRIDGE_TABLE", named(&env.table), "the DynamoDB table (Lambda, dev --aws)".to_owned()),
+    ];
+    for (name, value, purpose) in [
+        ("WXBRIDGE_INBOUND_QUEUE_URL", &env.inbound_queue_url, "the inbound queue (Lambda, dev --aws)"),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", &env.outbound_queue_url, "the outbound queue (Lambda, dev --aws)"),
+        ("WXBRIDGE_DLQ_URL", &env.dlq_url, "the outbound DLQ (the sender)"),
+        ("WXBRIDGE_WECOM_API_BASE", &env.wecom_api_base, "WeCom's API host (default WeChat's)"),
+        ("WXBRIDGE_OA_API_BASE", &env.oa_api_base, "the Official Account API host (default WeChat's)"),
+        ("AWS_ENDPOINT_URL", &env.aws_endpoint_url, "an AWS emulator (local runs only)"),
+    ] {
+        let state = url(value);
+        out.push((name, state, note(state, purpose)));
+    }
+    out
+}

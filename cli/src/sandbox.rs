@@ -1,0 +1,95 @@
+//! The WeChat sandbox of `wxbridge dev`: the test harness's fake WeChat servers, in-process,
+//! standing in for WeCom, the group robots, Official Accounts and iLink. The sender's calls reach
+//! it instead of WeChat, and the terminal shows each send as the user would see it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fakes::{Api, Delivery, FakeWechat};
+use secrecy::ExposeSecret as _;
+use serde_json::{json, Value};
+use shared::config::{Config, Env};
+
+use crate::ui;
+
+/// Starts the sandbox with the config's accounts, and points the config and environment at it.
+pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
+    let fake = Arc::new(FakeWechat::start().await);
+    fake.open_directory();
+    for app in &config.wecom {
+        if let Some(secret) = &app.secret {
+            fake.add_wecom_app(&app.corp_id, secret.expose_secret(), app.agent_id);
+        }
+    }
+    for oa in &config.oa {
+        if let Some(secret) = &oa.app_secret {
+            fake.add_oa(&oa.app_id, secret.expose_secret());
+        }
+    }
+    for robot in &config.robots {
+        fake.add_robot(robot.key.expose_secret());
+    }
+    for bot in &mut config.ilink {
+        fake.add_ilink_bot(bot.bot_token.expose_secret());
+        bot.base_url = fake.base_url.clone();
+    }
+    env.wecom_api_base = Some(fake.base_url.clone());
+    env.oa_api_base = Some(fake.base_url.clone());
+    fake
+}
+
+/// A send as JSON for `GET /sandbox/sends` (what `simulate` and `send` wait for).
+pub fn describe(delivery: &Delivery) -> Value {
+    let b = &delivery.body;
+    let (channel, to, text) = match delivery.api {
+        Api::WecomMessage => ("wecom_app", b["touser"].clone(), content_text(b)),
+        Api::WecomAppchat => ("wecom_appchat", b["chatid"].clone(), content_text(b)),
+        Api::WecomWebhook => ("wecom_webhook", json!("(group)"), content_text(b)),
+        Api::OaCustom => ("oa", b["touser"].clone(), content_text(b)),
+        Api::OaTyping => ("oa_typing", b["touser"].clone(), b["command"].as_str().map(str::to_owned)),
+        Api::Ilink => (
+            "ilink",
+            b["msg"]["to_user_id"].clone(),
+            b["msg"]["item_list"][0]["text_item"]["text"].as_str().map(str::to_owned),
+        ),
+        Api::IlinkTyping => ("ilink_typing", b["ilink_user_id"].clone(), None),
+    };
+    json!({"channel": channel, "to": to, "text": text, "body": b})
+}
+
+/// The text of a WeCom / OA message body, or its type in brackets.
+fn content_text(body: &Value) -> Option<String> {
+    let kind = body["msgtype"].as_str().unwrap_or("?");
+    body[kind]["content"].as_str().map(str::to_owned).or_else(|| Some(format!("[{kind}]")))
+}
+
+/// Prints each send as the WeChat user would see it, as it happens, and each request the
+/// sandbox refused (as WeChat would have) with its reason.
+pub async fn show_sends(fake: Arc<FakeWechat>) {
+    let (mut shown, mut refused) = (0, 0);
+    loop {
+        let deliveries = fake.deliveries();
+        for delivery in deliveries.iter().skip(shown) {
+            let sent = describe(delivery);
+            let channel = sent["channel"].as_str().unwrap_or_default();
+            if channel.ends_with("_typing") {
+                continue;
+            }
+            let to = sent["to"].as_str().unwrap_or("?");
+            let text = sent["text"].as_str().unwrap_or_default();
+            println!(
+                "{} {} {}",
+                ui::wechat("WeChat ▸"),
+                ui::bold(to),
+                ui::wechat(&format!("sees {text:?} ({channel})"))
+            );
+        }
+        shown = deliveries.len();
+        let problems = fake.problems();
+        for problem in problems.iter().skip(refused) {
+            println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
+        }
+        refused = problems.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
