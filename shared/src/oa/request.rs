@@ -88,9 +88,11 @@ mod tests {
     #[test]
     fn each_mode_opens_on_the_callback_side_to_the_same_message() {
         let crypt = MsgCrypt::new("tok", &EncodingAesKey::parse(KEY).unwrap(), "wx1");
-        let auth = OaAuth::new(&secrecy::SecretString::from("tok".to_owned()), Some(crypt.clone()));
+        let token = secrecy::SecretString::from("tok".to_owned());
         let xml = text_message("gh_1", "oUser", "你好 <&>", 42, 1_700_000_000);
         for mode in [Mode::Plain, Mode::Compatible, Mode::Safe] {
+            // An account with a key refuses plaintext (no downgrade): plain mode is for keyless ones.
+            let auth = OaAuth::new(&token, (mode != Mode::Plain).then(|| crypt.clone()));
             let signed = sign_callback("tok", Some(&crypt), mode, &xml, "oUser", 1_700_000_000, "77", [7; 16]);
             let query = Query::parse(&signed.query).unwrap();
             let (seen, opened) = auth.open(&query, &signed.body).unwrap();
