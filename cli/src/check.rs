@@ -39,7 +39,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         ),
         (None, Some(secret), _, _) | (None, None, None, Some(secret)) => {
-            (format!("secret {secret}"), read_secret(secret).await?)
+            (format!("secret {secret}"), shared::aws::read_secret(&shared::aws::sdk_config().await, secret).await?)
         }
         (None, None, None, None) => anyhow::bail!(
             "nothing to check: give --config FILE or --secret NAME (or set WXBRIDGE_CONFIG / WXBRIDGE_CONFIG_SECRET)"
@@ -105,18 +105,6 @@ fn problem_json(problem: &ConfigError) -> Value {
         ConfigError::Invalid { field, reason } => json!({"field": field, "reason": reason}),
         other => json!({"field": null, "reason": other.to_string()}),
     }
-}
-
-async fn read_secret(secret: &str) -> anyhow::Result<String> {
-    let client = aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await);
-    let value = client
-        .get_secret_value()
-        .secret_id(secret)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
-        .with_context(|| format!("cannot read secret {secret}"))?;
-    value.secret_string().map(str::to_owned).with_context(|| format!("secret {secret} has no SecretString"))
 }
 
 /// What each configured channel can do with the credentials it has.

@@ -65,19 +65,16 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
     // Bots this config already holds: the server then answers "already bound" instead of
     // issuing a new token (which would end the old one's session).
     // The destination is checked before the QR code shows: nobody scans for nothing.
-    let known: Vec<SecretString> = match (&args.config_file, &args.secret) {
-        (Some(path), _) if path.exists() => Config::from_file(path)?.ilink.into_iter().map(|a| a.bot_token).collect(),
-        (_, Some(secret)) => {
-            let client = secrets().await;
-            Config::parse(&read_secret(&client, secret).await?)
-                .with_context(|| format!("in secret {secret}"))?
-                .ilink
-                .into_iter()
-                .map(|a| a.bot_token)
-                .collect()
-        }
-        _ => Vec::new(),
+    let destination = match (&args.config_file, &args.secret) {
+        (Some(path), _) if path.exists() => Some(Config::from_file(path)?),
+        (_, Some(secret)) => Some(
+            Config::parse(&shared::aws::read_secret(&shared::aws::sdk_config().await, secret).await?)
+                .with_context(|| format!("in secret {secret}"))?,
+        ),
+        _ => None,
     };
+    let known: Vec<SecretString> =
+        destination.map(|config| config.ilink.into_iter().map(|a| a.bot_token).collect()).unwrap_or_default();
     let Some(login) = scan(&api, &args, &known).await? else {
         eprintln!("This bot is already logged in with the credentials you have; they stay valid.");
         return Ok(());
@@ -228,27 +225,12 @@ fn write_config_file(path: &Path, login: &IlinkLogin) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn secrets() -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await)
-}
-
-async fn read_secret(client: &aws_sdk_secretsmanager::Client, secret: &str) -> anyhow::Result<String> {
-    let current = client
-        .get_secret_value()
-        .secret_id(secret)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
-        .with_context(|| format!("cannot read secret {secret}"))?;
-    current.secret_string().map(str::to_owned).with_context(|| format!("secret {secret} has no SecretString"))
-}
-
 async fn write_secret(secret: &str, login: &IlinkLogin) -> anyhow::Result<()> {
-    let client = secrets().await;
+    let sdk = shared::aws::sdk_config().await;
     // Read again: whatever changed while the QR code was scanned is kept.
-    let text = read_secret(&client, secret).await?;
+    let text = shared::aws::read_secret(&sdk, secret).await?;
     let updated = upsert(&text, login).with_context(|| format!("in secret {secret}"))?;
-    client
+    aws_sdk_secretsmanager::Client::new(&sdk)
         .put_secret_value()
         .secret_id(secret)
         .secret_string(updated)

@@ -3,7 +3,7 @@
 //! it instead of WeChat, and the terminal shows each send as the user would see it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fakes::{Api, Delivery, FakeWechat};
 use secrecy::ExposeSecret as _;
@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use shared::config::{Config, Env};
 
 use crate::ui;
+
+/// How long `simulate` and `send` wait for the send that follows.
+const SEND_WAIT: Duration = Duration::from_secs(10);
 
 /// Starts the sandbox with the config's accounts, and points the config and environment at it.
 pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
@@ -92,4 +95,52 @@ pub async fn show_sends(fake: Arc<FakeWechat>) {
         refused = problems.len();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// The client side of `GET /sandbox/sends`, for `simulate` and `send`.
+
+/// The sandbox's sends so far, if `base` is `wxbridge dev` in sandbox mode.
+pub async fn sends(base: &str) -> Option<Vec<Value>> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/sandbox/sends"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Waits for the sandbox's next send to `to` after the first `before`, and prints it.
+pub async fn wait_for_send(base: &str, before: usize, to: &str, quiet: bool) -> Option<Value> {
+    let started = Instant::now();
+    while started.elapsed() < SEND_WAIT {
+        if let Some(sends) = sends(base).await {
+            let found = sends
+                .into_iter()
+                .skip(before)
+                .find(|s| s["to"] == to && !s["channel"].as_str().unwrap_or_default().ends_with("_typing"));
+            if let Some(send) = found {
+                if !quiet {
+                    let text = send["text"].as_str().unwrap_or_default();
+                    let channel = send["channel"].as_str().unwrap_or_default();
+                    println!(
+                        "{} {} {} {}",
+                        ui::wechat("→ WeChat:"),
+                        ui::bold(to),
+                        ui::wechat(&format!("sees {text:?}")),
+                        ui::dim(&format!("({channel}, {:.1} s later)", started.elapsed().as_secs_f64()))
+                    );
+                }
+                return Some(send);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !quiet {
+        println!("{}", ui::warn(&format!("  no send to {to} within {} s", SEND_WAIT.as_secs())));
+    }
+    None
 }

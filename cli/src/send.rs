@@ -67,7 +67,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let before = crate::simulate::sandbox_sends(base).await.map(|s| s.len());
+            let before = crate::sandbox::sends(base).await.map(|s| s.len());
             let response = reqwest::Client::new()
                 .post(format!("{base}/outbound"))
                 .body(document.clone())
@@ -87,7 +87,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     let sent = match sends_before {
         Some(before) if !outbound.to.is_empty() => {
-            crate::simulate::wait_for_send(base, before, &outbound.to, args.json).await
+            crate::sandbox::wait_for_send(base, before, &outbound.to, args.json).await
         }
         _ => None,
     };

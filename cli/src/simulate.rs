@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::config::Env;
 use shared::crypto::random_prefix;
 use shared::oa::callback::Mode;
@@ -17,8 +17,6 @@ use crate::ui;
 
 /// How long WeChat waits for an answer to one delivery.
 const WECHAT_WAIT: Duration = Duration::from_secs(5);
-/// How long to wait for the send that follows a message (the sandbox's sends).
-const SEND_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
@@ -112,7 +110,7 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
             format_args!("{:?}", args.text)
         );
     }
-    let sends_before = sandbox_sends(base).await.map(|s| s.len());
+    let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
     let started = Instant::now();
     let response = reqwest::Client::new()
         .post(&url)
@@ -140,7 +138,7 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
         );
     }
     let sent = match sends_before {
-        Some(before) => wait_for_send(base, before, &from, args.json).await,
+        Some(before) => crate::sandbox::wait_for_send(base, before, &from, args.json).await,
         None => None,
     };
     if args.json {
@@ -195,7 +193,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
             args.text
         );
     }
-    let sends_before = sandbox_sends(base).await.map(|s| s.len());
+    let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
     let client = reqwest::Client::new();
     let started = Instant::now();
     // WeChat delivers up to 3 times, each waiting 5 s for the answer.
@@ -276,7 +274,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         }
     }
     let sent = match (&reply, sends_before) {
-        (None, Some(before)) => wait_for_send(base, before, &from, args.json).await,
+        (None, Some(before)) => crate::sandbox::wait_for_send(base, before, &from, args.json).await,
         _ => None,
     };
     if args.json {
@@ -311,50 +309,4 @@ async fn countdown(
             }
         }
     }
-}
-
-/// The sandbox's sends so far, if `base` is `wxbridge dev` in sandbox mode.
-pub async fn sandbox_sends(base: &str) -> Option<Vec<Value>> {
-    let response = reqwest::Client::new()
-        .get(format!("{base}/sandbox/sends"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.json().await.ok()
-}
-
-/// Waits for the sandbox's next send to `to` after the first `before`, and prints it.
-pub async fn wait_for_send(base: &str, before: usize, to: &str, quiet: bool) -> Option<Value> {
-    let started = Instant::now();
-    while started.elapsed() < SEND_WAIT {
-        if let Some(sends) = sandbox_sends(base).await {
-            let found = sends
-                .into_iter()
-                .skip(before)
-                .find(|s| s["to"] == to && !s["channel"].as_str().unwrap_or_default().ends_with("_typing"));
-            if let Some(send) = found {
-                if !quiet {
-                    let text = send["text"].as_str().unwrap_or_default();
-                    let channel = send["channel"].as_str().unwrap_or_default();
-                    println!(
-                        "{} {} {} {}",
-                        ui::wechat("→ WeChat:"),
-                        ui::bold(to),
-                        ui::wechat(&format!("sees {text:?}")),
-                        ui::dim(&format!("({channel}, {:.1} s later)", started.elapsed().as_secs_f64()))
-                    );
-                }
-                return Some(send);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !quiet {
-        println!("{}", ui::warn(&format!("  no send to {to} within {} s", SEND_WAIT.as_secs())));
-    }
-    None
 }

@@ -69,11 +69,14 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
             Err(Reject::http(StatusCode::PAYLOAD_TOO_LARGE, format!("body unreadable or over {MAX_BODY} bytes: {e}")))
         }
     };
-    outcome.unwrap_or_else(|reject| {
-        let fam = family(&path);
-        st.problems.push(format!("{} {path}: {}", parts.method, reject.describe(fam)));
-        reject.into_response(fam)
-    })
+    outcome.unwrap_or_else(|reject| refuse(&mut st, &parts.method, &path, reject))
+}
+
+/// Answers a rejection in the platform's shape and reports it in `problems()`.
+fn refuse(st: &mut State, method: &axum::http::Method, path: &str, reject: Reject) -> Response {
+    let fam = family(path);
+    st.problems.push(format!("{method} {path}: {}", reject.describe(fam)));
+    reject.into_response(fam)
 }
 
 /// Holds an empty `getupdates` until a message is queued or the hold time passes. Two polls in
@@ -92,11 +95,7 @@ async fn long_poll(shared: &Shared, req: &Req) -> Response {
                 }
                 Ok((token, offset))
             }
-            Err(reject) => {
-                let fam = family(&req.path);
-                st.problems.push(format!("{} {}: {}", req.method, req.path, reject.describe(fam)));
-                Err(reject.into_response(fam))
-            }
+            Err(reject) => Err(refuse(&mut st, &req.method, &req.path, reject)),
         }
     };
     let (token, offset) = match opened {

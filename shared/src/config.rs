@@ -130,23 +130,16 @@ pub struct Config {
     pub replay_window_secs: u64,
 }
 
-// The document as written; `Config::parse` turns it into the typed form.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+// The document as written, section by section (`Config::check` reads each on its own, so that
+// a problem in one does not hide the others); `from_raw` turns it into the typed form.
+#[derive(Default)]
 struct RawConfig {
-    #[serde(default)]
     wecom: Vec<RawWecomApp>,
-    #[serde(default)]
     oa: Vec<RawOaApp>,
-    #[serde(default)]
     ilink: Vec<RawIlink>,
-    #[serde(default)]
     robots: Vec<RawRobot>,
-    #[serde(default)]
     bot: Option<RawBot>,
-    #[serde(default)]
     oa_window: Option<RawOaWindow>,
-    #[serde(default)]
     replay_window_secs: Option<u64>,
 }
 

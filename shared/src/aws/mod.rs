@@ -34,17 +34,19 @@ pub async fn sdk_config() -> SdkConfig {
 pub async fn load_config(env: &Env, sdk: &SdkConfig) -> Result<Config, ConfigError> {
     match env.config_source()? {
         ConfigSource::File(path) => Config::from_file(&path),
-        ConfigSource::Secret(name) => {
-            let client = aws_sdk_secretsmanager::Client::new(sdk);
-            let secret = client.get_secret_value().secret_id(&name).send().await.map_err(|err| ConfigError::Read {
-                path: format!("secret {name}"),
-                reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string(),
-            })?;
-            let text = secret.secret_string().ok_or_else(|| ConfigError::Read {
-                path: format!("secret {name}"),
-                reason: "the secret has no SecretString (binary secrets are not supported)".to_owned(),
-            })?;
-            Config::parse(text)
-        }
+        ConfigSource::Secret(name) => Config::parse(&read_secret(sdk, &name).await?),
     }
+}
+
+/// The text of a Secrets Manager secret (the config document).
+pub async fn read_secret(sdk: &SdkConfig, name: &str) -> Result<String, ConfigError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let secret = client.get_secret_value().secret_id(name).send().await.map_err(|err| ConfigError::Read {
+        path: format!("secret {name}"),
+        reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string(),
+    })?;
+    secret.secret_string().map(str::to_owned).ok_or_else(|| ConfigError::Read {
+        path: format!("secret {name}"),
+        reason: "the secret has no SecretString (binary secrets are not supported)".to_owned(),
+    })
 }
