@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
-use shared::config::{BotConfig, Config, ConfigError, Env};
+use shared::core::config::{BotConfig, Config, ConfigError, Env};
 
 use crate::ui;
 
@@ -38,9 +38,10 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             path.display().to_string(),
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         ),
-        (None, Some(secret), _, _) | (None, None, None, Some(secret)) => {
-            (format!("secret {secret}"), shared::aws::read_secret(&shared::aws::sdk_config().await, secret).await?)
-        }
+        (None, Some(secret), _, _) | (None, None, None, Some(secret)) => (
+            format!("secret {secret}"),
+            shared::adapters::aws::read_secret(&shared::adapters::aws::sdk_config().await, secret).await?,
+        ),
         (None, None, None, None) => anyhow::bail!(
             "nothing to check: give --config FILE or --secret NAME (or set WXBRIDGE_CONFIG / WXBRIDGE_CONFIG_SECRET)"
         ),

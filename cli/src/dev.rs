@@ -11,18 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use lambda_http::RequestExt as _;
-use shared::config::{Config, Env};
-use shared::dispatcher::Dispatcher;
-use shared::envelope::Outbound;
-use shared::memory::{
+use shared::adapters::memory::{
     MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryParkedReplies, MemoryPollState, MemoryQueue,
     MemoryReplySlots,
 };
-use shared::oa::service::OaCallback;
-use shared::ports::{QueueMessage, SystemClock};
-use shared::sender::Record;
-use shared::wecom::callback::MAX_BODY_BYTES;
-use shared::wecom::WecomCallback;
+use shared::channels::oa::service::OaCallback;
+use shared::channels::wecom::callback::MAX_BODY_BYTES;
+use shared::channels::wecom::WecomCallback;
+use shared::core::config::{Config, Env};
+use shared::core::envelope::Outbound;
+use shared::core::ports::{QueueMessage, SystemClock};
+use shared::services::dispatcher::Dispatcher;
+use shared::services::sender::Record;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 /// Options of `wxbridge dev`.
@@ -70,7 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let shared_config = Arc::new(config.clone());
     let (wecom, oa, inbound, outbound) = if args.aws {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::adapters::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
         sender.metrics = crate::outbound::print_metrics();
@@ -95,8 +95,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let parked = Arc::new(MemoryParkedReplies::default());
         let contexts = Arc::new(MemoryContextTokens::default());
         if !config.ilink.is_empty() {
-            let poller = shared::ilink::Poller::new(
-                shared::api::WechatApi::new(&env.api_settings())?,
+            let poller = shared::channels::ilink::Poller::new(
+                shared::core::http::WechatApi::new(&env.api_settings())?,
                 queue.clone(),
                 dedupe.clone(),
                 contexts.clone(),
@@ -112,7 +112,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let dispatcher = Dispatcher {
-            bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
+            bot: shared::services::bots::from_config(&config.bot, shared::services::bots::http_client()?),
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
             typing: dispatcher::typing(&config, &env)?,
@@ -146,7 +146,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// On the local emulator with no resource names given, creates `wxbridge-dev-*` resources.
 /// Never on real AWS: there the deployed stack's names must be given.
-async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::Result<Env> {
+async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -> anyhow::Result<Env> {
     if env.table.is_some()
         && env.inbound_queue_url.is_some()
         && env.outbound_queue_url.is_some()
@@ -161,11 +161,14 @@ async fn local_resources(mut env: Env, sdk: &shared::aws::SdkConfig) -> anyhow::
              or AWS_ENDPOINT_URL pointing at the local emulator (scripts/dev --aws starts one)"
         );
     }
-    let names = shared::aws::resources::ResourceNames::new("wxbridge-dev");
-    let urls =
-        shared::aws::resources::create_all(&aws_sdk_dynamodb::Client::new(sdk), &aws_sdk_sqs::Client::new(sdk), &names)
-            .await
-            .context("cannot create the local table and queues")?;
+    let names = shared::adapters::aws::resources::ResourceNames::new("wxbridge-dev");
+    let urls = shared::adapters::aws::resources::create_all(
+        &aws_sdk_dynamodb::Client::new(sdk),
+        &aws_sdk_sqs::Client::new(sdk),
+        &names,
+    )
+    .await
+    .context("cannot create the local table and queues")?;
     // Names given in the environment win; the rest are the dev resources.
     let table = env.table.get_or_insert(names.table).clone();
     let inbound = env.inbound_queue_url.get_or_insert(urls.inbound).clone();
@@ -263,7 +266,7 @@ async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::By
     };
     let queued = match &state.outbound {
         OutboundSink::Memory(tx) => {
-            let id = shared::ports::claim_token();
+            let id = shared::core::ports::claim_token();
             let record = Record { message_id: id.clone(), receipt_handle: id, body: text.to_owned(), receive_count: 1 };
             tx.send(record).map_err(|_| "the sender has stopped".to_owned())
         }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Value};
-use shared::api::{ApiSettings, WechatApi, ILINK_API_BASE};
-use shared::config::{Config, IlinkAccount};
-use shared::ilink::client::QR_STATUS_TIMEOUT;
-use shared::ilink::{IlinkLogin, Poller, QrStatus, Turn};
+use shared::channels::ilink::client::QR_STATUS_TIMEOUT;
+use shared::channels::ilink::{IlinkLogin, Poller, QrStatus, Turn};
+use shared::core::config::{Config, IlinkAccount};
+use shared::core::http::{ApiSettings, WechatApi, ILINK_API_BASE};
 use tokio::time::Instant;
 
 /// QR codes tried before giving up (the service's own client stops at 3 too).
@@ -68,8 +68,10 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let destination = match (&args.config_file, &args.secret) {
         (Some(path), _) if path.exists() => Some(Config::from_file(path)?),
         (_, Some(secret)) => Some(
-            Config::parse(&shared::aws::read_secret(&shared::aws::sdk_config().await, secret).await?)
-                .with_context(|| format!("in secret {secret}"))?,
+            Config::parse(
+                &shared::adapters::aws::read_secret(&shared::adapters::aws::sdk_config().await, secret).await?,
+            )
+            .with_context(|| format!("in secret {secret}"))?,
         ),
         _ => None,
     };
@@ -226,9 +228,9 @@ fn write_config_file(path: &Path, login: &IlinkLogin) -> anyhow::Result<()> {
 }
 
 async fn write_secret(secret: &str, login: &IlinkLogin) -> anyhow::Result<()> {
-    let sdk = shared::aws::sdk_config().await;
+    let sdk = shared::adapters::aws::sdk_config().await;
     // Read again: whatever changed while the QR code was scanned is kept.
-    let text = shared::aws::read_secret(&sdk, secret).await?;
+    let text = shared::adapters::aws::read_secret(&sdk, secret).await?;
     let updated = upsert(&text, login).with_context(|| format!("in secret {secret}"))?;
     aws_sdk_secretsmanager::Client::new(&sdk)
         .put_secret_value()

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use shared::api::WechatApi;
-use shared::config::{Config, Env};
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound, MemoryParkedReplies};
-use shared::ports::{ContextTokens, Metrics, SendMetric, SystemClock};
-use shared::sender::{backoff_s, Record, Sender};
-use shared::tokens::{MemoryTokenStore, Tokens};
+use shared::adapters::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound, MemoryParkedReplies};
+use shared::core::config::{Config, Env};
+use shared::core::http::WechatApi;
+use shared::core::ports::{ContextTokens, Metrics, SendMetric, SystemClock};
+use shared::core::tokens::{MemoryTokenStore, Tokens};
+use shared::services::sender::{backoff_s, Record, Sender};
 use tokio::sync::mpsc;
 
 /// Receives after which the in-memory queue gives a message up, like the SQS redrive policy.
-const MAX_RECEIVES: u32 = match shared::aws::resources::OUTBOUND.max_receive_count {
+const MAX_RECEIVES: u32 = match shared::adapters::aws::resources::OUTBOUND.max_receive_count {
     Some(count) => count,
     None => 6,
 };
@@ -49,7 +49,7 @@ pub fn memory_sender(
         config,
         api: WechatApi::new(&env.api_settings())?,
         tokens: Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone()),
-        sent: Arc::new(MemoryDedupe::keeping(shared::ports::SENT_TTL)),
+        sent: Arc::new(MemoryDedupe::keeping(shared::core::ports::SENT_TTL)),
         queue: queue.clone(),
         contexts: contexts as Arc<dyn ContextTokens>,
         parked,
@@ -102,9 +102,9 @@ impl BatchHandler for Sender {
 }
 
 #[async_trait::async_trait]
-impl BatchHandler for shared::dispatcher::Dispatcher {
+impl BatchHandler for shared::services::dispatcher::Dispatcher {
     async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        shared::dispatcher::Dispatcher::handle_batch(self, records).await
+        shared::services::dispatcher::Dispatcher::handle_batch(self, records).await
     }
 }
 
@@ -112,11 +112,11 @@ impl BatchHandler for shared::dispatcher::Dispatcher {
 pub struct MemoryOutboundQueue(pub mpsc::UnboundedSender<Record>);
 
 #[async_trait::async_trait]
-impl shared::ports::Publisher for MemoryOutboundQueue {
-    async fn publish(&self, message: shared::ports::QueueMessage) -> Result<(), shared::ports::PortError> {
-        let id = shared::ports::claim_token();
+impl shared::core::ports::Publisher for MemoryOutboundQueue {
+    async fn publish(&self, message: shared::core::ports::QueueMessage) -> Result<(), shared::core::ports::PortError> {
+        let id = shared::core::ports::claim_token();
         let record = Record { message_id: id.clone(), receipt_handle: id, body: message.body, receive_count: 1 };
-        self.0.send(record).map_err(|_| shared::ports::PortError::new("memory queue", "the sender has stopped"))
+        self.0.send(record).map_err(|_| shared::core::ports::PortError::new("memory queue", "the sender has stopped"))
     }
 }
 

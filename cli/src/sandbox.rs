@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fakes::{Api, Delivery, FakeWechat};
 use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
-use shared::config::{Config, Env};
+use shared::core::config::{Config, Env};
 
 use crate::ui;
 

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context as _};
 use serde_json::json;
-use shared::envelope::Outbound;
+use shared::core::envelope::Outbound;
 
 use crate::ui;
 
@@ -37,7 +37,7 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let key = args.key.clone().unwrap_or_else(|| format!("cli-{}", &shared::ports::claim_token()[..16]));
+    let key = args.key.clone().unwrap_or_else(|| format!("cli-{}", &shared::core::ports::claim_token()[..16]));
     let document = json!({
         "v": 1, "channel": args.channel, "account": args.account, "to": args.to,
         "content": {"type": "text", "text": args.text}, "idempotency_key": key,
@@ -49,7 +49,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/');
     let sends_before = match &args.queue_url {
         Some(queue_url) => {
-            let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
+            let sqs = aws_sdk_sqs::Client::new(&shared::adapters::aws::sdk_config().await);
             sqs.send_message()
                 .queue_url(queue_url)
                 .message_body(&document)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use shared::config::{Config, ConfigError, Env};
+use shared::core::config::{Config, ConfigError, Env};
 
 /// The demo configuration: a WeCom app and an Official Account, both named `demo`, with made-up
 /// credentials that only the sandbox accepts.

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use serde_json::json;
-use shared::config::Env;
-use shared::crypto::random_prefix;
-use shared::oa::callback::Mode;
-use shared::wecom::simulate::{sign_callback, text_message};
+use shared::channels::oa::callback::Mode;
+use shared::channels::wecom::simulate::{sign_callback, text_message};
+use shared::core::config::Env;
+use shared::protocol::crypto::random_prefix;
 
 use crate::ui;
 
@@ -177,7 +177,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
     let from = args.from.clone().unwrap_or_else(|| "oDemoUser0000000000000000001".to_owned());
     let msg_id = message_id();
     let gh = format!("gh_{}", account.app);
-    let xml = shared::oa::request::text_message(&gh, &from, &args.text, msg_id, unix_now());
+    let xml = shared::channels::oa::request::text_message(&gh, &from, &args.text, msg_id, unix_now());
     let base = args.url.trim_end_matches('/');
     let id = format!("oa:{}:{msg_id}", account.app);
     let mode_name = match mode {
@@ -200,7 +200,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
     let mut outcome = None;
     for delivery in 1..=3u32 {
         let nonce = format!("{}{delivery}", msg_id % 1_000_000_000);
-        let signed = shared::oa::request::sign_callback(
+        let signed = shared::channels::oa::request::sign_callback(
             secrecy::ExposeSecret::expose_secret(&account.token),
             crypt.as_ref(),
             mode,
@@ -248,8 +248,10 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
     let reply = if body.trim().is_empty() || body.trim() == "success" {
         None
     } else {
-        let xml = shared::oa::request::open_reply(crypt.as_ref(), &body).context("the passive reply does not open")?;
-        let fields = shared::xml::parse(&xml).map_err(|e| anyhow::anyhow!("the passive reply is not XML: {e}"))?;
+        let xml = shared::channels::oa::request::open_reply(crypt.as_ref(), &body)
+            .context("the passive reply does not open")?;
+        let fields =
+            shared::protocol::xml::parse(&xml).map_err(|e| anyhow::anyhow!("the passive reply is not XML: {e}"))?;
         Some(
             fields
                 .text("Content")

@@ -157,7 +157,7 @@ fn dev_answers_an_official_account_message_passively() {
     let config = loop_config(dir.path());
     let dev = start_dev(&["--config", config.to_str().unwrap()], &[]);
     let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
-    let signature = shared::crypto::plain_signature("oaDemoToken", &ts, "42");
+    let signature = shared::protocol::crypto::plain_signature("oaDemoToken", &ts, "42");
     let body = format!(
         "<xml><ToUserName><![CDATA[gh_demo]]></ToUserName><FromUserName><![CDATA[oUser1]]></FromUserName>\
          <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好]]></Content><MsgId>77</MsgId></xml>"
@@ -168,7 +168,7 @@ fn dev_answers_an_official_account_message_passively() {
     let (status, reply) = runtime.block_on(post(&url, body));
     assert_eq!(status, 200, "{reply}");
     assert!(started.elapsed() < Duration::from_secs(5), "answered inside WeChat's window");
-    let fields = shared::xml::parse(&reply).unwrap();
+    let fields = shared::protocol::xml::parse(&reply).unwrap();
     assert_eq!(fields.text("Content"), Some("你好"));
     assert_eq!(fields.text("ToUserName"), Some("oUser1"));
     assert_eq!(fields.text("FromUserName"), Some("gh_demo"));
@@ -181,11 +181,11 @@ fn dev_with_aws_runs_the_loop_through_the_queues() {
         .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = fake_wecom(&runtime);
-    let prefix = format!("cli-{}", &shared::ports::claim_token()[..10]);
-    let names = shared::aws::resources::ResourceNames::new(&prefix);
+    let prefix = format!("cli-{}", &shared::core::ports::claim_token()[..10]);
+    let names = shared::adapters::aws::resources::ResourceNames::new(&prefix);
     let urls = runtime.block_on(async {
-        let sdk = shared::aws::sdk_config().await;
-        shared::aws::resources::create_all(
+        let sdk = shared::adapters::aws::sdk_config().await;
+        shared::adapters::aws::resources::create_all(
             &aws_sdk_dynamodb::Client::new(&sdk),
             &aws_sdk_sqs::Client::new(&sdk),
             &names,
@@ -325,7 +325,7 @@ fn ilink_login_writes_the_bot_into_a_config_file() {
     fake.script_ilink_login(&["confirmed"]);
     let out = ilink_login(&fake, &["--config-file", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let config = shared::config::Config::from_file(&path).unwrap();
+    let config = shared::core::config::Config::from_file(&path).unwrap();
     assert_eq!(config.ilink.len(), 1);
     assert_eq!(config.ilink[0].account, "second@im.bot");
     assert_eq!(config.wecom[0].app, "demo", "the rest of the config is kept");
@@ -378,8 +378,9 @@ fn ilink_login_writes_the_bot_into_the_config_secret() {
         .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = runtime.block_on(fakes::FakeWechat::start());
-    let name = format!("wxbridge-it-{}", shared::ports::claim_token());
-    let client = runtime.block_on(async { aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await) });
+    let name = format!("wxbridge-it-{}", shared::core::ports::claim_token());
+    let client =
+        runtime.block_on(async { aws_sdk_secretsmanager::Client::new(&shared::adapters::aws::sdk_config().await) });
     runtime
         .block_on(
             client.create_secret().name(&name).secret_string(include_str!("../../examples/dev-config.json")).send(),
@@ -391,7 +392,7 @@ fn ilink_login_writes_the_bot_into_the_config_secret() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "nothing secret printed when written to the secret");
     let stored = runtime.block_on(client.get_secret_value().secret_id(&name).send()).unwrap();
-    let config = shared::config::Config::parse(stored.secret_string().unwrap()).unwrap();
+    let config = shared::core::config::Config::parse(stored.secret_string().unwrap()).unwrap();
     assert_eq!(config.ilink[0].account, "b0t5@im.bot");
     assert_eq!(config.ilink[0].base_url, fake.base_url);
     assert_eq!(config.wecom[0].app, "demo");

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use serde::Deserialize;
-use shared::crypto::{random_prefix, EncodingAesKey, MsgCrypt};
-use shared::wecom::{TextReply, WecomCallbackMessage, WecomMessage};
+use shared::channels::wecom::{TextReply, WecomCallbackMessage, WecomMessage};
+use shared::protocol::crypto::{random_prefix, EncodingAesKey, MsgCrypt};
 
 const CORPUS: &str = include_str!("../../fixtures/bench/corpus.jsonl");
 const SIZES: [&str; 3] = ["320B", "1KB", "8KB"];
@@ -63,7 +63,8 @@ fn load() -> Corpus {
 
 /// Path (a): the decrypted message text.
 fn verify_decrypt(crypt: &MsgCrypt, line: &Line) -> String {
-    let encrypt = shared::xml::top_level_text(&line.body_xml, "Encrypt").expect("outer xml").expect("Encrypt");
+    let encrypt =
+        shared::protocol::xml::top_level_text(&line.body_xml, "Encrypt").expect("outer xml").expect("Encrypt");
     let proof = crypt.verify(&line.msg_signature, &line.timestamp, &line.nonce, encrypt.trim()).expect("signature");
     crypt.decrypt(proof).expect("decrypt")
 }

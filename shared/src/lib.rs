@@ -1,29 +1,21 @@
 //! wxbridge's core: WeChat protocols, the message contract with bots, the ports the functions
-//! need and their adapters. Protocol code is pure; I/O lives behind the traits in [`ports`].
+//! need and their adapters.
+//!
+//! Layers, each importing only the ones before it:
+//! [`protocol`] (pure crypto, XML, query strings) ← [`core`] (the envelope, ports, retry verdicts,
+//! tokens, config walk, callback frame, HTTP client) ← [`channels`] (one folder per WeChat
+//! product, and the registry) ← [`services`] (dispatcher, sender, bots) ← [`adapters`]
+//! (DynamoDB, SQS, Secrets Manager, in-memory twins, Lambda glue, metrics).
 
-// One audited exception: `crypto::into_string` after SIMD UTF-8 validation.
+// One audited exception: `protocol::crypto::into_string` after SIMD UTF-8 validation.
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod bots;
-pub mod callback;
-pub mod config;
-pub mod crypto;
-pub mod dispatcher;
-pub mod envelope;
-pub mod fields;
-pub mod ilink;
-pub mod memory;
-pub mod oa;
-pub mod outbound;
-pub mod ports;
-pub mod query;
-pub mod sender;
-pub mod tokens;
-pub mod wecom;
-pub mod xml;
+pub mod protocol;
 
-#[cfg(feature = "aws")]
-pub mod aws;
-#[cfg(feature = "lambda")]
-pub mod lambda;
+pub mod core;
+
+pub mod channels;
+
+pub mod services;
+
+pub mod adapters;

@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shared::config::Config;
-use shared::crypto::{EncodingAesKey, MsgCrypt};
-use shared::memory::{MemoryDedupe, MemoryQueue};
-use shared::ports::Clock;
-use shared::query::Query;
-use shared::wecom::callback::CallbackRequest;
-use shared::wecom::simulate::{sign_callback, text_message};
-use shared::wecom::WecomCallback;
+use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
+use shared::channels::wecom::callback::CallbackRequest;
+use shared::channels::wecom::simulate::{sign_callback, text_message};
+use shared::channels::wecom::WecomCallback;
+use shared::core::config::Config;
+use shared::core::ports::Clock;
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::protocol::query::Query;
 
 const TOKEN: &str = "Wx8r1dgeT0ken";
 const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
@@ -121,8 +121,8 @@ fn random_documents_never_panic_the_xml_parser() {
     ];
     for _ in 0..20_000 {
         let doc: String = (0..rng.random_range(0..24)).map(|_| pieces[rng.random_range(0..pieces.len())]).collect();
-        let _ = shared::xml::parse(&doc);
-        let _ = shared::xml::top_level_text(&doc, "A");
+        let _ = shared::protocol::xml::parse(&doc);
+        let _ = shared::protocol::xml::top_level_text(&doc, "A");
     }
 }
 
@@ -136,7 +136,8 @@ async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
     let service = WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(Fixed));
     let genuine = sign_callback(&crypt(), &text_message(CORP, 1, "u", "hi", 7, NOW), NOW, "1320562132", [8; 16]);
     let genuine_query = Query::parse(&genuine.query).unwrap();
-    let genuine_encrypt = shared::xml::top_level_text(&genuine.body, "Encrypt").unwrap().unwrap().into_owned();
+    let genuine_encrypt =
+        shared::protocol::xml::top_level_text(&genuine.body, "Encrypt").unwrap().unwrap().into_owned();
     let mut rng = rng();
     for round in 0..3000 {
         let (query, body) = if round % 2 == 0 {
@@ -157,7 +158,8 @@ async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
                 signed_parts,
                 ["msg_signature", "timestamp", "nonce"].map(|name| genuine_query.get(name).map(str::to_owned))
             );
-            let encrypt = shared::xml::top_level_text(std::str::from_utf8(&body).unwrap(), "Encrypt").unwrap().unwrap();
+            let encrypt =
+                shared::protocol::xml::top_level_text(std::str::from_utf8(&body).unwrap(), "Encrypt").unwrap().unwrap();
             assert_eq!(encrypt.trim(), genuine_encrypt);
         } else {
             assert!((400..500).contains(&response.status), "{} for {query}", response.status);

@@ -3,12 +3,12 @@
 
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::crypto::{EncodingAesKey, MsgCrypt};
-use shared::envelope::{Article, Kind};
-use shared::oa::callback::{Mode, OaAuth, OaError};
-use shared::oa::{OaCallbackMessage, OaEvent, OaMessage, PassiveReply};
-use shared::query::Query;
-use shared::xml;
+use shared::channels::oa::callback::{Mode, OaAuth, OaError};
+use shared::channels::oa::{OaCallbackMessage, OaEvent, OaMessage, PassiveReply};
+use shared::core::envelope::{Article, Kind};
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::protocol::query::Query;
+use shared::protocol::xml;
 
 const MESSAGES: &str = include_str!("../../fixtures/vectors/messages.json");
 const CRYPTO: &str = include_str!("../../fixtures/vectors/crypto.json");

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::crypto::{EncodingAesKey, MsgCrypt};
-use shared::dispatcher::Dispatcher;
-use shared::envelope::{Content, Outbound};
-use shared::memory::{MemoryQueue, MemoryReplySlots};
-use shared::oa::simulate::{self, SlowEcho, Timings};
-use shared::ports::ReplySlots;
-use shared::xml;
+use shared::adapters::memory::{MemoryQueue, MemoryReplySlots};
+use shared::channels::oa::simulate::{self, SlowEcho, Timings};
+use shared::core::envelope::{Content, Outbound};
+use shared::core::ports::ReplySlots;
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::protocol::xml;
+use shared::services::dispatcher::Dispatcher;
 
 const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
 const APP_ID: &str = "wxsimulated00001";
@@ -71,7 +71,7 @@ async fn a_bot_taking_twenty_seconds_gets_success_then_exactly_one_customer_serv
     // the margin is only 50 ms, too little to assert on a busy machine).
     assert_eq!(answers.last().unwrap().1, "success");
     assert_eq!(sends.len(), 1);
-    assert_eq!(sends[0].channel, shared::envelope::OutChannel::Oa);
+    assert_eq!(sends[0].channel, shared::core::envelope::OutChannel::Oa);
     assert_eq!(sends[0].to, "oUser");
     assert_eq!(sends[0].idempotency_key, "oa:news:3#0");
     assert_eq!(sends[0].content, Content::Text { text: "re: ping".into() });

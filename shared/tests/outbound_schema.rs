@@ -1,7 +1,7 @@
 //! `schemas/outbound.v1.json` and `Outbound::parse` agree on what a valid Outbound is.
 
 use serde_json::{json, Value};
-use shared::envelope::Outbound;
+use shared::core::envelope::Outbound;
 
 const SCHEMA: &str = include_str!("../../schemas/outbound.v1.json");
 

@@ -1,11 +1,11 @@
 //! Every case of `fixtures/vectors/crypto.json` and every WeCom sample of `messages.json`.
 
 use serde_json::Value;
-use shared::crypto::{plain_signature, CryptoError, EncodingAesKey, MsgCrypt};
-use shared::envelope::Kind;
-use shared::wecom::message::{MsgId, WecomCallbackMessage, WecomEvent, WecomMessage};
-use shared::wecom::TextReply;
-use shared::xml;
+use shared::channels::wecom::message::{MsgId, WecomCallbackMessage, WecomEvent, WecomMessage};
+use shared::channels::wecom::TextReply;
+use shared::core::envelope::Kind;
+use shared::protocol::crypto::{plain_signature, CryptoError, EncodingAesKey, MsgCrypt};
+use shared::protocol::xml;
 
 const CRYPTO: &str = include_str!("../../fixtures/vectors/crypto.json");
 const MESSAGES: &str = include_str!("../../fixtures/vectors/messages.json");
@@ -264,7 +264,7 @@ fn every_inbound_built_from_the_samples_validates_against_the_schema() {
             validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{}: {errors:?}", sample["id"]);
         // The envelope reads back into the same value.
-        let back: shared::envelope::Inbound = serde_json::from_value(json).unwrap();
+        let back: shared::core::envelope::Inbound = serde_json::from_value(json).unwrap();
         assert_eq!(back, inbound);
     }
     assert!(kinds.contains("Event") && kinds.contains("Text") && kinds.contains("Location"));

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput};
-use shared::api::WechatApi;
-use shared::aws::resources::{self, ResourceNames};
-use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore};
-use shared::config::{Config, Env};
-use shared::memory::{MemoryMetrics, MemoryOutbound};
-use shared::ports::SystemClock;
-use shared::sender::{Record, Sender};
-use shared::tokens::Tokens;
+use shared::adapters::aws::resources::{self, ResourceNames};
+use shared::adapters::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore};
+use shared::adapters::memory::{MemoryMetrics, MemoryOutbound};
+use shared::core::config::{Config, Env};
+use shared::core::http::WechatApi;
+use shared::core::ports::SystemClock;
+use shared::core::tokens::Tokens;
+use shared::services::sender::{Record, Sender};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -63,8 +63,8 @@ struct Setup {
 async fn setup() -> Setup {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: start the emulator (infra/local-stack.sh start; eval \"$(infra/local-stack.sh env)\")");
-    let sdk = shared::aws::sdk_config().await;
-    let names = ResourceNames::new(&format!("bench-{}", &shared::ports::claim_token()[..10]));
+    let sdk = shared::adapters::aws::sdk_config().await;
+    let names = ResourceNames::new(&format!("bench-{}", &shared::core::ports::claim_token()[..10]));
     resources::create_all(&aws_sdk_dynamodb::Client::new(&sdk), &aws_sdk_sqs::Client::new(&sdk), &names).await.unwrap();
     let fake = fakes::FakeWechat::start().await;
     fake.add_wecom_app("ww1", "secret", 1_000_002);
@@ -87,10 +87,10 @@ async fn setup() -> Setup {
         config: Arc::new(config),
         api: WechatApi::new(&env.api_settings()).unwrap(),
         tokens: Tokens::new(Arc::new(DynamoTokenStore::new(dynamodb.clone(), &names.table)), clock.clone()),
-        sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table).keeping(shared::ports::SENT_TTL)),
+        sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table).keeping(shared::core::ports::SENT_TTL)),
         queue: Arc::new(MemoryOutbound::default()),
         contexts: Arc::new(DynamoContextTokens::new(dynamodb, &names.table)),
-        parked: Arc::new(shared::memory::MemoryParkedReplies::default()),
+        parked: Arc::new(shared::adapters::memory::MemoryParkedReplies::default()),
         metrics: Arc::new(MemoryMetrics::default()),
         clock,
     };

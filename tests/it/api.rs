@@ -2,7 +2,7 @@
 
 use fakes::FakeWechat;
 use secrecy::SecretString;
-use shared::api::{ApiError, ApiSettings, WechatApi};
+use shared::core::http::{ApiError, ApiSettings, WechatApi};
 
 async fn setup() -> (FakeWechat, WechatApi) {
     let fake = FakeWechat::start().await;

@@ -8,9 +8,9 @@ use axum::routing::post;
 use axum::Router;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shared::bots::{webhook_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use shared::config::BotConfig;
-use shared::envelope::{Content, Inbound};
+use shared::core::config::BotConfig;
+use shared::core::envelope::{Content, Inbound};
+use shared::services::bots::{webhook_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
@@ -57,9 +57,9 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
         )
         .with_state(seen.clone());
     let url = serve(router).await;
-    let bot = shared::bots::from_config(
+    let bot = shared::services::bots::from_config(
         &BotConfig::Http { url: format!("{url}/bot"), secret: SecretString::from("hook-secret".to_owned()) },
-        shared::bots::http_client().unwrap(),
+        shared::services::bots::http_client().unwrap(),
     );
     let replies = bot.answer(&inbound(Some("ping"))).await.unwrap();
     assert_eq!(replies, [Content::Text { text: "got ping".into() }, Content::Markdown { text: "**2**".into() }]);
@@ -70,9 +70,9 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
         "an answer without replies is retried, not taken as silence"
     );
     assert!(bot.answer(&inbound(None)).await.is_err(), "replies that are not Outbound contents are an error");
-    let wrong = shared::bots::from_config(
+    let wrong = shared::services::bots::from_config(
         &BotConfig::Http { url: format!("{url}/bot"), secret: SecretString::from("other".to_owned()) },
-        shared::bots::http_client().unwrap(),
+        shared::services::bots::http_client().unwrap(),
     );
     assert!(wrong.answer(&inbound(Some("ping"))).await.is_err());
     let (headers, body) = seen.lock().unwrap()[0].clone();
@@ -109,7 +109,7 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
         model: "claw-1".into(),
         system_prompt: Some("Be brief.".into()),
     };
-    let bot = shared::bots::from_config(&config, shared::bots::http_client().unwrap());
+    let bot = shared::services::bots::from_config(&config, shared::services::bots::http_client().unwrap());
     assert_eq!(bot.answer(&inbound(Some("你好"))).await.unwrap(), [Content::Text { text: "you said 你好".into() }]);
     assert!(bot.answer(&inbound(None)).await.unwrap().is_empty(), "nothing to say to an image");
     assert_eq!(seen.lock().unwrap().len(), 1, "no call without text");
@@ -118,14 +118,14 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
     assert_eq!(request["user"], "wxbridge:wecom:hr:WangFang");
     assert_eq!(request["messages"][0], json!({"role": "system", "content": "Be brief."}));
     assert_eq!(request["messages"][1], json!({"role": "user", "content": "你好"}));
-    let wrong_key = shared::bots::from_config(
+    let wrong_key = shared::services::bots::from_config(
         &BotConfig::OpenAi {
             base_url: url,
             api_key: SecretString::from("sk-wrong".to_owned()),
             model: "m".into(),
             system_prompt: None,
         },
-        shared::bots::http_client().unwrap(),
+        shared::services::bots::http_client().unwrap(),
     );
     let err = wrong_key.answer(&inbound(Some("x"))).await.unwrap_err();
     assert!(!err.to_string().contains("sk-wrong"), "{err}");

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use shared::aws::DynamoDedupe;
-use shared::ports::{Claim, Dedupe, DEDUPE_TTL};
+use shared::adapters::aws::DynamoDedupe;
+use shared::core::ports::{Claim, Dedupe, DEDUPE_TTL};
 
 use crate::support::Stack;
 

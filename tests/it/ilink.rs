@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fakes::FakeWechat;
 use serde_json::{json, Value};
-use shared::api::{ApiSettings, WechatApi};
-use shared::config::Config;
-use shared::ilink::{Poller, Turn};
-use shared::memory::{MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryPollState, MemoryQueue};
-use shared::ports::{ContextTokens, Paused, PollState, PortError, QueueMessage, SystemClock};
+use shared::adapters::memory::{MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryPollState, MemoryQueue};
+use shared::channels::ilink::{Poller, Turn};
+use shared::core::config::Config;
+use shared::core::http::{ApiSettings, WechatApi};
+use shared::core::ports::{ContextTokens, Paused, PollState, PortError, QueueMessage, SystemClock};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ struct Rig {
     poller: Poller,
     inbound: UnboundedReceiver<QueueMessage>,
     contexts: Arc<MemoryContextTokens>,
-    account: shared::config::IlinkAccount,
+    account: shared::core::config::IlinkAccount,
 }
 
 async fn rig(state: Arc<dyn PollState>) -> Rig {
@@ -175,11 +175,11 @@ async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
     let make = |rig: &Rig| {
         let mut poller = Poller::new(
             WechatApi::new(&ApiSettings::default()).unwrap(),
-            Arc::new(shared::aws::SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-            Arc::new(shared::aws::DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::aws::DynamoContextTokens::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::aws::DynamoLeases::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::adapters::aws::SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+            Arc::new(shared::adapters::aws::DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::adapters::aws::DynamoContextTokens::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::adapters::aws::DynamoLeases::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::adapters::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table)),
             Arc::new(SystemClock),
         );
         poller.hold = rig.poller.hold;
@@ -204,9 +204,9 @@ async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
     // The cursor is stored: the next turn (any instance) does not publish the message again.
     assert_eq!(b.run_account(&account, soon(500)).await.unwrap(), Turn::Polled { published: 0 });
     assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
-    let state = shared::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table);
+    let state = shared::adapters::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table);
     assert!(state.cursor("a1b2c3@im.bot").await.unwrap().is_some());
-    let fingerprint = shared::ilink::poller::token_fingerprint(&account.bot_token);
+    let fingerprint = shared::channels::ilink::poller::token_fingerprint(&account.bot_token);
     state.pause("a1b2c3@im.bot", &fingerprint, std::time::SystemTime::now()).await.unwrap();
     assert_eq!(a.run_account(&account, soon(500)).await.unwrap(), Turn::Paused);
     // A new login (a new token) resumes the account from a fresh session.
@@ -250,7 +250,7 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
         stack.urls.outbound.clone(),
         stack.urls.outbound_dlq.clone(),
     );
-    let env = shared::config::Env::from_lookup(move |name| match name {
+    let env = shared::core::config::Env::from_lookup(move |name| match name {
         "WXBRIDGE_TABLE" => Some(table.clone()),
         "WXBRIDGE_INBOUND_QUEUE_URL" => Some(inbound.clone()),
         "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
@@ -261,7 +261,7 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
     let mut poller = ilink_poller::build(&env, &stack.sdk).unwrap();
     poller.hold = Duration::from_millis(200);
     poller.margin = Duration::from_millis(100);
-    let deadline_ms = shared::ports::unix_millis(std::time::SystemTime::now()) + 800;
+    let deadline_ms = shared::core::ports::unix_millis(std::time::SystemTime::now()) + 800;
     let summary = ilink_poller::handle(&poller, &config.ilink, deadline_ms).await;
     assert_eq!((summary.polled, summary.published, summary.paused), (1, 2, 0), "{summary:?}");
     let inbound = stack.drain(&stack.urls.inbound).await;
@@ -279,7 +279,7 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
     let sender = sender::build(config.clone(), &env, &stack.sdk).unwrap();
     let outbound = stack.drain(&stack.urls.outbound).await;
     assert_eq!(outbound.len(), 1);
-    let record = shared::sender::Record {
+    let record = shared::services::sender::Record {
         message_id: outbound[0].message_id().unwrap().to_owned(),
         receipt_handle: outbound[0].receipt_handle().unwrap().to_owned(),
         body: outbound[0].body().unwrap().to_owned(),
@@ -302,11 +302,11 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
     rig.fake.inject("/ilink/bot/getconfig", fakes::Fault::HttpStatus(502));
     let (queue, mut replies) = MemoryQueue::new();
     let api = WechatApi::new(&ApiSettings::default()).unwrap();
-    let dispatcher = shared::dispatcher::Dispatcher {
-        bot: Arc::new(shared::dispatcher::EchoBot),
-        slots: Arc::new(shared::memory::MemoryReplySlots::default()),
+    let dispatcher = shared::services::dispatcher::Dispatcher {
+        bot: Arc::new(shared::services::dispatcher::EchoBot),
+        slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
         outbound: Arc::new(queue),
-        typing: Some(Arc::new(shared::ilink::IlinkTyping::new(api, std::slice::from_ref(&rig.account)))),
+        typing: Some(Arc::new(shared::channels::ilink::IlinkTyping::new(api, std::slice::from_ref(&rig.account)))),
     };
     let inbound = message_inbound(&rig.account.account, message(5, "hi", "c5", 5));
     assert_eq!(dispatcher.dispatch(&inbound).await.unwrap(), 1);
@@ -315,6 +315,6 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
 }
 
 fn message_inbound(account: &str, raw: Value) -> String {
-    let parsed = shared::ilink::WeixinMessage::from_value(&raw).unwrap();
+    let parsed = shared::channels::ilink::WeixinMessage::from_value(&raw).unwrap();
     parsed.to_inbound(account, 0, raw).to_json()
 }

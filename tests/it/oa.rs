@@ -5,13 +5,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
-use shared::callback::CallbackRequest;
-use shared::config::Config;
-use shared::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
-use shared::dispatcher::{Dispatcher, EchoBot};
-use shared::oa::service::OaCallback;
-use shared::ports::SystemClock;
+use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
+use shared::channels::oa::service::OaCallback;
+use shared::core::callback::CallbackRequest;
+use shared::core::config::Config;
+use shared::core::ports::SystemClock;
+use shared::protocol::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
+use shared::services::dispatcher::{Dispatcher, EchoBot};
 
 use crate::support::Stack;
 
@@ -41,7 +41,7 @@ fn instance(stack: &Stack) -> OaCallback {
 fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
     let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), APP_ID);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
-    let mut xml = shared::xml::XmlWriter::with_capacity(512);
+    let mut xml = shared::protocol::xml::XmlWriter::with_capacity(512);
     xml.raw("<xml>")
         .cdata_element("ToUserName", "gh_5e6f7a8b9c0d")
         .cdata_element("FromUserName", "oUser")
@@ -51,7 +51,7 @@ fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
         .text_element("MsgId", &msg_id.to_string())
         .raw("</xml>");
     let plain = xml.finish();
-    let encrypt = crypt.encrypt(&plain, shared::crypto::random_prefix());
+    let encrypt = crypt.encrypt(&plain, shared::protocol::crypto::random_prefix());
     let query = format!(
         "signature={}&timestamp={now}&nonce={nonce}&openid=oUser&encrypt_type=aes&msg_signature={}",
         plain_signature(TOKEN, &now, nonce),
@@ -146,7 +146,7 @@ async fn two_instances_handling_concurrent_deliveries_publish_once_and_reply_onc
     assert!(!replies.is_empty(), "the reply reached a delivery");
     for reply in &replies {
         assert_eq!(
-            shared::xml::parse(reply).unwrap().text("Content"),
+            shared::protocol::xml::parse(reply).unwrap().text("Content"),
             Some("同时"),
             "one reply, the same for every delivery"
         );
@@ -174,7 +174,7 @@ async fn a_safe_mode_reply_is_opened_and_verified_by_wechatpy() {
     let response = delivery.await.unwrap();
     assert_eq!(response.status, 200);
     let opened = open_with_wechatpy(&response.body);
-    let fields = shared::xml::parse(&opened).unwrap();
+    let fields = shared::protocol::xml::parse(&opened).unwrap();
     assert_eq!(fields.text("Content"), Some("你好，世界！🚀 <&> ]]> end"));
     assert_eq!(fields.text("ToUserName"), Some("oUser"));
     assert_eq!(fields.text("MsgType"), Some("text"));
@@ -195,7 +195,7 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
         stack.urls.outbound_dlq.clone(),
         fake.base_url.clone(),
     );
-    let env = shared::config::Env::from_lookup(move |name| match name {
+    let env = shared::core::config::Env::from_lookup(move |name| match name {
         "WXBRIDGE_TABLE" => Some(table.clone()),
         "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
         "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
@@ -205,7 +205,7 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
     let sender = sender::build(config, &env, &stack.sdk).unwrap();
     let late = serde_json::json!({"v": 1, "channel": "oa", "account": "news", "to": "oUser",
         "content": {"type": "text", "text": "the answer you waited for"}, "idempotency_key": "oa:news:1#0"});
-    let record = shared::sender::Record {
+    let record = shared::services::sender::Record {
         message_id: "m".into(),
         receipt_handle: "r".into(),
         body: late.to_string(),
@@ -222,5 +222,5 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
         service.handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() }).await;
     assert!(started.elapsed() < Duration::from_secs(2), "answered without waiting for the bot");
     let opened = open_with_wechatpy(&response.body);
-    assert_eq!(shared::xml::parse(&opened).unwrap().text("Content"), Some("the answer you waited for"));
+    assert_eq!(shared::protocol::xml::parse(&opened).unwrap().text("Content"), Some("the answer you waited for"));
 }

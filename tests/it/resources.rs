@@ -2,10 +2,10 @@
 //! secret loads from Secrets Manager.
 
 use serde_yaml::Value as Yaml;
-use shared::aws::resources::{
+use shared::adapters::aws::resources::{
     QueueSpec, INBOUND, INBOUND_DLQ, OUTBOUND, OUTBOUND_DLQ, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE,
 };
-use shared::config::Env;
+use shared::core::config::Env;
 
 use crate::support::{Stack, CORP, KEY, TOKEN};
 
@@ -146,11 +146,11 @@ async fn the_config_loads_from_a_secrets_manager_secret() {
     secrets.create_secret().name(&name).secret_string(document).send().await.unwrap();
 
     let env = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| name.clone()));
-    let config = shared::aws::load_config(&env, &stack.sdk).await.unwrap();
+    let config = shared::adapters::aws::load_config(&env, &stack.sdk).await.unwrap();
     assert_eq!(config.wecom_app("hr").unwrap().corp_id, CORP);
 
     let missing = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| "no/such/secret".to_owned()));
-    let err = shared::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
+    let err = shared::adapters::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
     assert!(err.contains("no/such/secret"), "{err}");
 }
 

@@ -7,9 +7,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use fakes::{Api, FakeWechat, Fault};
 use serde_json::{json, Value};
-use shared::config::{Config, Env};
-use shared::memory::MemoryMetrics;
-use shared::sender::Sender;
+use shared::adapters::memory::MemoryMetrics;
+use shared::core::config::{Config, Env};
+use shared::services::sender::Sender;
 
 use crate::support::Stack;
 
@@ -243,7 +243,7 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
             "text",
         ),
     ];
-    shared::ports::ContextTokens::store(
+    shared::core::ports::ContextTokens::store(
         world.sender().0.contexts.as_ref(),
         "0123abcd@im.bot",
         ILINK_USER,
@@ -312,7 +312,7 @@ async fn twenty_concurrent_senders_on_an_expired_token_make_one_token_call() {
                 json!({"type": "text", "text": format!("m{i}")}),
                 &format!("c{i}"),
             );
-            let record = shared::sender::Record {
+            let record = shared::services::sender::Record {
                 message_id: format!("id{i}"),
                 receipt_handle: format!("r{i}"),
                 body: body.to_string(),
@@ -374,7 +374,7 @@ async fn the_same_record_delivered_twice_by_sqs_is_sent_once() {
     let world = World::new().await;
     let (sender, _) = world.sender();
     let body = outbound("oa", "news", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", json!({"type": "text", "text": "once"}), "dup");
-    let record = shared::sender::Record {
+    let record = shared::services::sender::Record {
         message_id: "m1".into(),
         receipt_handle: "r1".into(),
         body: body.to_string(),
@@ -382,7 +382,7 @@ async fn the_same_record_delivered_twice_by_sqs_is_sent_once() {
     };
     assert!(sender.handle(&record).await);
     let (other_process, _) = world.sender();
-    assert!(other_process.handle(&shared::sender::Record { receive_count: 2, ..record.clone() }).await);
+    assert!(other_process.handle(&shared::services::sender::Record { receive_count: 2, ..record.clone() }).await);
     assert_eq!(world.fake.deliveries().len(), 1);
 }
 

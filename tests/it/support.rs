@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use shared::aws::resources::{self, QueueUrls, ResourceNames};
-use shared::aws::SdkConfig;
-use shared::config::{Config, Env};
+use shared::adapters::aws::resources::{self, QueueUrls, ResourceNames};
+use shared::adapters::aws::SdkConfig;
+use shared::core::config::{Config, Env};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -33,8 +33,8 @@ pub struct Stack {
 impl Stack {
     pub async fn new() -> Self {
         let _ = endpoint();
-        let sdk = shared::aws::sdk_config().await;
-        let prefix = format!("it-{}", &shared::ports::claim_token()[..12]);
+        let sdk = shared::adapters::aws::sdk_config().await;
+        let prefix = format!("it-{}", &shared::core::ports::claim_token()[..12]);
         let names = ResourceNames::new(&prefix);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);

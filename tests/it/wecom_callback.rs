@@ -5,11 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
-use shared::aws::{DynamoDedupe, SqsPublisher};
-use shared::crypto::{EncodingAesKey, MsgCrypt};
-use shared::ports::SystemClock;
-use shared::wecom::simulate::{self, SignedCallback};
-use shared::wecom::WecomCallback;
+use shared::adapters::aws::{DynamoDedupe, SqsPublisher};
+use shared::channels::wecom::simulate::{self, SignedCallback};
+use shared::channels::wecom::WecomCallback;
+use shared::core::ports::SystemClock;
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 
 use crate::support::{config, settle, Proxy, Stack, CORP, KEY, TOKEN};
 
@@ -24,7 +24,7 @@ fn text_message(msg_id: u64, content: &str) -> String {
 }
 
 fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> SignedCallback {
-    simulate::sign_callback(crypt, plaintext, timestamp, "1320562132", shared::crypto::random_prefix())
+    simulate::sign_callback(crypt, plaintext, timestamp, "1320562132", shared::protocol::crypto::random_prefix())
 }
 
 fn our_crypt() -> MsgCrypt {

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::aws::{DynamoReplySlots, SdkConfig, SqsPublisher};
-use shared::config::{Config, ConfigError, Env};
-use shared::dispatcher::{BotError, Dispatcher, Typing};
+use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::core::config::{Config, ConfigError, Env};
+use shared::services::dispatcher::{BotError, Dispatcher, Typing};
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -15,13 +15,13 @@ pub enum BuildError {
     #[error(transparent)]
     Bot(#[from] BotError),
     #[error("HTTP client: {0}")]
-    Http(#[from] shared::api::ApiError),
+    Http(#[from] shared::core::http::ApiError),
 }
 
 /// Builds the dispatcher: the configured bot, the reply slots and the outbound queue.
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, BuildError> {
     Ok(Dispatcher {
-        bot: shared::bots::from_config(&config.bot, shared::bots::http_client()?),
+        bot: shared::services::bots::from_config(&config.bot, shared::services::bots::http_client()?),
         slots: Arc::new(DynamoReplySlots::from_sdk(sdk, env.require_table()?)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env)?,
@@ -33,11 +33,13 @@ pub fn typing(config: &Config, env: &Env) -> Result<Option<Arc<dyn Typing>>, Bui
     if config.ilink.is_empty() {
         return Ok(None);
     }
-    let api = shared::api::WechatApi::new(&env.api_settings())?;
-    Ok(Some(Arc::new(shared::ilink::IlinkTyping::new(api, &config.ilink))))
+    let api = shared::core::http::WechatApi::new(&env.api_settings())?;
+    Ok(Some(Arc::new(shared::channels::ilink::IlinkTyping::new(api, &config.ilink))))
 }
 
 /// Handles one batch; bot errors and timeouts come back through SQS.
 pub async fn handle(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatchResponse {
-    shared::lambda::batch_response(dispatcher.handle_batch(&shared::lambda::sqs_records(event)).await)
+    shared::adapters::lambda::batch_response(
+        dispatcher.handle_batch(&shared::adapters::lambda::sqs_records(event)).await,
+    )
 }

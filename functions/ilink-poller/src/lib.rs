@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shared::api::{ApiError, WechatApi};
-use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, SqsPublisher};
-use shared::config::{ConfigError, Env, IlinkAccount};
-use shared::ilink::{Poller, Turn};
-use shared::ports::{unix_millis, EmfMetrics, SystemClock};
+use shared::adapters::aws::{
+    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, SqsPublisher,
+};
+use shared::channels::ilink::{Poller, Turn};
+use shared::core::config::{ConfigError, Env, IlinkAccount};
+use shared::core::http::{ApiError, WechatApi};
+use shared::core::ports::{unix_millis, EmfMetrics, SystemClock};
 
 /// Why the poller cannot start.
 #[derive(Debug, thiserror::Error)]

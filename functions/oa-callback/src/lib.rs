@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher};
-use shared::config::{Config, ConfigError, Env};
-use shared::oa::service::OaCallback;
-use shared::ports::SystemClock;
+use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::channels::oa::service::OaCallback;
+use shared::core::config::{Config, ConfigError, Env};
+use shared::core::ports::SystemClock;
 
 /// Builds the service on DynamoDB (markers, reply slots) and the inbound SQS queue.
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, ConfigError> {
@@ -23,5 +23,5 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, 
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.
 pub async fn handle(service: &OaCallback, req: Request) -> Response<Body> {
-    shared::lambda::handle_http(service, req).await
+    shared::adapters::lambda::handle_http(service, req).await
 }

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::api::{ApiError, WechatApi};
-use shared::aws::{DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound};
-use shared::config::{Config, ConfigError, Env};
-use shared::ports::{EmfMetrics, SystemClock, SENT_TTL};
-use shared::sender::Sender;
-use shared::tokens::Tokens;
+use shared::adapters::aws::{
+    DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound,
+};
+use shared::core::config::{Config, ConfigError, Env};
+use shared::core::http::{ApiError, WechatApi};
+use shared::core::ports::{EmfMetrics, SystemClock, SENT_TTL};
+use shared::core::tokens::Tokens;
+use shared::services::sender::Sender;
 
 /// Why the sender cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -38,5 +40,5 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
 
 /// Handles one batch; only the records that must come back are reported.
 pub async fn handle(sender: &Sender, event: SqsEvent) -> SqsBatchResponse {
-    shared::lambda::batch_response(sender.handle_batch(&shared::lambda::sqs_records(event)).await)
+    shared::adapters::lambda::batch_response(sender.handle_batch(&shared::adapters::lambda::sqs_records(event)).await)
 }

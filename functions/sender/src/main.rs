@@ -2,14 +2,14 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::config::Env;
+use shared::core::config::Env;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let env = Env::from_process();
-    let sdk = shared::aws::sdk_config().await;
-    let config = shared::aws::load_config(&env, &sdk).await?;
+    let sdk = shared::adapters::aws::sdk_config().await;
+    let config = shared::adapters::aws::load_config(&env, &sdk).await?;
     let sender = sender::build(config, &env, &sdk)?;
     let sender = &sender;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::aws::{DynamoDedupe, SqsPublisher};
-use shared::config::{Config, ConfigError, Env};
-use shared::ports::SystemClock;
-use shared::wecom::WecomCallback;
+use shared::adapters::aws::{DynamoDedupe, SqsPublisher};
+use shared::channels::wecom::WecomCallback;
+use shared::core::config::{Config, ConfigError, Env};
+use shared::core::ports::SystemClock;
 
 /// Builds the service on DynamoDB and SQS, as named by the environment.
-pub fn build(config: &Config, env: &Env, sdk: &shared::aws::SdkConfig) -> Result<WecomCallback, ConfigError> {
+pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig) -> Result<WecomCallback, ConfigError> {
     let publisher = SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?);
     let dedupe = DynamoDedupe::from_sdk(sdk, env.require_table()?);
     Ok(WecomCallback::new(config, Arc::new(publisher), Arc::new(dedupe), Arc::new(SystemClock)))
@@ -17,5 +17,5 @@ pub fn build(config: &Config, env: &Env, sdk: &shared::aws::SdkConfig) -> Result
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.
 pub async fn handle(service: &WecomCallback, req: Request) -> Response<Body> {
-    shared::lambda::handle_http(service, req).await
+    shared::adapters::lambda::handle_http(service, req).await
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use lambda_http::{Body, Request};
 use serde_json::Value;
-use shared::config::Config;
-use shared::crypto::{EncodingAesKey, MsgCrypt};
-use shared::memory::{MemoryDedupe, MemoryQueue};
-use shared::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
-use shared::wecom::simulate::sign_callback;
-use shared::wecom::WecomCallback;
+use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
+use shared::channels::wecom::simulate::sign_callback;
+use shared::channels::wecom::WecomCallback;
+use shared::core::config::Config;
+use shared::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const VERIFY_EVENT: &str = include_str!("events/verify_url.json");

@@ -1,0 +1,52 @@
+//! AWS adapters of the ports: DynamoDB, SQS and Secrets Manager, plus the resource definitions
+//! that the local set-up and `template.yaml` share.
+
+pub mod dynamo;
+pub mod resources;
+pub mod sqs;
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+pub use aws_config::SdkConfig;
+
+use crate::core::config::{Config, ConfigError, ConfigSource, Env};
+
+pub use dynamo::{
+    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoParkedReplies, DynamoPollState, DynamoReplySlots,
+    DynamoTokenStore,
+};
+pub use sqs::{SqsOutbound, SqsPublisher};
+
+/// Loads the SDK configuration from the standard AWS environment (region, credentials,
+/// `AWS_ENDPOINT_URL` for emulators), with timeouts that fit inside WeChat's 5-second window.
+pub async fn sdk_config() -> SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_millis(1500))
+        .operation_timeout(Duration::from_secs(3))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
+
+/// Loads the configuration from the file or Secrets Manager secret that `env` names.
+pub async fn load_config(env: &Env, sdk: &SdkConfig) -> Result<Config, ConfigError> {
+    match env.config_source()? {
+        ConfigSource::File(path) => Config::from_file(&path),
+        ConfigSource::Secret(name) => Config::parse(&read_secret(sdk, &name).await?),
+    }
+}
+
+/// The text of a Secrets Manager secret (the config document).
+pub async fn read_secret(sdk: &SdkConfig, name: &str) -> Result<String, ConfigError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let secret = client.get_secret_value().secret_id(name).send().await.map_err(|err| ConfigError::Read {
+        path: format!("secret {name}"),
+        reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string(),
+    })?;
+    secret.secret_string().map(str::to_owned).ok_or_else(|| ConfigError::Read {
+        path: format!("secret {name}"),
+        reason: "the secret has no SecretString (binary secrets are not supported)".to_owned(),
+    })
+}

@@ -1,0 +1,60 @@
+//! Lambda event glue shared by the functions: API Gateway requests for the callbacks, SQS
+//! batches for the dispatcher and the sender.
+
+use lambda_http::http::{header::CONTENT_TYPE, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::core::callback::{CallbackRequest, CallbackService};
+
+/// The `{app}` of `/…/{app}`: the route's path parameter, else the last path segment.
+fn app_of(req: &Request) -> String {
+    req.path_parameters_ref()
+        .and_then(|params| params.first("app"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| req.uri().path().rsplit('/').next().unwrap_or_default().to_owned())
+}
+
+/// Hands one API Gateway request to `service`. Never fails: every outcome is an HTTP answer.
+pub async fn handle_http(service: &dyn CallbackService, req: Request) -> Response<Body> {
+    let app = app_of(&req);
+    let answer = service
+        .serve(CallbackRequest {
+            method: req.method().as_str(),
+            app: &app,
+            // API Gateway HTTP API passes rawQueryString through as the URI's query.
+            raw_query: req.uri().query().unwrap_or_default(),
+            body: req.body().as_ref(),
+        })
+        .await;
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    response
+}
+
+/// The records of an SQS event. A record without an id or receipt cannot be acted on and is
+/// skipped (SQS always sets them).
+pub fn sqs_records(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<crate::services::sender::Record> {
+    event
+        .records
+        .into_iter()
+        .filter_map(|m| {
+            let receive_count = m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+            Some(crate::services::sender::Record {
+                message_id: m.message_id?,
+                receipt_handle: m.receipt_handle?,
+                body: m.body.unwrap_or_default(),
+                receive_count,
+            })
+        })
+        .collect()
+}
+
+/// The partial batch response naming the records SQS must deliver again.
+pub fn batch_response(failed: Vec<String>) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+    for id in failed {
+        response.add_failure(id);
+    }
+    response
+}

@@ -1,0 +1,350 @@
+//! In-process adapters of the ports, for `wxbridge dev` and tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::core::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, DEDUPE_TTL};
+
+/// A queue in memory: publishing sends to an unbounded channel whose receiver is the consumer.
+#[derive(Debug, Clone)]
+pub struct MemoryQueue {
+    tx: mpsc::UnboundedSender<QueueMessage>,
+}
+
+impl MemoryQueue {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryQueue {
+    async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
+        self.tx.send(message).map_err(|_| PortError::new("memory queue", "no consumer"))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Marker {
+    Pending { token: String, lease_until_ms: u64 },
+    Done { expires_ms: u64 },
+}
+
+/// Dedupe markers in a map, with the same claim / complete / release rules as DynamoDB.
+#[derive(Debug)]
+pub struct MemoryDedupe {
+    markers: Mutex<HashMap<String, Marker>>,
+    ttl: Duration,
+}
+
+impl Default for MemoryDedupe {
+    fn default() -> Self {
+        Self { markers: Mutex::new(HashMap::new()), ttl: DEDUPE_TTL }
+    }
+}
+
+impl MemoryDedupe {
+    /// Markers kept for `ttl` once completed.
+    pub fn keeping(ttl: Duration) -> Self {
+        Self { ttl, ..Self::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Marker>> {
+        // A panic while holding the lock cannot leave a marker half-written: keep going.
+        self.markers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Dedupe for MemoryDedupe {
+    async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError> {
+        let now_ms = unix_millis(now);
+        let mut markers = self.lock();
+        match markers.get(key) {
+            Some(Marker::Done { expires_ms }) if *expires_ms > now_ms => return Ok(Claim::Published),
+            Some(Marker::Pending { lease_until_ms, .. }) if *lease_until_ms > now_ms => return Ok(Claim::InFlight),
+            _ => {}
+        }
+        let token = claim_token();
+        markers.insert(
+            key.to_owned(),
+            Marker::Pending { token: token.clone(), lease_until_ms: now_ms + lease.as_millis() as u64 },
+        );
+        Ok(Claim::Claimed { token })
+    }
+
+    async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
+        let mut markers = self.lock();
+        if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
+            markers.insert(key.to_owned(), Marker::Done { expires_ms: unix_millis(now) + self.ttl.as_millis() as u64 });
+        }
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), PortError> {
+        let mut markers = self.lock();
+        if matches!(markers.get(key), Some(Marker::Pending { token: t, .. }) if t == token) {
+            markers.remove(key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(6);
+
+    #[tokio::test]
+    async fn claim_complete_then_duplicate() {
+        let d = MemoryDedupe::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        assert_eq!(d.claim("k", t0, LEASE).await.unwrap(), Claim::InFlight);
+        d.complete("k", &token, t0).await.unwrap();
+        assert_eq!(d.claim("k", t0 + Duration::from_secs(3600), LEASE).await.unwrap(), Claim::Published);
+    }
+
+    #[tokio::test]
+    async fn released_or_expired_claims_can_be_taken_again() {
+        let d = MemoryDedupe::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        d.release("k", &token).await.unwrap();
+        let Claim::Claimed { token: second } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        // The first holder's token no longer completes anything.
+        d.complete("k", &token, t0).await.unwrap();
+        assert!(matches!(
+            d.claim("k", t0 + LEASE + Duration::from_millis(1), LEASE).await.unwrap(),
+            Claim::Claimed { .. }
+        ));
+        d.complete("k", &second, t0).await.unwrap();
+    }
+}
+
+/// The outbound queue's side actions, remembered for `wxbridge dev` and tests.
+#[derive(Debug, Default)]
+pub struct MemoryOutbound {
+    pub retries: Mutex<Vec<(String, u32)>>,
+    pub dead_letters: Mutex<Vec<(String, Vec<(&'static str, String)>)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::OutboundQueue for MemoryOutbound {
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner()).push((receipt_handle.to_owned(), delay_s));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
+        self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push((body.to_owned(), attributes.to_vec()));
+        Ok(())
+    }
+}
+
+/// iLink context tokens in a map.
+#[derive(Debug, Default)]
+pub struct MemoryContextTokens {
+    tokens: Mutex<HashMap<(String, String), (String, u64)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::ContextTokens for MemoryContextTokens {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(tokens.get(&(account.to_owned(), user.to_owned())).map(|(t, _)| t.clone()))
+    }
+
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = tokens.entry((account.to_owned(), user.to_owned())).or_insert_with(|| (token.to_owned(), issued_ms));
+        if slot.1 <= issued_ms {
+            *slot = (token.to_owned(), issued_ms);
+        }
+        Ok(())
+    }
+}
+
+/// Metrics kept in a list.
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    pub recorded: Mutex<Vec<crate::core::ports::SendMetric>>,
+}
+
+impl crate::core::ports::Metrics for MemoryMetrics {
+    fn record(&self, metric: &crate::core::ports::SendMetric) {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(metric.clone());
+    }
+}
+
+/// Reply slots in a map, with the same conditional rules as DynamoDB.
+#[derive(Debug, Default)]
+pub struct MemoryReplySlots {
+    slots: Mutex<HashMap<String, crate::core::ports::Slot>>,
+}
+
+impl MemoryReplySlots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::core::ports::Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::ReplySlots for MemoryReplySlots {
+    async fn arrive(
+        &self,
+        key: &str,
+        _now: SystemTime,
+        deadline: SystemTime,
+    ) -> Result<crate::core::ports::Slot, PortError> {
+        let mut slots = self.lock();
+        let slot = slots.entry(key.to_owned()).or_insert(crate::core::ports::Slot {
+            state: crate::core::ports::SlotState::Open,
+            deliveries: 0,
+            reply: None,
+            filled_by: None,
+            taken: false,
+            deadline_ms: unix_millis(deadline),
+        });
+        slot.deliveries += 1;
+        Ok(slot.clone())
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<crate::core::ports::Slot>, PortError> {
+        Ok(self.lock().get(key).cloned())
+    }
+    async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::core::ports::SlotState::Open && slot.deadline_ms > unix_millis(now) => {
+                slot.state = crate::core::ports::SlotState::Filled;
+                slot.reply = Some(reply.to_owned());
+                slot.filled_by = Some(by.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn close(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::core::ports::SlotState::Open => {
+                slot.state = crate::core::ports::SlotState::Closed;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn take(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::core::ports::SlotState::Filled => {
+                slot.taken = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn revoke(&self, key: &str) -> Result<bool, PortError> {
+        let mut slots = self.lock();
+        match slots.get_mut(key) {
+            Some(slot) if slot.state == crate::core::ports::SlotState::Filled && !slot.taken => {
+                slot.state = crate::core::ports::SlotState::Closed;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Parked replies in a map.
+#[derive(Debug, Default)]
+pub struct MemoryParkedReplies {
+    parked: Mutex<HashMap<(String, String), Vec<String>>>,
+}
+
+#[async_trait]
+impl crate::core::ports::ParkedReplies for MemoryParkedReplies {
+    async fn park(&self, account: &str, user: &str, reply: &str, _now: SystemTime) -> Result<(), PortError> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.entry((account.to_owned(), user.to_owned())).or_default().push(reply.to_owned());
+        Ok(())
+    }
+
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(parked.remove(&(account.to_owned(), user.to_owned())).unwrap_or_default())
+    }
+}
+
+/// Leases in a map.
+#[derive(Debug, Default)]
+pub struct MemoryLeases {
+    leases: Mutex<HashMap<String, (String, u64)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::Leases for MemoryLeases {
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = unix_millis(now);
+        match leases.get(key) {
+            Some((holder, until)) if holder != owner && *until > now_ms => Ok(false),
+            _ => {
+                leases.insert(key.to_owned(), (owner.to_owned(), now_ms + ttl.as_millis() as u64));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.get(key).is_some_and(|(holder, _)| holder == owner) {
+            leases.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// iLink poll state in a map.
+#[derive(Debug, Default)]
+pub struct MemoryPollState {
+    cursors: Mutex<HashMap<String, String>>,
+    paused: Mutex<HashMap<String, crate::core::ports::Paused>>,
+}
+
+#[async_trait]
+impl crate::core::ports::PollState for MemoryPollState {
+    async fn cursor(&self, account: &str) -> Result<Option<String>, PortError> {
+        Ok(self.cursors.lock().unwrap_or_else(|p| p.into_inner()).get(account).cloned())
+    }
+
+    async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError> {
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), cursor.to_owned());
+        Ok(())
+    }
+
+    async fn paused(&self, account: &str) -> Result<Option<crate::core::ports::Paused>, PortError> {
+        Ok(self.paused.lock().unwrap_or_else(|p| p.into_inner()).get(account).cloned())
+    }
+
+    async fn pause(&self, account: &str, token: &str, at: SystemTime) -> Result<(), PortError> {
+        let paused = crate::core::ports::Paused { at: unix_millis(at) / 1000, token: token.to_owned() };
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_owned(), paused);
+        Ok(())
+    }
+
+    async fn resume(&self, account: &str) -> Result<(), PortError> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(account);
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner()).remove(account);
+        Ok(())
+    }
+}

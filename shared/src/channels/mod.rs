@@ -1,0 +1,5 @@
+//! One folder per WeChat product.
+
+pub mod ilink;
+pub mod oa;
+pub mod wecom;

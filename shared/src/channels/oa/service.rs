@@ -1,0 +1,267 @@
+//! The Official Account callback with the stretched 5-second window.
+//!
+//! WeChat waits 5 s for a passive reply, then drops the request and delivers the message again
+//! (up to 3–4 times). Every delivery counts itself in the message's reply slot. The first one
+//! publishes the `Inbound`; every delivery then waits on the slot. A delivery that is not the
+//! last answers the reply as soon as it is ready, else it is held until past WeChat's timeout
+//! (`hold_ms`, its answer goes nowhere). The last answers the reply if it is ready by
+//! `answer_by_ms`, else closes the slot (a conditional write) and answers `success`; the
+//! dispatcher fills the slot with a conditional write too, so exactly one of the passive reply
+//! and the customer-service send happens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channels::oa::callback::{Mode, OaAuth};
+use crate::channels::oa::message::OaCallbackMessage;
+use crate::channels::oa::reply::{PassiveReply, SUCCESS};
+use crate::core::callback::{publish_once, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
+use crate::core::config::{Config, OaWindow};
+use crate::core::envelope::Content;
+use crate::core::ports::{Clock, Dedupe, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
+use crate::protocol::crypto::random_prefix;
+use crate::protocol::query::Query;
+
+/// How often a waiting delivery looks at its slot.
+pub const SLOT_POLL: Duration = Duration::from_millis(50);
+/// How long WeChat waits for an answer before it delivers again.
+pub const WECHAT_WAIT: Duration = Duration::from_secs(5);
+
+/// The passive form of a reply, when the content has one. A news reply to a user's message
+/// carries one article; to an event, up to 8.
+pub fn passive(content: &Content, to_event: bool) -> Option<PassiveReply> {
+    let most_articles = if to_event { 8 } else { 1 };
+    match content {
+        Content::Text { text } | Content::Markdown { text } => Some(PassiveReply::Text { content: text.clone() }),
+        Content::Image { media_id: Some(media_id), .. } => Some(PassiveReply::Image { media_id: media_id.clone() }),
+        Content::News { articles } if (1..=most_articles).contains(&articles.len()) => {
+            Some(PassiveReply::News { articles: articles.clone() })
+        }
+        _ => None,
+    }
+}
+
+struct Account {
+    auth: OaAuth,
+}
+
+/// The Official Account callback service.
+pub struct OaCallback {
+    accounts: HashMap<String, Account>,
+    publisher: Arc<dyn Publisher>,
+    dedupe: Arc<dyn Dedupe>,
+    slots: Arc<dyn ReplySlots>,
+    parked: Arc<dyn ParkedReplies>,
+    clock: Arc<dyn Clock>,
+    window: OaWindow,
+    replay_window_secs: u64,
+    wechat_wait: Duration,
+}
+
+/// What a delivery answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Echo(String),
+    Reply(String),
+    Success,
+}
+
+impl OaCallback {
+    pub fn new(
+        config: &Config,
+        publisher: Arc<dyn Publisher>,
+        dedupe: Arc<dyn Dedupe>,
+        slots: Arc<dyn ReplySlots>,
+        parked: Arc<dyn ParkedReplies>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let accounts = config
+            .oa
+            .iter()
+            .map(|oa| (oa.app.clone(), Account { auth: OaAuth::new(&oa.token, oa.msg_crypt()) }))
+            .collect();
+        Self {
+            accounts,
+            publisher,
+            dedupe,
+            slots,
+            parked,
+            clock,
+            window: config.oa_window,
+            replay_window_secs: config.replay_window_secs,
+            wechat_wait: WECHAT_WAIT,
+        }
+    }
+
+    /// WeChat's wait between deliveries (5 s; simulations scale it).
+    pub fn with_wechat_wait(self, wechat_wait: Duration) -> Self {
+        Self { wechat_wait, ..self }
+    }
+
+    /// Handles one request; always answers.
+    pub async fn handle(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        let text = |body: String| CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body };
+        match self.accept(req).await {
+            Ok(Answer::Echo(echo)) => {
+                tracing::info!(app = req.app, outcome = "verified", "oa url verification");
+                text(echo)
+            }
+            Ok(Answer::Reply(body)) => {
+                tracing::info!(app = req.app, outcome = "passive_reply", "oa callback");
+                CallbackResponse { status: 200, content_type: "application/xml; charset=utf-8", body }
+            }
+            Ok(Answer::Success) => {
+                tracing::info!(app = req.app, outcome = "success", "oa callback");
+                text(SUCCESS.to_owned())
+            }
+            Err(err) => {
+                let status = err.status();
+                if status >= 500
+                    || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_) | CallbackError::NoKey)
+                {
+                    tracing::error!(app = req.app, outcome = err.kind(), status, error = %err, "oa callback");
+                } else {
+                    tracing::warn!(app = req.app, outcome = err.kind(), status, error = %err, "oa callback refused");
+                }
+                err.response()
+            }
+        }
+    }
+
+    async fn accept(&self, req: CallbackRequest<'_>) -> Result<Answer, CallbackError> {
+        let account = self.accounts.get(req.app).ok_or(CallbackError::UnknownApp)?;
+        let query = Query::parse(req.raw_query)?;
+        match req.method {
+            "GET" => Ok(Answer::Echo(account.auth.verify_url(&query)?.to_owned())),
+            "POST" => self.receive(req.app, account, &query, req.body).await,
+            _ => Err(CallbackError::MethodNotAllowed),
+        }
+    }
+
+    async fn receive(
+        &self,
+        app: &str,
+        account: &Account,
+        query: &Query<'_>,
+        body: &[u8],
+    ) -> Result<Answer, CallbackError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(CallbackError::BodyTooLarge);
+        }
+        let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
+        let (mode, plaintext) = account.auth.open(query, body)?;
+        let timestamp = query.require("timestamp")?;
+        let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
+        let now = self.clock.unix();
+        if self.replay_window_secs > 0 && now.abs_diff(sent) > self.replay_window_secs {
+            return Err(CallbackError::Stale);
+        }
+        let message = OaCallbackMessage::parse(&plaintext)?;
+        let inbound = message.to_inbound(app, now);
+        let arrived = tokio::time::Instant::now(); // By then the last delivery has answered: a reply filled later goes by customer service.
+        let deadline = self.clock.now()
+            + self.wechat_wait * self.window.deliveries.saturating_sub(1)
+            + Duration::from_millis(self.window.answer_by_ms);
+        let slot = self.slots.arrive(&inbound.id, self.clock.now(), deadline).await.map_err(CallbackError::Dedupe)?;
+        let sealed_reply = |content: &str| -> Option<String> {
+            let content: Content = serde_json::from_str(content).ok()?;
+            let xml = passive(&content, message.header.msg_type == "event")?.render(
+                &message.header.from,
+                &message.header.to,
+                self.clock.unix(),
+            );
+            Some(account.auth.seal(mode, &xml, random_prefix(), timestamp, query.get("nonce").unwrap_or_default()))
+        }; // Every delivery makes sure the message is on the queue: once, however many try.
+        let mut published =
+            publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?; // Parked replies answer the user's next message (not an event the user never sees answered).
+        let slot = if slot.deliveries == 1 && message.header.msg_id.is_some() {
+            self.answer_parked(app, &message.header.from, &inbound.id, slot).await?
+        } else {
+            slot
+        };
+        let last = slot.deliveries >= self.window.deliveries;
+        let wait = Duration::from_millis(if last { self.window.answer_by_ms } else { self.window.hold_ms });
+        let mut current = slot;
+        loop {
+            match current.state {
+                SlotState::Filled => {
+                    return Ok(self.take_reply(&inbound.id, current.reply.as_deref().and_then(sealed_reply)).await)
+                }
+                SlotState::Closed => return Ok(Answer::Success),
+                SlotState::Open => {}
+            }
+            if arrived.elapsed() >= wait {
+                break;
+            }
+            tokio::time::sleep(SLOT_POLL.min(wait.saturating_sub(arrived.elapsed()))).await;
+            current = match self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)? {
+                Some(slot) => slot,
+                None => return Ok(Answer::Success),
+            };
+        }
+        if !last {
+            // WeChat has given up on this request; the next delivery carries on waiting.
+            return Ok(Answer::Success);
+        }
+        // The last delivery acknowledges only a message that is on the queue: another request's
+        // publish may have failed since.
+        if published == crate::core::callback::Published::ByAnother {
+            published =
+                publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?;
+            if published == crate::core::callback::Published::ByAnother {
+                return Err(CallbackError::InFlight);
+            }
+        }
+        if self.slots.close(&inbound.id).await.map_err(CallbackError::Dedupe)? {
+            // The dispatcher will find the slot closed and send by customer service.
+            return Ok(Answer::Success);
+        }
+        // The reply won the race to the slot.
+        let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)?;
+        Ok(self.take_reply(&inbound.id, slot.and_then(|s| s.reply).as_deref().and_then(sealed_reply)).await)
+    }
+
+    /// Answers with `reply` only once the slot records it as taken, so the dispatcher cannot
+    /// also send it by customer service; otherwise `success`.
+    async fn take_reply(&self, id: &str, reply: Option<String>) -> Answer {
+        let Some(reply) = reply else { return Answer::Success };
+        match self.slots.take(id).await {
+            Ok(true) => Answer::Reply(reply),
+            Ok(false) => Answer::Success,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not mark the reply taken; it goes by customer service");
+                Answer::Success
+            }
+        }
+    }
+
+    /// A reply the customer-service API refused earlier (48001) answers this message: the user
+    /// gets it now, as the passive reply; the bot's answer to this message then goes by
+    /// customer service (and is parked again if refused again).
+    async fn answer_parked(&self, app: &str, user: &str, id: &str, slot: Slot) -> Result<Slot, CallbackError> {
+        let mut parked = self.parked.take(app, user).await.map_err(CallbackError::Dedupe)?;
+        if parked.is_empty() {
+            return Ok(slot);
+        }
+        let first = parked.remove(0);
+        for rest in &parked {
+            self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+        }
+        let by = format!("parked:{id}");
+        if !self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Dedupe)? {
+            // A fill that applied but answered "no" (a retried call) left it there already.
+            let mine = self.slots.read(id).await.map_err(CallbackError::Dedupe)?.and_then(|s| s.filled_by) == Some(by);
+            if !mine {
+                self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+            }
+        }
+        Ok(self.slots.read(id).await.map_err(CallbackError::Dedupe)?.unwrap_or(slot))
+    }
+
+    /// How a request came in, for tests and tools.
+    pub fn mode_of(&self, app: &str, raw_query: &str, body: &str) -> Option<Mode> {
+        let query = Query::parse(raw_query).ok()?;
+        self.accounts.get(app)?.auth.open(&query, body).ok().map(|(mode, _)| mode)
+    }
+}

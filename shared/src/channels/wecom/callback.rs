@@ -1,0 +1,136 @@
+//! The WeCom app callback, independent of how HTTP arrives (Lambda, `wxbridge dev`, tests).
+//!
+//! GET verifies the URL; POST verifies, decrypts, parses, dedupes and publishes an `Inbound`.
+//! A POST is answered 200 only after the inbound queue has the message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::channels::wecom::message::WecomCallbackMessage;
+pub use crate::core::callback::{
+    publish_once, CallbackError, CallbackRequest, CallbackResponse, Published, CLAIM_LEASE, MAX_BODY_BYTES,
+};
+use crate::core::config::{Config, WecomApp};
+use crate::core::ports::{Clock, Dedupe, Publisher};
+use crate::protocol::crypto::MsgCrypt;
+use crate::protocol::query::Query;
+use crate::protocol::xml;
+
+/// What an accepted callback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// URL verification: the decrypted echostr to answer.
+    Verified(String),
+    /// Published to the inbound queue.
+    Published { id: String },
+    /// Already published by an earlier delivery.
+    Duplicate { id: String },
+}
+
+/// The WeCom callback service: per-app crypto plus the ports it publishes through.
+pub struct WecomCallback {
+    apps: HashMap<String, MsgCrypt>,
+    publisher: Arc<dyn Publisher>,
+    dedupe: Arc<dyn Dedupe>,
+    clock: Arc<dyn Clock>,
+    replay_window_secs: u64,
+}
+
+impl WecomCallback {
+    pub fn new(config: &Config, publisher: Arc<dyn Publisher>, dedupe: Arc<dyn Dedupe>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            apps: config.wecom.iter().map(|app: &WecomApp| (app.app.clone(), app.msg_crypt())).collect(),
+            publisher,
+            dedupe,
+            clock,
+            replay_window_secs: config.replay_window_secs,
+        }
+    }
+
+    /// Handles one request; always answers.
+    pub async fn handle(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        match self.accept(req).await {
+            Ok(Accepted::Verified(echo)) => {
+                tracing::info!(app = req.app, outcome = "verified", "wecom url verification");
+                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: echo }
+            }
+            Ok(Accepted::Published { id }) => {
+                tracing::info!(app = req.app, outcome = "published", id = %id, "wecom callback");
+                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+            }
+            Ok(Accepted::Duplicate { id }) => {
+                tracing::info!(app = req.app, outcome = "duplicate", id = %id, "wecom callback");
+                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+            }
+            Err(err) => {
+                let status = err.status();
+                // A valid signature over undecryptable data means a key or corp id mismatch.
+                if status >= 500 || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_)) {
+                    tracing::error!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback");
+                } else {
+                    tracing::warn!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback refused");
+                }
+                err.response()
+            }
+        }
+    }
+
+    /// The callback's logic, with errors as values.
+    pub async fn accept(&self, req: CallbackRequest<'_>) -> Result<Accepted, CallbackError> {
+        let crypt = self.apps.get(req.app).ok_or(CallbackError::UnknownApp)?;
+        let query = Query::parse(req.raw_query)?;
+        match req.method {
+            "GET" => verify_url(crypt, &query),
+            "POST" => self.receive(req.app, crypt, &query, req.body).await,
+            _ => Err(CallbackError::MethodNotAllowed),
+        }
+    }
+
+    async fn receive(
+        &self,
+        app: &str,
+        crypt: &MsgCrypt,
+        query: &Query<'_>,
+        body: &[u8],
+    ) -> Result<Accepted, CallbackError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(CallbackError::BodyTooLarge);
+        }
+        let msg_signature = query.require("msg_signature")?;
+        let timestamp = query.require("timestamp")?;
+        let nonce = query.require("nonce")?;
+        let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
+
+        let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
+        let encrypt =
+            xml::top_level_text(body, "Encrypt").map_err(CallbackError::Body)?.ok_or(CallbackError::NoEncrypt)?;
+        // Base64 never contains whitespace; WeChat may indent a non-CDATA Encrypt.
+        let verified =
+            crypt.verify(msg_signature, timestamp, nonce, encrypt.trim()).map_err(|_| CallbackError::Signature)?;
+
+        let now = self.clock.unix();
+        if self.replay_window_secs > 0 && now.abs_diff(sent) > self.replay_window_secs {
+            return Err(CallbackError::Stale);
+        }
+        let plaintext = crypt.decrypt(verified).map_err(CallbackError::Crypto)?;
+        let message = WecomCallbackMessage::parse(&plaintext)?;
+        let inbound = message.to_inbound(app, now);
+        let id = inbound.id.clone();
+
+        match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await? {
+            Published::Now => Ok(Accepted::Published { id }),
+            Published::Before => Ok(Accepted::Duplicate { id }),
+            Published::ByAnother => Err(CallbackError::InFlight),
+        }
+    }
+}
+
+/// GET: answer the decrypted echostr, so the admin console can save the URL.
+fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<Accepted, CallbackError> {
+    let msg_signature = query.require("msg_signature")?;
+    let timestamp = query.require("timestamp")?;
+    let nonce = query.require("nonce")?;
+    let echostr = query.require("echostr")?;
+    let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
+    Ok(Accepted::Verified(crypt.decrypt(verified).map_err(CallbackError::Crypto)?))
+}

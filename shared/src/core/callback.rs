@@ -1,0 +1,232 @@
+//! What every callback function shares: the HTTP request and answer as the handlers see them,
+//! the one map from refusal to status, and publishing an `Inbound` once.
+
+use std::time::Duration;
+
+use crate::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
+use crate::protocol::crypto::CryptoError;
+use crate::protocol::fields::MessageError;
+use crate::protocol::query::QueryError;
+use crate::protocol::xml::XmlError;
+
+/// Bodies above this are refused before any work (WeChat's messages are a few KB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// How long a claim on a message protects an in-flight publish. Shorter than WeChat's ~5 s
+/// retry interval times its retries, so a crashed handler's claim expires before WeChat gives up;
+/// longer than a publish can take (the SQS client's operation timeout is below it).
+pub const CLAIM_LEASE: Duration = Duration::from_secs(6);
+
+/// An HTTP request as the callback sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackRequest<'a> {
+    pub method: &'a str,
+    /// The `{app}` path segment.
+    pub app: &'a str,
+    /// The query string exactly as received (percent-encoded).
+    pub raw_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// Why a callback was not accepted. [`CallbackError::status`] is the one place that maps
+/// these to HTTP: the client's faults are 4xx, ours are 503 so WeChat retries.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("unknown app")]
+    UnknownApp,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("body larger than {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("timestamp is not a unix time in seconds")]
+    BadTimestamp,
+    #[error("body is not UTF-8")]
+    BodyEncoding,
+    #[error("body: {0}")]
+    Body(XmlError),
+    #[error("body has no Encrypt element")]
+    NoEncrypt,
+    #[error("the request is encrypted but the account has no encoding_aes_key configured")]
+    NoKey,
+    #[error("signature mismatch")]
+    Signature,
+    #[error("timestamp outside the replay window")]
+    Stale,
+    #[error("ciphertext: {0}")]
+    Crypto(CryptoError),
+    #[error("decrypted message: {0}")]
+    Message(#[from] MessageError),
+    #[error("message is being published by another request")]
+    InFlight,
+    #[error("dedupe store: {0}")]
+    Dedupe(PortError),
+    #[error("inbound queue: {0}")]
+    Publish(PortError),
+}
+
+impl CallbackError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownApp => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTooLarge => 413,
+            Self::Query(_)
+            | Self::BadTimestamp
+            | Self::BodyEncoding
+            | Self::Body(_)
+            | Self::NoEncrypt
+            | Self::NoKey => 400,
+            Self::Signature => 401,
+            Self::Stale => 403,
+            // A valid signature over undecryptable data: a key or receive-id misconfiguration.
+            Self::Crypto(_) | Self::Message(_) => 400,
+            Self::InFlight | Self::Dedupe(_) | Self::Publish(_) => 503,
+        }
+    }
+
+    /// A short stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownApp => "unknown_app",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Query(_) => "bad_query",
+            Self::BadTimestamp => "bad_timestamp",
+            Self::BodyEncoding | Self::Body(_) | Self::NoEncrypt => "bad_body",
+            Self::NoKey => "no_key_configured",
+            Self::Signature => "signature_mismatch",
+            Self::Stale => "stale_timestamp",
+            Self::Crypto(err) => err.kind(),
+            Self::Message(_) => "bad_message",
+            Self::InFlight => "in_flight",
+            Self::Dedupe(_) => "dedupe_unavailable",
+            Self::Publish(_) => "queue_unavailable",
+        }
+    }
+
+    pub fn response(&self) -> CallbackResponse {
+        let body = match self {
+            // Dependency details stay in the logs.
+            Self::Dedupe(_) | Self::Publish(_) => "temporarily unavailable, retry".to_owned(),
+            other => other.to_string(),
+        };
+        CallbackResponse { status: self.status(), content_type: "text/plain; charset=utf-8", body }
+    }
+}
+
+/// How [`publish_once`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// This call put the message on the queue.
+    Now,
+    /// An earlier delivery did.
+    Before,
+    /// Another request holds the claim and may be publishing right now.
+    ByAnother,
+}
+
+/// Publishes `inbound` once however often WeChat delivers it: claims its id (with a lease),
+/// publishes, then completes the marker; releases the claim if publishing failed, so the marker
+/// never swallows a message that did not reach the queue.
+pub async fn publish_once(
+    dedupe: &dyn Dedupe,
+    publisher: &dyn Publisher,
+    clock: &dyn Clock,
+    inbound: &crate::core::envelope::Inbound,
+) -> Result<Published, CallbackError> {
+    let id = &inbound.id;
+    let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
+        Claim::Published => return Ok(Published::Before),
+        Claim::InFlight => return Ok(Published::ByAnother),
+        Claim::Claimed { token } => token,
+    };
+    let channel =
+        serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let queued = QueueMessage {
+        body: inbound.to_json(),
+        attributes: vec![("channel", channel), ("account", inbound.account.clone())],
+    };
+    if let Err(err) = publisher.publish(queued).await {
+        // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
+        if let Err(release) = dedupe.release(id, &token).await {
+            tracing::warn!(id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
+        }
+        return Err(CallbackError::Publish(err));
+    }
+    // The queue has it: the caller may acknowledge even if the marker cannot be completed.
+    if let Err(err) = dedupe.complete(id, &token, clock.now()).await {
+        tracing::warn!(id = %id, error = %err, "published but could not complete dedupe marker");
+    }
+    Ok(Published::Now)
+}
+
+/// A callback function's logic, whatever carries the HTTP request to it.
+#[async_trait::async_trait]
+pub trait CallbackService: Send + Sync {
+    /// Handles one request; always answers.
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse;
+}
+
+#[async_trait::async_trait]
+impl CallbackService for crate::channels::wecom::WecomCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
+}
+
+#[async_trait::async_trait]
+impl CallbackService for crate::channels::oa::service::OaCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_one_status() {
+        let port = || PortError::new("x", "y");
+        let cases: Vec<(CallbackError, u16)> = vec![
+            (CallbackError::UnknownApp, 404),
+            (CallbackError::MethodNotAllowed, 405),
+            (CallbackError::BodyTooLarge, 413),
+            (CallbackError::Query(QueryError::Missing("nonce")), 400),
+            (CallbackError::BadTimestamp, 400),
+            (CallbackError::BodyEncoding, 400),
+            (CallbackError::Body(XmlError::Dtd), 400),
+            (CallbackError::NoEncrypt, 400),
+            (CallbackError::NoKey, 400),
+            (CallbackError::Signature, 401),
+            (CallbackError::Stale, 403),
+            (CallbackError::Crypto(CryptoError::BadPadding), 400),
+            (CallbackError::Message(MessageError::Missing("MsgType")), 400),
+            (CallbackError::InFlight, 503),
+            (CallbackError::Dedupe(port()), 503),
+            (CallbackError::Publish(port()), 503),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+            assert_eq!(err.response().status, status);
+            assert!(!err.kind().is_empty());
+        }
+    }
+
+    #[test]
+    fn dependency_failures_do_not_leak_details_to_the_caller() {
+        let response =
+            CallbackError::Publish(PortError::new("sqs", "https://sqs.internal/123/queue refused")).response();
+        assert!(!response.body.contains("sqs.internal"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Capabilities the handlers need from the outside world, one trait each. Each has an AWS
+//! adapter (`crate::adapters::aws`) and an in-memory twin (`crate::adapters::memory`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+/// A dependency (DynamoDB, SQS, …) failed; the caller should make the sender retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{service} unavailable: {detail}")]
+pub struct PortError {
+    pub service: &'static str,
+    pub detail: String,
+}
+
+impl PortError {
+    pub fn new(service: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self { service, detail: detail.to_string() }
+    }
+}
+
+/// Wall-clock time, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+
+    /// Seconds since the unix epoch.
+    fn unix(&self) -> u64 {
+        self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A message for a queue: its JSON body and a few string attributes for routing and filtering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+/// Puts messages on one queue, durably: `Ok` means the queue has it.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    async fn publish(&self, message: QueueMessage) -> Result<(), PortError>;
+}
+
+/// The state of a dedupe marker after trying to claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to publish; the token identifies this claim for `complete` / `release`.
+    Claimed { token: String },
+    /// Already published: answer the duplicate without publishing again.
+    Published,
+    /// Another handler holds a live claim and may still be publishing.
+    InFlight,
+}
+
+/// Seen-message markers that make "publish once" safe across WeChat's retries.
+///
+/// A marker is *claimed* (with a short lease) before publishing, *completed* after the queue
+/// accepted the message, and *released* if publishing failed, so a marker never swallows a
+/// message that did not reach the queue. A claim whose holder died expires with its lease.
+#[async_trait]
+pub trait Dedupe: Send + Sync {
+    async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError>;
+    async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError>;
+    async fn release(&self, key: &str, token: &str) -> Result<(), PortError>;
+}
+
+/// How long a completed callback dedupe marker is kept.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a sent-part marker is kept: past the outbound queue's (4 days) and its DLQ's
+/// (14 days) retention, so a redriven message never sends a part twice.
+pub const SENT_TTL: Duration = Duration::from_secs(19 * 24 * 3600);
+
+/// Milliseconds since the unix epoch, for leases.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A unique claim token: 128 random bits as hex.
+pub fn claim_token() -> String {
+    crate::protocol::crypto::random_prefix().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The outbound queue, as the sender acts on it beyond "done" and "failed".
+#[async_trait]
+pub trait OutboundQueue: Send + Sync {
+    /// Makes a received message visible again after `delay_s` (a growing backoff).
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError>;
+    /// Puts a message that must not be retried on the dead-letter queue, with its reason.
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError>;
+}
+
+/// The latest iLink `context_token` per (bot account, user): every send must echo it.
+#[async_trait]
+pub trait ContextTokens: Send + Sync {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError>;
+    /// Stores a token issued at `issued_ms`; an older one never replaces a newer one.
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError>;
+}
+
+/// One sender outcome, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMetric {
+    pub channel: &'static str,
+    pub outcome: &'static str,
+    pub errcode: Option<i64>,
+}
+
+/// Where metrics go: CloudWatch Embedded Metric Format lines on Lambda, a list in tests.
+pub trait Metrics: Send + Sync {
+    fn record(&self, metric: &SendMetric);
+}
+
+/// CloudWatch Embedded Metric Format on stdout: one JSON line per outcome, which CloudWatch turns
+/// into the `wxbridge/Messages` metric by channel, outcome and errcode.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmfMetrics;
+
+impl EmfMetrics {
+    pub fn line(metric: &SendMetric, timestamp_ms: u64) -> String {
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "wxbridge",
+                    "Dimensions": [["channel", "outcome", "errcode"]],
+                    "Metrics": [{"Name": "Messages", "Unit": "Count"}]
+                }]
+            },
+            "channel": metric.channel,
+            "outcome": metric.outcome,
+            "errcode": metric.errcode.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned()),
+            "Messages": 1
+        })
+        .to_string()
+    }
+}
+
+impl EmfMetrics {
+    /// A count with no dimensions in the `wxbridge` namespace (what an alarm watches), with
+    /// `properties` kept in the log line for searching.
+    pub fn count_line(name: &str, value: u64, properties: &[(&str, &str)], timestamp_ms: u64) -> String {
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "wxbridge",
+                    "Dimensions": [[]],
+                    "Metrics": [{"Name": name, "Unit": "Count"}]
+                }]
+            },
+        });
+        line[name] = value.into();
+        for (key, value) in properties {
+            line[*key] = (*value).into();
+        }
+        line.to_string()
+    }
+}
+
+impl Metrics for EmfMetrics {
+    fn record(&self, metric: &SendMetric) {
+        println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
+    }
+}
+
+/// Where an Official Account message's reply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Waiting for the bot.
+    Open,
+    /// The bot's reply is in the slot: the passive reply.
+    Filled,
+    /// The last delivery gave up waiting: the reply goes by the customer-service API.
+    Closed,
+}
+
+/// A reply slot as one delivery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub state: SlotState,
+    /// Deliveries of the message seen so far, this one included.
+    pub deliveries: u32,
+    /// The reply (JSON of an Outbound `content`) once filled.
+    pub reply: Option<String>,
+    /// Who filled it: the idempotency key of that reply.
+    pub filled_by: Option<String>,
+    /// A delivery has answered with the reply (so it must not go by customer service).
+    pub taken: bool,
+    /// By when (unix ms) the last delivery answers: a reply filled later reaches nobody.
+    pub deadline_ms: u64,
+}
+
+/// One reply slot per Official Account message, shared by every delivery of it and the
+/// dispatcher. Filling and closing are conditional on the slot being open, so exactly one of
+/// "passive reply" and "customer-service send" happens.
+#[async_trait]
+pub trait ReplySlots: Send + Sync {
+    /// Counts a delivery (creating the slot on the first, with its `deadline`) and returns the
+    /// slot after it.
+    async fn arrive(&self, key: &str, now: SystemTime, deadline: SystemTime) -> Result<Slot, PortError>;
+    async fn read(&self, key: &str) -> Result<Option<Slot>, PortError>;
+    /// Puts the reply in an open slot before its deadline, recording who (`by`) filled it; false
+    /// when the slot was already closed or filled, or the deadline passed.
+    async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError>;
+    /// Closes an open slot; false when the reply arrived first.
+    async fn close(&self, key: &str) -> Result<bool, PortError>;
+    /// A delivery is about to answer with the reply: marks it taken; false unless it is filled.
+    async fn take(&self, key: &str) -> Result<bool, PortError>;
+    /// Takes back a filled reply nobody took (it goes by customer service); false when a
+    /// delivery took it first.
+    async fn revoke(&self, key: &str) -> Result<bool, PortError>;
+}
+
+/// Replies the customer-service API refused with 48001 (the account may not use it), kept per
+/// (account, user) and given as the passive reply to the user's next message.
+#[async_trait]
+pub trait ParkedReplies: Send + Sync {
+    async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError>;
+    /// Takes every parked reply of the user, oldest first.
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError>;
+}
+
+/// Leases that keep one poller per iLink account (one token must never be polled twice).
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes `key` for `owner` until `now + ttl` unless another owner holds a live lease.
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError>;
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError>;
+}
+
+/// Where each iLink account's long poll stands: its cursor, and whether its session expired.
+#[async_trait]
+pub trait PollState: Send + Sync {
+    async fn cursor(&self, account: &str) -> Result<Option<String>, PortError>;
+    async fn save_cursor(&self, account: &str, cursor: &str) -> Result<(), PortError>;
+    /// Whether the account is paused because its session expired (-14).
+    async fn paused(&self, account: &str) -> Result<Option<Paused>, PortError>;
+    /// Pauses the account: the session of the token with this fingerprint expired.
+    async fn pause(&self, account: &str, token: &str, at: SystemTime) -> Result<(), PortError>;
+    /// A new login: forgets the pause and the old session's cursor.
+    async fn resume(&self, account: &str) -> Result<(), PortError>;
+}
+
+/// An iLink account whose session expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// When (unix s).
+    pub at: u64,
+    /// The fingerprint of the token that expired: a new token (a new login) resumes the account.
+    pub token: String,
+}

@@ -1,0 +1,238 @@
+//! The dispatcher: hands each `Inbound` to the bot and routes its replies.
+//!
+//! An Official Account reply first tries the message's reply slot (the passive reply); if the
+//! last delivery already closed it, the reply goes by the customer-service API. Everything else
+//! becomes an `Outbound` addressed from the `Inbound`. Idempotency keys come from the inbound id
+//! and the reply's index, so a dispatcher that runs twice still sends each reply once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::channels::oa::service::passive;
+use crate::core::envelope::{Channel, Content, ConversationKind, Inbound, OutChannel, Outbound, OUTBOUND_VERSION};
+use crate::core::ports::{unix_millis, PortError, Publisher, QueueMessage, ReplySlots, SlotState};
+use crate::services::sender::Record;
+
+/// How long past a slot's deadline a delivery may still be taking the reply.
+pub const TAKE_GRACE: Duration = Duration::from_secs(1);
+const TAKE_POLL: Duration = Duration::from_millis(100);
+
+/// Why a bot gave no answer this time (retried through SQS, never dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bot: {0}")]
+pub struct BotError(pub String);
+
+/// Something that answers messages.
+#[async_trait]
+pub trait Bot: Send + Sync {
+    /// The replies to `inbound`, in order; none is a fine answer.
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError>;
+}
+
+/// Answers text with the same text (and a voice message with its transcript).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EchoBot;
+
+#[async_trait]
+impl Bot for EchoBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
+    }
+}
+
+/// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
+/// implementations log their failures and never hold up the answer for long.
+#[async_trait]
+pub trait Typing: Send + Sync {
+    /// Turns the indicator on (`true`) or off for the conversation of `inbound`.
+    async fn set(&self, inbound: &Inbound, typing: bool);
+}
+
+/// How often "typing…" is renewed while the bot works (it fades on its own otherwise).
+pub const TYPING_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// "Typing…" under way for one message.
+struct TypingGuard {
+    typing: Arc<dyn Typing>,
+    inbound: Inbound,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TypingGuard {
+    /// Stops the renewals, lets a start still in flight land first (so the cancel is not
+    /// overtaken), then cancels.
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(TYPING_SETTLE, self.task).await;
+        self.typing.set(&self.inbound, false).await;
+    }
+}
+
+/// The longest a cancel waits for its typing start to land.
+const TYPING_SETTLE: Duration = Duration::from_secs(2);
+
+/// Why a record could not be dispatched now.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("not an Inbound v1 document: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Bot(#[from] BotError),
+    #[error(transparent)]
+    Store(PortError),
+    #[error(transparent)]
+    Queue(PortError),
+}
+
+/// The dispatcher's dependencies.
+pub struct Dispatcher {
+    pub bot: Arc<dyn Bot>,
+    pub slots: Arc<dyn ReplySlots>,
+    /// The outbound queue.
+    pub outbound: Arc<dyn Publisher>,
+    /// "Typing…" while the bot works (iLink), if configured.
+    pub typing: Option<Arc<dyn Typing>>,
+}
+
+/// Where a reply to `inbound` goes, if anywhere.
+fn reply_channel(inbound: &Inbound) -> Option<OutChannel> {
+    match (inbound.channel, inbound.conversation.kind) {
+        (_, ConversationKind::System) => None,
+        (Channel::Wecom, ConversationKind::Group) => Some(OutChannel::WecomAppchat),
+        (Channel::Wecom, _) => Some(OutChannel::WecomApp),
+        (Channel::Oa, _) => Some(OutChannel::Oa),
+        (Channel::Ilink, _) => Some(OutChannel::Ilink),
+    }
+}
+
+impl Dispatcher {
+    /// Dispatches one queue message; returns how many replies went out (passive or queued).
+    pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
+        let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        let Some(channel) = reply_channel(&inbound) else { return Ok(0) };
+        let typing = self.start_typing(&inbound);
+        let routed = match self.bot.answer(&inbound).await {
+            Ok(replies) => self.route(&inbound, channel, &replies).await.map(|()| replies.len()),
+            Err(err) => Err(err.into()),
+        };
+        if let Some(typing) = typing {
+            typing.finish().await;
+        }
+        routed
+    }
+
+    /// Sends the bot's replies on their way: the passive reply, else the outbound queue.
+    async fn route(&self, inbound: &Inbound, channel: OutChannel, replies: &[Content]) -> Result<(), DispatchError> {
+        for (index, content) in replies.iter().enumerate() {
+            let key = format!("{}#{index}", inbound.id);
+            if channel == OutChannel::Oa && index == 0 {
+                let to_event = inbound.kind == crate::core::envelope::Kind::Event;
+                let done = if passive(content, to_event).is_some() {
+                    self.try_passive(inbound, content, &key).await?
+                } else {
+                    // Not passive-able; but a rerun must not send what an earlier run put in the slot.
+                    self.filled_by(&inbound.id, &key).await?
+                };
+                if done {
+                    continue;
+                }
+            }
+            let out = Outbound {
+                v: OUTBOUND_VERSION,
+                channel,
+                account: inbound.account.clone(),
+                to: inbound.conversation.id.clone(),
+                content: content.clone(),
+                idempotency_key: key,
+                in_reply_to: Some(inbound.id.clone()),
+            };
+            let message =
+                QueueMessage { body: out.to_json(), attributes: vec![("channel", channel.as_str().to_owned())] };
+            self.outbound.publish(message).await.map_err(DispatchError::Queue)?;
+        }
+        Ok(())
+    }
+    /// Starts "typing…" for an iLink message when typing is on: it is renewed every few seconds
+    /// until the returned guard is finished.
+    fn start_typing(&self, inbound: &Inbound) -> Option<TypingGuard> {
+        let typing = self.typing.clone()?;
+        if inbound.channel != Channel::Ilink || inbound.kind == crate::core::envelope::Kind::Event {
+            return None;
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let (typing, inbound) = (typing.clone(), inbound.clone());
+            async move {
+                loop {
+                    typing.set(&inbound, true).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(TYPING_KEEPALIVE) => {}
+                        _ = &mut stopped => return,
+                    }
+                }
+            }
+        });
+        Some(TypingGuard { typing, inbound: inbound.clone(), stop, task })
+    }
+
+    /// Puts the first reply in the message's slot and waits until a delivery takes it; false
+    /// when it must go by customer service: the slot was closed, holds another reply, or nobody
+    /// took it by the slot's deadline (WeChat delivered fewer times, or a delivery failed).
+    async fn try_passive(&self, inbound: &Inbound, content: &Content, key: &str) -> Result<bool, DispatchError> {
+        let json = serde_json::to_string(content).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        self.slots.fill(&inbound.id, &json, key, SystemTime::now()).await.map_err(DispatchError::Store)?;
+        loop {
+            let Some(slot) = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)? else {
+                return Ok(false);
+            };
+            // Another reply (a parked one, say) is in the slot: this one goes by customer service.
+            if slot.filled_by.as_deref() != Some(key) {
+                return Ok(false);
+            }
+            match slot.state {
+                SlotState::Filled if slot.taken => return Ok(true),
+                // Revoked by an earlier run: customer service (the idempotency key sends it once).
+                SlotState::Closed => return Ok(false),
+                _ => {}
+            }
+            if unix_millis(SystemTime::now()) > slot.deadline_ms + TAKE_GRACE.as_millis() as u64 {
+                // Nobody took it: take it back unless a delivery takes it this instant.
+                return Ok(!self.slots.revoke(&inbound.id).await.map_err(DispatchError::Store)?);
+            }
+            tokio::time::sleep(TAKE_POLL).await;
+        }
+    }
+
+    /// Whether the slot holds the reply with idempotency key `key` (an earlier run's).
+    async fn filled_by(&self, slot: &str, key: &str) -> Result<bool, DispatchError> {
+        let slot = self.slots.read(slot).await.map_err(DispatchError::Store)?;
+        Ok(matches!(slot, Some(s) if s.state == SlotState::Filled && s.filled_by.as_deref() == Some(key)))
+    }
+
+    /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
+    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.    ///
+    /// Records are dispatched concurrently: one slow bot answer must not hold the others past
+    /// their window (or the function's timeout).
+    pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        let runs = records.iter().map(|record| async move {
+            match self.dispatch(&record.body).await {
+                Ok(replies) => {
+                    tracing::info!(message_id = %record.message_id, replies, "dispatched");
+                    None
+                }
+                Err(DispatchError::Invalid(reason)) => {
+                    tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; it will reach the DLQ");
+                    Some(record.message_id.clone())
+                }
+                Err(err) => {
+                    tracing::warn!(message_id = %record.message_id, error = %err, "dispatch failed; SQS retries it");
+                    Some(record.message_id.clone())
+                }
+            }
+        });
+        futures_util::future::join_all(runs).await.into_iter().flatten().collect()
+    }
+}

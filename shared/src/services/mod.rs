@@ -1,0 +1,6 @@
+//! The loops that move messages: the dispatcher (inbound → bot → replies) and the sender
+//! (outbound → WeChat), and the bots the dispatcher can call.
+
+pub mod bots;
+pub mod dispatcher;
+pub mod sender;
