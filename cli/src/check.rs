@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
-use shared::core::config::{BotConfig, Config, ConfigError, Env};
+use shared::channels::Config;
+use shared::core::bot::BotConfig;
+use shared::core::config::{ConfigError, Env};
 
 use crate::ui;
 
@@ -154,12 +156,13 @@ fn readiness(config: &Config) -> Vec<Ready> {
 
 /// Each variable the functions read: set, unset (with what needs it) or malformed.
 fn environment(env: &Env) -> Vec<(&'static str, &'static str, String)> {
-    let url = |value: &Option<String>| match value {
+    let url = |value: Option<&String>| match value {
         Some(v) if v.starts_with("https://") || v.starts_with("http://") => "set",
         Some(_) => "malformed",
         None => "unset",
     };
     let named = |value: &Option<String>| if value.is_some() { "set" } else { "unset" };
+    let owned = |v: Option<&str>| v.map(str::to_owned);
     let note = |state: &str, purpose: &str| match state {
         "malformed" => "must be an http(s):// URL".to_owned(),
         _ => purpose.to_owned(),
@@ -174,16 +177,23 @@ fn environment(env: &Env) -> Vec<(&'static str, &'static str, String)> {
         ("WXBRIDGE_CONFIG_SECRET", named(&env.config_secret), "the config secret (on Lambda)".to_owned()),
         ("WXBRIDGE_TABLE", named(&env.table), "the DynamoDB table (Lambda, dev --aws)".to_owned()),
     ];
-    for (name, value, purpose) in [
-        ("WXBRIDGE_INBOUND_QUEUE_URL", &env.inbound_queue_url, "the inbound queue (Lambda, dev --aws)"),
-        ("WXBRIDGE_OUTBOUND_QUEUE_URL", &env.outbound_queue_url, "the outbound queue (Lambda, dev --aws)"),
-        ("WXBRIDGE_DLQ_URL", &env.dlq_url, "the outbound DLQ (the sender)"),
-        ("WXBRIDGE_WECOM_API_BASE", &env.wecom_api_base, "WeCom's API host (default WeChat's)"),
-        ("WXBRIDGE_OA_API_BASE", &env.oa_api_base, "the Official Account API host (default WeChat's)"),
-        ("AWS_ENDPOINT_URL", &env.aws_endpoint_url, "an AWS emulator (local runs only)"),
-    ] {
-        let state = url(value);
-        out.push((name, state, note(state, purpose)));
+    let mut urls: Vec<(&'static str, Option<String>, String)> = vec![
+        ("WXBRIDGE_INBOUND_QUEUE_URL", env.inbound_queue_url.clone(), "the inbound queue (Lambda, dev --aws)".into()),
+        (
+            "WXBRIDGE_OUTBOUND_QUEUE_URL",
+            env.outbound_queue_url.clone(),
+            "the outbound queue (Lambda, dev --aws)".into(),
+        ),
+        ("WXBRIDGE_DLQ_URL", env.dlq_url.clone(), "the outbound DLQ (the sender)".into()),
+    ];
+    for host in shared::channels::API_HOSTS {
+        let purpose = format!("the {} API host (default {})", host.name, host.default);
+        urls.push((host.var, owned(env.api_base_set(host.var)), purpose));
+    }
+    urls.push(("AWS_ENDPOINT_URL", env.aws_endpoint_url.clone(), "an AWS emulator (local runs only)".into()));
+    for (name, value, purpose) in urls {
+        let state = url(value.as_ref());
+        out.push((name, state, note(state, &purpose)));
     }
     out
 }

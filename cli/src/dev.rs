@@ -18,11 +18,12 @@ use shared::adapters::memory::{
 use shared::channels::oa::service::OaCallback;
 use shared::channels::wecom::callback::MAX_BODY_BYTES;
 use shared::channels::wecom::WecomCallback;
-use shared::core::config::{Config, Env};
+use shared::channels::Config;
+use shared::core::config::Env;
 use shared::core::envelope::Outbound;
+use shared::core::ports::Record;
 use shared::core::ports::{QueueMessage, SystemClock};
 use shared::services::dispatcher::Dispatcher;
-use shared::services::sender::Record;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 /// Options of `wxbridge dev`.
@@ -96,7 +97,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let contexts = Arc::new(MemoryContextTokens::default());
         if !config.ilink.is_empty() {
             let poller = shared::channels::ilink::Poller::new(
-                shared::core::http::WechatApi::new(&env.api_settings())?,
+                shared::channels::Apis::from_env(&env)?.ilink,
                 queue.clone(),
                 dedupe.clone(),
                 contexts.clone(),
@@ -106,8 +107,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             );
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
         }
-        let wecom = WecomCallback::new(&config, queue.clone(), dedupe.clone(), Arc::new(SystemClock));
-        let oa = OaCallback::new(&config, queue, dedupe, slots.clone(), parked.clone(), Arc::new(SystemClock));
+        let wecom = WecomCallback::new(
+            &config.wecom,
+            config.replay_window_secs,
+            queue.clone(),
+            dedupe.clone(),
+            Arc::new(SystemClock),
+        );
+        let oa = OaCallback::new(
+            &config.oa,
+            config.oa_window,
+            config.replay_window_secs,
+            queue,
+            dedupe,
+            slots.clone(),
+            parked.clone(),
+            Arc::new(SystemClock),
+        );
         let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked)?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));

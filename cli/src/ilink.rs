@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{json, Value};
-use shared::channels::ilink::client::QR_STATUS_TIMEOUT;
-use shared::channels::ilink::{IlinkLogin, Poller, QrStatus, Turn};
-use shared::core::config::{Config, IlinkAccount};
-use shared::core::http::{ApiSettings, WechatApi, ILINK_API_BASE};
+use shared::channels::ilink::api::{IlinkApi, DEFAULT_BASE as ILINK_API_BASE, QR_STATUS_TIMEOUT};
+use shared::channels::ilink::{IlinkAccount, IlinkLogin, Poller, QrStatus, Turn};
+use shared::channels::Config;
+use shared::core::http::{Http, HttpSettings};
 use tokio::time::Instant;
 
 /// QR codes tried before giving up (the service's own client stops at 3 too).
@@ -61,7 +61,7 @@ pub async fn run(args: IlinkArgs) -> anyhow::Result<()> {
 }
 
 async fn login(args: LoginArgs) -> anyhow::Result<()> {
-    let api = WechatApi::new(&ApiSettings::default())?;
+    let api = IlinkApi::new(&Http::new(&HttpSettings::default())?);
     // Bots this config already holds: the server then answers "already bound" instead of
     // issuing a new token (which would end the old one's session).
     // The destination is checked before the QR code shows: nobody scans for nothing.
@@ -104,11 +104,11 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
 
 /// Shows QR codes and follows their status until the login is confirmed (`Some`), the bot turns
 /// out to be bound already (`None`), or it fails.
-async fn scan(api: &WechatApi, args: &LoginArgs, known: &[SecretString]) -> anyhow::Result<Option<IlinkLogin>> {
+async fn scan(api: &IlinkApi, args: &LoginArgs, known: &[SecretString]) -> anyhow::Result<Option<IlinkLogin>> {
     let started = Instant::now();
     let interval = Duration::from_millis(args.poll_interval_ms);
     for attempt in 1..=MAX_QR_CODES {
-        let qr = api.ilink_bot_qrcode(&args.base_url, known).await.context("cannot get a login QR code")?;
+        let qr = api.bot_qrcode(&args.base_url, known).await.context("cannot get a login QR code")?;
         show_qr(&qr.content, attempt);
         let mut host = args.base_url.clone();
         let mut verify_code: Option<String> = None;
@@ -117,7 +117,7 @@ async fn scan(api: &WechatApi, args: &LoginArgs, known: &[SecretString]) -> anyh
             if started.elapsed() > LOGIN_DEADLINE {
                 bail!("the login was not confirmed within {} s; run the command again", LOGIN_DEADLINE.as_secs());
             }
-            let status = api.ilink_qrcode_status(&host, &qr.qrcode, verify_code.as_deref(), QR_STATUS_TIMEOUT).await?;
+            let status = api.qrcode_status(&host, &qr.qrcode, verify_code.as_deref(), QR_STATUS_TIMEOUT).await?;
             match status {
                 QrStatus::Wait | QrStatus::Other(_) => {}
                 QrStatus::Scanned => {

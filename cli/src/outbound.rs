@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+use shared::adapters::memory::MemoryTokenStore;
 use shared::adapters::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound, MemoryParkedReplies};
-use shared::core::config::{Config, Env};
-use shared::core::http::WechatApi;
-use shared::core::ports::{ContextTokens, Metrics, SendMetric, SystemClock};
-use shared::core::tokens::{MemoryTokenStore, Tokens};
-use shared::services::sender::{backoff_s, Record, Sender};
+use shared::channels::{Apis, Config, Deliveries, DeliveryPorts};
+use shared::core::config::Env;
+use shared::core::ports::{Metrics, Record, SendMetric, SystemClock};
+use shared::core::retry::backoff_s;
+use shared::core::tokens::Tokens;
+use shared::services::sender::Sender;
 use tokio::sync::mpsc;
 
 /// Receives after which the in-memory queue gives a message up, like the SQS redrive policy.
@@ -45,14 +47,16 @@ pub fn memory_sender(
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
     let queue = Arc::new(MemoryOutbound::default());
+    let ports = DeliveryPorts {
+        tokens: Arc::new(Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone())),
+        contexts,
+        parked,
+        clock: clock.clone(),
+    };
     let sender = Sender {
-        config,
-        api: WechatApi::new(&env.api_settings())?,
-        tokens: Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone()),
+        deliveries: Deliveries::new(&config, &Apis::from_env(env)?, ports),
         sent: Arc::new(MemoryDedupe::keeping(shared::core::ports::SENT_TTL)),
         queue: queue.clone(),
-        contexts: contexts as Arc<dyn ContextTokens>,
-        parked,
         metrics: Arc::new(PrintMetrics),
         clock,
     };

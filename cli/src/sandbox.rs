@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use fakes::{Api, Delivery, FakeWechat};
 use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
-use shared::core::config::{Config, Env};
+use shared::channels::Config;
+use shared::core::config::Env;
 
 use crate::ui;
 
@@ -36,8 +37,9 @@ pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
         fake.add_ilink_bot(bot.bot_token.expose_secret());
         bot.base_url = fake.base_url.clone();
     }
-    env.wecom_api_base = Some(fake.base_url.clone());
-    env.oa_api_base = Some(fake.base_url.clone());
+    for host in shared::channels::API_HOSTS {
+        env.set_api_base(host.var, &fake.base_url);
+    }
     fake
 }
 

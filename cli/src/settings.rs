@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use shared::core::config::{Config, ConfigError, Env};
+use shared::channels::Config;
+use shared::core::config::{ConfigError, Env};
 
 /// The demo configuration: a WeCom app and an Official Account, both named `demo`, with made-up
 /// credentials that only the sandbox accepts.

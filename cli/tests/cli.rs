@@ -325,7 +325,7 @@ fn ilink_login_writes_the_bot_into_a_config_file() {
     fake.script_ilink_login(&["confirmed"]);
     let out = ilink_login(&fake, &["--config-file", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let config = shared::core::config::Config::from_file(&path).unwrap();
+    let config = shared::channels::Config::from_file(&path).unwrap();
     assert_eq!(config.ilink.len(), 1);
     assert_eq!(config.ilink[0].account, "second@im.bot");
     assert_eq!(config.wecom[0].app, "demo", "the rest of the config is kept");
@@ -392,7 +392,7 @@ fn ilink_login_writes_the_bot_into_the_config_secret() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "nothing secret printed when written to the secret");
     let stored = runtime.block_on(client.get_secret_value().secret_id(&name).send()).unwrap();
-    let config = shared::core::config::Config::parse(stored.secret_string().unwrap()).unwrap();
+    let config = shared::channels::Config::parse(stored.secret_string().unwrap()).unwrap();
     assert_eq!(config.ilink[0].account, "b0t5@im.bot");
     assert_eq!(config.ilink[0].base_url, fake.base_url);
     assert_eq!(config.wecom[0].app, "demo");

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use shared::channels::oa::simulate::{run, Timings};
+use shared::testing::oa_window::{run, Timings};
 
 const LATENCIES_S: [f64; 6] = [0.5, 3.0, 6.0, 9.0, 13.0, 20.0];
 const SCALE: f64 = 0.1;

@@ -19,3 +19,6 @@ pub mod channels;
 pub mod services;
 
 pub mod adapters;
+
+#[cfg(feature = "test-util")]
+pub mod testing;

@@ -10,7 +10,7 @@ use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
 use shared::channels::wecom::callback::CallbackRequest;
 use shared::channels::wecom::simulate::{sign_callback, text_message};
 use shared::channels::wecom::WecomCallback;
-use shared::core::config::Config;
+use shared::channels::Config;
 use shared::core::ports::Clock;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::protocol::query::Query;
@@ -133,7 +133,13 @@ async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
     ))
     .unwrap();
     let (queue, mut rx) = MemoryQueue::new();
-    let service = WecomCallback::new(&config, Arc::new(queue), Arc::new(MemoryDedupe::default()), Arc::new(Fixed));
+    let service = WecomCallback::new(
+        &config.wecom,
+        config.replay_window_secs,
+        Arc::new(queue),
+        Arc::new(MemoryDedupe::default()),
+        Arc::new(Fixed),
+    );
     let genuine = sign_callback(&crypt(), &text_message(CORP, 1, "u", "hi", 7, NOW), NOW, "1320562132", [8; 16]);
     let genuine_query = Query::parse(&genuine.query).unwrap();
     let genuine_encrypt =

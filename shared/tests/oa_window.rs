@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::adapters::memory::{MemoryQueue, MemoryReplySlots};
-use shared::channels::oa::simulate::{self, SlowEcho, Timings};
 use shared::core::envelope::{Content, Outbound};
 use shared::core::ports::ReplySlots;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::protocol::xml;
 use shared::services::dispatcher::Dispatcher;
+use shared::testing::oa_window::{self, SlowEcho, Timings};
 
 const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
 const APP_ID: &str = "wxsimulated00001";
@@ -19,7 +19,7 @@ const TOKEN: &str = "simulatedToken";
 
 /// One message through WeChat's deliveries at 1/10 scale (WeChat waits 500 ms).
 async fn run(latency: Duration, safe_mode: bool, msg_id: u64) -> (Vec<(usize, String, bool)>, Vec<Outbound>) {
-    let outcome = simulate::run(Timings::scaled(0.1), latency, safe_mode, msg_id).await;
+    let outcome = oa_window::run(Timings::scaled(0.1), latency, safe_mode, msg_id).await;
     let answers = outcome.answers.into_iter().map(|a| (a.delivery, a.body, a.in_time)).collect();
     (answers, outcome.customer_service)
 }
@@ -115,7 +115,7 @@ async fn a_reply_nobody_takes_goes_by_customer_service_once() {
     // delivery was answered, so no delivery is left to take the reply.
     let mut timings = Timings::scaled(0.1);
     timings.deliveries = 1;
-    let outcome = simulate::run(timings, Duration::from_millis(700), false, 11).await;
+    let outcome = oa_window::run(timings, Duration::from_millis(700), false, 11).await;
     assert_eq!(outcome.passive_on(), None, "{:?}", outcome.answers);
     assert_eq!(outcome.customer_service.len(), 1);
     assert_eq!(outcome.customer_service[0].content, Content::Text { text: "re: ping".into() });

@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput};
 use shared::adapters::aws::resources::{self, ResourceNames};
-use shared::adapters::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore};
+use shared::adapters::aws::{DynamoContextTokens, DynamoDedupe, DynamoTokenStore, Table};
 use shared::adapters::memory::{MemoryMetrics, MemoryOutbound};
-use shared::core::config::{Config, Env};
-use shared::core::http::WechatApi;
+use shared::channels::Config;
+use shared::channels::{Apis, Deliveries, DeliveryPorts};
+use shared::core::config::Env;
+use shared::core::ports::Record;
 use shared::core::ports::SystemClock;
 use shared::core::tokens::Tokens;
-use shared::services::sender::{Record, Sender};
+use shared::services::sender::Sender;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -81,16 +83,19 @@ async fn setup() -> Setup {
     let dynamodb =
         aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&sdk).endpoint_url(proxy).build());
     let base = fake.base_url.clone();
-    let env = Env::from_lookup(|name| (name == "WXBRIDGE_WECOM_API_BASE").then(|| base.clone()));
+    let env = Env::from_vars([("WXBRIDGE_WECOM_API_BASE", base.clone())]);
     let clock = Arc::new(SystemClock);
-    let sender = Sender {
-        config: Arc::new(config),
-        api: WechatApi::new(&env.api_settings()).unwrap(),
-        tokens: Tokens::new(Arc::new(DynamoTokenStore::new(dynamodb.clone(), &names.table)), clock.clone()),
-        sent: Arc::new(DynamoDedupe::new(dynamodb.clone(), &names.table).keeping(shared::core::ports::SENT_TTL)),
-        queue: Arc::new(MemoryOutbound::default()),
-        contexts: Arc::new(DynamoContextTokens::new(dynamodb, &names.table)),
+    let table = Table::new(dynamodb, &names.table);
+    let ports = DeliveryPorts {
+        tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), clock.clone())),
+        contexts: Arc::new(DynamoContextTokens::new(&table)),
         parked: Arc::new(shared::adapters::memory::MemoryParkedReplies::default()),
+        clock: clock.clone(),
+    };
+    let sender = Sender {
+        deliveries: Deliveries::new(&config, &Apis::from_env(&env).unwrap(), ports),
+        sent: Arc::new(DynamoDedupe::new(&table).keeping(shared::core::ports::SENT_TTL)),
+        queue: Arc::new(MemoryOutbound::default()),
         metrics: Arc::new(MemoryMetrics::default()),
         clock,
     };

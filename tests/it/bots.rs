@@ -8,7 +8,7 @@ use axum::routing::post;
 use axum::Router;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shared::core::config::BotConfig;
+use shared::core::bot::BotConfig;
 use shared::core::envelope::{Content, Inbound};
 use shared::services::bots::{webhook_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 

@@ -23,7 +23,7 @@ fn token(claim: Claim) -> String {
 #[tokio::test]
 async fn a_completed_marker_answers_published_until_it_expires() {
     let stack = Stack::new().await;
-    let dedupe = DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table);
+    let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let first = token(dedupe.claim("wecom:hr:1", at(0), LEASE).await.unwrap());
     assert_eq!(dedupe.claim("wecom:hr:1", at(1), LEASE).await.unwrap(), Claim::InFlight);
     dedupe.complete("wecom:hr:1", &first, at(1)).await.unwrap();
@@ -37,7 +37,7 @@ async fn a_completed_marker_answers_published_until_it_expires() {
 #[tokio::test]
 async fn a_released_claim_can_be_taken_at_once() {
     let stack = Stack::new().await;
-    let dedupe = DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table);
+    let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let first = token(dedupe.claim("k", at(0), LEASE).await.unwrap());
     dedupe.release("k", &first).await.unwrap();
     token(dedupe.claim("k", at(0), LEASE).await.unwrap());
@@ -46,7 +46,7 @@ async fn a_released_claim_can_be_taken_at_once() {
 #[tokio::test]
 async fn a_dead_holders_claim_is_taken_over_after_its_lease_and_its_token_no_longer_counts() {
     let stack = Stack::new().await;
-    let dedupe = DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table);
+    let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let dead = token(dedupe.claim("k", at(0), LEASE).await.unwrap());
     assert_eq!(dedupe.claim("k", at(5), LEASE).await.unwrap(), Claim::InFlight);
     let live = token(dedupe.claim("k", at(7), LEASE).await.unwrap());
@@ -61,7 +61,8 @@ async fn a_dead_holders_claim_is_taken_over_after_its_lease_and_its_token_no_lon
 #[tokio::test]
 async fn concurrent_claims_on_one_key_have_exactly_one_winner() {
     let stack = Stack::new().await;
-    let dedupe = std::sync::Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table));
+    let dedupe =
+        std::sync::Arc::new(DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table)));
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let dedupe = dedupe.clone();

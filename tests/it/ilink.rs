@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use fakes::FakeWechat;
 use serde_json::{json, Value};
 use shared::adapters::memory::{MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryPollState, MemoryQueue};
+use shared::channels::ilink::api::IlinkApi;
 use shared::channels::ilink::{Poller, Turn};
-use shared::core::config::Config;
-use shared::core::http::{ApiSettings, WechatApi};
+use shared::channels::Config;
+use shared::core::http::{Http, HttpSettings};
 use shared::core::ports::{ContextTokens, Paused, PollState, PortError, QueueMessage, SystemClock};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -22,7 +23,7 @@ struct Rig {
     poller: Poller,
     inbound: UnboundedReceiver<QueueMessage>,
     contexts: Arc<MemoryContextTokens>,
-    account: shared::core::config::IlinkAccount,
+    account: shared::channels::ilink::IlinkAccount,
 }
 
 async fn rig(state: Arc<dyn PollState>) -> Rig {
@@ -37,7 +38,7 @@ async fn rig(state: Arc<dyn PollState>) -> Rig {
     let (queue, inbound) = MemoryQueue::new();
     let contexts = Arc::new(MemoryContextTokens::default());
     let mut poller = Poller::new(
-        WechatApi::new(&ApiSettings::default()).unwrap(),
+        IlinkApi::new(&Http::new(&HttpSettings::default()).unwrap()),
         Arc::new(queue),
         Arc::new(MemoryDedupe::default()),
         contexts.clone(),
@@ -174,12 +175,24 @@ async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
     let stack = crate::support::Stack::new().await;
     let make = |rig: &Rig| {
         let mut poller = Poller::new(
-            WechatApi::new(&ApiSettings::default()).unwrap(),
+            IlinkApi::new(&Http::new(&HttpSettings::default()).unwrap()),
             Arc::new(shared::adapters::aws::SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-            Arc::new(shared::adapters::aws::DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::adapters::aws::DynamoContextTokens::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::adapters::aws::DynamoLeases::from_sdk(&stack.sdk, &stack.names.table)),
-            Arc::new(shared::adapters::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table)),
+            Arc::new(shared::adapters::aws::DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(
+                &stack.sdk,
+                &stack.names.table,
+            ))),
+            Arc::new(shared::adapters::aws::DynamoContextTokens::new(&shared::adapters::aws::Table::from_sdk(
+                &stack.sdk,
+                &stack.names.table,
+            ))),
+            Arc::new(shared::adapters::aws::DynamoLeases::new(&shared::adapters::aws::Table::from_sdk(
+                &stack.sdk,
+                &stack.names.table,
+            ))),
+            Arc::new(shared::adapters::aws::DynamoPollState::new(&shared::adapters::aws::Table::from_sdk(
+                &stack.sdk,
+                &stack.names.table,
+            ))),
             Arc::new(SystemClock),
         );
         poller.hold = rig.poller.hold;
@@ -204,7 +217,10 @@ async fn on_dynamodb_the_lease_cursor_and_pause_are_shared_by_every_poller() {
     // The cursor is stored: the next turn (any instance) does not publish the message again.
     assert_eq!(b.run_account(&account, soon(500)).await.unwrap(), Turn::Polled { published: 0 });
     assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
-    let state = shared::adapters::aws::DynamoPollState::from_sdk(&stack.sdk, &stack.names.table);
+    let state = shared::adapters::aws::DynamoPollState::new(&shared::adapters::aws::Table::from_sdk(
+        &stack.sdk,
+        &stack.names.table,
+    ));
     assert!(state.cursor("a1b2c3@im.bot").await.unwrap().is_some());
     let fingerprint = shared::channels::ilink::poller::token_fingerprint(&account.bot_token);
     state.pause("a1b2c3@im.bot", &fingerprint, std::time::SystemTime::now()).await.unwrap();
@@ -250,13 +266,12 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
         stack.urls.outbound.clone(),
         stack.urls.outbound_dlq.clone(),
     );
-    let env = shared::core::config::Env::from_lookup(move |name| match name {
-        "WXBRIDGE_TABLE" => Some(table.clone()),
-        "WXBRIDGE_INBOUND_QUEUE_URL" => Some(inbound.clone()),
-        "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
-        "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
-        _ => None,
-    });
+    let env = shared::core::config::Env::from_vars([
+        ("WXBRIDGE_TABLE", table.clone()),
+        ("WXBRIDGE_INBOUND_QUEUE_URL", inbound.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", dlq.clone()),
+    ]);
 
     let mut poller = ilink_poller::build(&env, &stack.sdk).unwrap();
     poller.hold = Duration::from_millis(200);
@@ -279,7 +294,7 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
     let sender = sender::build(config.clone(), &env, &stack.sdk).unwrap();
     let outbound = stack.drain(&stack.urls.outbound).await;
     assert_eq!(outbound.len(), 1);
-    let record = shared::services::sender::Record {
+    let record = shared::core::ports::Record {
         message_id: outbound[0].message_id().unwrap().to_owned(),
         receipt_handle: outbound[0].receipt_handle().unwrap().to_owned(),
         body: outbound[0].body().unwrap().to_owned(),
@@ -301,9 +316,9 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
     rig.fake.push_ilink_message(TOKEN, message(5, "hi", "c5", 5));
     rig.fake.inject("/ilink/bot/getconfig", fakes::Fault::HttpStatus(502));
     let (queue, mut replies) = MemoryQueue::new();
-    let api = WechatApi::new(&ApiSettings::default()).unwrap();
+    let api = IlinkApi::new(&Http::new(&HttpSettings::default()).unwrap());
     let dispatcher = shared::services::dispatcher::Dispatcher {
-        bot: Arc::new(shared::services::dispatcher::EchoBot),
+        bot: Arc::new(shared::services::bots::EchoBot),
         slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
         outbound: Arc::new(queue),
         typing: Some(Arc::new(shared::channels::ilink::IlinkTyping::new(api, std::slice::from_ref(&rig.account)))),

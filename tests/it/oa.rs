@@ -7,11 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
 use shared::channels::oa::service::OaCallback;
+use shared::channels::Config;
 use shared::core::callback::CallbackRequest;
-use shared::core::config::Config;
 use shared::core::ports::SystemClock;
 use shared::protocol::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
-use shared::services::dispatcher::{Dispatcher, EchoBot};
+use shared::services::bots::EchoBot;
+use shared::services::dispatcher::Dispatcher;
 
 use crate::support::Stack;
 
@@ -27,12 +28,16 @@ fn config() -> Config {
 }
 
 fn instance(stack: &Stack) -> OaCallback {
+    let config = config();
+    let table = shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table);
     OaCallback::new(
-        &config(),
+        &config.oa,
+        config.oa_window,
+        config.replay_window_secs,
         Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
-        Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
-        Arc::new(DynamoParkedReplies::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(DynamoDedupe::new(&table)),
+        Arc::new(DynamoReplySlots::new(&table)),
+        Arc::new(DynamoParkedReplies::new(&table)),
         Arc::new(SystemClock),
     )
 }
@@ -70,7 +75,7 @@ fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
 async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
     let dispatcher = Dispatcher {
         bot: Arc::new(EchoBot),
-        slots: Arc::new(DynamoReplySlots::from_sdk(&stack.sdk, &stack.names.table)),
+        slots: Arc::new(DynamoReplySlots::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table))),
         outbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.outbound)),
         typing: None,
     };
@@ -195,17 +200,16 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
         stack.urls.outbound_dlq.clone(),
         fake.base_url.clone(),
     );
-    let env = shared::core::config::Env::from_lookup(move |name| match name {
-        "WXBRIDGE_TABLE" => Some(table.clone()),
-        "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
-        "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
-        "WXBRIDGE_OA_API_BASE" => Some(base.clone()),
-        _ => None,
-    });
+    let env = shared::core::config::Env::from_vars([
+        ("WXBRIDGE_TABLE", table.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", dlq.clone()),
+        ("WXBRIDGE_OA_API_BASE", base.clone()),
+    ]);
     let sender = sender::build(config, &env, &stack.sdk).unwrap();
     let late = serde_json::json!({"v": 1, "channel": "oa", "account": "news", "to": "oUser",
         "content": {"type": "text", "text": "the answer you waited for"}, "idempotency_key": "oa:news:1#0"});
-    let record = shared::services::sender::Record {
+    let record = shared::core::ports::Record {
         message_id: "m".into(),
         receipt_handle: "r".into(),
         body: late.to_string(),

@@ -145,11 +145,11 @@ async fn the_config_loads_from_a_secrets_manager_secret() {
     );
     secrets.create_secret().name(&name).secret_string(document).send().await.unwrap();
 
-    let env = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| name.clone()));
+    let env = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", name.clone())]);
     let config = shared::adapters::aws::load_config(&env, &stack.sdk).await.unwrap();
     assert_eq!(config.wecom_app("hr").unwrap().corp_id, CORP);
 
-    let missing = Env::from_lookup(|var| (var == "WXBRIDGE_CONFIG_SECRET").then(|| "no/such/secret".to_owned()));
+    let missing = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", "no/such/secret".to_owned())]);
     let err = shared::adapters::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
     assert!(err.contains("no/such/secret"), "{err}");
 }

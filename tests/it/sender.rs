@@ -8,7 +8,8 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use fakes::{Api, FakeWechat, Fault};
 use serde_json::{json, Value};
 use shared::adapters::memory::MemoryMetrics;
-use shared::core::config::{Config, Env};
+use shared::channels::Config;
+use shared::core::config::Env;
 use shared::services::sender::Sender;
 
 use crate::support::Stack;
@@ -58,13 +59,13 @@ impl World {
             stack.urls.outbound_dlq.clone(),
             fake.base_url.clone(),
         );
-        let env = Env::from_lookup(move |name| match name {
-            "WXBRIDGE_TABLE" => Some(table.clone()),
-            "WXBRIDGE_OUTBOUND_QUEUE_URL" => Some(outbound.clone()),
-            "WXBRIDGE_DLQ_URL" => Some(dlq.clone()),
-            "WXBRIDGE_WECOM_API_BASE" | "WXBRIDGE_OA_API_BASE" => Some(base.clone()),
-            _ => None,
-        });
+        let env = Env::from_vars([
+            ("WXBRIDGE_TABLE", table.clone()),
+            ("WXBRIDGE_OUTBOUND_QUEUE_URL", outbound.clone()),
+            ("WXBRIDGE_DLQ_URL", dlq.clone()),
+            ("WXBRIDGE_WECOM_API_BASE", base.clone()),
+            ("WXBRIDGE_OA_API_BASE", base.clone()),
+        ]);
         Self { stack, fake, env, config_json }
     }
 
@@ -244,7 +245,10 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
         ),
     ];
     shared::core::ports::ContextTokens::store(
-        world.sender().0.contexts.as_ref(),
+        &shared::adapters::aws::DynamoContextTokens::new(&shared::adapters::aws::Table::from_sdk(
+            &world.stack.sdk,
+            &world.stack.names.table,
+        )),
         "0123abcd@im.bot",
         ILINK_USER,
         "ctx-latest",
@@ -312,7 +316,7 @@ async fn twenty_concurrent_senders_on_an_expired_token_make_one_token_call() {
                 json!({"type": "text", "text": format!("m{i}")}),
                 &format!("c{i}"),
             );
-            let record = shared::services::sender::Record {
+            let record = shared::core::ports::Record {
                 message_id: format!("id{i}"),
                 receipt_handle: format!("r{i}"),
                 body: body.to_string(),
@@ -374,7 +378,7 @@ async fn the_same_record_delivered_twice_by_sqs_is_sent_once() {
     let world = World::new().await;
     let (sender, _) = world.sender();
     let body = outbound("oa", "news", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", json!({"type": "text", "text": "once"}), "dup");
-    let record = shared::services::sender::Record {
+    let record = shared::core::ports::Record {
         message_id: "m1".into(),
         receipt_handle: "r1".into(),
         body: body.to_string(),
@@ -382,7 +386,7 @@ async fn the_same_record_delivered_twice_by_sqs_is_sent_once() {
     };
     assert!(sender.handle(&record).await);
     let (other_process, _) = world.sender();
-    assert!(other_process.handle(&shared::services::sender::Record { receive_count: 2, ..record.clone() }).await);
+    assert!(other_process.handle(&shared::core::ports::Record { receive_count: 2, ..record.clone() }).await);
     assert_eq!(world.fake.deliveries().len(), 1);
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use shared::adapters::aws::resources::{self, QueueUrls, ResourceNames};
 use shared::adapters::aws::SdkConfig;
-use shared::core::config::{Config, Env};
+use shared::channels::Config;
+use shared::core::config::Env;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -47,11 +48,7 @@ impl Stack {
     pub fn env(&self) -> Env {
         let table = self.names.table.clone();
         let inbound = self.urls.inbound.clone();
-        Env::from_lookup(move |name| match name {
-            "WXBRIDGE_TABLE" => Some(table.clone()),
-            "WXBRIDGE_INBOUND_QUEUE_URL" => Some(inbound.clone()),
-            _ => None,
-        })
+        Env::from_vars([("WXBRIDGE_TABLE", table.clone()), ("WXBRIDGE_INBOUND_QUEUE_URL", inbound.clone())])
     }
 
     /// Every message now on `queue_url`, each received once and deleted.

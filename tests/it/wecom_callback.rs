@@ -127,10 +127,12 @@ async fn concurrent_deliveries_from_two_instances_publish_once() {
 async fn an_sqs_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
     let stack = Stack::new().await;
     let sqs_link = Proxy::to(&crate::support::endpoint()).await;
+    let config = config(300);
     let service = WecomCallback::new(
-        &config(300),
+        &config.wecom,
+        config.replay_window_secs,
         Arc::new(SqsPublisher::new(sqs_link.sqs(&stack.sdk), &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::from_sdk(&stack.sdk, &stack.names.table)),
+        Arc::new(DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table))),
         Arc::new(SystemClock),
     );
     let message = text_message(7_460_000_000_000_000_003, "outage");
@@ -149,10 +151,15 @@ async fn an_sqs_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
 async fn a_dynamodb_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
     let stack = Stack::new().await;
     let table_link = Proxy::to(&crate::support::endpoint()).await;
+    let config = config(300);
     let service = WecomCallback::new(
-        &config(300),
+        &config.wecom,
+        config.replay_window_secs,
         Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::new(table_link.dynamodb(&stack.sdk), &stack.names.table)),
+        Arc::new(DynamoDedupe::new(&shared::adapters::aws::Table::new(
+            table_link.dynamodb(&stack.sdk),
+            &stack.names.table,
+        ))),
         Arc::new(SystemClock),
     );
     let message = text_message(7_460_000_000_000_000_004, "outage");

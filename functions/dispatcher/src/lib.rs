@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher};
-use shared::core::config::{Config, ConfigError, Env};
-use shared::services::dispatcher::{BotError, Dispatcher, Typing};
+use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher, Table};
+use shared::channels::{Apis, Config};
+use shared::core::bot::BotError;
+use shared::core::config::{ConfigError, Env};
+use shared::core::ports::Typing;
+use shared::services::dispatcher::Dispatcher;
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +25,7 @@ pub enum BuildError {
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, BuildError> {
     Ok(Dispatcher {
         bot: shared::services::bots::from_config(&config.bot, shared::services::bots::http_client()?),
-        slots: Arc::new(DynamoReplySlots::from_sdk(sdk, env.require_table()?)),
+        slots: Arc::new(DynamoReplySlots::new(&Table::from_sdk(sdk, env.require_table()?))),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env)?,
     })
@@ -33,8 +36,8 @@ pub fn typing(config: &Config, env: &Env) -> Result<Option<Arc<dyn Typing>>, Bui
     if config.ilink.is_empty() {
         return Ok(None);
     }
-    let api = shared::core::http::WechatApi::new(&env.api_settings())?;
-    Ok(Some(Arc::new(shared::channels::ilink::IlinkTyping::new(api, &config.ilink))))
+    let apis = Apis::from_env(env)?;
+    Ok(Some(Arc::new(shared::channels::ilink::IlinkTyping::new(apis.ilink, &config.ilink))))
 }
 
 /// Handles one batch; bot errors and timeouts come back through SQS.

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use shared::adapters::aws::{
-    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, SqsPublisher,
+    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, SqsPublisher, Table,
 };
+use shared::adapters::metrics::EmfMetrics;
+use shared::channels::ilink::IlinkAccount;
 use shared::channels::ilink::{Poller, Turn};
-use shared::core::config::{ConfigError, Env, IlinkAccount};
-use shared::core::http::{ApiError, WechatApi};
-use shared::core::ports::{unix_millis, EmfMetrics, SystemClock};
+use shared::channels::Apis;
+use shared::core::config::{ConfigError, Env};
+use shared::core::http::ApiError;
+use shared::core::ports::{unix_millis, SystemClock};
 
 /// Why the poller cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +26,14 @@ pub enum BuildError {
 
 /// Builds the poller on DynamoDB (leases, cursors, dedupe, context tokens) and the inbound queue.
 pub fn build(env: &Env, sdk: &SdkConfig) -> Result<Poller, BuildError> {
-    let table = env.require_table()?;
+    let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(Poller::new(
-        WechatApi::new(&env.api_settings())?,
+        Apis::from_env(env)?.ilink,
         Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
-        Arc::new(DynamoDedupe::from_sdk(sdk, table)),
-        Arc::new(DynamoContextTokens::from_sdk(sdk, table)),
-        Arc::new(DynamoLeases::from_sdk(sdk, table)),
-        Arc::new(DynamoPollState::from_sdk(sdk, table)),
+        Arc::new(DynamoDedupe::new(&table)),
+        Arc::new(DynamoContextTokens::new(&table)),
+        Arc::new(DynamoLeases::new(&table)),
+        Arc::new(DynamoPollState::new(&table)),
         Arc::new(SystemClock),
     ))
 }

@@ -3,20 +3,24 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher};
+use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher, Table};
 use shared::channels::oa::service::OaCallback;
-use shared::core::config::{Config, ConfigError, Env};
+use shared::channels::Config;
+use shared::core::config::{ConfigError, Env};
 use shared::core::ports::SystemClock;
 
 /// Builds the service on DynamoDB (markers, reply slots) and the inbound SQS queue.
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, ConfigError> {
-    let table = env.require_table()?;
+    // One DynamoDB client, lent to each adapter.
+    let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(OaCallback::new(
-        config,
+        &config.oa,
+        config.oa_window,
+        config.replay_window_secs,
         Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
-        Arc::new(DynamoDedupe::from_sdk(sdk, table)),
-        Arc::new(DynamoReplySlots::from_sdk(sdk, table)),
-        Arc::new(DynamoParkedReplies::from_sdk(sdk, table)),
+        Arc::new(DynamoDedupe::new(&table)),
+        Arc::new(DynamoReplySlots::new(&table)),
+        Arc::new(DynamoParkedReplies::new(&table)),
         Arc::new(SystemClock),
     ))
 }

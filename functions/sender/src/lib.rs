@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::aws::{
-    DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound,
+    DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound, Table,
 };
-use shared::core::config::{Config, ConfigError, Env};
-use shared::core::http::{ApiError, WechatApi};
-use shared::core::ports::{EmfMetrics, SystemClock, SENT_TTL};
+use shared::adapters::metrics::EmfMetrics;
+use shared::channels::{Apis, Config, Deliveries, DeliveryPorts};
+use shared::core::config::{ConfigError, Env};
+use shared::core::http::ApiError;
+use shared::core::ports::{SystemClock, SENT_TTL};
 use shared::core::tokens::Tokens;
 use shared::services::sender::Sender;
 
@@ -23,16 +25,19 @@ pub enum BuildError {
 
 /// Builds the sender on DynamoDB, SQS and the WeChat APIs named by the environment.
 pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, BuildError> {
-    let table = env.require_table()?;
+    // One DynamoDB client and one HTTP client, lent to every adapter and channel.
+    let table = Table::from_sdk(sdk, env.require_table()?);
     let clock = Arc::new(SystemClock);
+    let ports = DeliveryPorts {
+        tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), clock.clone())),
+        contexts: Arc::new(DynamoContextTokens::new(&table)),
+        parked: Arc::new(DynamoParkedReplies::new(&table)),
+        clock: clock.clone(),
+    };
     Ok(Sender {
-        config: Arc::new(config),
-        api: WechatApi::new(&env.api_settings())?,
-        tokens: Tokens::new(Arc::new(DynamoTokenStore::from_sdk(sdk, table)), clock.clone()),
-        sent: Arc::new(DynamoDedupe::from_sdk(sdk, table).keeping(SENT_TTL)),
+        deliveries: Deliveries::new(&config, &Apis::from_env(env)?, ports),
+        sent: Arc::new(DynamoDedupe::new(&table).keeping(SENT_TTL)),
         queue: Arc::new(SqsOutbound::from_sdk(sdk, env.require_outbound_queue_url()?, env.require_dlq_url()?)),
-        contexts: Arc::new(DynamoContextTokens::from_sdk(sdk, table)),
-        parked: Arc::new(DynamoParkedReplies::from_sdk(sdk, table)),
         metrics: Arc::new(EmfMetrics),
         clock,
     })

@@ -3,16 +3,23 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, SqsPublisher};
+use shared::adapters::aws::{DynamoDedupe, SqsPublisher, Table};
 use shared::channels::wecom::WecomCallback;
-use shared::core::config::{Config, ConfigError, Env};
+use shared::channels::Config;
+use shared::core::config::{ConfigError, Env};
 use shared::core::ports::SystemClock;
 
 /// Builds the service on DynamoDB and SQS, as named by the environment.
 pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig) -> Result<WecomCallback, ConfigError> {
     let publisher = SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?);
-    let dedupe = DynamoDedupe::from_sdk(sdk, env.require_table()?);
-    Ok(WecomCallback::new(config, Arc::new(publisher), Arc::new(dedupe), Arc::new(SystemClock)))
+    let dedupe = DynamoDedupe::new(&Table::from_sdk(sdk, env.require_table()?));
+    Ok(WecomCallback::new(
+        &config.wecom,
+        config.replay_window_secs,
+        Arc::new(publisher),
+        Arc::new(dedupe),
+        Arc::new(SystemClock),
+    ))
 }
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
 use shared::channels::wecom::simulate::sign_callback;
 use shared::channels::wecom::WecomCallback;
-use shared::core::config::Config;
+use shared::channels::Config;
 use shared::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -112,7 +112,7 @@ fn harness_with(config: &Config, dedupe: Arc<dyn Dedupe>) -> Harness {
     let (inner, rx) = MemoryQueue::new();
     let queue = Arc::new(SwitchableQueue { inner, down: AtomicBool::new(false) });
     let clock = TestClock::at(SENT + 3);
-    let service = WecomCallback::new(config, queue.clone(), dedupe, clock.clone());
+    let service = WecomCallback::new(&config.wecom, config.replay_window_secs, queue.clone(), dedupe, clock.clone());
     Harness { service, queue, clock, rx }
 }
 

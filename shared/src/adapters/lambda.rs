@@ -34,13 +34,13 @@ pub async fn handle_http(service: &dyn CallbackService, req: Request) -> Respons
 
 /// The records of an SQS event. A record without an id or receipt cannot be acted on and is
 /// skipped (SQS always sets them).
-pub fn sqs_records(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<crate::services::sender::Record> {
+pub fn sqs_records(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<crate::core::ports::Record> {
     event
         .records
         .into_iter()
         .filter_map(|m| {
             let receive_count = m.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
-            Some(crate::services::sender::Record {
+            Some(crate::core::ports::Record {
                 message_id: m.message_id?,
                 receipt_handle: m.receipt_handle?,
                 body: m.body.unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! Lambda glue and metrics.
 
 pub mod memory;
+pub mod metrics;
 
 #[cfg(feature = "aws")]
 pub mod aws;

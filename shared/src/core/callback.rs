@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::core::config::{invalid, Document};
 use crate::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
 use crate::protocol::crypto::CryptoError;
 use crate::protocol::fields::MessageError;
@@ -16,6 +17,21 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// retry interval times its retries, so a crashed handler's claim expires before WeChat gives up;
 /// longer than a publish can take (the SQS client's operation timeout is below it).
 pub const CLAIM_LEASE: Duration = Duration::from_secs(6);
+
+/// Callbacks whose timestamp is further than this from now are refused (seconds; 0 = off).
+/// WeChat retries within ~15 s and clocks drift, so minutes are safe.
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
+
+/// The `replay_window_secs` setting of the document (shared by every callback).
+pub fn replay_window(doc: &mut Document) -> u64 {
+    let secs = doc.value::<u64>("replay_window_secs").unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
+    // Beyond the dedupe markers' lifetime a replayed callback would be published again.
+    let dedupe_ttl = crate::core::ports::DEDUPE_TTL.as_secs();
+    if secs != 0 && !(60..=dedupe_ttl).contains(&secs) {
+        doc.problem(invalid("replay_window_secs", format!("must be 0 (off) or 60 to {dedupe_ttl} seconds")));
+    }
+    secs
+}
 
 /// An HTTP request as the callback sees it.
 #[derive(Debug, Clone, Copy)]
@@ -175,20 +191,6 @@ pub async fn publish_once(
 pub trait CallbackService: Send + Sync {
     /// Handles one request; always answers.
     async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse;
-}
-
-#[async_trait::async_trait]
-impl CallbackService for crate::channels::wecom::WecomCallback {
-    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
-        self.handle(req).await
-    }
-}
-
-#[async_trait::async_trait]
-impl CallbackService for crate::channels::oa::service::OaCallback {
-    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
-        self.handle(req).await
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! verdicts, shared access tokens, the config document walk, the callback frame and the one
 //! HTTP client.
 
+pub mod bot;
 pub mod callback;
 pub mod config;
 pub mod envelope;
 pub mod http;
 pub mod outbound;
 pub mod ports;
+pub mod retry;
 pub mod tokens;

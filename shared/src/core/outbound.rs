@@ -1,28 +1,18 @@
-//! From an `Outbound` to the requests each WeChat API expects: which content a channel takes,
-//! how long text is split, and the JSON bodies. Pure code.
+//! What every outbound channel shares: the [`Delivery`] each channel implements, how an
+//! `Outbound` becomes the parts to send (long text split at the channel's limit), and the
+//! idempotency key of each part. Pure code but for the trait.
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::core::envelope::{Article, Content, OutChannel, Outbound};
+use crate::core::retry::Failure;
 
 /// How a channel measures text length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Bytes,
     Chars,
-}
-
-/// The longest text one message may carry on `channel`.
-pub fn text_limit(channel: OutChannel, markdown: bool) -> (usize, Unit) {
-    match (channel, markdown) {
-        // WeCom counts UTF-8 bytes: 2048 for app/appchat text and markdown, 4096 for robot markdown.
-        (OutChannel::WecomWebhook, true) => (4096, Unit::Bytes),
-        (OutChannel::WecomApp | OutChannel::WecomAppchat | OutChannel::WecomWebhook, _) => (2048, Unit::Bytes),
-        // Official Account customer-service text: ~2048 bytes in the field.
-        (OutChannel::Oa, _) => (2048, Unit::Bytes),
-        // iLink chunks at ~2000 characters.
-        (OutChannel::Ilink, _) => (2000, Unit::Chars),
-    }
 }
 
 /// A content type a channel cannot send: a permanent error.
@@ -34,8 +24,41 @@ pub struct Unsupported {
     pub why: &'static str,
 }
 
-fn unsupported(channel: OutChannel, content: &Content, why: &'static str) -> Unsupported {
-    Unsupported { channel: channel.as_str(), content: content.kind(), why }
+/// What became of one part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Sent; the recipients the platform reported it could not deliver to (a partial failure
+    /// still answers success).
+    Sent { undelivered: Vec<String> },
+    /// Not sent, but kept to be given another way (an Official Account reply parked for the
+    /// user's next message) because the platform refused with `errcode`; recorded like a sent
+    /// part.
+    Parked { errcode: i64 },
+}
+
+/// One outbound channel: which content it takes, how long its text may be, and how a part goes
+/// out through its API. The sender knows nothing else of a channel.
+#[async_trait]
+pub trait Delivery: Send + Sync {
+    /// Whether the config has the account an `Outbound` names.
+    fn has_account(&self, account: &str) -> bool;
+    /// Why this channel cannot send `content`, if it cannot.
+    fn refuse(&self, content: &Content) -> Option<&'static str>;
+    /// The longest text one message may carry.
+    fn text_limit(&self, markdown: bool) -> (usize, Unit);
+    /// Whether markdown goes out as text (a channel that renders markdown in text messages).
+    fn markdown_as_text(&self) -> bool {
+        false
+    }
+    /// Sends one part. `key` identifies the part across retries; `receive_count` is 1 on the
+    /// first attempt.
+    async fn deliver(
+        &self,
+        out: &Outbound,
+        part: &Content,
+        key: &str,
+        receive_count: u32,
+    ) -> Result<Delivered, Failure>;
 }
 
 /// Splits `text` into pieces of at most `limit` units, preferring line breaks, never inside a
@@ -69,55 +92,49 @@ pub fn split_text(text: &str, limit: usize, unit: Unit) -> Vec<String> {
     parts
 }
 
-/// The messages to send for `out`, in order: long text split at the channel's limit.
-pub fn parts(out: &Outbound) -> Result<Vec<Content>, Unsupported> {
-    let channel = out.channel;
+/// The messages to send for `out` through `delivery`, in order: long text split at the
+/// channel's limit.
+pub fn parts(delivery: &dyn Delivery, out: &Outbound) -> Result<Vec<Content>, Unsupported> {
     let content = &out.content;
-    use OutChannel::*;
-    let supported = match content {
-        Content::Text { .. } => true,
-        Content::Markdown { .. } => channel != Oa,
-        Content::Image { media_id, base64 } => match channel {
-            WecomWebhook => base64.is_some(),
-            WecomApp | WecomAppchat | Oa => media_id.is_some(),
-            Ilink => false,
-        },
-        Content::File { .. } => matches!(channel, WecomApp | WecomAppchat | WecomWebhook),
-        Content::News { articles } => match channel {
-            Oa => articles.len() == 1,
-            Ilink => false,
-            _ => (1..=8).contains(&articles.len()),
-        },
-        Content::Textcard { .. } => matches!(channel, WecomApp | WecomAppchat),
-        Content::TemplateCard { .. } => matches!(channel, WecomApp | WecomWebhook),
-    };
-    if !supported {
-        let why = match content {
-            Content::Image { .. } if channel == WecomWebhook => "a robot image needs base64",
-            Content::Image { .. } if channel != Ilink => "an image needs media_id",
-            Content::News { .. } if channel == Oa => "a customer-service news message has exactly one article",
-            Content::News { .. } if channel != Ilink => "news has 1 to 8 articles",
-            _ => "not available on this channel",
-        };
-        return Err(unsupported(channel, content, why));
+    let refused = |why| Unsupported { channel: out.channel.as_str(), content: content.kind(), why };
+    if let Some(why) = delivery.refuse(content) {
+        return Err(refused(why));
     }
     Ok(match content {
-        Content::Text { text } if text.is_empty() => return Err(unsupported(channel, content, "text is empty")),
+        Content::Text { text } | Content::Markdown { text } if text.is_empty() => return Err(refused("text is empty")),
         Content::Text { text } => {
-            let (limit, unit) = text_limit(channel, false);
+            let (limit, unit) = delivery.text_limit(false);
             split_text(text, limit, unit).into_iter().map(|text| Content::Text { text }).collect()
         }
-        Content::Markdown { text } if text.is_empty() => return Err(unsupported(channel, content, "text is empty")),
         Content::Markdown { text } => {
-            let (limit, unit) = text_limit(channel, true);
+            let (limit, unit) = delivery.text_limit(true);
+            let as_text = delivery.markdown_as_text();
             split_text(text, limit, unit)
                 .into_iter()
-                // iLink renders a Markdown subset in plain text messages.
-                .map(|text| if channel == Ilink { Content::Text { text } } else { Content::Markdown { text } })
+                .map(|text| if as_text { Content::Text { text } } else { Content::Markdown { text } })
                 .collect()
         }
         other => vec![other.clone()],
     })
+}
+
+/// Where the replies to a channel's messages go, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyRoute {
+    /// The channel of a reply in a one-to-one conversation.
+    pub direct: OutChannel,
+    /// The channel of a reply in a group chat.
+    pub group: OutChannel,
+    /// Whether the first reply can be the passive reply of the callback (reply slots), and
+    /// which content fits one (`true` when the message is an event).
+    pub passive: Option<fn(&Content, bool) -> bool>,
+    /// Whether the user sees "typing…" while the bot works.
+    pub typing: bool,
+}
+
+/// A delivery asked for an account the config does not have.
+pub fn no_account(out: &Outbound) -> Failure {
+    Failure::permanent(format!("no {} account named '{}' in the config", out.channel.as_str(), out.account))
 }
 
 /// The idempotency key of part `index` of `total`.
@@ -129,7 +146,20 @@ pub fn part_key(key: &str, index: usize, total: usize) -> String {
     }
 }
 
-fn articles(articles: &[Article]) -> Value {
+/// The marker key of a part: per channel and account, so two channels never share one.
+pub fn sent_key(channel: OutChannel, account: &str, part_key: &str) -> String {
+    format!("sent:{}:{account}:{part_key}", channel.as_str())
+}
+
+/// A short, stable name for `text` (12 bytes of its SHA-1, hex): ids that must repeat across
+/// retries without showing what they name.
+pub fn short_hash(text: &str) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// News articles as WeCom and the Official Account take them.
+pub fn articles_json(articles: &[Article]) -> Value {
     Value::Array(
         articles
             .iter()
@@ -141,104 +171,9 @@ fn articles(articles: &[Article]) -> Value {
     )
 }
 
-/// `msgtype` and its object, shared by WeCom app messages and app group chats.
-fn wecom_payload(content: &Content) -> (&'static str, Value) {
-    match content {
-        Content::Text { text } => ("text", json!({"content": text})),
-        Content::Markdown { text } => ("markdown", json!({"content": text})),
-        Content::Image { media_id, .. } => ("image", json!({"media_id": media_id})),
-        Content::File { media_id } => ("file", json!({"media_id": media_id})),
-        Content::News { articles: list } => ("news", json!({"articles": articles(list)})),
-        Content::Textcard { title, description, url, btntxt } => (
-            "textcard",
-            json!({"title": title, "description": description, "url": url, "btntxt": btntxt.clone().unwrap_or_else(|| "详情".to_owned())}),
-        ),
-        Content::TemplateCard { card } => ("template_card", card.clone()),
-    }
-}
-
-/// `POST cgi-bin/message/send`.
-pub fn wecom_app_body(agent_id: u32, to: &str, content: &Content) -> Value {
-    let (msgtype, payload) = wecom_payload(content);
-    let mut body = json!({"touser": to, "msgtype": msgtype, "agentid": agent_id});
-    body[msgtype] = payload;
-    body
-}
-
-/// `POST cgi-bin/appchat/send`.
-pub fn appchat_body(chat_id: &str, content: &Content) -> Value {
-    let (msgtype, payload) = wecom_payload(content);
-    let mut body = json!({"chatid": chat_id, "msgtype": msgtype});
-    body[msgtype] = payload;
-    body
-}
-
-/// `POST cgi-bin/webhook/send` (group robot).
-pub fn webhook_body(content: &Content) -> Value {
-    match content {
-        Content::Image { base64: Some(data), .. } => {
-            use base64::Engine as _;
-            let raw = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
-            let md5 = hex_lower(&<md5::Md5 as md5::Digest>::digest(&raw));
-            json!({"msgtype": "image", "image": {"base64": data, "md5": md5}})
-        }
-        other => {
-            let (msgtype, payload) = wecom_payload(other);
-            let mut body = json!({"msgtype": msgtype});
-            body[msgtype] = payload;
-            body
-        }
-    }
-}
-
-/// `POST cgi-bin/message/custom/send` (Official Account customer service).
-pub fn oa_body(open_id: &str, content: &Content) -> Value {
-    match content {
-        Content::Text { text } | Content::Markdown { text } => {
-            json!({"touser": open_id, "msgtype": "text", "text": {"content": text}})
-        }
-        Content::Image { media_id, .. } => {
-            json!({"touser": open_id, "msgtype": "image", "image": {"media_id": media_id}})
-        }
-        Content::News { articles: list } => {
-            json!({"touser": open_id, "msgtype": "news", "news": {"articles": articles(list)}})
-        }
-        other => json!({"touser": open_id, "msgtype": other.kind()}),
-    }
-}
-
-/// The `msg` of `POST ilink/bot/sendmessage`: one text item, sent by the bot.
-pub fn ilink_text_msg(to: &str, context_token: &str, client_id: &str, text: &str) -> Value {
-    json!({
-        "from_user_id": "",
-        "to_user_id": to,
-        "client_id": client_id,
-        "message_type": 2,
-        "message_state": 2,
-        "item_list": [{"type": 1, "text_item": {"text": text}}],
-        "context_token": context_token,
-    })
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn out(channel: OutChannel, content: Content) -> Outbound {
-        Outbound {
-            v: 1,
-            channel,
-            account: "a".into(),
-            to: "u".into(),
-            content,
-            idempotency_key: "k".into(),
-            in_reply_to: None,
-        }
-    }
 
     #[test]
     fn splits_at_bytes_or_chars_never_inside_a_character() {
@@ -261,50 +196,11 @@ mod tests {
     }
 
     #[test]
-    fn long_text_becomes_ordered_parts_with_derived_keys() {
-        let o = out(OutChannel::WecomApp, Content::Text { text: "x".repeat(5000) });
-        let p = parts(&o).unwrap();
-        assert_eq!(p.len(), 3);
+    fn part_keys_derive_from_the_message_key() {
         assert_eq!(
             (part_key("k", 0, 3), part_key("k", 2, 3), part_key("k", 0, 1)),
             ("k#1/3".into(), "k#3/3".into(), "k".into())
         );
-    }
-
-    #[test]
-    fn refuses_what_a_channel_cannot_send_with_a_reason() {
-        let cases = [
-            (OutChannel::Oa, Content::Markdown { text: "**x**".into() }, "not available"),
-            (OutChannel::WecomWebhook, Content::Image { media_id: Some("m".into()), base64: None }, "base64"),
-            (OutChannel::WecomApp, Content::Image { media_id: None, base64: Some("QQ==".into()) }, "media_id"),
-            (OutChannel::Ilink, Content::File { media_id: "m".into() }, "not available"),
-            (OutChannel::Oa, Content::News { articles: vec![] }, "exactly one"),
-            (
-                OutChannel::WecomAppchat,
-                Content::TemplateCard { card: json!({"card_type": "text_notice"}) },
-                "not available",
-            ),
-            (OutChannel::WecomApp, Content::Text { text: String::new() }, "empty"),
-        ];
-        for (channel, content, why) in cases {
-            let err = parts(&out(channel, content)).unwrap_err();
-            assert!(err.to_string().contains(why), "{err}");
-        }
-    }
-
-    #[test]
-    fn renders_bodies_as_each_api_expects() {
-        let text = Content::Text { text: "hi".into() };
-        assert_eq!(
-            wecom_app_body(1000002, "a|b", &text),
-            json!({"touser": "a|b", "msgtype": "text", "agentid": 1000002, "text": {"content": "hi"}})
-        );
-        assert_eq!(appchat_body("c1", &text), json!({"chatid": "c1", "msgtype": "text", "text": {"content": "hi"}}));
-        assert_eq!(oa_body("o1", &text), json!({"touser": "o1", "msgtype": "text", "text": {"content": "hi"}}));
-        let image = webhook_body(&Content::Image { media_id: None, base64: Some("aGVsbG8=".into()) });
-        assert_eq!(image["image"]["md5"], "5d41402abc4b2a76b9719d911017c592"); // md5("hello")
-        let msg = ilink_text_msg("u@im.wechat", "ctx", "cid", "hi");
-        assert_eq!(msg["item_list"].as_array().unwrap().len(), 1);
-        assert_eq!((msg["from_user_id"].as_str(), msg["message_type"].as_i64()), (Some(""), Some(2)));
+        assert_eq!(sent_key(OutChannel::Oa, "news", "k#1/3"), "sent:oa:news:k#1/3");
     }
 }

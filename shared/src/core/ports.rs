@@ -19,6 +19,24 @@ impl PortError {
     }
 }
 
+/// One message received from a queue, as the Lambda event (or `dev`'s poller) gives it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// SQS's ApproximateReceiveCount: 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
+/// implementations log their failures and never hold up the answer for long.
+#[async_trait]
+pub trait Typing: Send + Sync {
+    /// Turns the indicator on (`true`) or off for the conversation of `inbound`.
+    async fn set(&self, inbound: &crate::core::envelope::Inbound, typing: bool);
+}
+
 /// Wall-clock time, injectable for tests.
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
@@ -119,59 +137,6 @@ pub struct SendMetric {
 /// Where metrics go: CloudWatch Embedded Metric Format lines on Lambda, a list in tests.
 pub trait Metrics: Send + Sync {
     fn record(&self, metric: &SendMetric);
-}
-
-/// CloudWatch Embedded Metric Format on stdout: one JSON line per outcome, which CloudWatch turns
-/// into the `wxbridge/Messages` metric by channel, outcome and errcode.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EmfMetrics;
-
-impl EmfMetrics {
-    pub fn line(metric: &SendMetric, timestamp_ms: u64) -> String {
-        serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": "wxbridge",
-                    "Dimensions": [["channel", "outcome", "errcode"]],
-                    "Metrics": [{"Name": "Messages", "Unit": "Count"}]
-                }]
-            },
-            "channel": metric.channel,
-            "outcome": metric.outcome,
-            "errcode": metric.errcode.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned()),
-            "Messages": 1
-        })
-        .to_string()
-    }
-}
-
-impl EmfMetrics {
-    /// A count with no dimensions in the `wxbridge` namespace (what an alarm watches), with
-    /// `properties` kept in the log line for searching.
-    pub fn count_line(name: &str, value: u64, properties: &[(&str, &str)], timestamp_ms: u64) -> String {
-        let mut line = serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": "wxbridge",
-                    "Dimensions": [[]],
-                    "Metrics": [{"Name": name, "Unit": "Count"}]
-                }]
-            },
-        });
-        line[name] = value.into();
-        for (key, value) in properties {
-            line[*key] = (*value).into();
-        }
-        line.to_string()
-    }
-}
-
-impl Metrics for EmfMetrics {
-    fn record(&self, metric: &SendMetric) {
-        println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
-    }
 }
 
 /// Where an Official Account message's reply stands.

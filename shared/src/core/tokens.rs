@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::core::http::{ApiError, IssuedToken};
 use crate::core::ports::{claim_token, unix_millis, Clock, PortError};
+use crate::core::retry::{classify, Errcodes, Failure, Verdict};
 
 /// A token is used until this long before WeChat's expiry.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
@@ -141,121 +142,41 @@ impl Tokens {
     }
 }
 
-/// Tokens in a map, with the store's rules.
-#[derive(Debug, Default)]
-pub struct MemoryTokenStore {
-    items: Mutex<HashMap<String, (Option<StoredToken>, Option<(String, u64)>)>>,
-}
-
-#[async_trait]
-impl TokenStore for MemoryTokenStore {
-    async fn load(&self, key: &str) -> Result<Option<StoredToken>, PortError> {
-        Ok(self.items.lock().unwrap_or_else(|p| p.into_inner()).get(key).and_then(|(t, _)| t.clone()))
-    }
-
-    async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError> {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = items.entry(key.to_owned()).or_default();
-        if entry.0.as_ref().is_some_and(|t| t.valid_until_ms > now_ms) {
-            return Ok(false);
-        }
-        match &entry.1 {
-            Some((_, until)) if *until > now_ms => Ok(false),
-            _ => {
-                entry.1 = Some((owner.to_owned(), now_ms + lease.as_millis() as u64));
-                Ok(true)
+impl Tokens {
+    /// Calls the API with the shared token `key`; when the platform rejects the token, drops it
+    /// (if still current), fetches a new one and calls once more.
+    pub async fn call<F, Fut, C, CFut, T>(&self, key: &str, errcodes: Errcodes, fetch: F, call: C) -> Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<IssuedToken, ApiError>>,
+        C: Fn(SecretString) -> CFut,
+        CFut: Future<Output = Result<T, ApiError>>,
+    {
+        let token = self.get(key, &fetch).await.map_err(|e| token_failure(errcodes, e))?;
+        match call(token.clone()).await {
+            Ok(answer) => Ok(answer),
+            Err(err) if classify(errcodes, &err) == Verdict::RefreshToken => {
+                tracing::info!(errcode = err.errcode(), "access token rejected; refreshing once");
+                self.invalidate(key, &token).await.map_err(|e| Failure::transient(e.to_string()))?;
+                let fresh = self.get(key, &fetch).await.map_err(|e| token_failure(errcodes, e))?;
+                call(fresh).await.map_err(|e| Failure::from_api(errcodes, &e))
             }
+            Err(err) => Err(Failure::from_api(errcodes, &err)),
         }
-    }
-
-    async fn save(&self, key: &str, owner: &str, token: &StoredToken) -> Result<(), PortError> {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = items.entry(key.to_owned()).or_default();
-        entry.0 = Some(token.clone());
-        if entry.1.as_ref().is_some_and(|(o, _)| o == owner) {
-            entry.1 = None;
-        }
-        Ok(())
-    }
-
-    async fn abandon(&self, key: &str, owner: &str) -> Result<(), PortError> {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = items.get_mut(key) {
-            if entry.1.as_ref().is_some_and(|(o, _)| o == owner) {
-                entry.1 = None;
-            }
-        }
-        Ok(())
-    }
-
-    async fn invalidate(&self, key: &str, stale: &str) -> Result<(), PortError> {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = items.get_mut(key) {
-            if entry.0.as_ref().is_some_and(|t| t.value.expose_secret() == stale) {
-                entry.0 = None;
-            }
-        }
-        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::core::ports::SystemClock;
-
-    fn issued(value: &str) -> IssuedToken {
-        IssuedToken { value: SecretString::from(value.to_owned()), expires_in: 7200 }
-    }
-
-    #[tokio::test]
-    async fn many_processes_on_one_store_cause_one_token_call() {
-        let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::default());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let tokens = Tokens::new(store.clone(), Arc::new(SystemClock));
-            let calls = calls.clone();
-            tasks.push(tokio::spawn(async move {
-                let fetch = || {
-                    let calls = calls.clone();
-                    async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(issued("T1"))
-                    }
-                };
-                tokens.get("wecom:ww1:hr", fetch).await.unwrap().expose_secret().to_owned()
-            }));
+/// A token call that fails on credentials is a configuration error, not a retry.
+fn token_failure(errcodes: Errcodes, err: TokenError) -> Failure {
+    match err {
+        TokenError::Fetch(api) => {
+            let mut failure = Failure::from_api(errcodes, &api);
+            if failure.verdict == Verdict::RefreshToken {
+                failure.verdict = Verdict::Permanent;
+            }
+            failure.message = format!("token call: {}", failure.message);
+            failure
         }
-        for task in tasks {
-            assert_eq!(task.await.unwrap(), "T1");
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn invalidation_only_removes_the_token_that_was_used() {
-        let store = Arc::new(MemoryTokenStore::default());
-        let tokens = Tokens::new(store.clone(), Arc::new(SystemClock));
-        let first = tokens.get("k", || async { Ok(issued("T1")) }).await.unwrap();
-        // Someone else already replaced it: a late invalidation of T0 keeps T1.
-        tokens.invalidate("k", &SecretString::from("T0".to_owned())).await.unwrap();
-        assert_eq!(store.load("k").await.unwrap().unwrap().value.expose_secret(), "T1");
-        tokens.invalidate("k", &first).await.unwrap();
-        assert!(store.load("k").await.unwrap().is_none());
-        let second = tokens.get("k", || async { Ok(issued("T2")) }).await.unwrap();
-        assert_eq!(second.expose_secret(), "T2");
-    }
-
-    #[tokio::test]
-    async fn a_failed_token_call_is_an_error_not_a_cached_token() {
-        let tokens = Tokens::new(Arc::new(MemoryTokenStore::default()), Arc::new(SystemClock));
-        let err = tokens
-            .get("k", || async { Err(ApiError::Errcode { code: 40001, message: "invalid credential".into() }) })
-            .await;
-        assert!(matches!(err, Err(TokenError::Fetch(ApiError::Errcode { code: 40001, .. }))));
+        other => Failure::transient(other.to_string()),
     }
 }

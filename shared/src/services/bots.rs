@@ -10,9 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::core::config::BotConfig;
+use crate::core::bot::{Bot, BotConfig, BotError};
 use crate::core::envelope::{Content, Inbound};
-use crate::services::dispatcher::{Bot, BotError, EchoBot};
 
 /// How long a bot may take; SQS retries after it (the dispatcher's timeout is 60 s).
 pub const BOT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -29,6 +28,17 @@ pub fn webhook_signature(secret: &SecretString, timestamp: &str, body: &str) -> 
     mac.update(body.as_bytes());
     let digest = mac.finalize().into_bytes();
     format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Answers text with the same text (and a voice message with its transcript).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EchoBot;
+
+#[async_trait]
+impl Bot for EchoBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
+    }
 }
 
 /// POSTs the `Inbound` JSON; `200 {"replies": [content, …]}` or `204` for no reply.

@@ -8,47 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-
-use crate::channels::oa::service::passive;
-use crate::core::envelope::{Channel, Content, ConversationKind, Inbound, OutChannel, Outbound, OUTBOUND_VERSION};
-use crate::core::ports::{unix_millis, PortError, Publisher, QueueMessage, ReplySlots, SlotState};
-use crate::services::sender::Record;
+use crate::channels::reply_route;
+use crate::core::bot::{Bot, BotError};
+use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
+use crate::core::outbound::ReplyRoute;
+use crate::core::ports::{unix_millis, PortError, Publisher, QueueMessage, Record, ReplySlots, SlotState, Typing};
 
 /// How long past a slot's deadline a delivery may still be taking the reply.
 pub const TAKE_GRACE: Duration = Duration::from_secs(1);
 const TAKE_POLL: Duration = Duration::from_millis(100);
-
-/// Why a bot gave no answer this time (retried through SQS, never dropped).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bot: {0}")]
-pub struct BotError(pub String);
-
-/// Something that answers messages.
-#[async_trait]
-pub trait Bot: Send + Sync {
-    /// The replies to `inbound`, in order; none is a fine answer.
-    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError>;
-}
-
-/// Answers text with the same text (and a voice message with its transcript).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EchoBot;
-
-#[async_trait]
-impl Bot for EchoBot {
-    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
-        Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
-    }
-}
-
-/// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
-/// implementations log their failures and never hold up the answer for long.
-#[async_trait]
-pub trait Typing: Send + Sync {
-    /// Turns the indicator on (`true`) or off for the conversation of `inbound`.
-    async fn set(&self, inbound: &Inbound, typing: bool);
-}
 
 /// How often "typing…" is renewed while the bot works (it fades on its own otherwise).
 pub const TYPING_KEEPALIVE: Duration = Duration::from_secs(5);
@@ -98,13 +66,11 @@ pub struct Dispatcher {
 }
 
 /// Where a reply to `inbound` goes, if anywhere.
-fn reply_channel(inbound: &Inbound) -> Option<OutChannel> {
-    match (inbound.channel, inbound.conversation.kind) {
-        (_, ConversationKind::System) => None,
-        (Channel::Wecom, ConversationKind::Group) => Some(OutChannel::WecomAppchat),
-        (Channel::Wecom, _) => Some(OutChannel::WecomApp),
-        (Channel::Oa, _) => Some(OutChannel::Oa),
-        (Channel::Ilink, _) => Some(OutChannel::Ilink),
+fn reply_channel(route: &ReplyRoute, inbound: &Inbound) -> Option<OutChannel> {
+    match inbound.conversation.kind {
+        ConversationKind::System => None,
+        ConversationKind::Group => Some(route.group),
+        ConversationKind::Direct => Some(route.direct),
     }
 }
 
@@ -112,10 +78,11 @@ impl Dispatcher {
     /// Dispatches one queue message; returns how many replies went out (passive or queued).
     pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
         let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        let Some(channel) = reply_channel(&inbound) else { return Ok(0) };
-        let typing = self.start_typing(&inbound);
+        let route = reply_route(inbound.channel);
+        let Some(channel) = reply_channel(&route, &inbound) else { return Ok(0) };
+        let typing = if route.typing { self.start_typing(&inbound) } else { None };
         let routed = match self.bot.answer(&inbound).await {
-            Ok(replies) => self.route(&inbound, channel, &replies).await.map(|()| replies.len()),
+            Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),
             Err(err) => Err(err.into()),
         };
         if let Some(typing) = typing {
@@ -125,12 +92,18 @@ impl Dispatcher {
     }
 
     /// Sends the bot's replies on their way: the passive reply, else the outbound queue.
-    async fn route(&self, inbound: &Inbound, channel: OutChannel, replies: &[Content]) -> Result<(), DispatchError> {
+    async fn route(
+        &self,
+        inbound: &Inbound,
+        route: &ReplyRoute,
+        channel: OutChannel,
+        replies: &[Content],
+    ) -> Result<(), DispatchError> {
         for (index, content) in replies.iter().enumerate() {
             let key = format!("{}#{index}", inbound.id);
-            if channel == OutChannel::Oa && index == 0 {
-                let to_event = inbound.kind == crate::core::envelope::Kind::Event;
-                let done = if passive(content, to_event).is_some() {
+            if let (Some(fits_passive), 0) = (route.passive, index) {
+                let to_event = inbound.kind == Kind::Event;
+                let done = if fits_passive(content, to_event) {
                     self.try_passive(inbound, content, &key).await?
                 } else {
                     // Not passive-able; but a rerun must not send what an earlier run put in the slot.
@@ -155,11 +128,12 @@ impl Dispatcher {
         }
         Ok(())
     }
-    /// Starts "typing…" for an iLink message when typing is on: it is renewed every few seconds
-    /// until the returned guard is finished.
+
+    /// Starts "typing…" for a message when typing is on: it is renewed every few seconds until
+    /// the returned guard is finished.
     fn start_typing(&self, inbound: &Inbound) -> Option<TypingGuard> {
         let typing = self.typing.clone()?;
-        if inbound.channel != Channel::Ilink || inbound.kind == crate::core::envelope::Kind::Event {
+        if inbound.kind == Kind::Event {
             return None;
         }
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -213,7 +187,8 @@ impl Dispatcher {
     }
 
     /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
-    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.    ///
+    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.
+    ///
     /// Records are dispatched concurrently: one slow bot answer must not hold the others past
     /// their window (or the function's timeout).
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {

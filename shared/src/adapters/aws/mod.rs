@@ -11,11 +11,12 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 pub use aws_config::SdkConfig;
 
-use crate::core::config::{Config, ConfigError, ConfigSource, Env};
+use crate::channels::Config;
+use crate::core::config::{ConfigError, ConfigSource, Env};
 
 pub use dynamo::{
     DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoParkedReplies, DynamoPollState, DynamoReplySlots,
-    DynamoTokenStore,
+    DynamoTokenStore, Table,
 };
 pub use sqs::{SqsOutbound, SqsPublisher};
 

@@ -1,12 +1,22 @@
-//! iLink bots (personal WeChat, 1:1): inbound messages and the long-polling poller; sending is
-//! in `crate::services::sender`.
+//! iLink bots (personal WeChat, 1:1): the `ilink` config section, inbound messages, the API
+//! (long polls, sends, typing, QR login), the poller and outbound delivery.
 
-pub mod client;
+pub mod api;
+pub mod config;
 pub mod message;
+pub mod outbound;
 pub mod poller;
 pub mod typing;
 
-pub use client::{IlinkLogin, QrCode, QrStatus};
+pub use api::{IlinkLogin, QrCode, QrStatus};
+pub use config::IlinkAccount;
 pub use message::WeixinMessage;
 pub use poller::{Poller, Turn};
 pub use typing::IlinkTyping;
+
+use crate::core::envelope::OutChannel;
+use crate::core::outbound::ReplyRoute;
+
+/// Replies go back through the bot; the user sees "typing…" meanwhile.
+pub const REPLIES: ReplyRoute =
+    ReplyRoute { direct: OutChannel::Ilink, group: OutChannel::Ilink, passive: None, typing: true };

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::channels::ilink::api::IlinkApi;
+use crate::channels::ilink::config::IlinkAccount;
 use crate::core::callback::{publish_once, Published};
-use crate::core::config::IlinkAccount;
-use crate::core::http::{ApiError, WechatApi};
+use crate::core::http::ApiError;
 use crate::core::ports::{claim_token, Clock, ContextTokens, Dedupe, Leases, PollState, Publisher};
 
 /// The server holds a poll about this long unless it says otherwise.
@@ -47,7 +48,7 @@ pub enum Turn {
 
 /// The poller's dependencies.
 pub struct Poller {
-    pub api: WechatApi,
+    pub api: IlinkApi,
     pub publisher: Arc<dyn Publisher>,
     pub dedupe: Arc<dyn Dedupe>,
     pub contexts: Arc<dyn ContextTokens>,
@@ -65,7 +66,7 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(
-        api: WechatApi,
+        api: IlinkApi,
         publisher: Arc<dyn Publisher>,
         dedupe: Arc<dyn Dedupe>,
         contexts: Arc<dyn ContextTokens>,
@@ -148,7 +149,7 @@ impl Poller {
                 return Ok(Turn::Polled { published });
             }
             let timeout = (hold + self.margin).min(left - self.margin);
-            match self.api.ilink_getupdates(&account.base_url, &account.bot_token, &cursor, timeout).await {
+            match self.api.getupdates(&account.base_url, &account.bot_token, &cursor, timeout).await {
                 Ok(updates) => {
                     failures = 0;
                     for (message, raw) in &updates.messages {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::core::config::IlinkAccount;
+use crate::channels::ilink::api::IlinkApi;
+use crate::channels::ilink::config::IlinkAccount;
 use crate::core::envelope::{Channel, Inbound};
-use crate::core::http::WechatApi;
-use crate::services::dispatcher::Typing;
+use crate::core::ports::Typing;
 
 /// How long a typing ticket is reused before a fresh `getconfig` (the service's lifetime is not
 /// documented; a short reuse also keeps a cancel from going out with a stale ticket).
@@ -19,14 +19,14 @@ pub const TICKET_TTL: Duration = Duration::from_secs(600);
 
 /// Typing for the configured iLink accounts.
 pub struct IlinkTyping {
-    api: WechatApi,
+    api: IlinkApi,
     accounts: HashMap<String, IlinkAccount>,
     /// (account, user) → ticket and when it was fetched.
     tickets: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
 impl IlinkTyping {
-    pub fn new(api: WechatApi, accounts: &[IlinkAccount]) -> Self {
+    pub fn new(api: IlinkApi, accounts: &[IlinkAccount]) -> Self {
         Self {
             api,
             accounts: accounts.iter().map(|a| (a.account.clone(), a.clone())).collect(),
@@ -52,7 +52,7 @@ impl IlinkTyping {
         if !fetch {
             return None;
         }
-        match self.api.ilink_typing_ticket(&account.base_url, &account.bot_token, user, context_token).await {
+        match self.api.typing_ticket(&account.base_url, &account.bot_token, user, context_token).await {
             Ok(Some(ticket)) => {
                 self.tickets.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (ticket.clone(), Instant::now()));
                 Some(ticket)
@@ -76,7 +76,7 @@ impl Typing for IlinkTyping {
         let user = &inbound.conversation.id;
         let context_token = inbound.raw.get("context_token").and_then(serde_json::Value::as_str);
         let Some(ticket) = self.ticket(account, user, context_token, typing).await else { return };
-        if let Err(err) = self.api.ilink_typing(&account.base_url, &account.bot_token, user, &ticket, typing).await {
+        if let Err(err) = self.api.typing(&account.base_url, &account.bot_token, user, &ticket, typing).await {
             // The ticket may have lapsed: the next call fetches a new one.
             self.tickets.lock().unwrap_or_else(|p| p.into_inner()).remove(&(account.account.clone(), user.clone()));
             tracing::warn!(account = %account.account, error = %err, typing, "sendtyping failed");

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channels::oa::callback::{Mode, OaAuth};
+use crate::channels::oa::config::{OaApp, OaWindow};
 use crate::channels::oa::message::OaCallbackMessage;
 use crate::channels::oa::reply::{PassiveReply, SUCCESS};
 use crate::core::callback::{publish_once, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
-use crate::core::config::{Config, OaWindow};
 use crate::core::envelope::Content;
 use crate::core::ports::{Clock, Dedupe, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
 use crate::protocol::crypto::random_prefix;
@@ -68,30 +68,22 @@ enum Answer {
 }
 
 impl OaCallback {
+    /// Serves `accounts` with `window`, refusing callbacks older than `replay_window_secs`.
     pub fn new(
-        config: &Config,
+        accounts: &[OaApp],
+        window: OaWindow,
+        replay_window_secs: u64,
         publisher: Arc<dyn Publisher>,
         dedupe: Arc<dyn Dedupe>,
         slots: Arc<dyn ReplySlots>,
         parked: Arc<dyn ParkedReplies>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let accounts = config
-            .oa
+        let accounts = accounts
             .iter()
             .map(|oa| (oa.app.clone(), Account { auth: OaAuth::new(&oa.token, oa.msg_crypt()) }))
             .collect();
-        Self {
-            accounts,
-            publisher,
-            dedupe,
-            slots,
-            parked,
-            clock,
-            window: config.oa_window,
-            replay_window_secs: config.replay_window_secs,
-            wechat_wait: WECHAT_WAIT,
-        }
+        Self { accounts, publisher, dedupe, slots, parked, clock, window, replay_window_secs, wechat_wait: WECHAT_WAIT }
     }
 
     /// WeChat's wait between deliveries (5 s; simulations scale it).
@@ -263,5 +255,11 @@ impl OaCallback {
     pub fn mode_of(&self, app: &str, raw_query: &str, body: &str) -> Option<Mode> {
         let query = Query::parse(raw_query).ok()?;
         self.accounts.get(app)?.auth.open(&query, body).ok().map(|(mode, _)| mode)
+    }
+}
+#[async_trait::async_trait]
+impl crate::core::callback::CallbackService for OaCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
     }
 }

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::channels::wecom::config::WecomApp;
 use crate::channels::wecom::message::WecomCallbackMessage;
 pub use crate::core::callback::{
     publish_once, CallbackError, CallbackRequest, CallbackResponse, Published, CLAIM_LEASE, MAX_BODY_BYTES,
 };
-use crate::core::config::{Config, WecomApp};
 use crate::core::ports::{Clock, Dedupe, Publisher};
 use crate::protocol::crypto::MsgCrypt;
 use crate::protocol::query::Query;
@@ -37,13 +37,20 @@ pub struct WecomCallback {
 }
 
 impl WecomCallback {
-    pub fn new(config: &Config, publisher: Arc<dyn Publisher>, dedupe: Arc<dyn Dedupe>, clock: Arc<dyn Clock>) -> Self {
+    /// Serves `apps`, refusing callbacks older than `replay_window_secs` (0 = off).
+    pub fn new(
+        apps: &[WecomApp],
+        replay_window_secs: u64,
+        publisher: Arc<dyn Publisher>,
+        dedupe: Arc<dyn Dedupe>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            apps: config.wecom.iter().map(|app: &WecomApp| (app.app.clone(), app.msg_crypt())).collect(),
+            apps: apps.iter().map(|app| (app.app.clone(), app.msg_crypt())).collect(),
             publisher,
             dedupe,
             clock,
-            replay_window_secs: config.replay_window_secs,
+            replay_window_secs,
         }
     }
 
@@ -133,4 +140,10 @@ fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<Accepted, CallbackE
     let echostr = query.require("echostr")?;
     let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
     Ok(Accepted::Verified(crypt.decrypt(verified).map_err(CallbackError::Crypto)?))
+}
+#[async_trait::async_trait]
+impl crate::core::callback::CallbackService for WecomCallback {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
 }

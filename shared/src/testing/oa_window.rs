@@ -9,13 +9,15 @@ use async_trait::async_trait;
 
 use crate::adapters::memory::{MemoryDedupe, MemoryQueue, MemoryReplySlots};
 use crate::channels::oa::service::OaCallback;
+use crate::channels::oa::OaWindow;
+use crate::channels::Config;
+use crate::core::bot::{Bot, BotError};
 use crate::core::callback::CallbackRequest;
-use crate::core::config::{Config, OaWindow};
 use crate::core::envelope::{Content, Inbound, Outbound};
 use crate::core::ports::{ReplySlots, SystemClock};
 use crate::protocol::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
 use crate::protocol::xml::XmlWriter;
-use crate::services::dispatcher::{Bot, BotError, Dispatcher};
+use crate::services::dispatcher::Dispatcher;
 
 const TOKEN: &str = "simulatedToken";
 const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
@@ -94,7 +96,9 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
     let slots: Arc<dyn ReplySlots> = Arc::new(MemoryReplySlots::default());
     let service = Arc::new(
         OaCallback::new(
-            &config,
+            &config.oa,
+            config.oa_window,
+            config.replay_window_secs,
             Arc::new(inbound_queue),
             Arc::new(MemoryDedupe::default()),
             slots.clone(),

@@ -1,0 +1,60 @@
+//! iLink context tokens: `pk = ctx#<account>#<user>`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{applied, n, port_error, s, Table};
+use crate::core::ports::PortError;
+
+/// iLink context tokens in the bridge's table: `pk = ctx#<account>#<user>`.
+#[derive(Debug, Clone)]
+pub struct DynamoContextTokens {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// Context tokens are kept a week (the service accepts them for 24 h after the user's message).
+pub(super) const CONTEXT_TTL_S: u64 = 7 * 24 * 3600;
+
+impl DynamoContextTokens {
+    pub fn new(table: &Table) -> Self {
+        Self { client: table.client.clone(), table: table.name.clone() }
+    }
+
+    fn pk(account: &str, user: &str) -> AttributeValue {
+        AttributeValue::S(format!("ctx#{account}#{user}"))
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::ContextTokens for DynamoContextTokens {
+    async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(port_error)?;
+        Ok(item.item().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", Self::pk(account, user))
+            .item("token", s(token))
+            .item("issued_ms", n(issued_ms))
+            .item("expires_at", n(issued_ms / 1000 + CONTEXT_TTL_S))
+            .condition_expression("attribute_not_exists(pk) OR issued_ms <= :issued")
+            .expression_attribute_values(":issued", n(issued_ms))
+            .send()
+            .await;
+        // A failed condition means another holder already moved on: nothing to undo.
+        applied(result).map(drop)
+    }
+}

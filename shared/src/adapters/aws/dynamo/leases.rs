@@ -1,0 +1,58 @@
+//! Leases (one iLink poller per account): `pk = <key>` with `owner` and `until`.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::{applied, n, s, Table};
+use crate::core::ports::{unix_millis, PortError};
+
+/// Leases in the bridge's table: the item `pk = <key>` holds `owner` and `until` (unix ms).
+#[derive(Debug, Clone)]
+pub struct DynamoLeases {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLeases {
+    pub fn new(table: &Table) -> Self {
+        Self { client: table.client.clone(), table: table.name.clone() }
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::Leases for DynamoLeases {
+    async fn acquire(&self, key: &str, owner: &str, now: SystemTime, ttl: Duration) -> Result<bool, PortError> {
+        let now_ms = unix_millis(now);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET #owner = :owner, lease_until = :until, expires_at = :expires")
+            .condition_expression("attribute_not_exists(lease_until) OR lease_until < :now OR #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(now_ms + ttl.as_millis() as u64))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":expires", n(now_ms / 1000 + ttl.as_secs() + 3600))
+            .send()
+            .await;
+        applied(result)
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        // Someone else's lease (ours expired): leave it.
+        applied(result).map(drop)
+    }
+}

@@ -1,0 +1,61 @@
+//! Parked Official Account replies: `pk = parked#<account>#<user>`.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::contexts::CONTEXT_TTL_S;
+use super::{n, port_error, s, Table};
+use crate::core::ports::{unix_millis, PortError};
+
+/// Parked replies in the bridge's table: `pk = parked#<account>#<user>`, a list kept a week.
+#[derive(Debug, Clone)]
+pub struct DynamoParkedReplies {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoParkedReplies {
+    pub fn new(table: &Table) -> Self {
+        Self { client: table.client.clone(), table: table.name.clone() }
+    }
+
+    fn pk(account: &str, user: &str) -> AttributeValue {
+        AttributeValue::S(format!("parked#{account}#{user}"))
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::ParkedReplies for DynamoParkedReplies {
+    async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .update_expression(
+                "SET replies = list_append(if_not_exists(replies, :empty), :reply), expires_at = :expires",
+            )
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":reply", AttributeValue::L(vec![s(reply)]))
+            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + CONTEXT_TTL_S))
+            .send()
+            .await
+            .map(drop)
+            .map_err(port_error)
+    }
+
+    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(account, user))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(port_error)?;
+        let replies = out.attributes().and_then(|a| a.get("replies")).and_then(|v| v.as_l().ok());
+        Ok(replies.map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()).unwrap_or_default())
+    }
+}

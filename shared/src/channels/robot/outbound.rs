@@ -1,0 +1,103 @@
+//! Group robot messages (`webhook/send`): which content a robot takes and its bodies.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::channels::robot::api::RobotApi;
+use crate::channels::robot::config::Robot;
+use crate::channels::wecom::api::errcodes;
+use crate::channels::wecom::outbound::{payload, TEXT_LIMIT};
+use crate::core::envelope::{Content, Outbound};
+use crate::core::outbound::{no_account, Delivered, Delivery, Unit};
+use crate::core::retry::Failure;
+
+/// `POST cgi-bin/webhook/send`: an image goes inline as base64 with its MD5.
+pub fn body(content: &Content) -> Value {
+    match content {
+        Content::Image { base64: Some(data), .. } => {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
+            let md5: String = <md5::Md5 as md5::Digest>::digest(&raw).iter().map(|b| format!("{b:02x}")).collect();
+            json!({"msgtype": "image", "image": {"base64": data, "md5": md5}})
+        }
+        other => {
+            let (msgtype, payload) = payload(other);
+            let mut body = json!({"msgtype": msgtype});
+            body[msgtype] = payload;
+            body
+        }
+    }
+}
+
+/// Why a robot cannot send `content`, if it cannot.
+pub fn refuse(content: &Content) -> Option<&'static str> {
+    match content {
+        Content::Image { base64: None, .. } => Some("a robot image needs base64"),
+        Content::News { articles } if !(1..=8).contains(&articles.len()) => Some("news has 1 to 8 articles"),
+        Content::Textcard { .. } => Some("not available on this channel"),
+        _ => None,
+    }
+}
+
+/// Sends through the configured robots (`wecom_webhook`; `to` is unused).
+pub struct RobotDelivery {
+    robots: Vec<Robot>,
+    api: RobotApi,
+}
+
+impl RobotDelivery {
+    pub fn new(robots: &[Robot], api: &RobotApi) -> Self {
+        Self { robots: robots.to_vec(), api: api.clone() }
+    }
+}
+
+#[async_trait]
+impl Delivery for RobotDelivery {
+    fn has_account(&self, account: &str) -> bool {
+        self.robots.iter().any(|r| r.name == account)
+    }
+
+    fn refuse(&self, content: &Content) -> Option<&'static str> {
+        refuse(content)
+    }
+
+    /// Robot markdown takes 4096 bytes; everything else WeCom's 2048.
+    fn text_limit(&self, markdown: bool) -> (usize, Unit) {
+        if markdown {
+            (4096, Unit::Bytes)
+        } else {
+            TEXT_LIMIT
+        }
+    }
+
+    async fn deliver(
+        &self,
+        out: &Outbound,
+        part: &Content,
+        _key: &str,
+        _receive_count: u32,
+    ) -> Result<Delivered, Failure> {
+        let robot = self.robots.iter().find(|r| r.name == out.account).ok_or_else(|| no_account(out))?;
+        self.api
+            .send(&robot.key, &body(part))
+            .await
+            .map(|_| Delivered::Sent { undelivered: Vec::new() })
+            .map_err(|e| Failure::from_api(errcodes, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_goes_inline_with_its_md5() {
+        let image = body(&Content::Image { media_id: None, base64: Some("aGVsbG8=".into()) });
+        assert_eq!(image["image"]["md5"], "5d41402abc4b2a76b9719d911017c592"); // md5("hello")
+        assert_eq!(
+            refuse(&Content::Image { media_id: Some("m".into()), base64: None }),
+            Some("a robot image needs base64")
+        );
+        assert_eq!(refuse(&Content::TemplateCard { card: json!({}) }), None);
+    }
+}

@@ -1,0 +1,166 @@
+//! WeCom app messages (`message/send`) and app group chats (`appchat/send`): which content they
+//! take, their bodies, and delivery with the app's shared token.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::channels::wecom::api::{errcodes, WecomApi};
+use crate::channels::wecom::config::WecomApp;
+use crate::core::envelope::{Content, Outbound};
+use crate::core::outbound::{articles_json, no_account, Delivered, Delivery, Unit};
+use crate::core::retry::Failure;
+use crate::core::tokens::Tokens;
+
+/// How long WeCom drops a repeat of an identical message when asked to (its maximum is 4 h).
+pub const DUPLICATE_CHECK_INTERVAL_S: u32 = 1800;
+
+/// `msgtype` and its object, shared by app messages, app group chats and group robots.
+pub fn payload(content: &Content) -> (&'static str, Value) {
+    match content {
+        Content::Text { text } => ("text", json!({"content": text})),
+        Content::Markdown { text } => ("markdown", json!({"content": text})),
+        Content::Image { media_id, .. } => ("image", json!({"media_id": media_id})),
+        Content::File { media_id } => ("file", json!({"media_id": media_id})),
+        Content::News { articles } => ("news", json!({"articles": articles_json(articles)})),
+        Content::Textcard { title, description, url, btntxt } => (
+            "textcard",
+            json!({"title": title, "description": description, "url": url, "btntxt": btntxt.clone().unwrap_or_else(|| "详情".to_owned())}),
+        ),
+        Content::TemplateCard { card } => ("template_card", card.clone()),
+    }
+}
+
+/// `POST cgi-bin/message/send`.
+pub fn app_body(agent_id: u32, to: &str, content: &Content) -> Value {
+    let (msgtype, payload) = payload(content);
+    let mut body = json!({"touser": to, "msgtype": msgtype, "agentid": agent_id});
+    body[msgtype] = payload;
+    body
+}
+
+/// `POST cgi-bin/appchat/send`.
+pub fn appchat_body(chat_id: &str, content: &Content) -> Value {
+    let (msgtype, payload) = payload(content);
+    let mut body = json!({"chatid": chat_id, "msgtype": msgtype});
+    body[msgtype] = payload;
+    body
+}
+
+/// Why WeCom (app or app group chat) cannot send `content`, if it cannot; group chats take no
+/// template cards.
+pub fn refuse(content: &Content, appchat: bool) -> Option<&'static str> {
+    match content {
+        Content::Image { media_id: None, .. } => Some("an image needs media_id"),
+        Content::News { articles } if !(1..=8).contains(&articles.len()) => Some("news has 1 to 8 articles"),
+        Content::TemplateCard { .. } if appchat => Some("not available on this channel"),
+        _ => None,
+    }
+}
+
+/// WeCom counts UTF-8 bytes: 2048 for text and markdown.
+pub const TEXT_LIMIT: (usize, Unit) = (2048, Unit::Bytes);
+
+/// Sends as a WeCom app, to users (`wecom_app`) or to an app group chat (`wecom_appchat`).
+pub struct WecomDelivery {
+    apps: Vec<WecomApp>,
+    api: WecomApi,
+    tokens: Arc<Tokens>,
+    appchat: bool,
+}
+
+impl WecomDelivery {
+    /// App messages to users.
+    pub fn app(apps: &[WecomApp], api: &WecomApi, tokens: &Arc<Tokens>) -> Self {
+        Self { apps: apps.to_vec(), api: api.clone(), tokens: tokens.clone(), appchat: false }
+    }
+
+    /// Messages to the app's group chats.
+    pub fn appchat(apps: &[WecomApp], api: &WecomApi, tokens: &Arc<Tokens>) -> Self {
+        Self { appchat: true, ..Self::app(apps, api, tokens) }
+    }
+}
+
+#[async_trait]
+impl Delivery for WecomDelivery {
+    fn has_account(&self, account: &str) -> bool {
+        self.apps.iter().any(|a| a.app == account)
+    }
+
+    fn refuse(&self, content: &Content) -> Option<&'static str> {
+        refuse(content, self.appchat)
+    }
+
+    fn text_limit(&self, _markdown: bool) -> (usize, Unit) {
+        TEXT_LIMIT
+    }
+
+    async fn deliver(
+        &self,
+        out: &Outbound,
+        part: &Content,
+        _key: &str,
+        receive_count: u32,
+    ) -> Result<Delivered, Failure> {
+        let app = self.apps.iter().find(|a| a.app == out.account).ok_or_else(|| no_account(out))?;
+        let secret = app
+            .secret
+            .clone()
+            .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+        let (path, mut body) = if self.appchat {
+            ("appchat/send", appchat_body(&out.to, part))
+        } else {
+            ("message/send", app_body(app.agent_id, &out.to, part))
+        };
+        if receive_count > 1 && !self.appchat {
+            // A retry after an unknown outcome: let WeCom drop an identical repeat.
+            body["enable_duplicate_check"] = 1.into();
+            body["duplicate_check_interval"] = DUPLICATE_CHECK_INTERVAL_S.into();
+        }
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        let answer = self
+            .tokens
+            .call(&app.token_key(), errcodes, fetch, |token| {
+                let body = &body;
+                async move { self.api.post(path, &token, body).await }
+            })
+            .await?;
+        // Partial failure is errcode 0 with the bad recipients listed.
+        let undelivered = ["invaliduser", "invalidparty", "invalidtag", "unlicenseduser"]
+            .into_iter()
+            .filter_map(|field| {
+                answer.get(field).and_then(Value::as_str).filter(|v| !v.is_empty()).map(|v| format!("{field}={v}"))
+            })
+            .collect();
+        Ok(Delivered::Sent { undelivered })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_bodies_as_the_api_expects() {
+        let text = Content::Text { text: "hi".into() };
+        assert_eq!(
+            app_body(1000002, "a|b", &text),
+            json!({"touser": "a|b", "msgtype": "text", "agentid": 1000002, "text": {"content": "hi"}})
+        );
+        assert_eq!(appchat_body("c1", &text), json!({"chatid": "c1", "msgtype": "text", "text": {"content": "hi"}}));
+    }
+
+    #[test]
+    fn refuses_what_wecom_cannot_send_with_a_reason() {
+        let card = Content::TemplateCard { card: json!({"card_type": "text_notice"}) };
+        assert_eq!(refuse(&card, true), Some("not available on this channel"));
+        assert_eq!(refuse(&card, false), None);
+        assert_eq!(
+            refuse(&Content::Image { media_id: None, base64: Some("QQ==".into()) }, false),
+            Some("an image needs media_id")
+        );
+        assert_eq!(refuse(&Content::News { articles: vec![] }, false), Some("news has 1 to 8 articles"));
+        assert_eq!(refuse(&Content::File { media_id: "m".into() }, true), None);
+    }
+}
