@@ -70,6 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None
     };
     let shared_config = Arc::new(config.clone());
+    let banner_env = env.clone();
     let (wecom, oa, inbound, outbound) = if args.aws {
         let sdk = shared::adapters::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
@@ -139,7 +140,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    print_banner(&config, &loaded.origin, addr, args.aws, sandbox.is_some());
+    print_banner(&config, &banner_env, &loaded.origin, addr, args.aws, sandbox.is_some());
     if let Some((rx, dispatcher)) = inbound {
         tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
@@ -194,7 +195,7 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
     Ok(env)
 }
 
-fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool, sandbox: bool) {
+fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws: bool, sandbox: bool) {
     use crate::ui;
     println!("wxbridge dev listening on http://{addr}");
     println!("  config: {origin}");
@@ -202,7 +203,13 @@ fn print_banner(config: &Config, origin: &str, addr: SocketAddr, aws: bool, sand
     if sandbox {
         println!("  WeChat: {} (sends are shown here, nothing leaves this machine)", ui::warn("sandbox"));
     } else {
-        println!("  WeChat: {} (sends go to WeChat's APIs)", ui::ok("real"));
+        println!("  WeChat: sends go to");
+        for host in shared::channels::API_HOSTS {
+            match env.api_base_set(host.var) {
+                Some(base) => println!("    {:<17} {} (from {})", host.name, ui::warn(base), host.var),
+                None => println!("    {:<17} {} (WeChat's)", host.name, ui::ok(host.default)),
+            }
+        }
     }
     for app in &config.wecom {
         println!("  WeCom app {:<12} POST|GET http://{addr}/wecom/{}", app.app, app.app);

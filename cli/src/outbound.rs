@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use shared::adapters::memory::MemoryTokenStore;
 use shared::adapters::memory::{MemoryContextTokens, MemoryDedupe, MemoryOutbound, MemoryParkedReplies};
 use shared::channels::{Apis, Config, Deliveries, DeliveryPorts};
@@ -128,34 +127,14 @@ impl shared::core::ports::Publisher for MemoryOutboundQueue {
 /// source mapping's job on Lambda).
 pub async fn run_sqs(handler: Arc<dyn BatchHandler>, sqs: aws_sdk_sqs::Client, queue_url: String) {
     loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(10)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await;
-        let messages = match received {
-            Ok(out) => out.messages().to_vec(),
+        let records = match shared::adapters::aws::sqs::receive(&sqs, &queue_url).await {
+            Ok(records) => records,
             Err(err) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), queue = %queue_url, "cannot read the queue");
+                tracing::warn!(error = %err, queue = %queue_url, "cannot read the queue");
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
         };
-        let records: Vec<Record> = messages
-            .iter()
-            .filter_map(|m| {
-                let count = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount));
-                Some(Record {
-                    message_id: m.message_id()?.to_owned(),
-                    receipt_handle: m.receipt_handle()?.to_owned(),
-                    body: m.body().unwrap_or_default().to_owned(),
-                    receive_count: count.and_then(|c| c.parse().ok()).unwrap_or(1),
-                })
-            })
-            .collect();
         let failed = handler.handle_batch(&records).await;
         for record in records.iter().filter(|r| !failed.contains(&r.message_id)) {
             if let Err(err) =

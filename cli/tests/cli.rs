@@ -216,6 +216,81 @@ fn dev_with_aws_runs_the_loop_through_the_queues() {
     assert_eq!(deliveries[0].body["text"]["content"], "via sqs");
 }
 
+/// With an API host overridden, dev names the hosts its sends go to instead of claiming WeChat.
+#[test]
+fn dev_names_the_api_hosts_it_sends_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
+    let dev = start_dev(
+        &["--config", config.to_str().unwrap()],
+        &[("WXBRIDGE_WECOM_API_BASE", "http://127.0.0.1:9".to_owned())],
+    );
+    assert!(wait_for_line(&dev, "WeChat: ").contains("sends go to"));
+    let wecom = wait_for_line(&dev, "WeCom ");
+    assert!(wecom.contains("http://127.0.0.1:9") && wecom.contains("WXBRIDGE_WECOM_API_BASE"), "{wecom}");
+    let oa = wait_for_line(&dev, "Official Account ");
+    assert!(oa.contains("https://api.weixin.qq.com") && oa.contains("WeChat's"), "{oa}");
+}
+
+/// `dev --aws` long-polls the queues; a message that arrives while the loops wait on an empty
+/// queue is answered at once, never left invisible for the queue's visibility timeout by a poll
+/// the client abandoned.
+#[test]
+fn dev_with_aws_answers_messages_that_arrive_during_long_polls_promptly() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = fake_wecom(&runtime);
+    let prefix = format!("cli-{}", &shared::core::ports::claim_token()[..10]);
+    let names = shared::adapters::aws::resources::ResourceNames::new(&prefix);
+    let urls = runtime.block_on(async {
+        let sdk = shared::adapters::aws::sdk_config().await;
+        shared::adapters::aws::resources::create_all(
+            &aws_sdk_dynamodb::Client::new(&sdk),
+            &aws_sdk_sqs::Client::new(&sdk),
+            &names,
+        )
+        .await
+        .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
+    let dev = start_dev(
+        &["--aws", "--config", config.to_str().unwrap()],
+        &[
+            ("WXBRIDGE_TABLE", names.table.clone()),
+            ("WXBRIDGE_INBOUND_QUEUE_URL", urls.inbound.clone()),
+            ("WXBRIDGE_OUTBOUND_QUEUE_URL", urls.outbound.clone()),
+            ("WXBRIDGE_DLQ_URL", urls.outbound_dlq.clone()),
+            ("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone()),
+            ("AWS_ENDPOINT_URL", endpoint),
+        ],
+    );
+    // Messages spread over more than one long poll, each arriving while the loops wait on an
+    // empty queue; each must be answered within seconds (the queues' visibility timeout is 360 s).
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_millis(1700));
+        let text = format!("arrives mid-poll {i}");
+        let out = Command::new(BIN)
+            .args(["simulate", "wecom", "--text", &text, "--url", &dev.url, "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        loop {
+            if fake.deliveries().iter().any(|d| d.body["text"]["content"] == text.as_str()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} was not answered within 8 s: {:?}",
+                fake.problems()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// `dev` runs the sender: an Outbound posted to `/outbound` reaches WeCom (a fake here).
 #[test]
 fn dev_sends_posted_outbound_messages_through_the_sender() {

@@ -74,3 +74,48 @@ impl crate::core::ports::OutboundQueue for SqsOutbound {
         SqsPublisher::new(self.client.clone(), self.dlq_url.clone()).publish(message).await
     }
 }
+
+/// How long a long poll of [`receive`] waits for messages (SQS allows up to 20 s).
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One long poll of `queue_url` for up to ten messages (what the Lambda event source does for a
+/// function, for loops that run outside Lambda such as `wxbridge dev --aws`).
+///
+/// The request gets its own timeout, longer than the poll: the SDK's operation timeout (3 s,
+/// sized for the callbacks) would abandon a poll that SQS still holds, and a message SQS hands to
+/// an abandoned poll stays invisible for the queue's whole visibility timeout.
+pub async fn receive(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Vec<crate::core::ports::Record>, PortError> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let timeout = LONG_POLL + std::time::Duration::from_secs(5);
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeout)
+        .operation_attempt_timeout(timeout)
+        .build();
+    let out = client
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(LONG_POLL.as_secs() as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .customize()
+        .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
+        .send()
+        .await
+        .map_err(|err| PortError::new("sqs", DisplayErrorContext(&err)))?;
+    Ok(out
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            let count = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount));
+            Some(crate::core::ports::Record {
+                message_id: m.message_id()?.to_owned(),
+                receipt_handle: m.receipt_handle()?.to_owned(),
+                body: m.body().unwrap_or_default().to_owned(),
+                receive_count: count.and_then(|c| c.parse().ok()).unwrap_or(1),
+            })
+        })
+        .collect())
+}
