@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{applied, n, port_error, s, Table};
+use super::table::{applied, n, port_error, s, Table};
 use crate::core::ports::PortError;
 
 /// iLink context tokens in the bridge's table: `pk = ctx#<account>#<user>`.

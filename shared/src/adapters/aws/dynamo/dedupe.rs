@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{applied, is_condition_failure, n, port_error, s, Table};
+use super::table::{applied, is_condition_failure, n, port_error, s, Table};
 use crate::core::ports::{claim_token, unix_millis, PortError};
 use crate::core::ports::{Claim, Dedupe, DEDUPE_TTL};
 

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{applied, n, s, Table};
+use super::table::{applied, n, s, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// Leases in the bridge's table: the item `pk = <key>` holds `owner` and `until` (unix ms).

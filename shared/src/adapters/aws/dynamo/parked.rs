@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::contexts::CONTEXT_TTL_S;
-use super::{n, port_error, s, Table};
+use super::table::{n, port_error, s, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// Parked replies in the bridge's table: `pk = parked#<account>#<user>`, a list kept a week.

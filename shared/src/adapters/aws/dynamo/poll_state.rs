@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{n, port_error, s, update_if, Table};
+use super::table::{n, port_error, s, update_if, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// iLink poll state in the bridge's table: `pk = ilink#<account>` with `cursor`, and `paused_at`

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{applied, is_condition_failure, n, port_error, s, Table};
+use super::table::{applied, is_condition_failure, n, port_error, s, Table};
 use crate::core::ports::PortError;
 
 /// The shared access tokens in the bridge's table: `pk = token#<channel>:<account>`.
