@@ -15,10 +15,8 @@ use shared::adapters::memory::{
     MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryParkedReplies, MemoryPollState, MemoryQueue,
     MemoryReplySlots,
 };
-use shared::channels::oa::service::OaCallback;
-use shared::channels::wecom::callback::MAX_BODY_BYTES;
-use shared::channels::wecom::WecomCallback;
-use shared::channels::Config;
+use shared::channels::{callback_services, CallbackPorts, Config};
+use shared::core::callback::{CallbackService, MAX_BODY_BYTES};
 use shared::core::config::Env;
 use shared::core::envelope::Outbound;
 use shared::core::ports::Record;
@@ -46,8 +44,8 @@ pub struct DevArgs {
 }
 
 struct DevState {
-    wecom: WecomCallback,
-    oa: OaCallback,
+    /// Each callback service by the first segment of its route.
+    callbacks: HashMap<&'static str, Arc<dyn CallbackService>>,
     outbound: OutboundSink,
     sandbox: Option<Arc<fakes::FakeWechat>>,
 }
@@ -71,7 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let shared_config = Arc::new(config.clone());
     let banner_env = env.clone();
-    let (wecom, oa, inbound, outbound) = if args.aws {
+    let (callbacks, inbound, outbound) = if args.aws {
         let sdk = shared::adapters::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
@@ -79,6 +77,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let outbound_url = env.require_outbound_queue_url()?.to_owned();
         let inbound_url = env.require_inbound_queue_url()?.to_owned();
+        let inbound_url_for_callbacks = inbound_url.clone();
         let dispatcher = dispatcher::build(&config, &env, &sdk)?;
         if !config.ilink.is_empty() {
             let poller = ilink_poller::build(&env, &sdk)?;
@@ -86,9 +85,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
-        let wecom = wecom_callback::build(&config, &env, &sdk)?;
-        let oa = oa_callback::build(&config, &env, &sdk)?;
-        (wecom, oa, None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
+        let table = shared::adapters::aws::Table::from_sdk(&sdk, env.require_table()?);
+        let ports = CallbackPorts {
+            publisher: Arc::new(shared::adapters::aws::SqsPublisher::new(sqs.clone(), inbound_url_for_callbacks)),
+            dedupe: Arc::new(shared::adapters::aws::DynamoDedupe::new(&table)),
+            slots: Arc::new(shared::adapters::aws::DynamoReplySlots::new(&table)),
+            parked: Arc::new(shared::adapters::aws::DynamoParkedReplies::new(&table)),
+            clock: Arc::new(SystemClock),
+        };
+        (callback_services(&config, ports), None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
     } else {
         let (queue, rx) = MemoryQueue::new();
         let queue = Arc::new(queue);
@@ -108,23 +113,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             );
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
         }
-        let wecom = WecomCallback::new(
-            &config.wecom,
-            config.replay_window_secs,
-            queue.clone(),
-            dedupe.clone(),
-            Arc::new(SystemClock),
-        );
-        let oa = OaCallback::new(
-            &config.oa,
-            config.oa_window,
-            config.replay_window_secs,
-            queue,
+        let ports = CallbackPorts {
+            publisher: queue,
             dedupe,
-            slots.clone(),
-            parked.clone(),
-            Arc::new(SystemClock),
-        );
+            slots: slots.clone(),
+            parked: parked.clone(),
+            clock: Arc::new(SystemClock),
+        };
+        let callbacks = callback_services(&config, ports);
         let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked)?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
@@ -134,7 +130,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
             typing: dispatcher::typing(&config, &env)?,
         };
-        (wecom, oa, Some((rx, dispatcher)), OutboundSink::Memory(tx))
+        (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -145,11 +141,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
 
-    let state = Arc::new(DevState { wecom, oa, outbound, sandbox });
+    let state = Arc::new(DevState { callbacks: callbacks.into_iter().collect(), outbound, sandbox });
     let router = Router::new()
         .route("/", get(index))
-        .route("/wecom/{app}", any(wecom_route))
-        .route("/oa/{app}", any(oa_route))
+        .route("/{channel}/{app}", any(callback_route))
         .route("/outbound", post(outbound_route))
         .route("/sandbox/sends", get(sandbox_sends))
         .with_state(state);
@@ -274,8 +269,9 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
 }
 
 async fn index(State(state): State<Arc<DevState>>) -> impl IntoResponse {
-    let _ = &state.wecom;
-    "wxbridge dev: POST /wecom/{app}\n"
+    let mut routes: Vec<String> = state.callbacks.keys().map(|c| format!("POST /{c}/{{app}}")).collect();
+    routes.sort();
+    format!("wxbridge dev: {}\n", routes.join(", "))
 }
 
 /// `POST /outbound`: queues an `Outbound` for the sender, as a bot would on the outbound queue.
@@ -308,10 +304,18 @@ async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::By
     }
 }
 
-/// `/oa/{app}` through the Official Account Lambda handler.
-async fn oa_route(State(state): State<Arc<DevState>>, Path(app): Path<String>, request: Request) -> Response {
+/// `/{channel}/{app}`: the channel's callback service, handed the request exactly as API Gateway
+/// hands it to that channel's function.
+async fn callback_route(
+    State(state): State<Arc<DevState>>,
+    Path((channel, app)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let Some(service) = state.callbacks.get(channel.as_str()) else {
+        return (StatusCode::NOT_FOUND, format!("no channel /{channel}\n")).into_response();
+    };
     match lambda_request(app, request).await {
-        Ok(request) => to_axum(oa_callback::handle(&state.oa, request).await),
+        Ok(request) => to_axum(shared::adapters::lambda::handle_http(service.as_ref(), request).await),
         Err(response) => response,
     }
 }
@@ -329,12 +333,4 @@ async fn lambda_request(app: String, request: Request) -> Result<lambda_http::Re
 fn to_axum(response: lambda_http::Response<lambda_http::Body>) -> Response {
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, axum::body::Body::from(body.as_ref().to_vec()))
-}
-
-/// Hands the request to the Lambda handler exactly as API Gateway would.
-async fn wecom_route(State(state): State<Arc<DevState>>, Path(app): Path<String>, request: Request) -> Response {
-    match lambda_request(app, request).await {
-        Ok(request) => to_axum(wecom_callback::handle(&state.wecom, request).await),
-        Err(response) => response,
-    }
 }

@@ -13,11 +13,12 @@ pub mod wecom;
 use std::sync::Arc;
 
 use crate::core::bot::BotConfig;
+use crate::core::callback::CallbackService;
 use crate::core::config::{ConfigError, Document, Env};
 use crate::core::envelope::{Channel, OutChannel};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::outbound::{Delivery, ReplyRoute};
-use crate::core::ports::{Clock, ContextTokens, ParkedReplies};
+use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots};
 use crate::core::tokens::Tokens;
 
 /// The whole configuration: every channel's section, the bot and the shared settings.
@@ -107,6 +108,47 @@ impl Apis {
     pub fn from_env(env: &Env) -> Result<Self, ApiError> {
         Ok(Self::new(&Http::new(&HttpSettings::default())?, env))
     }
+}
+
+/// What the callback services share: the inbound queue and the stores they keep state in.
+pub struct CallbackPorts {
+    pub publisher: Arc<dyn Publisher>,
+    pub dedupe: Arc<dyn Dedupe>,
+    pub slots: Arc<dyn ReplySlots>,
+    pub parked: Arc<dyn ParkedReplies>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Every callback service, with the first segment of its route (`/wecom/{app}`, …): what
+/// `wxbridge dev` serves in one process; on AWS each is its own function.
+pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static str, Arc<dyn CallbackService>)> {
+    let CallbackPorts { publisher, dedupe, slots, parked, clock } = ports;
+    let replay = config.replay_window_secs;
+    vec![
+        (
+            wecom::ROUTE,
+            Arc::new(wecom::WecomCallback::new(
+                &config.wecom,
+                replay,
+                publisher.clone(),
+                dedupe.clone(),
+                clock.clone(),
+            )),
+        ),
+        (
+            oa::ROUTE,
+            Arc::new(oa::service::OaCallback::new(
+                &config.oa,
+                config.oa_window,
+                replay,
+                publisher,
+                dedupe,
+                slots,
+                parked,
+                clock,
+            )),
+        ),
+    ]
 }
 
 /// Where replies to each inbound channel go.

@@ -19,6 +19,9 @@ pub use reply::{PassiveReply, SUCCESS};
 use crate::core::envelope::{Content, OutChannel};
 use crate::core::outbound::ReplyRoute;
 
+/// The callback route's first segment: `/oa/{app}`.
+pub const ROUTE: &str = "oa";
+
 fn fits_passive(content: &Content, to_event: bool) -> bool {
     service::passive(content, to_event).is_some()
 }

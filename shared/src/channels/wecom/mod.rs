@@ -17,6 +17,9 @@ pub use message::{TextReply, WecomCallbackMessage, WecomEvent, WecomMessage};
 use crate::core::envelope::OutChannel;
 use crate::core::outbound::ReplyRoute;
 
+/// The callback route's first segment: `/wecom/{app}`.
+pub const ROUTE: &str = "wecom";
+
 /// A user's message is answered by app message; a group chat's in that app group chat.
 pub const REPLIES: ReplyRoute =
     ReplyRoute { direct: OutChannel::WecomApp, group: OutChannel::WecomAppchat, passive: None, typing: false };
