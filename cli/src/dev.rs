@@ -206,11 +206,8 @@ fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws:
             }
         }
     }
-    for app in &config.wecom {
-        println!("  WeCom app {:<12} POST|GET http://{addr}/wecom/{}", app.app, app.app);
-    }
-    for oa in &config.oa {
-        println!("  Official Account {:<5} POST|GET http://{addr}/oa/{}", oa.app, oa.app);
+    for (route, what, name) in shared::channels::callback_accounts(config) {
+        println!("  {:<22} POST|GET http://{addr}/{route}/{name}", format!("{what} {name}"));
     }
     for bot in &config.ilink {
         println!("  iLink bot {:<16} long-polling {} (no public URL needed)", bot.account, bot.base_url);

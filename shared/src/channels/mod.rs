@@ -151,6 +151,13 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
     ]
 }
 
+/// Every account with a callback URL, as (route segment, what it is, account name).
+pub fn callback_accounts(config: &Config) -> Vec<(&'static str, &'static str, &str)> {
+    let wecom = config.wecom.iter().map(|a| (wecom::ROUTE, "WeCom app", a.app.as_str()));
+    let oa = config.oa.iter().map(|a| (oa::ROUTE, "Official Account", a.app.as_str()));
+    wecom.chain(oa).collect()
+}
+
 /// Where replies to each inbound channel go.
 pub fn reply_route(channel: Channel) -> ReplyRoute {
     match channel {
