@@ -124,11 +124,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked)?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
+        let http = shared::services::bots::http_client()?;
         let dispatcher = Dispatcher {
-            bot: shared::services::bots::from_config(&config.bot, shared::services::bots::http_client()?),
+            bot: shared::services::bots::from_config(&config.bot, &http),
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
-            typing: dispatcher::typing(&config, &env)?,
+            typing: dispatcher::typing(&config, &env, &http),
         };
         (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };

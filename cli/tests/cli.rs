@@ -174,13 +174,10 @@ fn dev_answers_an_official_account_message_passively() {
     assert_eq!(fields.text("FromUserName"), Some("gh_demo"));
 }
 
-/// The same loop through the SQS queues and DynamoDB of the emulator, as deployed.
-#[test]
-fn dev_with_aws_runs_the_loop_through_the_queues() {
+/// `wxbridge dev --aws` on fresh resources of the local emulator, sending to `fake`.
+fn dev_on_the_emulator(runtime: &tokio::runtime::Runtime, fake: &fakes::FakeWechat, config: &std::path::Path) -> Dev {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fake = fake_wecom(&runtime);
     let prefix = format!("cli-{}", &shared::core::ports::claim_token()[..10]);
     let names = shared::adapters::aws::resources::ResourceNames::new(&prefix);
     let urls = runtime.block_on(async {
@@ -193,9 +190,7 @@ fn dev_with_aws_runs_the_loop_through_the_queues() {
         .await
         .unwrap()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let config = loop_config(dir.path());
-    let dev = start_dev(
+    start_dev(
         &["--aws", "--config", config.to_str().unwrap()],
         &[
             ("WXBRIDGE_TABLE", names.table.clone()),
@@ -205,7 +200,17 @@ fn dev_with_aws_runs_the_loop_through_the_queues() {
             ("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone()),
             ("AWS_ENDPOINT_URL", endpoint),
         ],
-    );
+    )
+}
+
+/// The same loop through the SQS queues and DynamoDB of the emulator, as deployed.
+#[test]
+fn dev_with_aws_runs_the_loop_through_the_queues() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = fake_wecom(&runtime);
+    let dir = tempfile::tempdir().unwrap();
+    let config = loop_config(dir.path());
+    let dev = dev_on_the_emulator(&runtime, &fake, &config);
     let out = Command::new(BIN)
         .args(["simulate", "wecom", "--text", "via sqs", "--url", &dev.url, "--config", config.to_str().unwrap()])
         .output()
@@ -237,35 +242,11 @@ fn dev_names_the_api_hosts_it_sends_to() {
 /// the client abandoned.
 #[test]
 fn dev_with_aws_answers_messages_that_arrive_during_long_polls_promptly() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .expect("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = fake_wecom(&runtime);
-    let prefix = format!("cli-{}", &shared::core::ports::claim_token()[..10]);
-    let names = shared::adapters::aws::resources::ResourceNames::new(&prefix);
-    let urls = runtime.block_on(async {
-        let sdk = shared::adapters::aws::sdk_config().await;
-        shared::adapters::aws::resources::create_all(
-            &aws_sdk_dynamodb::Client::new(&sdk),
-            &aws_sdk_sqs::Client::new(&sdk),
-            &names,
-        )
-        .await
-        .unwrap()
-    });
     let dir = tempfile::tempdir().unwrap();
     let config = loop_config(dir.path());
-    let dev = start_dev(
-        &["--aws", "--config", config.to_str().unwrap()],
-        &[
-            ("WXBRIDGE_TABLE", names.table.clone()),
-            ("WXBRIDGE_INBOUND_QUEUE_URL", urls.inbound.clone()),
-            ("WXBRIDGE_OUTBOUND_QUEUE_URL", urls.outbound.clone()),
-            ("WXBRIDGE_DLQ_URL", urls.outbound_dlq.clone()),
-            ("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone()),
-            ("AWS_ENDPOINT_URL", endpoint),
-        ],
-    );
+    let dev = dev_on_the_emulator(&runtime, &fake, &config);
     // Messages spread over more than one long poll, each arriving while the loops wait on an
     // empty queue; each must be answered within seconds (the queues' visibility timeout is 360 s).
     for i in 0..6 {

@@ -59,7 +59,7 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
     let url = serve(router).await;
     let bot = shared::services::bots::from_config(
         &BotConfig::Http { url: format!("{url}/bot"), secret: SecretString::from("hook-secret".to_owned()) },
-        shared::services::bots::http_client().unwrap(),
+        &shared::services::bots::http_client().unwrap(),
     );
     let replies = bot.answer(&inbound(Some("ping"))).await.unwrap();
     assert_eq!(replies, [Content::Text { text: "got ping".into() }, Content::Markdown { text: "**2**".into() }]);
@@ -72,7 +72,7 @@ async fn the_http_bot_signs_its_call_and_reads_replies_or_no_content() {
     assert!(bot.answer(&inbound(None)).await.is_err(), "replies that are not Outbound contents are an error");
     let wrong = shared::services::bots::from_config(
         &BotConfig::Http { url: format!("{url}/bot"), secret: SecretString::from("other".to_owned()) },
-        shared::services::bots::http_client().unwrap(),
+        &shared::services::bots::http_client().unwrap(),
     );
     assert!(wrong.answer(&inbound(Some("ping"))).await.is_err());
     let (headers, body) = seen.lock().unwrap()[0].clone();
@@ -109,7 +109,7 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
         model: "claw-1".into(),
         system_prompt: Some("Be brief.".into()),
     };
-    let bot = shared::services::bots::from_config(&config, shared::services::bots::http_client().unwrap());
+    let bot = shared::services::bots::from_config(&config, &shared::services::bots::http_client().unwrap());
     assert_eq!(bot.answer(&inbound(Some("你好"))).await.unwrap(), [Content::Text { text: "you said 你好".into() }]);
     assert!(bot.answer(&inbound(None)).await.unwrap().is_empty(), "nothing to say to an image");
     assert_eq!(seen.lock().unwrap().len(), 1, "no call without text");
@@ -125,7 +125,7 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
             model: "m".into(),
             system_prompt: None,
         },
-        shared::services::bots::http_client().unwrap(),
+        &shared::services::bots::http_client().unwrap(),
     );
     let err = wrong_key.answer(&inbound(Some("x"))).await.unwrap_err();
     assert!(!err.to_string().contains("sk-wrong"), "{err}");

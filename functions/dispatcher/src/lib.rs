@@ -7,6 +7,7 @@ use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher, Table};
 use shared::channels::{Apis, Config};
 use shared::core::bot::BotError;
 use shared::core::config::{ConfigError, Env};
+use shared::core::http::Http;
 use shared::core::ports::Typing;
 use shared::services::dispatcher::Dispatcher;
 
@@ -23,21 +24,23 @@ pub enum BuildError {
 
 /// Builds the dispatcher: the configured bot, the reply slots and the outbound queue.
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, BuildError> {
+    // One HTTP client for the bot and the platform calls.
+    let http = shared::services::bots::http_client()?;
     Ok(Dispatcher {
-        bot: shared::services::bots::from_config(&config.bot, shared::services::bots::http_client()?),
+        bot: shared::services::bots::from_config(&config.bot, &http),
         slots: Arc::new(DynamoReplySlots::new(&Table::from_sdk(sdk, env.require_table()?))),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
-        typing: typing(config, env)?,
+        typing: typing(config, env, &http),
     })
 }
 
 /// "Typing…" for the configured iLink accounts, if any.
-pub fn typing(config: &Config, env: &Env) -> Result<Option<Arc<dyn Typing>>, BuildError> {
+pub fn typing(config: &Config, env: &Env, http: &Http) -> Option<Arc<dyn Typing>> {
     if config.ilink.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let apis = Apis::from_env(env)?;
-    Ok(Some(Arc::new(shared::channels::ilink::IlinkTyping::new(apis.ilink, &config.ilink))))
+    let apis = Apis::new(http, env);
+    Some(Arc::new(shared::channels::ilink::IlinkTyping::new(apis.ilink, &config.ilink)))
 }
 
 /// Handles one batch; bot errors and timeouts come back through SQS.

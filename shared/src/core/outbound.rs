@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use crate::core::config::ListSection;
 use crate::core::envelope::{Article, Content, OutChannel, Outbound};
 use crate::core::retry::Failure;
 
@@ -132,9 +133,19 @@ pub struct ReplyRoute {
     pub typing: bool,
 }
 
-/// A delivery asked for an account the config does not have.
-pub fn no_account(out: &Outbound) -> Failure {
-    Failure::permanent(format!("no {} account named '{}' in the config", out.channel.as_str(), out.account))
+/// The configured account an `Outbound` names, or a permanent failure naming what is missing.
+pub fn account_of<'a, T: ListSection>(accounts: &'a [T], out: &Outbound) -> Result<&'a T, Failure> {
+    accounts.iter().find(|a| a.key() == out.account).ok_or_else(|| Failure::permanent(unknown_account(out)))
+}
+
+/// Why an `Outbound` naming an account the config does not have is refused.
+pub fn unknown_account(out: &Outbound) -> String {
+    format!("no {} account named '{}' in the config", out.channel.as_str(), out.account)
+}
+
+/// Whether `accounts` has one named `name`.
+pub fn has_account<T: ListSection>(accounts: &[T], name: &str) -> bool {
+    accounts.iter().any(|a| a.key() == name)
 }
 
 /// The idempotency key of part `index` of `total`.

@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use crate::core::bot::{Bot, BotConfig, BotError};
 use crate::core::envelope::{Content, Inbound};
+use crate::core::http::{ApiError, Http, HttpSettings};
 
 /// How long a bot may take; SQS retries after it (the dispatcher's timeout is 60 s).
 pub const BOT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -137,7 +138,8 @@ impl Bot for OpenAiBot {
 }
 
 /// The bot the configuration names.
-pub fn from_config(config: &BotConfig, http: reqwest::Client) -> Arc<dyn Bot> {
+pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
+    let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
         BotConfig::Http { url, secret } => Arc::new(HttpBot { http, url: url.clone(), secret: secret.clone() }),
@@ -151,13 +153,10 @@ pub fn from_config(config: &BotConfig, http: reqwest::Client) -> Arc<dyn Bot> {
     }
 }
 
-/// The HTTP client bots share.
-pub fn http_client() -> Result<reqwest::Client, BotError> {
-    reqwest::Client::builder()
-        .timeout(BOT_TIMEOUT)
-        .user_agent(concat!("wxbridge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(transport)
+/// The dispatcher's HTTP client: bots may take up to [`BOT_TIMEOUT`]; the platform calls made
+/// on it (typing) set shorter timeouts of their own.
+pub fn http_client() -> Result<Http, ApiError> {
+    Http::new(&HttpSettings { timeout: BOT_TIMEOUT, ..HttpSettings::default() })
 }
 
 #[cfg(test)]

@@ -134,11 +134,7 @@ impl Sender {
             Err(err) => return Outcome::permanent(err.to_string()),
         };
         if !delivery.has_account(&out.account) {
-            return Outcome::permanent(format!(
-                "no {} account named '{}' in the config",
-                out.channel.as_str(),
-                out.account
-            ));
+            return Outcome::permanent(outbound::unknown_account(out));
         }
         let total = parts.len();
         let mut already_sent = 0;

@@ -13,7 +13,7 @@ use crate::channels::ilink::api::{errcodes, IlinkApi};
 use crate::channels::ilink::config::IlinkAccount;
 use crate::channels::ilink::poller::token_fingerprint;
 use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{no_account, short_hash, Delivered, Delivery, Unit};
+use crate::core::outbound::{account_of, has_account, short_hash, Delivered, Delivery, Unit};
 use crate::core::ports::ContextTokens;
 use crate::core::retry::Failure;
 
@@ -78,7 +78,7 @@ impl IlinkDelivery {
 #[async_trait]
 impl Delivery for IlinkDelivery {
     fn has_account(&self, account: &str) -> bool {
-        self.accounts.iter().any(|a| a.account == account)
+        has_account(&self.accounts, account)
     }
 
     fn refuse(&self, content: &Content) -> Option<&'static str> {
@@ -102,7 +102,7 @@ impl Delivery for IlinkDelivery {
         key: &str,
         _receive_count: u32,
     ) -> Result<Delivered, Failure> {
-        let account = self.accounts.iter().find(|a| a.account == out.account).ok_or_else(|| no_account(out))?;
+        let account = account_of(&self.accounts, out)?;
         let Content::Text { text } = part else {
             return Err(Failure::permanent("iLink sends text only"));
         };

@@ -11,7 +11,7 @@ use crate::channels::oa::api::{errcodes, OaApi};
 use crate::channels::oa::config::OaApp;
 use crate::channels::oa::service::passive;
 use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{articles_json, no_account, Delivered, Delivery, Unit};
+use crate::core::outbound::{account_of, articles_json, has_account, Delivered, Delivery, Unit};
 use crate::core::ports::{Clock, ParkedReplies};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
@@ -73,7 +73,7 @@ impl OaDelivery {
 #[async_trait]
 impl Delivery for OaDelivery {
     fn has_account(&self, account: &str) -> bool {
-        self.accounts.iter().any(|a| a.app == account)
+        has_account(&self.accounts, account)
     }
 
     fn refuse(&self, content: &Content) -> Option<&'static str> {
@@ -92,7 +92,7 @@ impl Delivery for OaDelivery {
         _key: &str,
         _receive_count: u32,
     ) -> Result<Delivered, Failure> {
-        let oa = self.accounts.iter().find(|a| a.app == out.account).ok_or_else(|| no_account(out))?;
+        let oa = account_of(&self.accounts, out)?;
         let secret = oa
             .app_secret
             .clone()

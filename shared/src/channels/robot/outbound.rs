@@ -8,7 +8,7 @@ use crate::channels::robot::config::Robot;
 use crate::channels::wecom::api::errcodes;
 use crate::channels::wecom::outbound::{payload, TEXT_LIMIT};
 use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{no_account, Delivered, Delivery, Unit};
+use crate::core::outbound::{account_of, has_account, Delivered, Delivery, Unit};
 use crate::core::retry::Failure;
 
 /// `POST cgi-bin/webhook/send`: an image goes inline as base64 with its MD5.
@@ -54,7 +54,7 @@ impl RobotDelivery {
 #[async_trait]
 impl Delivery for RobotDelivery {
     fn has_account(&self, account: &str) -> bool {
-        self.robots.iter().any(|r| r.name == account)
+        has_account(&self.robots, account)
     }
 
     fn refuse(&self, content: &Content) -> Option<&'static str> {
@@ -77,7 +77,7 @@ impl Delivery for RobotDelivery {
         _key: &str,
         _receive_count: u32,
     ) -> Result<Delivered, Failure> {
-        let robot = self.robots.iter().find(|r| r.name == out.account).ok_or_else(|| no_account(out))?;
+        let robot = account_of(&self.robots, out)?;
         self.api
             .send(&robot.key, &body(part))
             .await

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::channels::wecom::api::{errcodes, WecomApi};
 use crate::channels::wecom::config::WecomApp;
 use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{articles_json, no_account, Delivered, Delivery, Unit};
+use crate::core::outbound::{account_of, articles_json, has_account, Delivered, Delivery, Unit};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
 
@@ -85,7 +85,7 @@ impl WecomDelivery {
 #[async_trait]
 impl Delivery for WecomDelivery {
     fn has_account(&self, account: &str) -> bool {
-        self.apps.iter().any(|a| a.app == account)
+        has_account(&self.apps, account)
     }
 
     fn refuse(&self, content: &Content) -> Option<&'static str> {
@@ -103,7 +103,7 @@ impl Delivery for WecomDelivery {
         _key: &str,
         receive_count: u32,
     ) -> Result<Delivered, Failure> {
-        let app = self.apps.iter().find(|a| a.app == out.account).ok_or_else(|| no_account(out))?;
+        let app = account_of(&self.apps, out)?;
         let secret = app
             .secret
             .clone()
