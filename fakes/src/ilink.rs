@@ -13,8 +13,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::state::State;
+use crate::types::{Api, Delivery};
 use crate::wire::{ilink_json, kind, Reject, Req};
-use crate::{Api, Delivery};
 
 /// First `message_id` handed out: above 2^53, so a client that parses ids as f64 loses digits.
 const FIRST_MESSAGE_ID: u64 = 7_300_000_000_000_000_000;

@@ -5,30 +5,12 @@
 //! user bound before (the old one gets -14 from then on), as binding a WeChat account to a new
 //! client does on the real service.
 
-use std::collections::{HashMap, VecDeque};
-
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::state::State;
 use crate::wire::{ilink_json, Reject, Req};
-
-/// The login side of the fake.
-#[derive(Debug, Default)]
-pub(crate) struct QrState {
-    /// Statuses the next status polls answer, in order; `wait` once it runs out.
-    pub script: VecDeque<String>,
-    /// The bot account and scanning user a confirmed login names.
-    pub login: Option<(String, String)>,
-    /// Issued codes → still usable (an expired one stays expired).
-    pub codes: HashMap<String, bool>,
-    /// `local_token_list` of each POSTed `get_bot_qrcode`.
-    pub known_tokens: Vec<Vec<String>>,
-    /// Scanning user → the token their last login issued.
-    pub tokens_by_user: HashMap<String, String>,
-    pub issued_tokens: u64,
-}
 
 pub(crate) fn get_bot_qrcode(st: &mut State, req: &Req) -> Result<Response, Reject> {
     if req.query("bot_type") != Some("3") {

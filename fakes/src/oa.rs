@@ -8,8 +8,8 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use crate::state::State;
+use crate::types::{Api, Delivery};
 use crate::wire::{kind, wechat_json, Reject, Req};
-use crate::{Api, Delivery};
 
 type Object = Map<String, Value>;
 

@@ -9,9 +9,9 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::state::State;
+use crate::types::{Api, Delivery};
 use crate::wecom::{check_content, check_media_id, check_news, check_template_card, msgtype, sub_object};
 use crate::wire::{wechat_json, Reject, Req};
-use crate::{Api, Delivery};
 
 const MSGTYPES: &[&str] = &["text", "markdown", "markdown_v2", "image", "news", "file", "voice", "template_card"];
 const CARD_TYPES: &[&str] = &["text_notice", "news_notice"];

@@ -13,8 +13,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::state::State;
+use crate::types::Fault;
 use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
-use crate::{ilink, ilink_login, oa, robot, wecom, Fault};
+use crate::{ilink, ilink_login, oa, robot, wecom};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::types::{Delivery, Fault};
 use crate::wire::{random_string, Reject};
-use crate::{Delivery, Fault};
 
 /// The default `expires_in` of both WeChat token endpoints.
 pub(crate) const DEFAULT_TTL_SECS: u64 = 7200;
@@ -98,7 +98,7 @@ pub(crate) struct State {
     pub ilink_tickets: HashMap<String, (String, String)>,
     /// The fake's own base URL, which a confirmed QR login names as `baseurl`.
     pub base_url: String,
-    pub qr: crate::ilink_login::QrState,
+    pub qr: QrState,
     /// Every WeCom user id and Official Account OpenID exists (the sandbox of `wxbridge dev`).
     pub open_directory: bool,
     pub tokens: HashMap<String, Token>,
@@ -107,6 +107,22 @@ pub(crate) struct State {
     pub calls: HashMap<String, usize>,
     pub deliveries: Vec<Delivery>,
     pub problems: Vec<String>,
+}
+
+/// The login side of the fake (iLink QR login, handled in `ilink_login`).
+#[derive(Debug, Default)]
+pub(crate) struct QrState {
+    /// Statuses the next status polls answer, in order; `wait` once it runs out.
+    pub script: VecDeque<String>,
+    /// The bot account and scanning user a confirmed login names.
+    pub login: Option<(String, String)>,
+    /// Issued codes → still usable (an expired one stays expired).
+    pub codes: HashMap<String, bool>,
+    /// `local_token_list` of each POSTed `get_bot_qrcode`.
+    pub known_tokens: Vec<Vec<String>>,
+    /// Scanning user → the token their last login issued.
+    pub tokens_by_user: HashMap<String, String>,
+    pub issued_tokens: u64,
 }
 
 impl Default for State {

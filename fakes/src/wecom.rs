@@ -7,8 +7,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::state::{AppChat, State};
+use crate::types::{Api, Delivery};
 use crate::wire::{kind, random_alnum, random_string, wechat_json, Reject, Req};
-use crate::{Api, Delivery};
 use axum::response::Response;
 
 type Object = Map<String, Value>;

@@ -14,10 +14,8 @@ use shared::channels::Config;
 use shared::core::ports::Clock;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::protocol::query::Query;
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 
-const TOKEN: &str = "Wx8r1dgeT0ken";
-const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
-const CORP: &str = "ww5f2d8c1a9e3b7046";
 const NOW: u64 = 1_767_225_600;
 
 struct Fixed;
@@ -29,7 +27,7 @@ impl Clock for Fixed {
 }
 
 fn crypt() -> MsgCrypt {
-    MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP)
+    MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID)
 }
 
 /// A seeded generator: failures reproduce.
@@ -63,7 +61,7 @@ fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
 fn a_mutated_ciphertext_never_passes_the_original_signature() {
     let c = crypt();
     let mut rng = rng();
-    let genuine = c.encrypt(&text_message(CORP, 1, "u", "hi", 42, NOW), [5; 16]);
+    let genuine = c.encrypt(&text_message(WECOM_CORP_ID, 1, "u", "hi", 42, NOW), [5; 16]);
     let signature = c.signature("1", "n", &genuine);
     for _ in 0..5000 {
         let Ok(encrypt) = String::from_utf8(mutate(&mut rng, genuine.as_bytes())) else { continue };
@@ -78,7 +76,7 @@ fn decrypting_mutated_ciphertexts_signed_anew_never_panics() {
     // runs without panicking and most damage is caught.
     let c = crypt();
     let mut rng = rng();
-    let genuine = c.encrypt(&text_message(CORP, 1, "u", "你好 hostile ]]> input", 42, NOW), [5; 16]);
+    let genuine = c.encrypt(&text_message(WECOM_CORP_ID, 1, "u", "你好 hostile ]]> input", 42, NOW), [5; 16]);
     let mut refused = 0;
     let mut total = 0;
     for _ in 0..5000 {
@@ -129,7 +127,7 @@ fn random_documents_never_panic_the_xml_parser() {
 #[tokio::test]
 async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
     let config = Config::parse(&format!(
-        r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1, "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}"}}]}}"#
     ))
     .unwrap();
     let (queue, mut rx) = MemoryQueue::new();
@@ -140,7 +138,8 @@ async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
         Arc::new(MemoryDedupe::default()),
         Arc::new(Fixed),
     );
-    let genuine = sign_callback(&crypt(), &text_message(CORP, 1, "u", "hi", 7, NOW), NOW, "1320562132", [8; 16]);
+    let genuine =
+        sign_callback(&crypt(), &text_message(WECOM_CORP_ID, 1, "u", "hi", 7, NOW), NOW, "1320562132", [8; 16]);
     let genuine_query = Query::parse(&genuine.query).unwrap();
     let genuine_encrypt =
         shared::protocol::xml::top_level_text(&genuine.body, "Encrypt").unwrap().unwrap().into_owned();

@@ -9,6 +9,7 @@ use shared::core::envelope::{Article, Kind};
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::protocol::query::Query;
 use shared::protocol::xml;
+use shared::testing::fixtures::{OA_AES_KEY, OA_APP_ID};
 
 const MESSAGES: &str = include_str!("../../fixtures/vectors/messages.json");
 const CRYPTO: &str = include_str!("../../fixtures/vectors/crypto.json");
@@ -253,11 +254,7 @@ fn an_account_with_a_key_refuses_plaintext_requests() {
     let case = crypto_case("oa_callback_plain");
     let with_key = OaAuth::new(
         &SecretString::from(case["token"].as_str().unwrap().to_owned()),
-        Some(MsgCrypt::new(
-            case["token"].as_str().unwrap(),
-            &EncodingAesKey::parse("RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv").unwrap(),
-            "wx6d1c9e8f2a3b4c57",
-        )),
+        Some(MsgCrypt::new(case["token"].as_str().unwrap(), &EncodingAesKey::parse(OA_AES_KEY).unwrap(), OA_APP_ID)),
     );
     let query = Query::parse(case["request"]["query"].as_str().unwrap()).unwrap();
     assert!(matches!(

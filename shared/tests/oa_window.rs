@@ -11,11 +11,8 @@ use shared::core::ports::ReplySlots;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::protocol::xml;
 use shared::services::dispatcher::Dispatcher;
+use shared::testing::fixtures::{OA_AES_KEY, SIMULATED_OA_APP_ID, SIMULATED_OA_TOKEN};
 use shared::testing::oa_window::{self, SlowEcho, Timings};
-
-const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
-const APP_ID: &str = "wxsimulated00001";
-const TOKEN: &str = "simulatedToken";
 
 /// One message through WeChat's deliveries at 1/10 scale (WeChat waits 500 ms).
 async fn run(latency: Duration, safe_mode: bool, msg_id: u64) -> (Vec<(usize, String, bool)>, Vec<Outbound>) {
@@ -26,7 +23,7 @@ async fn run(latency: Duration, safe_mode: bool, msg_id: u64) -> (Vec<(usize, St
 
 /// The text of a passive reply WeChat received in time, decrypting it in safe mode.
 fn passive_replies(answers: &[(usize, String, bool)]) -> Vec<(usize, String)> {
-    let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), APP_ID);
+    let crypt = MsgCrypt::new(SIMULATED_OA_TOKEN, &EncodingAesKey::parse(OA_AES_KEY).unwrap(), SIMULATED_OA_APP_ID);
     answers
         .iter()
         .filter(|(_, body, in_time)| *in_time && body != "success")

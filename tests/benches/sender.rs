@@ -19,6 +19,7 @@ use shared::core::ports::Record;
 use shared::core::ports::SystemClock;
 use shared::core::tokens::Tokens;
 use shared::services::sender::Sender;
+use shared::testing::fixtures::WECOM_AES_KEY;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -73,10 +74,10 @@ async fn setup() -> Setup {
     for user in 0..10 {
         fake.add_wecom_user(&format!("user{user}"));
     }
-    let config = Config::parse(
-        r#"{"wecom": [{"app": "hr", "corp_id": "ww1", "agent_id": 1000002, "token": "tok123",
-             "encoding_aes_key": "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv", "secret": "secret"}]}"#,
-    )
+    let config = Config::parse(&format!(
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "ww1", "agent_id": 1000002, "token": "tok123",
+             "encoding_aes_key": "{WECOM_AES_KEY}", "secret": "secret"}}]}}"#,
+    ))
     .unwrap();
     let dynamodb_calls = Arc::new(AtomicU64::new(0));
     let proxy = counting_proxy(endpoint.trim_start_matches("http://").to_owned(), dynamodb_calls.clone()).await;

@@ -13,16 +13,13 @@ use shared::core::ports::SystemClock;
 use shared::protocol::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
 use shared::services::bots::EchoBot;
 use shared::services::dispatcher::Dispatcher;
+use shared::testing::fixtures::{OA_AES_KEY, OA_APP_ID, OA_TOKEN};
 
 use crate::support::Stack;
 
-const TOKEN: &str = "oaBridgeTok2024";
-const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
-const APP_ID: &str = "wx6d1c9e8f2a3b4c57";
-
 fn config() -> Config {
     Config::parse(&format!(
-        r#"{{"oa": [{{"app": "news", "app_id": "{APP_ID}", "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+        r#"{{"oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "{OA_TOKEN}", "encoding_aes_key": "{OA_AES_KEY}"}}]}}"#
     ))
     .unwrap()
 }
@@ -44,7 +41,7 @@ fn instance(stack: &Stack) -> OaCallback {
 
 /// A safe-mode delivery of a text message, as WeChat sends it (fresh nonce each time).
 fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
-    let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), APP_ID);
+    let crypt = MsgCrypt::new(OA_TOKEN, &EncodingAesKey::parse(OA_AES_KEY).unwrap(), OA_APP_ID);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
     let mut xml = shared::protocol::xml::XmlWriter::with_capacity(512);
     xml.raw("<xml>")
@@ -59,7 +56,7 @@ fn safe_delivery(msg_id: u64, text: &str, nonce: &str) -> (String, String) {
     let encrypt = crypt.encrypt(&plain, shared::protocol::crypto::random_prefix());
     let query = format!(
         "signature={}&timestamp={now}&nonce={nonce}&openid=oUser&encrypt_type=aes&msg_signature={}",
-        plain_signature(TOKEN, &now, nonce),
+        plain_signature(OA_TOKEN, &now, nonce),
         crypt.signature(&now, nonce, &encrypt)
     );
     (
@@ -118,7 +115,8 @@ fn open_with_wechatpy(reply: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let request = serde_json::json!({"token": TOKEN, "encoding_aes_key": KEY, "app_id": APP_ID, "reply": reply});
+    let request =
+        serde_json::json!({"token": OA_TOKEN, "encoding_aes_key": OA_AES_KEY, "app_id": OA_APP_ID, "reply": reply});
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), request.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "wechatpy refused our reply: {}", String::from_utf8_lossy(&out.stderr));
@@ -189,7 +187,7 @@ async fn a_safe_mode_reply_is_opened_and_verified_by_wechatpy() {
 async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_message() {
     let stack = Stack::new().await;
     let fake = fakes::FakeWechat::start().await;
-    fake.add_oa(APP_ID, "oa-secret");
+    fake.add_oa(OA_APP_ID, "oa-secret");
     fake.add_oa_user("oUser");
     fake.inject("/cgi-bin/message/custom/send", fakes::Fault::Errcode(48001));
     let mut config = config();

@@ -6,8 +6,9 @@ use shared::adapters::aws::resources::{
     QueueSpec, INBOUND, INBOUND_DLQ, OUTBOUND, OUTBOUND_DLQ, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE,
 };
 use shared::core::config::Env;
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 
-use crate::support::{Stack, CORP, KEY, TOKEN};
+use crate::support::Stack;
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
 
@@ -141,13 +142,13 @@ async fn the_config_loads_from_a_secrets_manager_secret() {
     let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
     let name = format!("{}/config", stack.names.table);
     let document = format!(
-        r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1000002, "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}"}}]}}"#
     );
     secrets.create_secret().name(&name).secret_string(document).send().await.unwrap();
 
     let env = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", name.clone())]);
     let config = shared::adapters::aws::load_config(&env, &stack.sdk).await.unwrap();
-    assert_eq!(config.wecom_app("hr").unwrap().corp_id, CORP);
+    assert_eq!(config.wecom_app("hr").unwrap().corp_id, WECOM_CORP_ID);
 
     let missing = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", "no/such/secret".to_owned())]);
     let err = shared::adapters::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();

@@ -11,12 +11,11 @@ use shared::adapters::memory::MemoryMetrics;
 use shared::channels::Config;
 use shared::core::config::Env;
 use shared::services::sender::Sender;
+use shared::testing::fixtures::{OA_APP_ID, OA_TOKEN, WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 
 use crate::support::Stack;
 
-const CORP: &str = "ww5f2d8c1a9e3b7046";
 const APP_SECRET: &str = "app-secret-0001";
-const OA_APP_ID: &str = "wx6d1c9e8f2a3b4c57";
 const OA_SECRET: &str = "oa-secret-0001";
 const ROBOT_KEY: &str = "robot-key-0001";
 const BOT_TOKEN: &str = "0123abcd@im.bot:bot-secret";
@@ -35,7 +34,7 @@ impl World {
     async fn new() -> Self {
         let stack = Stack::new().await;
         let fake = FakeWechat::start().await;
-        fake.add_wecom_app(CORP, APP_SECRET, 1_000_002);
+        fake.add_wecom_app(WECOM_CORP_ID, APP_SECRET, 1_000_002);
         for user in ["ZhangWei", "WangFang"] {
             fake.add_wecom_user(user);
         }
@@ -46,9 +45,9 @@ impl World {
         fake.add_ilink_bot(BOT_TOKEN);
         fake.add_ilink_user(BOT_TOKEN, ILINK_USER, "ctx-latest");
         let config_json = format!(
-            r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1000002, "token": "Wx8r1dgeT0ken",
-                  "encoding_aes_key": "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv", "secret": "{APP_SECRET}"}}],
-                 "oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "oaTok", "app_secret": "{OA_SECRET}"}}],
+            r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}",
+                  "encoding_aes_key": "{WECOM_AES_KEY}", "secret": "{APP_SECRET}"}}],
+                 "oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "{OA_TOKEN}", "app_secret": "{OA_SECRET}"}}],
                  "ilink": [{{"account": "0123abcd@im.bot", "bot_token": "{BOT_TOKEN}", "base_url": "{}"}}],
                  "robots": [{{"name": "ops", "key": "{ROBOT_KEY}"}}]}}"#,
             fake.base_url

@@ -9,12 +9,9 @@ use shared::adapters::aws::resources::{self, QueueUrls, ResourceNames};
 use shared::adapters::aws::SdkConfig;
 use shared::channels::Config;
 use shared::core::config::Env;
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-pub const TOKEN: &str = "Wx8r1dgeT0ken";
-pub const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
-pub const CORP: &str = "ww5f2d8c1a9e3b7046";
 
 /// The emulator's endpoint, from the environment the test script sets up.
 pub fn endpoint() -> String {
@@ -96,7 +93,7 @@ impl Stack {
 /// The configuration of the recorded vectors' WeCom app, served as `hr`.
 pub fn config(replay_window_secs: u64) -> Config {
     let mut config = Config::parse(&format!(
-        r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1000002, "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}"}}]}}"#
     ))
     .unwrap();
     config.replay_window_secs = replay_window_secs;

@@ -10,8 +10,9 @@ use shared::channels::wecom::simulate::{self, SignedCallback};
 use shared::channels::wecom::WecomCallback;
 use shared::core::ports::SystemClock;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 
-use crate::support::{config, settle, Proxy, Stack, CORP, KEY, TOKEN};
+use crate::support::{config, settle, Proxy, Stack};
 
 const INBOUND_SCHEMA: &str = include_str!("../../schemas/inbound.v1.json");
 
@@ -20,7 +21,7 @@ fn now() -> u64 {
 }
 
 fn text_message(msg_id: u64, content: &str) -> String {
-    simulate::text_message(CORP, 1_000_002, "ZhangWei", content, msg_id, now())
+    simulate::text_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", content, msg_id, now())
 }
 
 fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> SignedCallback {
@@ -28,7 +29,7 @@ fn signed_with(crypt: &MsgCrypt, plaintext: &str, timestamp: u64) -> SignedCallb
 }
 
 fn our_crypt() -> MsgCrypt {
-    MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP)
+    MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID)
 }
 
 fn signed(plaintext: &str) -> SignedCallback {
@@ -185,7 +186,7 @@ async fn bad_signature_receive_id_padding_or_replayed_timestamp_get_4xx_and_noth
     bad_signature.query.replace_range(first..first + 1, flipped);
 
     // Same key and token, but encrypted for another corp.
-    let other_corp = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), "wwAnotherCorp0001");
+    let other_corp = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), "wwAnotherCorp0001");
     let wrong_receive_id = signed_with(&other_corp, &message, now());
 
     let replayed = signed_with(&our_crypt(), &message, now() - 3600);
@@ -194,7 +195,7 @@ async fn bad_signature_receive_id_padding_or_replayed_timestamp_get_4xx_and_noth
     // with at least 3 bytes, then flip the second-to-last plaintext byte through CBC's previous block.
     let crypt = our_crypt();
     let mut padded = message.clone();
-    while 32 - (20 + padded.len() + CORP.len()) % 32 < 3 {
+    while 32 - (20 + padded.len() + WECOM_CORP_ID.len()) % 32 < 3 {
         padded = padded.replace("forged", "forged!");
     }
     let mut bytes = base64_decode(&crypt.encrypt(&padded, [1; 16]));

@@ -13,19 +13,17 @@ use shared::channels::wecom::WecomCallback;
 use shared::channels::Config;
 use shared::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const VERIFY_EVENT: &str = include_str!("events/verify_url.json");
 const TEXT_EVENT: &str = include_str!("events/callback_text.json");
-const TOKEN: &str = "Wx8r1dgeT0ken";
-const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
-const CORP: &str = "ww5f2d8c1a9e3b7046";
 /// The timestamp of the recorded text callback.
 const SENT: u64 = 1_735_689_637;
 
 fn config() -> Config {
     Config::parse(&format!(
-        r#"{{"wecom": [{{"app": "hr", "corp_id": "{CORP}", "agent_id": 1000002, "token": "{TOKEN}", "encoding_aes_key": "{KEY}"}}]}}"#
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}"}}]}}"#
     ))
     .unwrap()
 }
@@ -155,7 +153,7 @@ fn drain(rx: &mut UnboundedReceiver<QueueMessage>) -> Vec<QueueMessage> {
 
 /// A signed, encrypted callback for `plaintext`, sent at `timestamp`.
 fn signed(plaintext: &str, timestamp: u64) -> (String, String) {
-    let crypt = MsgCrypt::new(TOKEN, &EncodingAesKey::parse(KEY).unwrap(), CORP);
+    let crypt = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID);
     let callback = sign_callback(&crypt, plaintext, timestamp, "n0nce", [9; 16]);
     (callback.query, callback.body)
 }
@@ -231,7 +229,7 @@ async fn an_unreleasable_claim_only_delays_the_message_until_its_lease_ends() {
 async fn refusals_map_to_their_status_and_publish_nothing() {
     let mut h = harness();
     let (query, body) = signed(
-        "<xml><ToUserName>ww5f2d8c1a9e3b7046</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId></xml>",
+        &format!("<xml><ToUserName>{WECOM_CORP_ID}</ToUserName><FromUserName>u</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId></xml>"),
         SENT,
     );
     let (stale_query, stale_body) = signed("<xml/>", SENT - 3600);
@@ -271,7 +269,7 @@ async fn refusals_map_to_their_status_and_publish_nothing() {
     for (method, app, query, body, status) in cases {
         let (got, text) = call(&h, event_with(TEXT_EVENT, method, app, query, body)).await;
         assert_eq!(got, status, "{method} {app}?{query} → {text}");
-        assert!(!text.contains(TOKEN) && !text.contains(KEY));
+        assert!(!text.contains(WECOM_TOKEN) && !text.contains(WECOM_AES_KEY));
     }
     assert!(drain(&mut h.rx).is_empty(), "nothing refused reaches the queue");
 }

@@ -18,10 +18,7 @@ use crate::core::ports::{ReplySlots, SystemClock};
 use crate::protocol::crypto::{plain_signature, EncodingAesKey, MsgCrypt};
 use crate::protocol::xml::XmlWriter;
 use crate::services::dispatcher::Dispatcher;
-
-const TOKEN: &str = "simulatedToken";
-const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
-const APP_ID: &str = "wxsimulated00001";
+use crate::testing::fixtures::{OA_AES_KEY, SIMULATED_OA_APP_ID, SIMULATED_OA_TOKEN};
 
 /// Answers with "re: <text>" after a latency.
 pub struct SlowEcho(pub Duration);
@@ -86,10 +83,11 @@ impl Timings {
 /// answer it.
 pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u64) -> WindowRun {
     // A key puts the account in safe mode; without one it is in plaintext mode.
-    let key = if safe_mode { format!(r#", "encoding_aes_key": "{KEY}""#) } else { String::new() };
-    let mut config =
-        Config::parse(&format!(r#"{{"oa": [{{"app": "news", "app_id": "{APP_ID}", "token": "{TOKEN}"{key}}}]}}"#))
-            .unwrap_or_default();
+    let key = if safe_mode { format!(r#", "encoding_aes_key": "{OA_AES_KEY}""#) } else { String::new() };
+    let mut config = Config::parse(&format!(
+        r#"{{"oa": [{{"app": "news", "app_id": "{SIMULATED_OA_APP_ID}", "token": "{SIMULATED_OA_TOKEN}"{key}}}]}}"#
+    ))
+    .unwrap_or_default();
     config.oa_window = timings.window;
     let (inbound_queue, mut inbound_rx) = MemoryQueue::new();
     let (outbound_queue, mut outbound_rx) = MemoryQueue::new();
@@ -135,7 +133,8 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         .text_element("MsgId", &msg_id.to_string())
         .raw("</xml>");
     let plain = xml.finish();
-    let crypt = EncodingAesKey::parse(KEY).ok().map(|key| MsgCrypt::new(TOKEN, &key, APP_ID));
+    let crypt =
+        EncodingAesKey::parse(OA_AES_KEY).ok().map(|key| MsgCrypt::new(SIMULATED_OA_TOKEN, &key, SIMULATED_OA_APP_ID));
     let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
     let start = tokio::time::Instant::now();
     let mut deliveries = Vec::new();
@@ -147,7 +146,7 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         }
         let ts = now.to_string();
         let nonce = format!("n{delivery}");
-        let signature = plain_signature(TOKEN, &ts, &nonce);
+        let signature = plain_signature(SIMULATED_OA_TOKEN, &ts, &nonce);
         let (query, body) = match (&crypt, safe_mode) {
             (Some(crypt), true) => {
                 let encrypt = crypt.encrypt(&plain, crate::protocol::crypto::random_prefix());
