@@ -130,6 +130,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
             typing: dispatcher::typing(&config, &env, &http),
+            requeue: None,
+            dead_letter: None,
+            max_receives: None,
         };
         (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
@@ -187,6 +190,7 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
     let inbound = env.inbound_queue_url.get_or_insert(urls.inbound).clone();
     let outbound = env.outbound_queue_url.get_or_insert(urls.outbound).clone();
     env.dlq_url.get_or_insert(urls.outbound_dlq);
+    env.inbound_dlq_url.get_or_insert(urls.inbound_dlq);
     println!("local emulator: table {table}, inbound queue {inbound}, outbound queue {outbound}");
     Ok(env)
 }

@@ -58,6 +58,7 @@ pub fn memory_sender(
         queue: queue.clone(),
         metrics: Arc::new(PrintMetrics),
         clock,
+        max_receives: Some(MAX_RECEIVES),
     };
     Ok((sender, queue))
 }

@@ -106,6 +106,8 @@ pub(crate) struct State {
     pub faults: HashMap<String, VecDeque<Fault>>,
     pub calls: HashMap<String, usize>,
     pub deliveries: Vec<Delivery>,
+    /// WeCom app messages sent, by what `enable_duplicate_check` compares, and when.
+    pub wecom_sent: Vec<(String, std::time::Instant)>,
     pub problems: Vec<String>,
 }
 
@@ -152,6 +154,7 @@ impl Default for State {
             faults: HashMap::new(),
             calls: HashMap::new(),
             deliveries: Vec::new(),
+            wecom_sent: Vec::new(),
             problems: Vec::new(),
         }
     }

@@ -96,6 +96,24 @@ pub(crate) fn message_send(st: &mut State, req: &Req) -> Result<Response, Reject
     }
     answer["invaliduser"] = Value::from(invalid_users.join("|"));
     answer["msgid"] = Value::from(random_string(48));
+    // With `enable_duplicate_check`, the same content to the same targets within the interval
+    // (default 1800 s, at most 4 h) is accepted and not delivered again.
+    let same = format!(
+        "{corp_id}|{agent_id}|{touser}|{toparty}|{totag}|{msgtype}|{}",
+        body.get(msgtype).cloned().unwrap_or_default()
+    );
+    let now = std::time::Instant::now();
+    if body.get("enable_duplicate_check").and_then(Value::as_i64) == Some(1) {
+        let interval = body.get("duplicate_check_interval").and_then(Value::as_u64).unwrap_or(1800);
+        if interval > 14_400 {
+            return Err(Reject::code(40058, format!("duplicate_check_interval {interval} is over 4 hours")));
+        }
+        let window = std::time::Duration::from_secs(interval);
+        if st.wecom_sent.iter().any(|(key, at)| *key == same && now.duration_since(*at) < window) {
+            return Ok(wechat_json(&answer));
+        }
+    }
+    st.wecom_sent.push((same, now));
     st.deliveries.push(Delivery { api: Api::WecomMessage, account: corp_id, body: Value::Object(body) });
     Ok(wechat_json(&answer))
 }

@@ -20,5 +20,5 @@ pub mod services;
 
 pub mod adapters;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -83,6 +83,9 @@ async fn a_dispatcher_that_runs_twice_fills_once_and_never_also_sends() {
         slots: slots.clone(),
         outbound: Arc::new(queue),
         typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
     };
     let now = std::time::SystemTime::now();
     slots.arrive("oa:news:9", now, now + Duration::from_secs(1)).await.unwrap();

@@ -99,6 +99,7 @@ async fn setup() -> Setup {
         queue: Arc::new(MemoryOutbound::default()),
         metrics: Arc::new(MemoryMetrics::default()),
         clock,
+        max_receives: None,
     };
     Setup { sender, dynamodb_calls, _fake: fake }
 }

@@ -15,7 +15,7 @@ fn at(seconds: u64) -> SystemTime {
 
 fn token(claim: Claim) -> String {
     match claim {
-        Claim::Claimed { token } => token,
+        Claim::Claimed { token, .. } => token,
         other => panic!("expected a claim, got {other:?}"),
     }
 }
@@ -25,7 +25,8 @@ async fn a_completed_marker_answers_published_until_it_expires() {
     let stack = Stack::new().await;
     let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let first = token(dedupe.claim("wecom:hr:1", at(0), LEASE).await.unwrap());
-    assert_eq!(dedupe.claim("wecom:hr:1", at(1), LEASE).await.unwrap(), Claim::InFlight);
+    let until_ms = shared::core::ports::unix_millis(at(0) + LEASE);
+    assert_eq!(dedupe.claim("wecom:hr:1", at(1), LEASE).await.unwrap(), Claim::InFlight { until_ms });
     dedupe.complete("wecom:hr:1", &first, at(1)).await.unwrap();
     assert_eq!(dedupe.claim("wecom:hr:1", at(2), LEASE).await.unwrap(), Claim::Published);
     assert_eq!(dedupe.claim("wecom:hr:1", at(3600), LEASE).await.unwrap(), Claim::Published);
@@ -40,7 +41,8 @@ async fn a_released_claim_can_be_taken_at_once() {
     let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let first = token(dedupe.claim("k", at(0), LEASE).await.unwrap());
     dedupe.release("k", &first).await.unwrap();
-    token(dedupe.claim("k", at(0), LEASE).await.unwrap());
+    // A released claim is not a takeover: nothing was sent under it.
+    assert!(matches!(dedupe.claim("k", at(0), LEASE).await.unwrap(), Claim::Claimed { taken_over: false, .. }));
 }
 
 #[tokio::test]
@@ -48,12 +50,18 @@ async fn a_dead_holders_claim_is_taken_over_after_its_lease_and_its_token_no_lon
     let stack = Stack::new().await;
     let dedupe = DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table));
     let dead = token(dedupe.claim("k", at(0), LEASE).await.unwrap());
-    assert_eq!(dedupe.claim("k", at(5), LEASE).await.unwrap(), Claim::InFlight);
-    let live = token(dedupe.claim("k", at(7), LEASE).await.unwrap());
+    // The retry learns when the dead holder's lease ends, so it can come back just after it.
+    let until_ms = shared::core::ports::unix_millis(at(0) + LEASE);
+    assert_eq!(dedupe.claim("k", at(5), LEASE).await.unwrap(), Claim::InFlight { until_ms });
+    // The new holder learns that the outcome of the first is unknown.
+    let Claim::Claimed { token: live, taken_over: true } = dedupe.claim("k", at(7), LEASE).await.unwrap() else {
+        panic!("expected a takeover")
+    };
     // The late first holder can neither release nor complete the new claim.
     dedupe.release("k", &dead).await.unwrap();
     dedupe.complete("k", &dead, at(8)).await.unwrap();
-    assert_eq!(dedupe.claim("k", at(8), LEASE).await.unwrap(), Claim::InFlight);
+    let until_ms = shared::core::ports::unix_millis(at(7) + LEASE);
+    assert_eq!(dedupe.claim("k", at(8), LEASE).await.unwrap(), Claim::InFlight { until_ms });
     dedupe.complete("k", &live, at(8)).await.unwrap();
     assert_eq!(dedupe.claim("k", at(9), LEASE).await.unwrap(), Claim::Published);
 }

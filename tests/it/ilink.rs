@@ -322,6 +322,9 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
         slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
         outbound: Arc::new(queue),
         typing: Some(Arc::new(shared::channels::ilink::IlinkTyping::new(api, std::slice::from_ref(&rig.account)))),
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
     };
     let inbound = message_inbound(&rig.account.account, message(5, "hi", "c5", 5));
     assert_eq!(dispatcher.dispatch(&inbound).await.unwrap(), 1);

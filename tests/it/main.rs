@@ -3,6 +3,7 @@
 
 mod api;
 mod bots;
+mod crash;
 mod dedupe;
 mod ilink;
 mod oa;

@@ -75,6 +75,9 @@ async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
         slots: Arc::new(DynamoReplySlots::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table))),
         outbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.outbound)),
         typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
     };
     let deadline = tokio::time::Instant::now() + until;
     let mut dispatched = 0;

@@ -125,7 +125,10 @@ fn each_function_may_touch_only_what_it_uses() {
     let t = template();
     assert_eq!(policy_targets(&t, "WecomCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
     assert_eq!(policy_targets(&t, "OaCallbackFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
-    assert_eq!(policy_targets(&t, "DispatcherFunction"), ["Table.Arn", "OutboundQueue.Arn", "secret"]);
+    assert_eq!(
+        policy_targets(&t, "DispatcherFunction"),
+        ["Table.Arn", "OutboundQueue.Arn", "InboundQueue.Arn", "InboundDeadLetterQueue.Arn", "secret"]
+    );
     assert_eq!(policy_targets(&t, "IlinkPollerFunction"), ["Table.Arn", "InboundQueue.Arn", "secret"]);
     assert_eq!(
         policy_targets(&t, "SenderFunction"),

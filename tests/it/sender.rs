@@ -152,7 +152,9 @@ impl World {
     /// One Lambda invocation over what is on the queue; returns the reported failures.
     async fn invoke(&self, sender: &Sender) -> (SqsEvent, Vec<String>) {
         let event = self.receive().await;
-        let response = sender::handle(sender, event.clone()).await;
+        // A fresh 60 s invocation, as Lambda gives the sender.
+        let deadline_ms = shared::core::ports::unix_millis(std::time::SystemTime::now()) + 60_000;
+        let response = sender::handle(sender, event.clone(), deadline_ms).await;
         let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
         self.settle(&event, &failed).await;
         (event, failed)

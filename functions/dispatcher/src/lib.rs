@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::adapters::aws::sqs::SqsRedeliver;
 use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher, Table};
 use shared::channels::{Apis, Config};
 use shared::core::bot::BotError;
@@ -31,6 +32,12 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
         slots: Arc::new(DynamoReplySlots::new(&Table::from_sdk(sdk, env.require_table()?))),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env, &http),
+        requeue: Some(Arc::new(SqsRedeliver::from_sdk(sdk, env.require_inbound_queue_url()?))),
+        dead_letter: env
+            .inbound_dlq_url
+            .as_deref()
+            .map(|url| Arc::new(SqsPublisher::from_sdk(sdk, url)) as Arc<dyn shared::core::ports::Publisher>),
+        max_receives: shared::adapters::aws::resources::INBOUND.max_receive_count,
     })
 }
 
@@ -43,9 +50,10 @@ pub fn typing(config: &Config, env: &Env, http: &Http) -> Option<Arc<dyn Typing>
     Some(Arc::new(shared::channels::ilink::IlinkTyping::new(apis.ilink, &config.ilink)))
 }
 
-/// Handles one batch; bot errors and timeouts come back through SQS.
-pub async fn handle(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatchResponse {
-    shared::adapters::lambda::batch_response(
-        dispatcher.handle_batch(&shared::adapters::lambda::sqs_records(event)).await,
-    )
+/// Handles one batch inside an invocation that ends at `deadline_ms` (unix ms); bot errors and
+/// timeouts come back through SQS.
+pub async fn handle(dispatcher: &Dispatcher, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
+    let records = shared::adapters::lambda::sqs_records(event);
+    shared::adapters::lambda::batch_response(dispatcher.handle_batch_until(&records, Some(deadline)).await)
 }

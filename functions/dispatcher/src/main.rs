@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let dispatcher = dispatcher::build(&config, &env, &sdk)?;
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(dispatcher::handle(dispatcher, event.payload).await)
+        Ok::<_, Error>(dispatcher::handle(dispatcher, event.payload, event.context.deadline).await)
     }))
     .await
 }

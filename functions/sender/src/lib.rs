@@ -40,10 +40,14 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         queue: Arc::new(SqsOutbound::from_sdk(sdk, env.require_outbound_queue_url()?, env.require_dlq_url()?)),
         metrics: Arc::new(EmfMetrics),
         clock,
+        max_receives: shared::adapters::aws::resources::OUTBOUND.max_receive_count,
     })
 }
 
-/// Handles one batch; only the records that must come back are reported.
-pub async fn handle(sender: &Sender, event: SqsEvent) -> SqsBatchResponse {
-    shared::adapters::lambda::batch_response(sender.handle_batch(&shared::adapters::lambda::sqs_records(event)).await)
+/// Handles one batch inside an invocation that ends at `deadline_ms` (unix ms); only the records
+/// that must come back are reported.
+pub async fn handle(sender: &Sender, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
+    let records = shared::adapters::lambda::sqs_records(event);
+    shared::adapters::lambda::batch_response(sender.handle_batch_until(&records, Some(deadline)).await)
 }

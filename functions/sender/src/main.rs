@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let sender = sender::build(config, &env, &sdk)?;
     let sender = &sender;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(sender::handle(sender, event.payload).await)
+        Ok::<_, Error>(sender::handle(sender, event.payload, event.context.deadline).await)
     }))
     .await
 }

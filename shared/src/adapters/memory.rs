@@ -65,17 +65,20 @@ impl Dedupe for MemoryDedupe {
     async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError> {
         let now_ms = unix_millis(now);
         let mut markers = self.lock();
-        match markers.get(key) {
+        let taken_over = match markers.get(key) {
             Some(Marker::Done { expires_ms }) if *expires_ms > now_ms => return Ok(Claim::Published),
-            Some(Marker::Pending { lease_until_ms, .. }) if *lease_until_ms > now_ms => return Ok(Claim::InFlight),
-            _ => {}
-        }
+            Some(Marker::Pending { lease_until_ms, .. }) if *lease_until_ms > now_ms => {
+                return Ok(Claim::InFlight { until_ms: *lease_until_ms })
+            }
+            Some(Marker::Pending { .. }) => true,
+            _ => false,
+        };
         let token = claim_token();
         markers.insert(
             key.to_owned(),
             Marker::Pending { token: token.clone(), lease_until_ms: now_ms + lease.as_millis() as u64 },
         );
-        Ok(Claim::Claimed { token })
+        Ok(Claim::Claimed { token, taken_over })
     }
 
     async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
@@ -105,8 +108,9 @@ mod tests {
     async fn claim_complete_then_duplicate() {
         let d = MemoryDedupe::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
-        assert_eq!(d.claim("k", t0, LEASE).await.unwrap(), Claim::InFlight);
+        let Claim::Claimed { token, taken_over: false } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        let until_ms = unix_millis(t0 + LEASE);
+        assert_eq!(d.claim("k", t0, LEASE).await.unwrap(), Claim::InFlight { until_ms });
         d.complete("k", &token, t0).await.unwrap();
         assert_eq!(d.claim("k", t0 + Duration::from_secs(3600), LEASE).await.unwrap(), Claim::Published);
     }
@@ -115,9 +119,9 @@ mod tests {
     async fn released_or_expired_claims_can_be_taken_again() {
         let d = MemoryDedupe::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let Claim::Claimed { token } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        let Claim::Claimed { token, .. } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
         d.release("k", &token).await.unwrap();
-        let Claim::Claimed { token: second } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
+        let Claim::Claimed { token: second, .. } = d.claim("k", t0, LEASE).await.unwrap() else { panic!() };
         // The first holder's token no longer completes anything.
         d.complete("k", &token, t0).await.unwrap();
         assert!(matches!(
@@ -136,12 +140,15 @@ pub struct MemoryOutbound {
 }
 
 #[async_trait]
-impl crate::core::ports::OutboundQueue for MemoryOutbound {
+impl crate::core::ports::Redeliver for MemoryOutbound {
     async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
         self.retries.lock().unwrap_or_else(|p| p.into_inner()).push((receipt_handle.to_owned(), delay_s));
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::core::ports::OutboundQueue for MemoryOutbound {
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
         self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push((body.to_owned(), attributes.to_vec()));
         Ok(())

@@ -250,7 +250,7 @@ mod tests {
     use crate::core::callback::DEFAULT_REPLAY_WINDOW_SECS;
     use crate::core::config::ConfigError;
 
-    const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
+    use crate::testing::fixtures::{OA_APP_ID, OA_TOKEN, WECOM_AES_KEY as KEY, WECOM_CORP_ID, WECOM_TOKEN};
 
     fn doc(wecom_app: &str) -> String {
         format!(r#"{{"wecom": [{wecom_app}]}}"#)
@@ -259,9 +259,9 @@ mod tests {
     fn app(overrides: &[(&str, &str)]) -> String {
         let mut fields = vec![
             ("app", "\"hr\"".to_owned()),
-            ("corp_id", "\"ww5f2d8c1a9e3b7046\"".to_owned()),
+            ("corp_id", format!("\"{WECOM_CORP_ID}\"")),
             ("agent_id", "1000002".to_owned()),
-            ("token", "\"Wx8r1dgeT0ken\"".to_owned()),
+            ("token", format!("\"{WECOM_TOKEN}\"")),
             ("encoding_aes_key", format!("\"{KEY}\"")),
             ("secret", "\"s3cr3t-value\"".to_owned()),
         ];
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn parses_the_documented_shape_with_defaults() {
         let config = Config::parse(&format!(
-            r#"{{"wecom": [{}, {}], "oa": [{{"app": "news", "app_id": "wx6d1c9e8f2a3b4c57", "token": "oaTok", "encoding_aes_key": "{KEY}"}}],
+            r#"{{"wecom": [{}, {}], "oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "{OA_TOKEN}", "encoding_aes_key": "{KEY}"}}],
                  "ilink": [{{"account": "b@im.bot", "bot_token": "t", "base_url": "https://ilink.example/"}}],
                  "robots": [{{"name": "ops", "key": "k"}}], "bot": {{"kind": "openai", "base_url": "http://127.0.0.1:1", "api_key": "sk", "model": "m"}}}}"#,
             app(&[]),
@@ -340,7 +340,7 @@ mod tests {
         assert!(!message.contains("987654321") && message.contains("wecom[0].token"), "{message}");
         let config = Config::parse(&doc(&app(&[]))).unwrap();
         let shown = format!("{config:?}");
-        for secret in ["Wx8r1dgeT0ken", KEY, "s3cr3t-value"] {
+        for secret in [WECOM_TOKEN, KEY, "s3cr3t-value"] {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
     }

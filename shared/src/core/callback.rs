@@ -163,8 +163,8 @@ pub async fn publish_once(
     let id = &inbound.id;
     let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
         Claim::Published => return Ok(Published::Before),
-        Claim::InFlight => return Ok(Published::ByAnother),
-        Claim::Claimed { token } => token,
+        Claim::InFlight { .. } => return Ok(Published::ByAnother),
+        Claim::Claimed { token, .. } => token,
     };
     let channel =
         serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();

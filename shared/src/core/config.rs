@@ -160,10 +160,12 @@ pub trait ListSection: Sized {
 }
 
 /// The document being read: each section is taken once, by whoever owns it; what nobody took
-/// is an unknown field.
+/// is an unknown field. Problems of shape (types, unknown fields) come first, in the order of
+/// the document's keys; then the checks of values, section by section.
 pub struct Document {
     top: serde_json::Map<String, Value>,
     known: Vec<&'static str>,
+    shape: Vec<(String, ConfigError)>,
     problems: Vec<ConfigError>,
 }
 
@@ -175,7 +177,7 @@ impl Document {
         let Value::Object(top) = value else {
             return Err(vec![invalid("(document)", "must be a JSON object")]);
         };
-        Ok(Self { top, known: Vec::new(), problems: Vec::new() })
+        Ok(Self { top, known: Vec::new(), shape: Vec::new(), problems: Vec::new() })
     }
 
     /// Every element of list section `T`, each checked on its own (a malformed one does not
@@ -183,7 +185,9 @@ impl Document {
     pub fn list<T: ListSection>(&mut self) -> Vec<T> {
         self.known.push(T::NAME);
         let Some(value) = self.top.remove(T::NAME) else { return Vec::new() };
-        let raws: Vec<T::Raw> = elements(T::NAME, value, &mut self.problems);
+        let mut shape = Vec::new();
+        let raws: Vec<T::Raw> = elements(T::NAME, value, &mut shape);
+        self.shape.extend(shape.into_iter().map(|p| (T::NAME.to_owned(), p)));
         let mut typed = Vec::new();
         for (i, raw) in raws.into_iter().enumerate() {
             let at = |field: &str| format!("{}[{i}].{field}", T::NAME);
@@ -197,7 +201,10 @@ impl Document {
     pub fn value<T: DeserializeOwned>(&mut self, name: &'static str) -> Option<T> {
         self.known.push(name);
         let value = self.top.remove(name)?;
-        deserialize_at(name, value, &mut self.problems)
+        let mut shape = Vec::new();
+        let typed = deserialize_at(name, value, &mut shape);
+        self.shape.extend(shape.into_iter().map(|p| (name.to_owned(), p)));
+        typed
     }
 
     /// Notes a problem found while checking a section.
@@ -218,12 +225,16 @@ impl Document {
             None => String::new(),
         };
         for key in self.top.keys() {
-            self.problems.push(invalid(key.clone(), format!("unknown field (expected {expected})")));
+            self.shape.push((key.clone(), invalid(key.clone(), format!("unknown field (expected {expected})"))));
         }
-        if self.problems.is_empty() {
+        // A stable sort keeps each section's problems in their order.
+        self.shape.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut problems: Vec<ConfigError> = self.shape.into_iter().map(|(_, p)| p).collect();
+        problems.extend(self.problems);
+        if problems.is_empty() {
             Ok(config)
         } else {
-            Err(self.problems)
+            Err(problems)
         }
     }
 }
@@ -246,6 +257,9 @@ pub struct Env {
     pub inbound_queue_url: Option<String>,
     pub outbound_queue_url: Option<String>,
     pub dlq_url: Option<String>,
+    /// The inbound queue's dead-letter queue: the dispatcher puts what it gives up on there,
+    /// with the reason.
+    pub inbound_dlq_url: Option<String>,
     /// Overridden API hosts by variable (`WXBRIDGE_WECOM_API_BASE`, …); each channel names
     /// its variable.
     api_bases: BTreeMap<String, String>,
@@ -256,7 +270,8 @@ pub struct Env {
 impl Env {
     /// Reads the process environment.
     pub fn from_process() -> Self {
-        Self::from_vars(std::env::vars())
+        // `vars()` would panic on a variable that is not UTF-8, wherever it is in the environment.
+        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
     }
 
     /// Reads the given variables (tests pass a list); empty values count as unset.
@@ -274,6 +289,7 @@ impl Env {
             inbound_queue_url: get("WXBRIDGE_INBOUND_QUEUE_URL"),
             outbound_queue_url: get("WXBRIDGE_OUTBOUND_QUEUE_URL"),
             dlq_url: get("WXBRIDGE_DLQ_URL"),
+            inbound_dlq_url: get("WXBRIDGE_INBOUND_DLQ_URL"),
             aws_endpoint_url: get("AWS_ENDPOINT_URL"),
             api_bases: vars
                 .iter()

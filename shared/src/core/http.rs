@@ -147,7 +147,6 @@ pub fn field(answer: &Value, name: &str) -> Result<String, ApiError> {
     answer
         .get(name)
         .and_then(Value::as_str)
-        .filter(|v| !v.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| ApiError::Decode(format!("no {name} in the answer")))
 }

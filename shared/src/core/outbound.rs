@@ -51,15 +51,15 @@ pub trait Delivery: Send + Sync {
     fn markdown_as_text(&self) -> bool {
         false
     }
-    /// Sends one part. `key` identifies the part across retries; `receive_count` is 1 on the
-    /// first attempt.
-    async fn deliver(
-        &self,
-        out: &Outbound,
-        part: &Content,
-        key: &str,
-        receive_count: u32,
-    ) -> Result<Delivered, Failure>;
+    /// Whether the platform drops a repeat of a part when asked to (`retry` in [`Self::deliver`]),
+    /// so that a part whose earlier send has an unknown outcome can go again without reaching
+    /// the user twice.
+    fn drops_repeats(&self) -> bool {
+        false
+    }
+    /// Sends one part. `key` identifies the part across attempts; `retry` is true when an
+    /// earlier attempt may have reached the platform (ask it to drop a repeat where it can).
+    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, retry: bool) -> Result<Delivered, Failure>;
 }
 
 /// Splits `text` into pieces of at most `limit` units, preferring line breaks, never inside a
@@ -185,6 +185,57 @@ pub fn articles_json(articles: &[Article]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel of 2048-byte text that refuses files and takes markdown as text.
+    struct Plain;
+
+    #[async_trait]
+    impl Delivery for Plain {
+        fn has_account(&self, _: &str) -> bool {
+            true
+        }
+        fn refuse(&self, content: &Content) -> Option<&'static str> {
+            matches!(content, Content::File { .. }).then_some("not available on this channel")
+        }
+        fn text_limit(&self, _: bool) -> (usize, Unit) {
+            (2048, Unit::Bytes)
+        }
+        fn markdown_as_text(&self) -> bool {
+            true
+        }
+        async fn deliver(&self, _: &Outbound, _: &Content, _: &str, _: bool) -> Result<Delivered, Failure> {
+            unreachable!("parts never sends")
+        }
+    }
+
+    fn out(content: Content) -> Outbound {
+        Outbound {
+            v: 1,
+            channel: OutChannel::WecomApp,
+            account: "a".into(),
+            to: "u".into(),
+            content,
+            idempotency_key: "k".into(),
+            in_reply_to: None,
+        }
+    }
+
+    #[test]
+    fn long_text_becomes_ordered_parts_and_markdown_goes_as_text_where_the_channel_says() {
+        let long = parts(&Plain, &out(Content::Text { text: "x".repeat(5000) })).unwrap();
+        assert_eq!(long.len(), 3);
+        assert!(long.iter().all(|p| matches!(p, Content::Text { text } if text.len() <= 2048)));
+        let markdown = parts(&Plain, &out(Content::Markdown { text: "**hi**".into() })).unwrap();
+        assert_eq!(markdown, [Content::Text { text: "**hi**".into() }]);
+    }
+
+    #[test]
+    fn refusals_name_the_channel_the_content_and_why() {
+        let err = parts(&Plain, &out(Content::File { media_id: "m".into() })).unwrap_err();
+        assert_eq!(err.to_string(), "wecom_app cannot send file: not available on this channel");
+        let err = parts(&Plain, &out(Content::Text { text: String::new() })).unwrap_err();
+        assert_eq!(err.to_string(), "wecom_app cannot send text: text is empty");
+    }
 
     #[test]
     fn splits_at_bytes_or_chars_never_inside_a_character() {

@@ -74,11 +74,14 @@ pub trait Publisher: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// Ours to publish; the token identifies this claim for `complete` / `release`.
-    Claimed { token: String },
+    /// `taken_over`: an earlier claim ran out of lease unfinished, so its holder may have died
+    /// after publishing (or sending) and before recording it: the outcome is unknown.
+    Claimed { token: String, taken_over: bool },
     /// Already published: answer the duplicate without publishing again.
     Published,
-    /// Another handler holds a live claim and may still be publishing.
-    InFlight,
+    /// Another handler holds a live claim and may still be publishing, until its lease ends
+    /// (unix ms); after that the key can be claimed again.
+    InFlight { until_ms: u64 },
 }
 
 /// Seen-message markers that make "publish once" safe across WeChat's retries.
@@ -109,11 +112,16 @@ pub fn claim_token() -> String {
     crate::protocol::crypto::random_prefix().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A queue's redelivery control: when a received message comes again.
+#[async_trait]
+pub trait Redeliver: Send + Sync {
+    /// Makes a received message visible again after `delay_s`.
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError>;
+}
+
 /// The outbound queue, as the sender acts on it beyond "done" and "failed".
 #[async_trait]
-pub trait OutboundQueue: Send + Sync {
-    /// Makes a received message visible again after `delay_s` (a growing backoff).
-    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError>;
+pub trait OutboundQueue: Redeliver {
     /// Puts a message that must not be retried on the dead-letter queue, with its reason.
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError>;
 }

@@ -324,7 +324,7 @@ pub fn random_prefix() -> [u8; 16] {
 mod tests {
     use super::*;
 
-    const KEY: &str = "HIu2lVPN96GQjSpUjTfRQ7zdxNAM4i9RKwPU7LosXnv";
+    use crate::testing::fixtures::WECOM_AES_KEY as KEY;
 
     fn crypt() -> MsgCrypt {
         MsgCrypt::new("tok", &EncodingAesKey::parse(KEY).unwrap(), "ww1")

@@ -156,7 +156,8 @@ pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
 /// The dispatcher's HTTP client: bots may take up to [`BOT_TIMEOUT`]; the platform calls made
 /// on it (typing) set shorter timeouts of their own.
 pub fn http_client() -> Result<Http, ApiError> {
-    Http::new(&HttpSettings { timeout: BOT_TIMEOUT, ..HttpSettings::default() })
+    // A bot may also be slow to accept the connection: the whole call has BOT_TIMEOUT.
+    Http::new(&HttpSettings { timeout: BOT_TIMEOUT, connect_timeout: BOT_TIMEOUT })
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use crate::channels::reply_route;
 use crate::core::bot::{Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
 use crate::core::outbound::ReplyRoute;
-use crate::core::ports::{unix_millis, PortError, Publisher, QueueMessage, Record, ReplySlots, SlotState, Typing};
+use crate::core::ports::{
+    unix_millis, PortError, Publisher, QueueMessage, Record, Redeliver, ReplySlots, SlotState, Typing,
+};
 
 /// How long past a slot's deadline a delivery may still be taking the reply.
 pub const TAKE_GRACE: Duration = Duration::from_secs(1);
@@ -63,7 +65,19 @@ pub struct Dispatcher {
     pub outbound: Arc<dyn Publisher>,
     /// "Typing…" while the bot works (iLink), if configured.
     pub typing: Option<Arc<dyn Typing>>,
+    /// The inbound queue's redelivery, to hand back a record this invocation has no time for
+    /// (without it, the record comes back after the queue's visibility timeout).
+    pub requeue: Option<Arc<dyn Redeliver>>,
+    /// The inbound DLQ, for a message given up on (invalid, or failing on the queue's last
+    /// receive), with its reason; without it the queue's redrive moves it, reasonless.
+    pub dead_letter: Option<Arc<dyn Publisher>>,
+    /// Receives after which the queue moves a message to its DLQ on its own.
+    pub max_receives: Option<u32>,
 }
+
+/// No bot call starts with less than this left in the invocation: the bot's timeout and the
+/// routing of its replies.
+pub const DISPATCH_BUDGET: Duration = Duration::from_secs(50);
 
 /// Where a reply to `inbound` goes, if anywhere.
 fn reply_channel(route: &ReplyRoute, inbound: &Inbound) -> Option<OutChannel> {
@@ -186,21 +200,66 @@ impl Dispatcher {
         Ok(matches!(slot, Some(s) if s.state == SlotState::Filled && s.filled_by.as_deref() == Some(key)))
     }
 
+    /// Puts a record on the inbound DLQ with its reason; the id to report as failed if that is
+    /// not possible (the queue's redrive then moves it).
+    async fn give_up(&self, record: &Record, kind: &str, reason: &str) -> Option<String> {
+        let Some(dlq) = &self.dead_letter else { return Some(record.message_id.clone()) };
+        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(256).collect();
+        let message = QueueMessage {
+            body: record.body.clone(),
+            attributes: vec![
+                ("kind", kind.to_owned()),
+                ("reason", if reason.trim().is_empty() { "none".into() } else { reason }),
+            ],
+        };
+        match dlq.publish(message).await {
+            Ok(()) => None,
+            Err(err) => {
+                tracing::error!(error = %err, "could not dead-letter; the message stays on the queue");
+                Some(record.message_id.clone())
+            }
+        }
+    }
+
     /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
     /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.
     ///
     /// Records are dispatched concurrently: one slow bot answer must not hold the others past
     /// their window (or the function's timeout).
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        self.handle_batch_until(records, None).await
+    }
+
+    /// [`Self::handle_batch`] inside an invocation that ends at `deadline`: a record whose bot
+    /// call could not finish in time is not started but handed back to come again at once.
+    pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
+        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+        if left.is_some_and(|left| left < DISPATCH_BUDGET) {
+            for record in records {
+                tracing::info!(message_id = %record.message_id, "not enough time left for the bot; handed back");
+                if let Some(requeue) = &self.requeue {
+                    if let Err(err) = requeue.retry_later(&record.receipt_handle, 1).await {
+                        tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                    }
+                }
+            }
+            return records.iter().map(|r| r.message_id.clone()).collect();
+        }
         let runs = records.iter().map(|record| async move {
+            let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
             match self.dispatch(&record.body).await {
                 Ok(replies) => {
                     tracing::info!(message_id = %record.message_id, replies, "dispatched");
                     None
                 }
                 Err(DispatchError::Invalid(reason)) => {
-                    tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; it will reach the DLQ");
-                    Some(record.message_id.clone())
+                    tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; dead-lettered");
+                    self.give_up(record, "invalid", &format!("not an Inbound v1 document: {reason}")).await
+                }
+                Err(err) if last => {
+                    tracing::error!(message_id = %record.message_id, error = %err, receive_count = record.receive_count, "dispatch failed on the last receive; dead-lettered");
+                    let reason = format!("gave up after {} deliveries: {err}", record.receive_count);
+                    self.give_up(record, "gave_up", &reason).await
                 }
                 Err(err) => {
                     tracing::warn!(message_id = %record.message_id, error = %err, "dispatch failed; SQS retries it");

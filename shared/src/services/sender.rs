@@ -7,7 +7,7 @@
 //! themselves are reached only through [`Deliveries`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -18,8 +18,15 @@ use crate::core::ports::{Claim, Clock, Dedupe, Metrics, OutboundQueue, PortError
 use crate::core::retry::{backoff_s, Verdict};
 
 /// How long a claim on a part protects an in-flight send: longer than one API call can take
-/// (15 s), twice over for the token refresh and retry.
+/// (15 s), twice over for the token refresh and retry. A sender that dies holding a claim
+/// delays that part by at most this (the retry comes back just after the lease, see
+/// [`Outcome::Later`]).
 pub const SEND_LEASE: Duration = Duration::from_secs(60);
+/// No part is started with less time than this left in the invocation: one API call (15 s)
+/// and recording it.
+pub const SEND_BUDGET: Duration = Duration::from_secs(20);
+/// How soon a record handed back for lack of time comes again.
+pub const HAND_BACK_S: u32 = 1;
 
 /// What became of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +35,9 @@ pub enum Outcome {
     Sent { parts: usize, already_sent: usize },
     /// Try again later; the record is reported as a batch item failure.
     Retry { reason: String, errcode: Option<i64>, min_backoff_s: u32 },
+    /// Try again after exactly `delay_s`, not a growing backoff: nothing failed (another
+    /// sender's claim runs until then, or this invocation ran out of time).
+    Later { reason: String, delay_s: u32 },
     /// Never retried: dead-lettered with the reason, then deleted.
     Permanent { reason: String, errcode: Option<i64>, errmsg: String },
 }
@@ -47,6 +57,10 @@ pub struct Sender {
     pub queue: Arc<dyn OutboundQueue>,
     pub metrics: Arc<dyn Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Receives after which the queue moves a message to its DLQ on its own (without a
+    /// reason): the sender dead-letters it with its reason on the last one instead. `None`
+    /// when the queue has no such limit.
+    pub max_receives: Option<u32>,
 }
 
 impl Sender {
@@ -55,6 +69,12 @@ impl Sender {
     /// Records to different recipients are sent concurrently; records to one recipient keep
     /// their order within the batch.
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        self.handle_batch_until(records, None).await
+    }
+
+    /// [`Self::handle_batch`] inside an invocation that ends at `deadline`: no part is started
+    /// without [`SEND_BUDGET`] left; what cannot start is handed back to come again at once.
+    pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
         let mut groups: Vec<(String, Vec<&Record>)> = Vec::new();
         for record in records {
             let recipient = recipient_of(&record.body);
@@ -66,8 +86,16 @@ impl Sender {
         let sends = groups.into_iter().map(|(_, group)| async move {
             let mut failed = Vec::new();
             for record in group {
+                if failed.is_empty() && self.out_of_time(deadline) {
+                    // Not started: handed back to come again at once (by another invocation).
+                    if let Err(err) = self.queue.retry_later(&record.receipt_handle, HAND_BACK_S).await {
+                        tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                    }
+                    failed.push(record.message_id.clone());
+                    continue;
+                }
                 // Once one fails, the later ones to the same recipient wait for it.
-                if !failed.is_empty() || !self.handle(record).await {
+                if !failed.is_empty() || !self.handle_until(record, deadline).await {
                     failed.push(record.message_id.clone());
                 }
             }
@@ -78,8 +106,13 @@ impl Sender {
 
     /// Handles one record; false when it must be reported as failed (SQS delivers it again).
     pub async fn handle(&self, record: &Record) -> bool {
-        let (channel, outcome) = self.send_record(record).await;
+        self.handle_until(record, None).await
+    }
+
+    async fn handle_until(&self, record: &Record, deadline: Option<SystemTime>) -> bool {
+        let (channel, outcome) = self.send_record_until(record, deadline).await;
         let channel = channel.map(OutChannel::as_str).unwrap_or("unknown");
+        let outcome = self.last_chance(record, outcome);
         match &outcome {
             Outcome::Sent { parts, already_sent } => {
                 tracing::info!(channel, outcome = "sent", parts, already_sent, message_id = %record.message_id, "outbound");
@@ -92,6 +125,14 @@ impl Sender {
                 self.metrics.record(&SendMetric { channel, outcome: "retry", errcode: *errcode });
                 if let Err(err) = self.queue.retry_later(&record.receipt_handle, delay).await {
                     // The message still comes back after the queue's visibility timeout.
+                    tracing::warn!(error = %err, "could not set the retry delay");
+                }
+                false
+            }
+            Outcome::Later { reason, delay_s } => {
+                tracing::info!(channel, outcome = "later", reason = %reason, delay_s, receive_count = record.receive_count, message_id = %record.message_id, "outbound");
+                self.metrics.record(&SendMetric { channel, outcome: "later", errcode: None });
+                if let Err(err) = self.queue.retry_later(&record.receipt_handle, *delay_s).await {
                     tracing::warn!(error = %err, "could not set the retry delay");
                 }
                 false
@@ -117,17 +158,45 @@ impl Sender {
         }
     }
 
+    /// On the queue's last receive, a retry would let SQS move the message to the DLQ without a
+    /// reason: dead-letter it here, with one.
+    fn last_chance(&self, record: &Record, outcome: Outcome) -> Outcome {
+        let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
+        match outcome {
+            Outcome::Retry { reason, errcode, .. } if last => Outcome::Permanent {
+                reason: format!("gave up after {} deliveries: {reason}", record.receive_count),
+                errcode,
+                errmsg: reason,
+            },
+            Outcome::Later { reason, .. } if last => Outcome::Permanent {
+                reason: format!("gave up after {} deliveries: {reason}", record.receive_count),
+                errcode: None,
+                errmsg: reason,
+            },
+            other => other,
+        }
+    }
+
     /// Sends every part of one record.
     pub async fn send_record(&self, record: &Record) -> (Option<OutChannel>, Outcome) {
+        self.send_record_until(record, None).await
+    }
+
+    async fn send_record_until(&self, record: &Record, deadline: Option<SystemTime>) -> (Option<OutChannel>, Outcome) {
         let out = match Outbound::parse(&record.body) {
             Ok(out) => out,
             Err(err) => return (None, Outcome::permanent(format!("invalid envelope: {err}"))),
         };
-        let outcome = self.send(&out, record.receive_count).await;
+        let outcome = self.send(&out, record.receive_count, deadline).await;
         (Some(out.channel), outcome)
     }
 
-    async fn send(&self, out: &Outbound, receive_count: u32) -> Outcome {
+    /// Whether less than [`SEND_BUDGET`] is left before `deadline`.
+    fn out_of_time(&self, deadline: Option<SystemTime>) -> bool {
+        deadline.is_some_and(|d| d.duration_since(self.clock.now()).unwrap_or_default() < SEND_BUDGET)
+    }
+
+    async fn send(&self, out: &Outbound, receive_count: u32, deadline: Option<SystemTime>) -> Outcome {
         let delivery = self.deliveries.get(out.channel);
         let parts = match outbound::parts(delivery, out) {
             Ok(parts) => parts,
@@ -140,36 +209,59 @@ impl Sender {
         let mut already_sent = 0;
         let mut undelivered = Vec::new();
         for (index, part) in parts.iter().enumerate() {
+            if self.out_of_time(deadline) {
+                let reason = format!("not enough time left to send part {} of {total}", index + 1);
+                return Outcome::Later { reason, delay_s: HAND_BACK_S };
+            }
             let key = sent_key(out.channel, &out.account, &part_key(&out.idempotency_key, index, total));
-            let token = match self.sent.claim(&key, self.clock.now(), SEND_LEASE).await {
+            let now = self.clock.now();
+            let (token, taken_over) = match self.sent.claim(&key, now, SEND_LEASE).await {
                 Err(err) => return store_unavailable(err),
                 Ok(Claim::Published) => {
                     already_sent += 1;
                     continue;
                 }
-                Ok(Claim::InFlight) => {
-                    let reason = "another sender is sending this part".to_owned();
-                    return Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 };
+                Ok(Claim::InFlight { until_ms }) => {
+                    // Its holder may be sending, or may have died: come back just after its lease.
+                    let left_ms = until_ms.saturating_sub(crate::core::ports::unix_millis(now));
+                    let delay_s = u32::try_from(left_ms.div_ceil(1000)).unwrap_or(u32::MAX).saturating_add(1);
+                    let reason = "another sender holds this part's claim".to_owned();
+                    return Outcome::Later { reason, delay_s };
                 }
-                Ok(Claim::Claimed { token }) => token,
+                Ok(Claim::Claimed { token, taken_over }) => (token, taken_over),
             };
-            match delivery.deliver(out, part, &key, receive_count).await {
+            if taken_over {
+                // An earlier sender claimed this part and never recorded it: it may have sent it
+                // before it died. Where the platform drops a repeat, the retry asks it to; else
+                // the part goes again (at least once), counted.
+                let deduped = delivery.drops_repeats();
+                let outcome = if deduped { "resent_deduped" } else { "resent_unknown" };
+                tracing::warn!(
+                    channel = out.channel.as_str(),
+                    outcome,
+                    "a part whose earlier send has an unknown outcome is sent again"
+                );
+                self.metrics.record(&SendMetric { channel: out.channel.as_str(), outcome, errcode: None });
+            }
+            let retry = receive_count > 1 || taken_over;
+            match delivery.deliver(out, part, &key, retry).await {
                 Ok(delivered) => {
-                    let what = match delivered {
+                    let (what, then) = match delivered {
                         Delivered::Sent { undelivered: missed } => {
                             undelivered.extend(missed);
-                            "sent"
+                            ("sent", "; later parts wait")
                         }
                         Delivered::Parked { errcode } => {
                             let channel = out.channel.as_str();
                             self.metrics.record(&SendMetric { channel, outcome: "parked", errcode: Some(errcode) });
-                            "parked"
+                            ("parked", "")
                         }
                     };
                     if !self.complete_with_retries(&key, &token).await {
-                        // Sent but not recorded: stop here; the claim's lease keeps the part from
-                        // being sent again while the store recovers.
-                        let reason = format!("{what} a part but could not record it; later parts wait");
+                        // Sent but not recorded: stop here. The claim stays pending; the retry
+                        // after its lease takes it over and sends the part again, with the
+                        // platform's repeat check where it has one (see `taken_over` above).
+                        let reason = format!("{what} a part but could not record it{then}");
                         return Outcome::Retry { reason, errcode: None, min_backoff_s: SEND_LEASE.as_secs() as u32 };
                     }
                 }

@@ -110,6 +110,9 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         slots,
         outbound: Arc::new(outbound_queue),
         typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
     });
     let bot = tokio::spawn(async move {
         let mut running = Vec::new();

@@ -55,20 +55,49 @@ impl SqsOutbound {
     }
 }
 
+/// Redelivery control of one queue (ChangeMessageVisibility).
+#[derive(Debug, Clone)]
+pub struct SqsRedeliver {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsRedeliver {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self { client, queue_url: queue_url.into() }
+    }
+
+    /// With its own client built from the SDK configuration.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(aws_sdk_sqs::Client::new(sdk), queue_url)
+    }
+}
+
 #[async_trait]
-impl crate::core::ports::OutboundQueue for SqsOutbound {
+impl crate::core::ports::Redeliver for SqsRedeliver {
     async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        // SQS allows at most 12 h.
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(i32::try_from(delay_s).unwrap_or(i32::MAX))
+            .visibility_timeout(i32::try_from(delay_s.min(43_200)).unwrap_or(43_200))
             .send()
             .await
             .map(drop)
             .map_err(|err| PortError::new("sqs", DisplayErrorContext(&err)))
     }
+}
 
+#[async_trait]
+impl crate::core::ports::Redeliver for SqsOutbound {
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        SqsRedeliver::new(self.client.clone(), self.queue_url.clone()).retry_later(receipt_handle, delay_s).await
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::OutboundQueue for SqsOutbound {
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
         let message = QueueMessage { body: body.to_owned(), attributes: attributes.to_vec() };
         SqsPublisher::new(self.client.clone(), self.dlq_url.clone()).publish(message).await

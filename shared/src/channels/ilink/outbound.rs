@@ -95,13 +95,7 @@ impl Delivery for IlinkDelivery {
         true
     }
 
-    async fn deliver(
-        &self,
-        out: &Outbound,
-        part: &Content,
-        key: &str,
-        _receive_count: u32,
-    ) -> Result<Delivered, Failure> {
+    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let account = account_of(&self.accounts, out)?;
         let Content::Text { text } = part else {
             return Err(Failure::permanent("iLink sends text only"));

@@ -85,13 +85,7 @@ impl Delivery for OaDelivery {
         (2048, Unit::Bytes)
     }
 
-    async fn deliver(
-        &self,
-        out: &Outbound,
-        part: &Content,
-        _key: &str,
-        _receive_count: u32,
-    ) -> Result<Delivered, Failure> {
+    async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let oa = account_of(&self.accounts, out)?;
         let secret = oa
             .app_secret

@@ -83,7 +83,7 @@ mod tests {
     use crate::protocol::crypto::EncodingAesKey;
     use crate::protocol::query::Query;
 
-    const KEY: &str = "RfHDCFpLM98By6wp04UOhB6dpmdAqt40QAHcQiASytv";
+    use crate::testing::fixtures::OA_AES_KEY as KEY;
 
     #[test]
     fn each_mode_opens_on_the_callback_side_to_the_same_message() {

@@ -70,13 +70,7 @@ impl Delivery for RobotDelivery {
         }
     }
 
-    async fn deliver(
-        &self,
-        out: &Outbound,
-        part: &Content,
-        _key: &str,
-        _receive_count: u32,
-    ) -> Result<Delivered, Failure> {
+    async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let robot = account_of(&self.robots, out)?;
         self.api
             .send(&robot.key, &body(part))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::channels::wecom::config::WecomApp;
 use crate::channels::wecom::message::WecomCallbackMessage;
-pub use crate::core::callback::{
-    publish_once, CallbackError, CallbackRequest, CallbackResponse, Published, CLAIM_LEASE, MAX_BODY_BYTES,
+use crate::core::callback::{
+    publish_once, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
 use crate::core::ports::{Clock, Dedupe, Publisher};
 use crate::protocol::crypto::MsgCrypt;

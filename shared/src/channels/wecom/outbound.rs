@@ -96,13 +96,12 @@ impl Delivery for WecomDelivery {
         TEXT_LIMIT
     }
 
-    async fn deliver(
-        &self,
-        out: &Outbound,
-        part: &Content,
-        _key: &str,
-        receive_count: u32,
-    ) -> Result<Delivered, Failure> {
+    /// App messages take `enable_duplicate_check`; app group chats have no such check.
+    fn drops_repeats(&self) -> bool {
+        !self.appchat
+    }
+
+    async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, retry: bool) -> Result<Delivered, Failure> {
         let app = account_of(&self.apps, out)?;
         let secret = app
             .secret
@@ -113,7 +112,7 @@ impl Delivery for WecomDelivery {
         } else {
             ("message/send", app_body(app.agent_id, &out.to, part))
         };
-        if receive_count > 1 && !self.appchat {
+        if retry && !self.appchat {
             // A retry after an unknown outcome: let WeCom drop an identical repeat.
             body["enable_duplicate_check"] = 1.into();
             body["duplicate_check_interval"] = DUPLICATE_CHECK_INTERVAL_S.into();

@@ -9,8 +9,7 @@ use crate::core::ports::PortError;
 /// iLink context tokens in the bridge's table: `pk = ctx#<account>#<user>`.
 #[derive(Debug, Clone)]
 pub struct DynamoContextTokens {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
 }
 
 /// Context tokens are kept a week (the service accepts them for 24 h after the user's message).
@@ -18,7 +17,7 @@ pub(super) const CONTEXT_TTL_S: u64 = 7 * 24 * 3600;
 
 impl DynamoContextTokens {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone() }
+        Self { table: table.clone() }
     }
 
     fn pk(account: &str, user: &str) -> AttributeValue {
@@ -30,9 +29,10 @@ impl DynamoContextTokens {
 impl crate::core::ports::ContextTokens for DynamoContextTokens {
     async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
         let item = self
+            .table
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(account, user))
             .consistent_read(true)
             .send()
@@ -43,9 +43,10 @@ impl crate::core::ports::ContextTokens for DynamoContextTokens {
 
     async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {
         let result = self
+            .table
             .client
             .put_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .item("pk", Self::pk(account, user))
             .item("token", s(token))
             .item("issued_ms", n(issued_ms))

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::table::{applied, is_condition_failure, n, port_error, s, Table};
+use super::table::{applied, is_condition_failure, n, port_error, s, update_if, Table};
 use crate::core::ports::{claim_token, unix_millis, PortError};
 use crate::core::ports::{Claim, Dedupe, DEDUPE_TTL};
 
@@ -15,14 +15,13 @@ const DONE: &str = "done";
 /// Dedupe markers in the bridge's table.
 #[derive(Debug, Clone)]
 pub struct DynamoDedupe {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
     ttl: Duration,
 }
 
 impl DynamoDedupe {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone(), ttl: DEDUPE_TTL }
+        Self { table: table.clone(), ttl: DEDUPE_TTL }
     }
 
     /// Markers kept for `ttl` (instead of [`DEDUPE_TTL`]) once completed.
@@ -42,9 +41,10 @@ impl Dedupe for DynamoDedupe {
         let now_s = now_ms / 1000;
         let token = claim_token();
         let put = self
+            .table
             .client
             .put_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .item("pk", Self::pk(key))
             .item("state", s(PENDING))
             .item("owner", s(&token))
@@ -58,60 +58,61 @@ impl Dedupe for DynamoDedupe {
             .expression_attribute_values(":pending", s(PENDING))
             .expression_attribute_values(":now_ms", n(now_ms))
             .expression_attribute_values(":now_s", n(now_s))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match put {
-            Ok(_) => Ok(Claim::Claimed { token }),
+            Ok(out) => {
+                // An earlier claim whose lease ran out before it was completed or released.
+                let old_state = out.attributes().and_then(|a| a.get("state")).and_then(|v| v.as_s().ok());
+                Ok(Claim::Claimed { token, taken_over: old_state.map(String::as_str) == Some(PENDING) })
+            }
             Err(err) if is_condition_failure(&err) => {
                 let item = self
+                    .table
                     .client
                     .get_item()
-                    .table_name(&self.table)
+                    .table_name(&self.table.name)
                     .key("pk", Self::pk(key))
                     .consistent_read(true)
                     .send()
                     .await
                     .map_err(port_error)?;
-                let state = item.item().and_then(|i| i.get("state")).and_then(|v| v.as_s().ok()).map(String::as_str);
+                let item = item.item();
+                let state = item.and_then(|i| i.get("state")).and_then(|v| v.as_s().ok()).map(String::as_str);
+                let until_ms = item
+                    .and_then(|i| i.get("lease_until"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(now_ms);
                 // A marker deleted between the two calls was released: report it as in flight so
                 // WeChat retries, rather than racing another handler.
-                Ok(if state == Some(DONE) { Claim::Published } else { Claim::InFlight })
+                Ok(if state == Some(DONE) { Claim::Published } else { Claim::InFlight { until_ms } })
             }
             Err(err) => Err(port_error(err)),
         }
     }
 
     async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .update_expression("SET #state = :done, expires_at = :expires REMOVE lease_until")
-            .condition_expression("#owner = :token AND #state = :pending")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":done", s(DONE))
-            .expression_attribute_values(":pending", s(PENDING))
-            .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":expires", n(unix_millis(now) / 1000 + self.ttl.as_secs()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => {
-                tracing::warn!("dedupe claim was taken over before completion");
-                Ok(())
-            }
-            Err(err) => Err(port_error(err)),
+        let values = [
+            (":done", s(DONE)),
+            (":pending", s(PENDING)),
+            (":token", s(token)),
+            (":expires", n(unix_millis(now) / 1000 + self.ttl.as_secs())),
+        ];
+        let set = "SET #state = :done, expires_at = :expires REMOVE lease_until";
+        if !update_if(&self.table, Self::pk(key), set, Some("#owner = :token AND #state = :pending"), &values).await? {
+            tracing::warn!("dedupe claim was taken over before completion");
         }
+        Ok(())
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), PortError> {
         let result = self
+            .table
             .client
             .delete_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(key))
             .condition_expression("#owner = :token AND #state = :pending")
             .expression_attribute_names("#state", "state")

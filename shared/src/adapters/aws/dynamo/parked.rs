@@ -12,13 +12,12 @@ use crate::core::ports::{unix_millis, PortError};
 /// Parked replies in the bridge's table: `pk = parked#<account>#<user>`, a list kept a week.
 #[derive(Debug, Clone)]
 pub struct DynamoParkedReplies {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
 }
 
 impl DynamoParkedReplies {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone() }
+        Self { table: table.clone() }
     }
 
     fn pk(account: &str, user: &str) -> AttributeValue {
@@ -29,9 +28,10 @@ impl DynamoParkedReplies {
 #[async_trait]
 impl crate::core::ports::ParkedReplies for DynamoParkedReplies {
     async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError> {
-        self.client
+        self.table
+            .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(account, user))
             .update_expression(
                 "SET replies = list_append(if_not_exists(replies, :empty), :reply), expires_at = :expires",
@@ -47,9 +47,10 @@ impl crate::core::ports::ParkedReplies for DynamoParkedReplies {
 
     async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
         let out = self
+            .table
             .client
             .delete_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(account, user))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()

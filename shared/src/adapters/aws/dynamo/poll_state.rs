@@ -13,13 +13,12 @@ use crate::core::ports::{unix_millis, PortError};
 /// + `paused_token` while the account waits for a new login.
 #[derive(Debug, Clone)]
 pub struct DynamoPollState {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
 }
 
 impl DynamoPollState {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone() }
+        Self { table: table.clone() }
     }
 
     fn pk(account: &str) -> AttributeValue {
@@ -28,9 +27,10 @@ impl DynamoPollState {
 
     async fn item(&self, account: &str) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
         let out = self
+            .table
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(account))
             .consistent_read(true)
             .send()
@@ -46,7 +46,7 @@ impl DynamoPollState {
         values: &[(&str, AttributeValue)],
     ) -> Result<(), PortError> {
         // `cursor` is a reserved word: every attribute goes by a placeholder (`#name`).
-        update_if(&self.client, &self.table, Self::pk(account), expression, None, values).await.map(drop)
+        update_if(&self.table, Self::pk(account), expression, None, values).await.map(drop)
     }
 }
 

@@ -12,8 +12,7 @@ use crate::core::ports::{unix_millis, PortError};
 /// Official Account reply slots in the bridge's table: `pk = slot#<inbound id>`.
 #[derive(Debug, Clone)]
 pub struct DynamoReplySlots {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
 }
 
 /// A slot lives a day: WeChat's deliveries span seconds; the dispatcher reads it within minutes.
@@ -21,7 +20,7 @@ const SLOT_TTL_S: u64 = 24 * 3600;
 
 impl DynamoReplySlots {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone() }
+        Self { table: table.clone() }
     }
 
     fn pk(key: &str) -> AttributeValue {
@@ -51,7 +50,7 @@ impl DynamoReplySlots {
         condition: &str,
         values: &[(&str, AttributeValue)],
     ) -> Result<bool, PortError> {
-        update_if(&self.client, &self.table, Self::pk(key), set, Some(condition), values).await
+        update_if(&self.table, Self::pk(key), set, Some(condition), values).await
     }
 }
 
@@ -64,9 +63,10 @@ impl crate::core::ports::ReplySlots for DynamoReplySlots {
         deadline: SystemTime,
     ) -> Result<crate::core::ports::Slot, PortError> {
         let out = self
+            .table
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(key))
             .update_expression(
                 "SET #state = if_not_exists(#state, :open), expires_at = if_not_exists(expires_at, :expires), \
@@ -88,9 +88,10 @@ impl crate::core::ports::ReplySlots for DynamoReplySlots {
 
     async fn read(&self, key: &str) -> Result<Option<crate::core::ports::Slot>, PortError> {
         let out = self
+            .table
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", Self::pk(key))
             .consistent_read(true)
             .send()

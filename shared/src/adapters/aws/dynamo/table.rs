@@ -24,24 +24,19 @@ impl Table {
     pub fn from_sdk(sdk: &aws_config::SdkConfig, name: impl Into<String>) -> Self {
         Self::new(aws_sdk_dynamodb::Client::new(sdk), name)
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// One conditional update of the item `pk`: every `#name` in the expressions stands for the
 /// attribute `name` (several are reserved words). True when it applied, false when `condition`
 /// failed.
 pub(crate) async fn update_if(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
+    table: &Table,
     pk: AttributeValue,
     expression: &str,
     condition: Option<&str>,
     values: &[(&str, AttributeValue)],
 ) -> Result<bool, PortError> {
-    let mut request = client.update_item().table_name(table).key("pk", pk).update_expression(expression);
+    let mut request = table.client.update_item().table_name(&table.name).key("pk", pk).update_expression(expression);
     if let Some(condition) = condition {
         request = request.condition_expression(condition);
     }

@@ -4,19 +4,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::table::{applied, is_condition_failure, n, port_error, s, Table};
+use super::table::{applied, is_condition_failure, n, port_error, s, update_if, Table};
 use crate::core::ports::PortError;
 
 /// The shared access tokens in the bridge's table: `pk = token#<channel>:<account>`.
 #[derive(Debug, Clone)]
 pub struct DynamoTokenStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: Table,
 }
 
 impl DynamoTokenStore {
     pub fn new(table: &Table) -> Self {
-        Self { client: table.client.clone(), table: table.name.clone() }
+        Self { table: table.clone() }
     }
 }
 
@@ -29,9 +28,10 @@ fn token_item_expiry(valid_until_ms: u64) -> u64 {
 impl crate::core::tokens::TokenStore for DynamoTokenStore {
     async fn load(&self, key: &str) -> Result<Option<crate::core::tokens::StoredToken>, PortError> {
         let item = self
+            .table
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", s(key))
             .consistent_read(true)
             .send()
@@ -51,9 +51,10 @@ impl crate::core::tokens::TokenStore for DynamoTokenStore {
 
     async fn lease(&self, key: &str, owner: &str, now_ms: u64, lease: Duration) -> Result<bool, PortError> {
         let result = self
+            .table
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key("pk", s(key))
             .update_expression("SET lease_owner = :owner, lease_until = :until, expires_at = if_not_exists(expires_at, :expires)")
             // Only while no valid token is stored: a caller that read "no token" just before
@@ -74,9 +75,10 @@ impl crate::core::tokens::TokenStore for DynamoTokenStore {
         use secrecy::ExposeSecret as _;
         let update = |release: bool| {
             let mut request = self
+                .table
                 .client
                 .update_item()
-                .table_name(&self.table)
+                .table_name(&self.table.name)
                 .key("pk", s(key))
                 .expression_attribute_names("#token", "token")
                 .expression_attribute_values(":token", s(token.value.expose_secret()))
@@ -102,33 +104,18 @@ impl crate::core::tokens::TokenStore for DynamoTokenStore {
     }
 
     async fn abandon(&self, key: &str, owner: &str) -> Result<(), PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(key))
-            .update_expression("REMOVE lease_owner, lease_until")
-            .condition_expression("lease_owner = :owner")
-            .expression_attribute_values(":owner", s(owner))
-            .send()
-            .await;
+        let values = [(":owner", s(owner))];
         // A failed condition means another holder already moved on: nothing to undo.
-        applied(result).map(drop)
+        update_if(&self.table, s(key), "REMOVE lease_owner, lease_until", Some("lease_owner = :owner"), &values)
+            .await
+            .map(drop)
     }
 
     async fn invalidate(&self, key: &str, stale: &str) -> Result<(), PortError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(key))
-            .update_expression("REMOVE #token, valid_until_ms")
-            .condition_expression("#token = :stale")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_values(":stale", s(stale))
-            .send()
-            .await;
+        let values = [(":stale", s(stale))];
         // A failed condition means another holder already moved on: nothing to undo.
-        applied(result).map(drop)
+        update_if(&self.table, s(key), "REMOVE #token, valid_until_ms", Some("#token = :stale"), &values)
+            .await
+            .map(drop)
     }
 }
