@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::table::{applied, n, port_error, s, Table};
+use super::table::{applied, get, n, s, Table};
 use crate::core::ports::PortError;
 
 /// iLink context tokens in the bridge's table: `pk = ctx#<account>#<user>`.
@@ -28,17 +28,8 @@ impl DynamoContextTokens {
 #[async_trait]
 impl crate::core::ports::ContextTokens for DynamoContextTokens {
     async fn latest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
-        let item = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", Self::pk(account, user))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(port_error)?;
-        Ok(item.item().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned())
+        let item = get(&self.table, Self::pk(account, user)).await?;
+        Ok(item.as_ref().and_then(|i| i.get("token")).and_then(|v| v.as_s().ok()).cloned())
     }
 
     async fn store(&self, account: &str, user: &str, token: &str, issued_ms: u64) -> Result<(), PortError> {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::table::{applied, is_condition_failure, n, port_error, s, update_if, Table};
+use super::table::{applied, get, is_condition_failure, n, port_error, s, update_if, Table};
 use crate::core::ports::{claim_token, unix_millis, PortError};
 use crate::core::ports::{Claim, Dedupe, DEDUPE_TTL};
 
@@ -68,17 +68,8 @@ impl Dedupe for DynamoDedupe {
                 Ok(Claim::Claimed { token, taken_over: old_state.map(String::as_str) == Some(PENDING) })
             }
             Err(err) if is_condition_failure(&err) => {
-                let item = self
-                    .table
-                    .client
-                    .get_item()
-                    .table_name(&self.table.name)
-                    .key("pk", Self::pk(key))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(port_error)?;
-                let item = item.item();
+                let item = get(&self.table, Self::pk(key)).await?;
+                let item = item.as_ref();
                 let state = item.and_then(|i| i.get("state")).and_then(|v| v.as_s().ok()).map(String::as_str);
                 let until_ms = item
                     .and_then(|i| i.get("lease_until"))

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::table::{n, port_error, s, update_if, Table};
+use super::table::{get, n, s, update_if, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// iLink poll state in the bridge's table: `pk = ilink#<account>` with `cursor`, and `paused_at`
@@ -26,17 +26,7 @@ impl DynamoPollState {
     }
 
     async fn item(&self, account: &str) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", Self::pk(account))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(port_error)?;
-        Ok(out.item)
+        get(&self.table, Self::pk(account)).await
     }
 
     async fn update(

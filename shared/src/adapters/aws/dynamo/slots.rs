@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::table::{n, port_error, s, update_if, Table};
+use super::table::{get, n, port_error, s, update_if, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// Official Account reply slots in the bridge's table: `pk = slot#<inbound id>`.
@@ -87,17 +87,7 @@ impl crate::core::ports::ReplySlots for DynamoReplySlots {
     }
 
     async fn read(&self, key: &str) -> Result<Option<crate::core::ports::Slot>, PortError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", Self::pk(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(port_error)?;
-        Ok(out.item().and_then(Self::slot))
+        Ok(get(&self.table, Self::pk(key)).await?.as_ref().and_then(Self::slot))
     }
     async fn fill(&self, key: &str, reply: &str, by: &str, now: SystemTime) -> Result<bool, PortError> {
         let values = [

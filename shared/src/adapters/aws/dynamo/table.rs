@@ -26,6 +26,23 @@ impl Table {
     }
 }
 
+/// The item `pk`, read consistently (after a conditional write, the latest state).
+pub(crate) async fn get(
+    table: &Table,
+    pk: AttributeValue,
+) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", pk)
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(port_error)?;
+    Ok(out.item)
+}
+
 /// One conditional update of the item `pk`: every `#name` in the expressions stands for the
 /// attribute `name` (several are reserved words). True when it applied, false when `condition`
 /// failed.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::table::{applied, is_condition_failure, n, port_error, s, update_if, Table};
+use super::table::{applied, get, is_condition_failure, n, port_error, s, update_if, Table};
 use crate::core::ports::PortError;
 
 /// The shared access tokens in the bridge's table: `pk = token#<channel>:<account>`.
@@ -27,17 +27,7 @@ fn token_item_expiry(valid_until_ms: u64) -> u64 {
 #[async_trait]
 impl crate::core::tokens::TokenStore for DynamoTokenStore {
     async fn load(&self, key: &str) -> Result<Option<crate::core::tokens::StoredToken>, PortError> {
-        let item = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(port_error)?;
-        let Some(item) = item.item() else { return Ok(None) };
+        let Some(item) = get(&self.table, s(key)).await? else { return Ok(None) };
         let value = item.get("token").and_then(|v| v.as_s().ok());
         let until = item.get("valid_until_ms").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
         Ok(match (value, until) {
