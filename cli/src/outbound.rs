@@ -73,6 +73,17 @@ pub async fn run_memory(
 ) {
     while let Some(record) = rx.recv().await {
         if sender.handle(&record).await {
+            // A wait on the last receive comes back as a fresh copy.
+            let requeued: Vec<(String, u32)> =
+                std::mem::take(&mut *dead.requeued.lock().unwrap_or_else(|p| p.into_inner()));
+            for (body, delay_s) in requeued {
+                let tx = tx.clone();
+                let id = shared::core::ports::claim_token();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(delay_s)).min(DEV_MAX_BACKOFF)).await;
+                    let _ = tx.send(Record { message_id: id.clone(), receipt_handle: id, body, receive_count: 1 });
+                });
+            }
             if let Some((_, attributes)) = dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
                 let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str()).unwrap_or("?");
                 println!("outbound ✗ dead-lettered: {reason}");

@@ -123,6 +123,13 @@ async fn a_retry_that_finds_a_dead_senders_claim_comes_back_just_after_its_lease
     assert!((10..=12).contains(delay), "came back after {delay} s");
     assert!(rig.fake.deliveries().is_empty());
     assert!(rig.dead_letters().is_empty());
+    // On the queue's last receive the wait is not a failure: a fresh copy comes back instead of
+    // the DLQ taking the message.
+    assert!(rig.sender.handle(&record(wecom_text("k-1", "hello"), MAX_RECEIVES)).await);
+    let requeued = rig.queue.requeued.lock().unwrap().clone();
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert!((10..=12).contains(&requeued[0].1));
+    assert!(rig.dead_letters().is_empty());
 }
 
 #[tokio::test]
@@ -136,9 +143,9 @@ async fn a_part_whose_sender_died_unrecorded_is_sent_again_with_wecoms_repeat_ch
     let key = sent_key(OutChannel::WecomApp, "hr", "k-2");
     let delivery = rig.sender.deliveries.get(OutChannel::WecomApp);
     delivery.deliver(&out, &out.content, &key, false).await.unwrap();
-    // The retry takes the claim over and asks WeCom to drop a repeat; WeCom (the fake checks
-    // like the real one) does.
-    assert!(rig.sender.handle(&record(body, 2)).await);
+    // The retry (a copy on its first receive, as SQS may deliver) takes the claim over and asks
+    // WeCom to drop a repeat; WeCom (the fake checks as the documentation says) does.
+    assert!(rig.sender.handle(&record(body, 1)).await);
     let sends = rig.fake.deliveries_of(Api::WecomMessage);
     assert_eq!(sends.len(), 1, "the user got it once: {sends:?}");
     assert!(rig.outcomes().contains(&"resent_deduped"), "{:?}", rig.outcomes());
@@ -325,4 +332,22 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
     let junk = Record { message_id: "m-6".into(), receipt_handle: "r-6".into(), body: "{}".into(), receive_count: 1 };
     assert!(dispatcher.handle_batch(&[junk]).await.is_empty());
     assert!(dead.try_recv().unwrap().attributes.iter().any(|(k, v)| *k == "kind" && v == "invalid"));
+}
+
+#[tokio::test]
+async fn later_records_to_the_same_user_come_back_just_after_the_one_that_failed() {
+    let rig = rig().await;
+    rig.fake.inject("/cgi-bin/message/send", Fault::Errcode(-1));
+    let head =
+        Record { message_id: "m-a".into(), receipt_handle: "r-a".into(), ..record(wecom_text("k-a", "first"), 1) };
+    let next =
+        Record { message_id: "m-b".into(), receipt_handle: "r-b".into(), ..record(wecom_text("k-b", "second"), 1) };
+    let failed = rig.sender.handle_batch(&[head, next]).await;
+    assert_eq!(failed, ["m-a", "m-b"]);
+    // The second waits for the first (order kept) but not for the queue's visibility timeout.
+    let retries = rig.retries();
+    let (head_delay, next_delay) = (retries[0].1, retries[1].1);
+    assert_eq!((retries[0].0.as_str(), retries[1].0.as_str()), ("r-a", "r-b"));
+    assert_eq!(next_delay, head_delay + 1);
+    assert!(rig.fake.deliveries().is_empty());
 }

@@ -136,6 +136,7 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct MemoryOutbound {
     pub retries: Mutex<Vec<(String, u32)>>,
+    pub requeued: Mutex<Vec<(String, u32)>>,
     pub dead_letters: Mutex<Vec<(String, Vec<(&'static str, String)>)>>,
 }
 
@@ -151,6 +152,11 @@ impl crate::core::ports::Redeliver for MemoryOutbound {
 impl crate::core::ports::OutboundQueue for MemoryOutbound {
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
         self.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).push((body.to_owned(), attributes.to_vec()));
+        Ok(())
+    }
+
+    async fn requeue(&self, body: &str, delay_s: u32) -> Result<(), PortError> {
+        self.requeued.lock().unwrap_or_else(|p| p.into_inner()).push((body.to_owned(), delay_s));
         Ok(())
     }
 }

@@ -124,6 +124,9 @@ pub trait Redeliver: Send + Sync {
 pub trait OutboundQueue: Redeliver {
     /// Puts a message that must not be retried on the dead-letter queue, with its reason.
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError>;
+    /// Puts a fresh copy of a message on the queue, visible after `delay_s` (at most 900): for
+    /// a message on its last receive that has not failed, only waited.
+    async fn requeue(&self, body: &str, delay_s: u32) -> Result<(), PortError>;
 }
 
 /// The latest iLink `context_token` per (bot account, user): every send must echo it.

@@ -85,18 +85,20 @@ impl Sender {
         }
         let sends = groups.into_iter().map(|(_, group)| async move {
             let mut failed = Vec::new();
+            // Once one comes back later, the later ones to the same recipient come back after it.
+            let mut wait: Option<u32> = None;
             for record in group {
-                if failed.is_empty() && self.out_of_time(deadline) {
+                let come_back = match wait {
+                    Some(after) => Some(after + 1),
                     // Not started: handed back to come again at once (by another invocation).
-                    if let Err(err) = self.queue.retry_later(&record.receipt_handle, HAND_BACK_S).await {
-                        tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                    None if self.out_of_time(deadline) => Some(HAND_BACK_S),
+                    None => self.handle_until(record, deadline).await,
+                };
+                if let Some(delay_s) = come_back {
+                    wait = Some(delay_s);
+                    if !self.come_back(record, delay_s).await {
+                        failed.push(record.message_id.clone());
                     }
-                    failed.push(record.message_id.clone());
-                    continue;
-                }
-                // Once one fails, the later ones to the same recipient wait for it.
-                if !failed.is_empty() || !self.handle_until(record, deadline).await {
-                    failed.push(record.message_id.clone());
                 }
             }
             failed
@@ -106,10 +108,33 @@ impl Sender {
 
     /// Handles one record; false when it must be reported as failed (SQS delivers it again).
     pub async fn handle(&self, record: &Record) -> bool {
-        self.handle_until(record, None).await
+        match self.handle_until(record, None).await {
+            None => true,
+            Some(delay_s) => self.come_back(record, delay_s).await,
+        }
     }
 
-    async fn handle_until(&self, record: &Record, deadline: Option<SystemTime>) -> bool {
+    /// Makes a record come again after `delay_s`; true when the original is done with (on the
+    /// queue's last receive a fresh copy is queued instead, so a wait never becomes a DLQ entry).
+    async fn come_back(&self, record: &Record, delay_s: u32) -> bool {
+        let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
+        if last {
+            match self.queue.requeue(&record.body, delay_s).await {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not queue a fresh copy; the queue's redrive may take it")
+                }
+            }
+        }
+        if let Err(err) = self.queue.retry_later(&record.receipt_handle, delay_s).await {
+            // The message still comes back after the queue's visibility timeout.
+            tracing::warn!(error = %err, "could not set the retry delay");
+        }
+        false
+    }
+
+    /// Handles one record; `Some(delay)` when it must come again after `delay` seconds.
+    async fn handle_until(&self, record: &Record, deadline: Option<SystemTime>) -> Option<u32> {
         let (channel, outcome) = self.send_record_until(record, deadline).await;
         let channel = channel.map(OutChannel::as_str).unwrap_or("unknown");
         let outcome = self.last_chance(record, outcome);
@@ -117,25 +142,18 @@ impl Sender {
             Outcome::Sent { parts, already_sent } => {
                 tracing::info!(channel, outcome = "sent", parts, already_sent, message_id = %record.message_id, "outbound");
                 self.metrics.record(&SendMetric { channel, outcome: "sent", errcode: None });
-                true
+                None
             }
             Outcome::Retry { reason, errcode, min_backoff_s } => {
                 let delay = backoff_s(record.receive_count, *min_backoff_s);
                 tracing::warn!(channel, outcome = "retry", errcode, reason = %reason, delay_s = delay, receive_count = record.receive_count, message_id = %record.message_id, "outbound");
                 self.metrics.record(&SendMetric { channel, outcome: "retry", errcode: *errcode });
-                if let Err(err) = self.queue.retry_later(&record.receipt_handle, delay).await {
-                    // The message still comes back after the queue's visibility timeout.
-                    tracing::warn!(error = %err, "could not set the retry delay");
-                }
-                false
+                Some(delay)
             }
             Outcome::Later { reason, delay_s } => {
                 tracing::info!(channel, outcome = "later", reason = %reason, delay_s, receive_count = record.receive_count, message_id = %record.message_id, "outbound");
                 self.metrics.record(&SendMetric { channel, outcome: "later", errcode: None });
-                if let Err(err) = self.queue.retry_later(&record.receipt_handle, *delay_s).await {
-                    tracing::warn!(error = %err, "could not set the retry delay");
-                }
-                false
+                Some(*delay_s)
             }
             Outcome::Permanent { reason, errcode, errmsg } => {
                 tracing::error!(channel, outcome = "dead_letter", errcode, reason = %reason, message_id = %record.message_id, "outbound");
@@ -147,30 +165,25 @@ impl Sender {
                     ("reason", attribute_value(reason)),
                 ];
                 match self.queue.dead_letter(&record.body, &attributes).await {
-                    Ok(()) => true,
+                    Ok(()) => None,
                     Err(err) => {
-                        // Never drop it: let SQS deliver it again (its redrive policy ends in the DLQ too).
+                        // Never drop it: let SQS deliver it again.
                         tracing::error!(error = %err, "could not dead-letter; the message stays on the queue");
-                        false
+                        Some(backoff_s(record.receive_count, 0))
                     }
                 }
             }
         }
     }
 
-    /// On the queue's last receive, a retry would let SQS move the message to the DLQ without a
-    /// reason: dead-letter it here, with one.
+    /// On the queue's last receive, a retry after a failure would let SQS move the message to the
+    /// DLQ without a reason: dead-letter it here, with one. (A wait, `Later`, is requeued instead.)
     fn last_chance(&self, record: &Record, outcome: Outcome) -> Outcome {
         let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
         match outcome {
             Outcome::Retry { reason, errcode, .. } if last => Outcome::Permanent {
                 reason: format!("gave up after {} deliveries: {reason}", record.receive_count),
                 errcode,
-                errmsg: reason,
-            },
-            Outcome::Later { reason, .. } if last => Outcome::Permanent {
-                reason: format!("gave up after {} deliveries: {reason}", record.receive_count),
-                errcode: None,
                 errmsg: reason,
             },
             other => other,

@@ -102,6 +102,18 @@ impl crate::core::ports::OutboundQueue for SqsOutbound {
         let message = QueueMessage { body: body.to_owned(), attributes: attributes.to_vec() };
         SqsPublisher::new(self.client.clone(), self.dlq_url.clone()).publish(message).await
     }
+
+    async fn requeue(&self, body: &str, delay_s: u32) -> Result<(), PortError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(i32::try_from(delay_s.min(900)).unwrap_or(900))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| PortError::new("sqs", DisplayErrorContext(&err)))
+    }
 }
 
 /// How long a long poll of [`receive`] waits for messages (SQS allows up to 20 s).
