@@ -5,7 +5,8 @@ Plays WeChat (signed, encrypted callbacks with WeChat's re-deliveries) and WeCha
 `message/custom/send`, recording every send outside the process that gets killed), kills the
 bridge with SIGKILL at random points, restarts it, waits until its queues are drained, and checks
 that every acknowledged message was answered exactly once and that the dead-letter queues are
-empty. Standard library only; see `scripts/kill-test --help`.
+empty. Standard library, plus the local stack's pinned `cryptography` for the callback crypto;
+see `scripts/kill-test --help`.
 """
 
 from __future__ import annotations
