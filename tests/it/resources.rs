@@ -227,4 +227,8 @@ fn queues_outlast_their_consumers_and_the_poller_runs_within_its_schedule() {
     assert!(number(&poller["Timeout"]) <= 60, "the poller's run ends before the next one starts");
     let oa = &resource(&t, "OaCallbackFunction")["Properties"];
     assert!(number(&oa["Timeout"]) * 1000 > 8_000, "an OA delivery (held up to 8 s) ends before the function");
+    // A live sender's claim must outlast its invocation, or another sender takes it over while
+    // the first may still send.
+    let sender = number(&resource(&t, "SenderFunction")["Properties"]["Timeout"]);
+    assert!(sender <= shared::services::sender::SEND_LEASE.as_secs(), "the sender's {sender} s outlasts its claim");
 }

@@ -78,6 +78,8 @@ pub struct Dispatcher {
 /// No bot call starts with less than this left in the invocation: the bot's timeout and the
 /// routing of its replies.
 pub const DISPATCH_BUDGET: Duration = Duration::from_secs(50);
+/// How soon a record handed back for lack of time comes again.
+const HAND_BACK_S: u32 = 1;
 
 /// Where a reply to `inbound` goes, if anywhere.
 fn reply_channel(route: &ReplyRoute, inbound: &Inbound) -> Option<OutChannel> {
@@ -238,7 +240,7 @@ impl Dispatcher {
             for record in records {
                 tracing::info!(message_id = %record.message_id, "not enough time left for the bot; handed back");
                 if let Some(requeue) = &self.requeue {
-                    if let Err(err) = requeue.retry_later(&record.receipt_handle, 1).await {
+                    if let Err(err) = requeue.retry_later(&record.receipt_handle, HAND_BACK_S).await {
                         tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
                     }
                 }
