@@ -64,6 +64,25 @@ pub struct QueueMessage {
     pub attributes: Vec<(&'static str, String)>,
 }
 
+/// SQS refuses empty attribute values and control characters.
+pub fn attribute_value(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean = truncate(clean.trim(), 256);
+    if clean.is_empty() {
+        "none".to_owned()
+    } else {
+        clean
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// Puts messages on one queue, durably: `Ok` means the queue has it.
 #[async_trait]
 pub trait Publisher: Send + Sync {
@@ -235,4 +254,22 @@ pub struct Paused {
     pub at: u64,
     /// The fingerprint of the token that expired: a new token (a new login) resumes the account.
     pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_values_are_never_empty_or_control_characters() {
+        assert_eq!(attribute_value(""), "none");
+        assert_eq!(attribute_value("a\nb\u{0}"), "a b");
+        assert_eq!(attribute_value(&"x".repeat(300)).len(), 256);
+    }
+
+    #[test]
+    fn truncates_on_character_boundaries() {
+        assert_eq!(truncate("你好", 4), "你");
+        assert_eq!(truncate("ok", 10), "ok");
+    }
 }

@@ -13,7 +13,7 @@ use crate::core::bot::{Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
 use crate::core::outbound::ReplyRoute;
 use crate::core::ports::{
-    unix_millis, PortError, Publisher, QueueMessage, Record, Redeliver, ReplySlots, SlotState, Typing,
+    attribute_value, unix_millis, PortError, Publisher, QueueMessage, Record, Redeliver, ReplySlots, SlotState, Typing,
 };
 
 /// How long past a slot's deadline a delivery may still be taking the reply.
@@ -206,13 +206,9 @@ impl Dispatcher {
     /// not possible (the queue's redrive then moves it).
     async fn give_up(&self, record: &Record, kind: &str, reason: &str) -> Option<String> {
         let Some(dlq) = &self.dead_letter else { return Some(record.message_id.clone()) };
-        let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(256).collect();
         let message = QueueMessage {
             body: record.body.clone(),
-            attributes: vec![
-                ("kind", kind.to_owned()),
-                ("reason", if reason.trim().is_empty() { "none".into() } else { reason }),
-            ],
+            attributes: vec![("kind", kind.to_owned()), ("reason", attribute_value(reason))],
         };
         match dlq.publish(message).await {
             Ok(()) => None,

@@ -14,7 +14,9 @@ use serde_json::Value;
 use crate::channels::Deliveries;
 use crate::core::envelope::{OutChannel, Outbound};
 use crate::core::outbound::{self, part_key, sent_key, short_hash, Delivered};
-use crate::core::ports::{Claim, Clock, Dedupe, Metrics, OutboundQueue, PortError, Record, SendMetric};
+use crate::core::ports::{
+    attribute_value, Claim, Clock, Dedupe, Metrics, OutboundQueue, PortError, Record, SendMetric,
+};
 use crate::core::retry::{backoff_s, Verdict};
 
 /// How long a claim on a part protects an in-flight send: longer than one API call can take
@@ -337,41 +339,4 @@ fn recipient_of(body: &str) -> String {
 
 fn store_unavailable(err: PortError) -> Outcome {
     Outcome::Retry { reason: err.to_string(), errcode: None, min_backoff_s: 0 }
-}
-
-/// SQS refuses empty attribute values and control characters.
-fn attribute_value(text: &str) -> String {
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let clean = truncate(clean.trim(), 256);
-    if clean.is_empty() {
-        "none".to_owned()
-    } else {
-        clean
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attribute_values_are_never_empty_or_control_characters() {
-        assert_eq!(attribute_value(""), "none");
-        assert_eq!(attribute_value("a\nb\u{0}"), "a b");
-        assert_eq!(attribute_value(&"x".repeat(300)).len(), 256);
-    }
-
-    #[test]
-    fn truncates_on_character_boundaries() {
-        assert_eq!(truncate("你好", 4), "你");
-        assert_eq!(truncate("ok", 10), "ok");
-    }
 }
