@@ -5,6 +5,7 @@
 //! new folder plus a line in each list below; channel-neutral code (`services`) reaches a channel
 //! only through these lists.
 
+pub mod aibot;
 pub mod ilink;
 pub mod oa;
 pub mod robot;
@@ -164,6 +165,7 @@ pub fn reply_route(channel: Channel) -> ReplyRoute {
         Channel::Wecom => wecom::REPLIES,
         Channel::Oa => oa::REPLIES,
         Channel::Ilink => ilink::REPLIES,
+        Channel::WecomAibot => aibot::REPLIES,
     }
 }
 
@@ -182,6 +184,7 @@ pub struct Deliveries {
     robot: robot::outbound::RobotDelivery,
     oa: oa::outbound::OaDelivery,
     ilink: ilink::outbound::IlinkDelivery,
+    aibot: aibot::outbound::AibotDelivery,
 }
 
 impl Deliveries {
@@ -193,6 +196,7 @@ impl Deliveries {
             robot: robot::outbound::RobotDelivery::new(&config.robots, &apis.robot),
             oa: oa::outbound::OaDelivery::new(&config.oa, &apis.oa, &tokens, parked, clock),
             ilink: ilink::outbound::IlinkDelivery::new(&config.ilink, &apis.ilink, contexts),
+            aibot: aibot::outbound::AibotDelivery,
         }
     }
 
@@ -204,6 +208,7 @@ impl Deliveries {
             OutChannel::WecomWebhook => &self.robot,
             OutChannel::Oa => &self.oa,
             OutChannel::Ilink => &self.ilink,
+            OutChannel::WecomAibot => &self.aibot,
         }
     }
 }

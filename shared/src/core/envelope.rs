@@ -14,6 +14,8 @@ pub enum Channel {
     Wecom,
     Oa,
     Ilink,
+    /// A WeCom AI bot (智能机器人, API mode): direct chats and group @-mentions.
+    WecomAibot,
 }
 
 /// Whom a reply is addressed to.
@@ -93,6 +95,16 @@ pub struct Link {
     pub pic_url: Option<String>,
 }
 
+/// The message a user quoted (replied to) in their message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+}
+
 /// An event: its name as the platform sends it and its most used fields; the rest is in `raw`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -125,6 +137,12 @@ pub struct Inbound {
     pub link: Option<Link>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Event>,
+    /// In a group chat: whether the message mentioned the bot (the mention is not in `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentioned: Option<bool>,
+    /// The message this one quotes, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
     /// When wxbridge received it (RFC 3339, UTC).
     pub received_at: String,
     /// When the user sent it (unix seconds, from the platform).
@@ -157,6 +175,8 @@ impl Inbound {
             location: None,
             link: None,
             event: None,
+            mentioned: None,
+            quote: None,
             received_at: rfc3339(received_at),
             sent_at,
             raw,
@@ -186,6 +206,9 @@ pub enum OutChannel {
     Oa,
     /// An iLink bot message to a personal WeChat user (`to`: user id).
     Ilink,
+    /// The answer to a WeCom AI bot message (`in_reply_to`: its Inbound id): into the message's
+    /// stream while it is open, else once through its `response_url`.
+    WecomAibot,
 }
 
 impl OutChannel {
@@ -196,6 +219,7 @@ impl OutChannel {
             Self::WecomWebhook => "wecom_webhook",
             Self::Oa => "oa",
             Self::Ilink => "ilink",
+            Self::WecomAibot => "wecom_aibot",
         }
     }
 }

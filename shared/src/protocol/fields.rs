@@ -11,6 +11,9 @@ pub enum MessageError {
     Missing(&'static str),
     #[error("element <{0}> is not a valid number")]
     NotANumber(&'static str),
+    /// A JSON message that is not what the platform documents; the reason never quotes input.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// The four elements every WeChat callback message has.
