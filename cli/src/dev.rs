@@ -13,7 +13,7 @@ use axum::Router;
 use lambda_http::RequestExt as _;
 use shared::adapters::memory::{
     MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryParkedReplies, MemoryPollState, MemoryQueue,
-    MemoryReplySlots,
+    MemoryReplySlots, MemoryStreams,
 };
 use shared::channels::{callback_services, CallbackPorts, Config};
 use shared::core::callback::{CallbackService, MAX_BODY_BYTES};
@@ -91,6 +91,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dedupe: Arc::new(shared::adapters::aws::DynamoDedupe::new(&table)),
             slots: Arc::new(shared::adapters::aws::DynamoReplySlots::new(&table)),
             parked: Arc::new(shared::adapters::aws::DynamoParkedReplies::new(&table)),
+            streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
             clock: Arc::new(SystemClock),
         };
         (callback_services(&config, ports), None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
@@ -101,6 +102,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());
         let contexts = Arc::new(MemoryContextTokens::default());
+        let streams: Arc<dyn shared::core::ports::Streams> = Arc::new(MemoryStreams::default());
         if !config.ilink.is_empty() {
             let poller = shared::channels::ilink::Poller::new(
                 shared::channels::Apis::from_env(&env)?.ilink,
@@ -118,10 +120,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dedupe,
             slots: slots.clone(),
             parked: parked.clone(),
+            streams: streams.clone(),
             clock: Arc::new(SystemClock),
         };
         let callbacks = callback_services(&config, ports);
-        let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked)?;
+        let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked, streams.clone())?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let http = shared::services::bots::http_client()?;
@@ -133,6 +136,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             requeue: None,
             dead_letter: None,
             max_receives: None,
+            streams: Some(streams),
+            calls: dispatcher::bot_calls(&config, Arc::new(MemoryDedupe::default())),
         };
         (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };

@@ -37,12 +37,14 @@ impl Metrics for PrintMetrics {
     }
 }
 
-/// A sender on in-memory stores, with the iLink context tokens shared with the rest of dev.
+/// A sender on in-memory stores, with the iLink context tokens, parked replies and AI-bot
+/// streams shared with the rest of dev.
 pub fn memory_sender(
     config: Arc<Config>,
     env: &Env,
     contexts: Arc<MemoryContextTokens>,
     parked: Arc<MemoryParkedReplies>,
+    streams: Arc<dyn shared::core::ports::Streams>,
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
     let queue = Arc::new(MemoryOutbound::default());
@@ -50,6 +52,7 @@ pub fn memory_sender(
         tokens: Arc::new(Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone())),
         contexts,
         parked,
+        streams,
         clock: clock.clone(),
     };
     let sender = Sender {

@@ -58,6 +58,7 @@ pub fn describe(delivery: &Delivery) -> Value {
             b["msg"]["item_list"][0]["text_item"]["text"].as_str().map(str::to_owned),
         ),
         Api::IlinkTyping => ("ilink_typing", b["ilink_user_id"].clone(), None),
+        Api::AibotResponse => ("wecom_aibot", json!("(response_url)"), content_text(b)),
     };
     json!({"channel": channel, "to": to, "text": text, "body": b})
 }

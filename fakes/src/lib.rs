@@ -1,9 +1,9 @@
 //! Fake WeChat API servers for tests and the local sandbox.
 //!
 //! [`FakeWechat`] is one HTTP server on 127.0.0.1 that plays WeCom (`gettoken`, `message/send`,
-//! `appchat/*`), the WeCom group robot webhook, the Official Account (`stable_token`,
-//! `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR login) at once; their
-//! paths do not collide.
+//! `appchat/*`), the WeCom group robot webhook, the WeCom AI bot's `response_url`, the Official
+//! Account (`stable_token`, `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR
+//! login) at once; their paths do not collide.
 //! It checks each request the way the real server does (credentials, token lifetimes, field types
 //! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
 //! the platforms' rules rather than to a mock's assumptions.
@@ -11,6 +11,9 @@
 //! Tests set up accounts and recipients, optionally inject faults per path, run the client against
 //! [`FakeWechat::base_url`], then assert on [`FakeWechat::deliveries`] and
 //! [`FakeWechat::problems`] (every refused request explains itself there).
+//!
+//! The AI bot calls the bridge rather than being called: [`aibot::AibotWecom`] plays WeCom's side
+//! of it, posting encrypted callbacks to the bridge and checking every answer.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,6 +25,9 @@
 //! # }
 //! ```
 
+pub mod aibot;
+mod aibot_crypto;
+mod aibot_response;
 mod ilink;
 mod ilink_login;
 mod oa;
@@ -35,6 +41,7 @@ mod wire;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use aibot::{AibotWecom, Answer, Conversation};
 use server::{lock, Shared};
 use state::{OaApp, State, WecomApp};
 pub use types::{Api, Delivery, Fault};
@@ -159,6 +166,30 @@ impl FakeWechat {
     /// How long `getupdates` holds an empty poll (default 300 ms).
     pub fn set_ilink_hold(&self, hold: Duration) {
         self.state().ilink_hold = hold;
+    }
+
+    /// A new single-use AI bot `response_url` on this fake
+    /// (`{base_url}/cgi-bin/aibot/response?response_code=…`), valid for the response TTL.
+    ///
+    /// The first accepted POST to it is a [`Delivery`] of [`Api::AibotResponse`] whose `account` is
+    /// the response code. Refused (made-up codes, WeCom documents none): an unknown code 846601,
+    /// an expired one 846602, a used one 846603 (also counted by
+    /// [`FakeWechat::aibot_response_refusals`]); a Content-Type other than JSON or a body that is not
+    /// JSON 47001, an empty body 44002, a msgtype other than `markdown`/`template_card` 40008, empty
+    /// content 44004, content over 20 480 bytes 45002, a bad card or feedback 40058.
+    pub fn aibot_response_url(&self) -> String {
+        let code = aibot_response::issue(&mut self.state());
+        format!("{}/cgi-bin/aibot/response?response_code={code}", self.base_url)
+    }
+
+    /// Lifetime of the `response_url`s issued from now on (default 3600 s).
+    pub fn set_aibot_response_ttl(&self, ttl: Duration) {
+        self.state().aibot_response_ttl = ttl;
+    }
+
+    /// POSTs refused because their `response_url` had already been used once.
+    pub fn aibot_response_refusals(&self) -> usize {
+        self.state().aibot_response_refusals
     }
 
     /// Queues a fault for `path` (e.g. `"/cgi-bin/message/send"`); each request to that path takes

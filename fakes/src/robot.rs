@@ -42,7 +42,7 @@ pub(crate) fn send(st: &mut State, req: &Req) -> Result<Response, Reject> {
             check_mentions(&body)?;
         }
         "markdown" | "markdown_v2" => check_content(&body, msgtype, MARKDOWN_MAX)?,
-        "image" => check_image(&body)?,
+        "image" => check_image(&body, IMAGE_MAX)?,
         "news" => check_news(&body, 8)?,
         "file" | "voice" => check_media_id(&body, msgtype)?,
         "template_card" => check_template_card(&body, CARD_TYPES)?,
@@ -76,8 +76,9 @@ fn check_mentions(body: &Map<String, Value>) -> Result<(), Reject> {
     Ok(())
 }
 
-/// `image.base64` must decode to a JPG or PNG of at most 2 MB whose md5 is `image.md5`.
-fn check_image(body: &Map<String, Value>) -> Result<(), Reject> {
+/// `image.base64` must decode to a JPG or PNG of at most `max` bytes whose md5 is `image.md5` (the
+/// robot's image message, and the AI bot's final `msg_item`).
+pub(crate) fn check_image(body: &Map<String, Value>, max: usize) -> Result<(), Reject> {
     let image = sub_object(body, "image", 40009)?;
     let (Some(Value::String(b64)), Some(Value::String(md5_hex))) = (image.get("base64"), image.get("md5")) else {
         return Err(Reject::code(40009, "image needs string fields base64 and md5"));
@@ -85,8 +86,8 @@ fn check_image(body: &Map<String, Value>) -> Result<(), Reject> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| Reject::code(40009, format!("image.base64 is not valid base64: {e}")))?;
-    if raw.is_empty() || raw.len() > IMAGE_MAX {
-        return Err(Reject::code(40009, format!("image is {} bytes, it must be 1..={IMAGE_MAX}", raw.len())));
+    if raw.is_empty() || raw.len() > max {
+        return Err(Reject::code(40009, format!("image is {} bytes, it must be 1..={max}", raw.len())));
     }
     let actual: String = <md5::Md5 as md5::Digest>::digest(&raw).iter().map(|b| format!("{b:02x}")).collect();
     if !actual.eq_ignore_ascii_case(md5_hex) {

@@ -14,6 +14,9 @@ use crate::wire::{random_string, Reject};
 /// The default `expires_in` of both WeChat token endpoints.
 pub(crate) const DEFAULT_TTL_SECS: u64 = 7200;
 
+/// An AI bot `response_url` lives one hour (wecom-aibot.md §5).
+const AIBOT_RESPONSE_TTL: Duration = Duration::from_secs(3600);
+
 /// Longest lifetime we turn into an `Instant`; a test asking for more gets this (an `Instant`
 /// overflow would panic).
 const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -60,6 +63,14 @@ pub(crate) struct OaApp {
     pub current: Option<String>,
 }
 
+/// One issued AI bot `response_url`.
+#[derive(Debug)]
+pub(crate) struct AibotCode {
+    pub expires_at: Instant,
+    /// Set by the one accepted POST; every later one is refused.
+    pub used: bool,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct AppChat {
     pub name: String,
@@ -99,6 +110,12 @@ pub(crate) struct State {
     /// The fake's own base URL, which a confirmed QR login names as `baseurl`.
     pub base_url: String,
     pub qr: QrState,
+    /// AI bot response codes issued, by code.
+    pub aibot_codes: HashMap<String, AibotCode>,
+    /// Lifetime of response codes issued from now on.
+    pub aibot_response_ttl: Duration,
+    /// POSTs refused because their response_url had already been used.
+    pub aibot_response_refusals: usize,
     /// Every WeCom user id and Official Account OpenID exists (the sandbox of `wxbridge dev`).
     pub open_directory: bool,
     pub tokens: HashMap<String, Token>,
@@ -148,6 +165,9 @@ impl Default for State {
             ilink_tickets: HashMap::new(),
             base_url: String::new(),
             qr: Default::default(),
+            aibot_codes: HashMap::new(),
+            aibot_response_ttl: AIBOT_RESPONSE_TTL,
+            aibot_response_refusals: 0,
             open_directory: false,
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,

@@ -23,7 +23,8 @@ pub enum Fault {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub api: Api,
-    /// corp_id (WeCom app, appchat), robot key (webhook), app_id (OA), bot_token (iLink).
+    /// corp_id (WeCom app, appchat), robot key (webhook), app_id (OA), bot_token (iLink),
+    /// response_code (AI bot response_url).
     pub account: String,
     /// The request body as the client sent it.
     pub body: serde_json::Value,
@@ -39,4 +40,6 @@ pub enum Api {
     Ilink,
     /// iLink `sendtyping` (status 1 typing, 2 cancel).
     IlinkTyping,
+    /// A WeCom AI bot's `response_url` (one message per URL).
+    AibotResponse,
 }

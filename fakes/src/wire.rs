@@ -120,6 +120,13 @@ impl Reject {
         Reject::Ilink { body: json!({"errcode": -14, "errmsg": "session timeout"}), detail: detail.into() }
     }
 
+    /// What was wrong, without the platform's code or text.
+    pub fn detail(&self) -> &str {
+        match self {
+            Reject::Errcode { detail, .. } | Reject::Http { detail, .. } | Reject::Ilink { detail, .. } => detail,
+        }
+    }
+
     /// The line for `problems()`.
     pub fn describe(&self, family: Family) -> String {
         match self {
@@ -179,6 +186,10 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             86215 => "chatid already exists",
             86216 => "invalid chat member",
             93000 => "invalid webhook url",
+            // Made up: the AI bot's response_url has no documented errcodes (wecom-aibot.md §5).
+            846601 => "invalid response_code",
+            846602 => "response_code expired",
+            846603 => "response_code already used",
             _ => "unknown error",
         },
         Family::Oa => match code {

@@ -86,6 +86,8 @@ async fn a_dispatcher_that_runs_twice_fills_once_and_never_also_sends() {
         requeue: None,
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     };
     let now = std::time::SystemTime::now();
     slots.arrive("oa:news:9", now, now + Duration::from_secs(1)).await.unwrap();

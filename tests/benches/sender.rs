@@ -91,6 +91,7 @@ async fn setup() -> Setup {
         tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), clock.clone())),
         contexts: Arc::new(DynamoContextTokens::new(&table)),
         parked: Arc::new(shared::adapters::memory::MemoryParkedReplies::default()),
+        streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
         clock: clock.clone(),
     };
     let sender = Sender {

@@ -58,6 +58,7 @@ async fn rig() -> Rig {
         tokens: Arc::new(Tokens::new(Arc::new(MemoryTokenStore::default()), clock.clone())),
         contexts: Arc::new(MemoryContextTokens::default()),
         parked: Arc::new(MemoryParkedReplies::default()),
+        streams: Arc::new(shared::adapters::memory::MemoryStreams::default()),
         clock: clock.clone(),
     };
     let (sent, queue, metrics) = (
@@ -224,6 +225,8 @@ async fn a_dispatcher_run_twice_for_one_message_still_sends_each_reply_once() {
         requeue: None,
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     };
     for _ in 0..2 {
         dispatcher.dispatch(&inbound("wecom:hr:42")).await.unwrap();
@@ -257,6 +260,8 @@ async fn a_dispatcher_with_too_little_time_left_calls_no_bot_and_hands_the_batch
         requeue: Some(queue.clone()),
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     };
     let records = [Record {
         message_id: "m-9".into(),
@@ -312,6 +317,8 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
         requeue: None,
         dead_letter: Some(Arc::new(dlq)),
         max_receives: Some(5),
+        streams: None,
+        calls: None,
     };
     let at = |receive_count| Record {
         message_id: "m-5".into(),

@@ -325,6 +325,8 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
         requeue: None,
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     };
     let inbound = message_inbound(&rig.account.account, message(5, "hi", "c5", 5));
     assert_eq!(dispatcher.dispatch(&inbound).await.unwrap(), 1);

@@ -78,6 +78,8 @@ async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
         requeue: None,
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     };
     let deadline = tokio::time::Instant::now() + until;
     let mut dispatched = 0;

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::aws::sqs::SqsRedeliver;
-use shared::adapters::aws::{DynamoReplySlots, SdkConfig, SqsPublisher, Table};
+use shared::adapters::aws::{DynamoDedupe, DynamoReplySlots, DynamoStreams, SdkConfig, SqsPublisher, Table};
 use shared::channels::{Apis, Config};
-use shared::core::bot::BotError;
+use shared::core::bot::{BotConfig, BotError};
 use shared::core::config::{ConfigError, Env};
 use shared::core::http::Http;
-use shared::core::ports::Typing;
-use shared::services::dispatcher::Dispatcher;
+use shared::core::ports::{Dedupe, Typing};
+use shared::services::dispatcher::{BotCalls, Dispatcher};
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +27,10 @@ pub enum BuildError {
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, BuildError> {
     // One HTTP client for the bot and the platform calls.
     let http = shared::services::bots::http_client()?;
+    let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(Dispatcher {
         bot: shared::services::bots::from_config(&config.bot, &http),
-        slots: Arc::new(DynamoReplySlots::new(&Table::from_sdk(sdk, env.require_table()?))),
+        slots: Arc::new(DynamoReplySlots::new(&table)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env, &http),
         requeue: Some(Arc::new(SqsRedeliver::from_sdk(sdk, env.require_inbound_queue_url()?))),
@@ -38,7 +39,17 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
             .as_deref()
             .map(|url| Arc::new(SqsPublisher::from_sdk(sdk, url)) as Arc<dyn shared::core::ports::Publisher>),
         max_receives: shared::adapters::aws::resources::INBOUND.max_receive_count,
+        streams: Some(Arc::new(DynamoStreams::new(&table))),
+        calls: bot_calls(config, Arc::new(DynamoDedupe::new(&table))),
     })
+}
+
+/// Leases on the bot's calls on `leases`, unless the bot has no side effects to repeat (echo).
+pub fn bot_calls(config: &Config, leases: Arc<dyn Dedupe>) -> Option<BotCalls> {
+    match config.bot {
+        BotConfig::Echo => None,
+        _ => Some(BotCalls { leases, timeout: config.bot.timeout() }),
+    }
 }
 
 /// "Typing…" for the configured iLink accounts, if any.

@@ -32,6 +32,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), clock.clone())),
         contexts: Arc::new(DynamoContextTokens::new(&table)),
         parked: Arc::new(DynamoParkedReplies::new(&table)),
+        streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
         clock: clock.clone(),
     };
     Ok(Sender {

@@ -9,7 +9,7 @@ use crate::core::callback::{CallbackRequest, CallbackService};
 /// The `{app}` of `/…/{app}`: the route's path parameter, else the last path segment.
 fn app_of(req: &Request) -> String {
     req.path_parameters_ref()
-        .and_then(|params| params.first("app"))
+        .and_then(|params| params.first("app").or_else(|| params.first("bot")))
         .map(str::to_owned)
         .unwrap_or_else(|| req.uri().path().rsplit('/').next().unwrap_or_default().to_owned())
 }

@@ -487,3 +487,101 @@ mod token_tests {
         assert!(matches!(err, Err(TokenError::Fetch(ApiError::Errcode { code: 40001, .. }))));
     }
 }
+
+#[derive(Debug, Clone)]
+struct MemoryStream {
+    stream: crate::core::ports::Stream,
+    url: Option<String>,
+    url_expires_ms: u64,
+}
+
+/// AI-bot answer streams in a map, with the DynamoDB adapter's conditions.
+#[derive(Debug, Default)]
+pub struct MemoryStreams {
+    streams: Mutex<HashMap<String, MemoryStream>>,
+}
+
+impl MemoryStreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemoryStream>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl crate::core::ports::Streams for MemoryStreams {
+    async fn open(
+        &self,
+        key: &str,
+        opened: SystemTime,
+        response_url: Option<&str>,
+        url_expires: SystemTime,
+    ) -> Result<(), PortError> {
+        use crate::core::ports::{Stream, UrlState};
+        self.lock().entry(key.to_owned()).or_insert_with(|| MemoryStream {
+            stream: Stream {
+                content: String::new(),
+                finished: false,
+                handed_over: false,
+                version: 0,
+                opened_ms: unix_millis(opened),
+                url: if response_url.is_some() { UrlState::Unused } else { UrlState::None },
+            },
+            url: response_url.map(str::to_owned),
+            url_expires_ms: unix_millis(url_expires),
+        });
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<crate::core::ports::Stream>, PortError> {
+        Ok(self.lock().get(key).map(|s| s.stream.clone()))
+    }
+
+    async fn write(&self, key: &str, content: &str, version: u64, finish: bool) -> Result<bool, PortError> {
+        let mut streams = self.lock();
+        let Some(item) = streams.get_mut(key) else { return Ok(false) };
+        if item.stream.finished || item.stream.version >= version {
+            return Ok(false);
+        }
+        item.stream.content = content.to_owned();
+        item.stream.version = version;
+        item.stream.finished = finish;
+        Ok(true)
+    }
+
+    async fn hand_over(&self, key: &str, content: &str) -> Result<bool, PortError> {
+        let mut streams = self.lock();
+        let Some(item) = streams.get_mut(key) else { return Ok(false) };
+        if item.stream.finished {
+            return Ok(false);
+        }
+        item.stream.content = content.to_owned();
+        item.stream.finished = true;
+        item.stream.handed_over = true;
+        Ok(true)
+    }
+
+    async fn claim_url(&self, key: &str, now: SystemTime) -> Result<crate::core::ports::UrlClaim, PortError> {
+        use crate::core::ports::{UrlClaim, UrlState};
+        let mut streams = self.lock();
+        let Some(item) = streams.get_mut(key) else { return Ok(UrlClaim::Missing) };
+        Ok(match (item.stream.url, &item.url) {
+            (UrlState::Unused, Some(url)) if unix_millis(now) < item.url_expires_ms => {
+                item.stream.url = UrlState::Claimed;
+                UrlClaim::Claimed(url.clone())
+            }
+            (UrlState::Unused, Some(_)) => UrlClaim::Expired,
+            (UrlState::Claimed | UrlState::Used, _) => UrlClaim::Used,
+            _ => UrlClaim::Missing,
+        })
+    }
+
+    async fn settle_url(&self, key: &str, used: bool) -> Result<(), PortError> {
+        use crate::core::ports::UrlState;
+        if let Some(item) = self.lock().get_mut(key) {
+            if item.stream.url == UrlState::Claimed {
+                item.stream.url = if used { UrlState::Used } else { UrlState::Unused };
+            }
+        }
+        Ok(())
+    }
+}

@@ -19,7 +19,7 @@ use crate::core::config::{ConfigError, Document, Env};
 use crate::core::envelope::{Channel, OutChannel};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::outbound::{Delivery, ReplyRoute};
-use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots};
+use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots, Streams};
 use crate::core::tokens::Tokens;
 
 /// The whole configuration: every channel's section, the bot and the shared settings.
@@ -29,6 +29,8 @@ pub struct Config {
     pub oa: Vec<oa::OaApp>,
     pub ilink: Vec<ilink::IlinkAccount>,
     pub robots: Vec<robot::Robot>,
+    pub aibots: Vec<aibot::AiBot>,
+    pub aibot_stream: aibot::StreamWindow,
     pub bot: BotConfig,
     pub oa_window: oa::OaWindow,
     /// Callbacks further than this from now are refused (seconds; 0 = off).
@@ -49,6 +51,8 @@ impl Config {
             oa: doc.list(),
             ilink: doc.list(),
             robots: doc.list(),
+            aibots: doc.list(),
+            aibot_stream: aibot::StreamWindow::from_document(&mut doc),
             bot: BotConfig::from_document(&mut doc),
             oa_window: oa::OaWindow::from_document(&mut doc),
             replay_window_secs: crate::core::callback::replay_window(&mut doc),
@@ -91,13 +95,16 @@ pub struct Apis {
     pub robot: robot::api::RobotApi,
     pub oa: oa::api::OaApi,
     pub ilink: ilink::api::IlinkApi,
+    pub aibot: aibot::api::AibotApi,
 }
 
 impl Apis {
     /// The clients on `http`, each on its host from `env` (WeChat's unless overridden).
     pub fn new(http: &Http, env: &Env) -> Self {
-        let wecom = wecom::api::WecomApi::new(http, env.api_base(wecom::api::BASE_VAR, wecom::api::DEFAULT_BASE));
+        let wecom_base = env.api_base(wecom::api::BASE_VAR, wecom::api::DEFAULT_BASE);
+        let wecom = wecom::api::WecomApi::new(http, wecom_base);
         Self {
+            aibot: aibot::api::AibotApi::new(http, wecom_base),
             robot: robot::api::RobotApi::new(&wecom),
             wecom,
             oa: oa::api::OaApi::new(http, env.api_base(oa::api::BASE_VAR, oa::api::DEFAULT_BASE)),
@@ -117,13 +124,14 @@ pub struct CallbackPorts {
     pub dedupe: Arc<dyn Dedupe>,
     pub slots: Arc<dyn ReplySlots>,
     pub parked: Arc<dyn ParkedReplies>,
+    pub streams: Arc<dyn Streams>,
     pub clock: Arc<dyn Clock>,
 }
 
 /// Every callback service, with the first segment of its route (`/wecom/{app}`, …): what
 /// `wxbridge dev` serves in one process; on AWS each is its own function.
 pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static str, Arc<dyn CallbackService>)> {
-    let CallbackPorts { publisher, dedupe, slots, parked, clock } = ports;
+    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock } = ports;
     let replay = config.replay_window_secs;
     vec![
         (
@@ -142,11 +150,20 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
                 &config.oa,
                 config.oa_window,
                 replay,
-                publisher,
-                dedupe,
+                publisher.clone(),
+                dedupe.clone(),
                 slots,
                 parked,
-                clock,
+                clock.clone(),
+            )),
+        ),
+        (
+            aibot::ROUTE,
+            Arc::new(aibot::AibotService::new(
+                &config.aibots,
+                config.aibot_stream,
+                replay,
+                aibot::service::AibotPorts { publisher, dedupe, streams, clock },
             )),
         ),
     ]
@@ -156,7 +173,8 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
 pub fn callback_accounts(config: &Config) -> Vec<(&'static str, &'static str, &str)> {
     let wecom = config.wecom.iter().map(|a| (wecom::ROUTE, "WeCom app", a.app.as_str()));
     let oa = config.oa.iter().map(|a| (oa::ROUTE, "Official Account", a.app.as_str()));
-    wecom.chain(oa).collect()
+    let aibots = config.aibots.iter().map(|b| (aibot::ROUTE, "AI bot", b.name.as_str()));
+    wecom.chain(oa).chain(aibots).collect()
 }
 
 /// Where replies to each inbound channel go.
@@ -174,6 +192,7 @@ pub struct DeliveryPorts {
     pub tokens: Arc<Tokens>,
     pub contexts: Arc<dyn ContextTokens>,
     pub parked: Arc<dyn ParkedReplies>,
+    pub streams: Arc<dyn Streams>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -189,14 +208,14 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn new(config: &Config, apis: &Apis, ports: DeliveryPorts) -> Self {
-        let DeliveryPorts { tokens, contexts, parked, clock } = ports;
+        let DeliveryPorts { tokens, contexts, parked, streams, clock } = ports;
         Self {
             wecom_app: wecom::outbound::WecomDelivery::app(&config.wecom, &apis.wecom, &tokens),
             wecom_appchat: wecom::outbound::WecomDelivery::appchat(&config.wecom, &apis.wecom, &tokens),
             robot: robot::outbound::RobotDelivery::new(&config.robots, &apis.robot),
-            oa: oa::outbound::OaDelivery::new(&config.oa, &apis.oa, &tokens, parked, clock),
+            oa: oa::outbound::OaDelivery::new(&config.oa, &apis.oa, &tokens, parked, clock.clone()),
             ilink: ilink::outbound::IlinkDelivery::new(&config.ilink, &apis.ilink, contexts),
-            aibot: aibot::outbound::AibotDelivery,
+            aibot: aibot::outbound::AibotDelivery::new(&config.aibots, &apis.aibot, streams, clock),
         }
     }
 

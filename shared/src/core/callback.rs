@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use crate::core::config::{invalid, Document};
 use crate::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
-use crate::protocol::crypto::CryptoError;
+use crate::protocol::crypto::{CryptoError, MsgCrypt};
 use crate::protocol::fields::MessageError;
-use crate::protocol::query::QueryError;
+use crate::protocol::query::{Query, QueryError};
 use crate::protocol::xml::XmlError;
 
 /// Bodies above this are refused before any work (WeChat's messages are a few KB).
@@ -72,6 +72,11 @@ pub enum CallbackError {
     Body(XmlError),
     #[error("body has no Encrypt element")]
     NoEncrypt,
+    #[error(
+        "an XML body: this URL takes the JSON callbacks of a WeCom AI bot created in API mode; a self-built app's \
+         callback URL is /wecom/{{app}}, and a bot not created in API mode cannot use a URL"
+    )]
+    NotJson,
     #[error("the request is encrypted but the account has no encoding_aes_key configured")]
     NoKey,
     #[error("signature mismatch")]
@@ -101,6 +106,7 @@ impl CallbackError {
             | Self::BodyEncoding
             | Self::Body(_)
             | Self::NoEncrypt
+            | Self::NotJson
             | Self::NoKey => 400,
             Self::Signature => 401,
             Self::Stale => 403,
@@ -119,6 +125,7 @@ impl CallbackError {
             Self::Query(_) => "bad_query",
             Self::BadTimestamp => "bad_timestamp",
             Self::BodyEncoding | Self::Body(_) | Self::NoEncrypt => "bad_body",
+            Self::NotJson => "xml_body",
             Self::NoKey => "no_key_configured",
             Self::Signature => "signature_mismatch",
             Self::Stale => "stale_timestamp",
@@ -186,6 +193,17 @@ pub async fn publish_once(
     Ok(Published::Now)
 }
 
+/// GET URL verification (WeCom apps and AI bots): checks the signature over the encrypted
+/// `echostr` and returns its plaintext, which the console expects as the whole answer.
+pub fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<String, CallbackError> {
+    let msg_signature = query.require("msg_signature")?;
+    let timestamp = query.require("timestamp")?;
+    let nonce = query.require("nonce")?;
+    let echostr = query.require("echostr")?;
+    let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
+    crypt.decrypt(verified).map_err(CallbackError::Crypto)
+}
+
 /// A callback function's logic, whatever carries the HTTP request to it.
 #[async_trait::async_trait]
 pub trait CallbackService: Send + Sync {
@@ -209,6 +227,7 @@ mod tests {
             (CallbackError::BodyEncoding, 400),
             (CallbackError::Body(XmlError::Dtd), 400),
             (CallbackError::NoEncrypt, 400),
+            (CallbackError::NotJson, 400),
             (CallbackError::NoKey, 400),
             (CallbackError::Signature, 401),
             (CallbackError::Stale, 403),

@@ -131,6 +131,8 @@ pub struct ReplyRoute {
     pub passive: Option<fn(&Content, bool) -> bool>,
     /// Whether the user sees "typing…" while the bot works.
     pub typing: bool,
+    /// Whether the answer grows in a stream the user watches (the WeCom AI bot).
+    pub stream: bool,
 }
 
 /// The configured account an `Outbound` names, or a permanent failure naming what is missing.

@@ -67,7 +67,7 @@ pub struct QueueMessage {
 /// SQS refuses empty attribute values and control characters.
 pub fn attribute_value(text: &str) -> String {
     let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let clean = truncate(clean.trim(), 256);
+    let clean = cut_utf8(clean.trim(), 256).to_owned();
     if clean.is_empty() {
         "none".to_owned()
     } else {
@@ -75,12 +75,13 @@ pub fn attribute_value(text: &str) -> String {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut_utf8(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    &text[..end]
 }
 
 /// Puts messages on one queue, durably: `Ok` means the queue has it.
@@ -247,6 +248,80 @@ pub trait PollState: Send + Sync {
     async fn resume(&self, account: &str) -> Result<(), PortError>;
 }
 
+/// One WeCom AI-bot message's answer stream, shared by the callbacks (which answer WeCom's
+/// refreshes from it) and the dispatcher (which writes the growing answer into it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// The whole answer so far (at most 20 480 bytes).
+    pub content: String,
+    /// WeCom has been (or will be) told `finish: true`: nothing more goes into the stream.
+    pub finished: bool,
+    /// Finished at the end of the polling window, not by the answer: the answer follows by the
+    /// message's `response_url`.
+    pub handed_over: bool,
+    /// The version of the latest snapshot: a write names a newer one or does not apply.
+    pub version: u64,
+    /// When the message arrived (unix ms): the polling window counts from here.
+    pub opened_ms: u64,
+    /// Where the message's `response_url` stands.
+    pub url: UrlState,
+}
+
+/// A message's single-use `response_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlState {
+    /// The callback carried none.
+    None,
+    Unused,
+    /// Claimed for one POST whose outcome is not recorded (it may have been used).
+    Claimed,
+    Used,
+}
+
+/// The outcome of claiming a `response_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlClaim {
+    /// Ours to POST once.
+    Claimed(String),
+    /// Claimed or used before: it must not be POSTed again.
+    Used,
+    /// Past its hour.
+    Expired,
+    /// No stream, or the callback carried no URL.
+    Missing,
+}
+
+/// The answer streams of WeCom AI-bot messages (one item per message, kept two hours).
+#[async_trait]
+pub trait Streams: Send + Sync {
+    /// Creates the open, empty stream of a message unless it exists (a retried callback).
+    /// `response_url` is kept here, never on a queue; it is valid until `url_expires`.
+    async fn open(
+        &self,
+        key: &str,
+        opened: SystemTime,
+        response_url: Option<&str>,
+        url_expires: SystemTime,
+    ) -> Result<(), PortError>;
+    /// The stream, read consistently.
+    async fn read(&self, key: &str) -> Result<Option<Stream>, PortError>;
+    /// Replaces the content of an open stream with a newer snapshot (`version` above the
+    /// stored one), finishing it when `finish`; false when the stream is finished, missing or
+    /// holds a newer snapshot.
+    async fn write(&self, key: &str, content: &str, version: u64, finish: bool) -> Result<bool, PortError>;
+    /// Finishes an open stream at the end of its window with `content`, marking it handed
+    /// over; false when it was finished first.
+    async fn hand_over(&self, key: &str, content: &str) -> Result<bool, PortError>;
+    /// Claims the `response_url` for its one use, if unused and not expired at `now`.
+    async fn claim_url(&self, key: &str, now: SystemTime) -> Result<UrlClaim, PortError>;
+    /// Records that the claimed use happened (`used`) or certainly did not (the claim is
+    /// released for another attempt).
+    async fn settle_url(&self, key: &str, used: bool) -> Result<(), PortError>;
+}
+
+/// How long a stream item is kept: past the window and the `response_url`'s hour.
+pub const STREAM_TTL: Duration = Duration::from_secs(2 * 3600);
+
 /// An iLink account whose session expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paused {
@@ -269,7 +344,8 @@ mod tests {
 
     #[test]
     fn truncates_on_character_boundaries() {
-        assert_eq!(truncate("你好", 4), "你");
-        assert_eq!(truncate("ok", 10), "ok");
+        assert_eq!(cut_utf8("你好", 4), "你");
+        assert_eq!(cut_utf8("你好", 5), "你");
+        assert_eq!(cut_utf8("ok", 10), "ok");
     }
 }

@@ -300,6 +300,19 @@ impl MsgCrypt {
         out.raw("\n</xml>");
         out.finish()
     }
+    /// Encrypts and signs the answer to a JSON callback (the WeCom AI bot):
+    /// `{"encrypt", "msgsignature", "timestamp", "nonce"}`, the nonce being the callback's.
+    pub fn encrypt_json_reply(&self, reply_json: &str, random: [u8; 16], timestamp: u64, nonce: &str) -> String {
+        let encrypt = self.encrypt(reply_json, random);
+        let signature = self.signature(&timestamp.to_string(), nonce, &encrypt);
+        serde_json::json!({
+            "encrypt": encrypt,
+            "msgsignature": signature.as_str(),
+            "timestamp": timestamp,
+            "nonce": nonce,
+        })
+        .to_string()
+    }
 }
 
 /// Validates UTF-8 with SIMD: Chinese text validates ~10× faster than with `String::from_utf8`,

@@ -1,5 +1,6 @@
 //! The bots the dispatcher can call: an HTTP webhook signed with a shared secret, and any
-//! OpenAI-compatible chat completions endpoint (e.g. an OpenClaw gateway).
+//! OpenAI-compatible chat completions endpoint (e.g. an OpenClaw gateway), answering in one body
+//! or as server-sent events shown while the answer grows.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,12 +11,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::core::bot::{Bot, BotConfig, BotError};
+use crate::core::bot::{AnswerSink, Bot, BotConfig, BotError, MAX_BOT_TIMEOUT};
 use crate::core::envelope::{Content, Inbound};
 use crate::core::http::{ApiError, Http, HttpSettings};
 
-/// How long a bot may take; SQS retries after it (the dispatcher's timeout is 60 s).
-pub const BOT_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long the dispatcher's client waits for a connection (bot or platform).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers of the webhook call.
 pub const TIMESTAMP_HEADER: &str = "X-Wxbridge-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Wxbridge-Signature";
@@ -47,6 +48,7 @@ pub struct HttpBot {
     http: reqwest::Client,
     url: String,
     secret: SecretString,
+    timeout: Duration,
 }
 
 fn transport(err: reqwest::Error) -> BotError {
@@ -65,6 +67,7 @@ impl Bot for HttpBot {
             .header(TIMESTAMP_HEADER, &timestamp)
             .header(SIGNATURE_HEADER, webhook_signature(&self.secret, &timestamp, &body))
             .body(body)
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(transport)?;
@@ -90,6 +93,44 @@ pub struct OpenAiBot {
     api_key: SecretString,
     model: String,
     system_prompt: Option<String>,
+    timeout: Duration,
+    stream: bool,
+}
+
+/// What OpenClaw answers, with HTTP 200, when the agent run failed (in a stream too) or gave no
+/// reply: failures to retry, never answers to show.
+const FAILURE_ANSWERS: [&str; 2] = ["Error: internal error", "No response from OpenClaw."];
+
+fn is_failure_answer(text: &str) -> bool {
+    FAILURE_ANSWERS.contains(&text.trim())
+}
+
+/// Whether streamed content may still turn out to be a failure answer. OpenClaw writes its
+/// failure as an ordinary content chunk, and what a WeCom stream has shown cannot be taken back,
+/// so such content is held back until it differs from every failure answer.
+fn may_become_failure_answer(content: &str) -> bool {
+    let content = content.trim();
+    !content.is_empty() && FAILURE_ANSWERS.iter().any(|failure| failure.starts_with(content))
+}
+
+/// Whether a choice asks the caller to run tools (in its `message`, or a stream's `delta`):
+/// wxbridge offers none, so there is no answer to give.
+fn asks_for_tools(choice: &Value, part: &str) -> bool {
+    let calls = &choice[part]["tool_calls"];
+    matches!(choice["finish_reason"].as_str(), Some("tool_calls" | "function_call"))
+        || calls.as_array().map_or(!calls.is_null(), |calls| !calls.is_empty())
+        || !choice[part]["function_call"].is_null()
+}
+
+const TOOL_CALLS: &str = "chat completions asked for tool calls (wxbridge offers no tools)";
+
+/// The answer text as replies: none when empty.
+fn replies(text: &str) -> Vec<Content> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![Content::Text { text: text.to_owned() }]
+    }
 }
 
 impl OpenAiBot {
@@ -107,19 +148,21 @@ impl OpenAiBot {
             inbound.account,
             inbound.conversation.id
         );
-        Some(json!({"model": self.model, "messages": messages, "user": user}))
+        let mut request = json!({"model": self.model, "messages": messages, "user": user});
+        if self.stream {
+            request["stream"] = true.into();
+        }
+        Some(request)
     }
-}
 
-#[async_trait]
-impl Bot for OpenAiBot {
-    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
-        let Some(request) = self.request(inbound) else { return Ok(Vec::new()) };
+    /// Sends `request`; a transport failure or a status other than 2xx is an error.
+    async fn send(&self, request: &Value) -> Result<reqwest::Response, BotError> {
         let response = self
             .http
             .post(format!("{}/v1/chat/completions", self.base_url))
             .bearer_auth(self.api_key.expose_secret())
-            .json(&request)
+            .timeout(self.timeout)
+            .json(request)
             .send()
             .await
             .map_err(transport)?;
@@ -127,13 +170,203 @@ impl Bot for OpenAiBot {
         if !status.is_success() {
             return Err(BotError(format!("chat completions answered HTTP {status}")));
         }
-        let answer: Value = response.json().await.map_err(transport)?; // A missing answer (an error body, tool calls, null content) is retried, not taken as silence.
-        let text = answer["choices"][0]["message"]["content"]
+        Ok(response)
+    }
+
+    /// The answer in one JSON body.
+    async fn complete(&self, request: &Value) -> Result<Vec<Content>, BotError> {
+        let answer: Value = self.send(request).await?.json().await.map_err(transport)?;
+        // A missing answer (an error body, tool calls, null content) is retried, not taken as silence.
+        let choice = &answer["choices"][0];
+        if asks_for_tools(choice, "message") {
+            return Err(BotError(TOOL_CALLS.into()));
+        }
+        let text = choice["message"]["content"]
             .as_str()
-            .ok_or_else(|| BotError("chat completions answer has no text in choices[0].message.content".into()))?
-            .trim()
-            .to_owned();
-        Ok(if text.is_empty() { Vec::new() } else { vec![Content::Text { text }] })
+            .ok_or_else(|| BotError("chat completions answer has no text in choices[0].message.content".into()))?;
+        if is_failure_answer(text) {
+            return Err(BotError("chat completions answered with OpenClaw's failure text".into()));
+        }
+        Ok(replies(text.trim()))
+    }
+
+    /// The answer as server-sent events, shown to `sink` as it grows (the sink throttles).
+    async fn stream(&self, request: &Value, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
+        let mut response = self.send(request).await?;
+        let mut events = SseDecoder::default();
+        let mut answer = StreamedAnswer::default();
+        let mut shown = String::new();
+        'read: while let Some(bytes) = response.chunk().await.map_err(transport)? {
+            for event in events.push(&bytes) {
+                if answer.take(&event)? {
+                    if let Some(preview) = answer.preview().filter(|preview| *preview != shown) {
+                        sink.grow(&preview).await;
+                        shown = preview;
+                    }
+                }
+                if answer.done {
+                    break 'read;
+                }
+            }
+        }
+        let text = answer.text()?;
+        // Held-back content that did not become a failure answer is the answer: show it whole.
+        let whole = answer.display();
+        if whole != shown && !whole.is_empty() {
+            sink.grow(&whole).await;
+        }
+        Ok(replies(&text))
+    }
+}
+
+#[async_trait]
+impl Bot for OpenAiBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        self.answer_streaming(inbound, &Unseen).await
+    }
+
+    async fn answer_streaming(&self, inbound: &Inbound, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
+        let Some(request) = self.request(inbound) else { return Ok(Vec::new()) };
+        if self.stream {
+            self.stream(&request, sink).await
+        } else {
+            self.complete(&request).await
+        }
+    }
+}
+
+/// Shows nothing: [`Bot::answer`] on a streaming bot reads the stream to its end.
+struct Unseen;
+
+#[async_trait]
+impl AnswerSink for Unseen {
+    async fn grow(&self, _text: &str) {}
+}
+
+/// A chat completion read from its `chat.completion.chunk` events.
+#[derive(Debug, Default)]
+struct StreamedAnswer {
+    content: String,
+    /// `delta.reasoning_content` (DeepSeek, vLLM) or `delta.reasoning` (Ollama, OpenRouter).
+    reasoning: String,
+    /// A `finish_reason` was seen.
+    finished: bool,
+    /// `[DONE]` was seen.
+    done: bool,
+}
+
+impl StreamedAnswer {
+    /// Takes one event; whether the text grew.
+    fn take(&mut self, event: &SseEvent) -> Result<bool, BotError> {
+        if event.event == "error" {
+            return Err(BotError("chat completions stream sent an error event".into()));
+        }
+        if event.data == "[DONE]" {
+            self.done = true;
+            return Ok(false);
+        }
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|_| BotError("chat completions stream sent an event that is not JSON".into()))?;
+        if !chunk["error"].is_null() {
+            return Err(BotError("chat completions stream reported an error".into()));
+        }
+        let choice = &chunk["choices"][0];
+        if asks_for_tools(choice, "delta") {
+            return Err(BotError(TOOL_CALLS.into()));
+        }
+        let delta = &choice["delta"];
+        let content = delta["content"].as_str().unwrap_or_default();
+        let reasoning = delta["reasoning_content"].as_str().or(delta["reasoning"].as_str()).unwrap_or_default();
+        self.content.push_str(content);
+        self.reasoning.push_str(reasoning);
+        self.finished |= choice["finish_reason"].is_string();
+        Ok(!content.is_empty() || !reasoning.is_empty())
+    }
+
+    /// The reasoning as a `<think>` section (the WeCom AI bot shows it as thinking), then the content.
+    fn display(&self) -> String {
+        let content = self.content.trim_start();
+        match self.reasoning.trim() {
+            "" => content.to_owned(),
+            reasoning => format!("<think>{reasoning}</think>\n\n{content}"),
+        }
+    }
+
+    /// What may be shown now: nothing while the content may still become a failure answer.
+    fn preview(&self) -> Option<String> {
+        (!may_become_failure_answer(&self.content)).then(|| self.display())
+    }
+
+    /// The answer once the stream has ended: its content, without the reasoning.
+    fn text(&self) -> Result<String, BotError> {
+        if !self.done && !self.finished {
+            return Err(BotError("chat completions stream ended early".into()));
+        }
+        if is_failure_answer(&self.content) {
+            return Err(BotError("chat completions answered with OpenClaw's failure text".into()));
+        }
+        Ok(self.content.trim().to_owned())
+    }
+}
+
+/// One server-sent event: its `event` name (empty when unnamed) and its `data` lines joined
+/// with "\n".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SseEvent {
+    event: String,
+    data: String,
+}
+
+/// Server-sent events from a `text/event-stream` body, fed as it arrives. Bytes wait until
+/// their line is complete, so a read may end anywhere, inside a UTF-8 character too. Lines end
+/// with "\n" or "\r\n", ":" starts a comment, an event ends at a blank line (one cut off before
+/// it is dropped), and `id`/`retry` are ignored: an answer is never resumed.
+#[derive(Debug, Default)]
+struct SseDecoder {
+    pending: Vec<u8>,
+    event: String,
+    data: String,
+    has_data: bool,
+}
+
+impl SseDecoder {
+    /// The events that `bytes` complete.
+    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        let mut used = 0;
+        while let Some(end) = self.pending[used..].iter().position(|&b| b == b'\n') {
+            let line = &self.pending[used..used + end];
+            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+            used += end + 1;
+            events.extend(self.line(&line));
+        }
+        self.pending.drain(..used);
+        events
+    }
+
+    fn line(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            let event = SseEvent { event: std::mem::take(&mut self.event), data: std::mem::take(&mut self.data) };
+            return std::mem::take(&mut self.has_data).then_some(event);
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            "event" => self.event = value.to_owned(),
+            _ => {}
+        }
+        None
     }
 }
 
@@ -142,22 +375,25 @@ pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
     let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
-        BotConfig::Http { url, secret } => Arc::new(HttpBot { http, url: url.clone(), secret: secret.clone() }),
-        BotConfig::OpenAi { base_url, api_key, model, system_prompt } => Arc::new(OpenAiBot {
+        BotConfig::Http { url, secret, timeout } => {
+            Arc::new(HttpBot { http, url: url.clone(), secret: secret.clone(), timeout: *timeout })
+        }
+        BotConfig::OpenAi { base_url, api_key, model, system_prompt, timeout, stream } => Arc::new(OpenAiBot {
             http,
             base_url: base_url.clone(),
             api_key: api_key.clone(),
             model: model.clone(),
             system_prompt: system_prompt.clone(),
+            timeout: *timeout,
+            stream: *stream,
         }),
     }
 }
 
-/// The dispatcher's HTTP client: bots may take up to [`BOT_TIMEOUT`]; the platform calls made
-/// on it (typing) set shorter timeouts of their own.
+/// The dispatcher's HTTP client. Each bot call carries its own timeout (`bot.timeout_s`) and so
+/// do the platform calls made on it (typing); the client's is only the longest a bot may take.
 pub fn http_client() -> Result<Http, ApiError> {
-    // A bot may also be slow to accept the connection: the whole call has BOT_TIMEOUT.
-    Http::new(&HttpSettings { timeout: BOT_TIMEOUT, connect_timeout: BOT_TIMEOUT })
+    Http::new(&HttpSettings { timeout: MAX_BOT_TIMEOUT, connect_timeout: CONNECT_TIMEOUT })
 }
 
 #[cfg(test)]
@@ -173,5 +409,86 @@ mod tests {
         mac.update(b"what do ya want .for nothing?");
         let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(sig, format!("sha256={expected}"));
+    }
+
+    /// A stream as servers write it: a comment, CRLF and LF lines, a named event, multi-line
+    /// data, and characters of 3 and 4 bytes in UTF-8.
+    const SAMPLE: &str = ": keep-alive\r\n\r\ndata: {\"a\":\"明天\"}\r\n\r\nevent: note\ndata: first\ndata:second 🦀\n\ndata\n\nid: 7\nretry: 10\ndata: [DONE]\n\n";
+
+    fn sample_events() -> Vec<SseEvent> {
+        let event = |event: &str, data: &str| SseEvent { event: event.into(), data: data.into() };
+        vec![event("", "{\"a\":\"明天\"}"), event("note", "first\nsecond 🦀"), event("", ""), event("", "[DONE]")]
+    }
+
+    #[test]
+    fn sse_events_end_at_blank_lines_and_join_their_data_lines() {
+        assert_eq!(SseDecoder::default().push(SAMPLE.as_bytes()), sample_events());
+    }
+
+    #[test]
+    fn sse_reads_may_end_at_any_byte_even_inside_a_character() {
+        let bytes = SAMPLE.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut decoder = SseDecoder::default();
+            let mut events = decoder.push(&bytes[..cut]);
+            events.extend(decoder.push(&bytes[cut..]));
+            assert_eq!(events, sample_events(), "cut at byte {cut}");
+        }
+        let mut decoder = SseDecoder::default();
+        let events: Vec<SseEvent> = bytes.iter().flat_map(|b| decoder.push(std::slice::from_ref(b))).collect();
+        assert_eq!(events, sample_events(), "one byte at a time");
+    }
+
+    #[test]
+    fn an_sse_event_cut_off_before_its_blank_line_is_dropped() {
+        let mut decoder = SseDecoder::default();
+        assert!(decoder.push(b"data: {\"partial\": tr").is_empty());
+        assert!(decoder.push(b"ue}\n").is_empty());
+    }
+
+    fn chunk(delta: Value, finish_reason: Option<&str>) -> SseEvent {
+        let data = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]});
+        SseEvent { event: String::new(), data: data.to_string() }
+    }
+
+    #[test]
+    fn streamed_reasoning_is_shown_as_thinking_but_is_not_the_answer() {
+        let mut answer = StreamedAnswer::default();
+        assert!(!answer.take(&chunk(json!({"role": "assistant"}), None)).unwrap());
+        assert!(answer.take(&chunk(json!({"reasoning_content": "Meetings are "}), None)).unwrap());
+        assert!(answer.take(&chunk(json!({"reasoning": "at ten."}), None)).unwrap());
+        assert!(answer.take(&chunk(json!({"content": "At 10:00."}), Some("stop"))).unwrap());
+        assert_eq!(answer.preview().unwrap(), "<think>Meetings are at ten.</think>\n\nAt 10:00.");
+        assert_eq!(answer.text().unwrap(), "At 10:00.");
+    }
+
+    #[test]
+    fn streamed_content_that_may_become_a_failure_answer_is_held_back() {
+        let mut answer = StreamedAnswer::default();
+        for (piece, shown) in [("Err", false), ("or", false), (": internal error", false)] {
+            answer.take(&chunk(json!({"content": piece}), None)).unwrap();
+            assert_eq!(answer.preview().is_some(), shown, "{piece}");
+        }
+        answer.take(&chunk(json!({}), Some("stop"))).unwrap();
+        assert!(answer.text().is_err());
+        let mut answer = StreamedAnswer::default();
+        answer.take(&chunk(json!({"content": "Error"}), None)).unwrap();
+        assert!(answer.preview().is_none());
+        answer.take(&chunk(json!({"content": "s are fine"}), None)).unwrap();
+        assert_eq!(answer.preview().unwrap(), "Errors are fine");
+    }
+
+    #[test]
+    fn a_stream_needs_a_finish_reason_or_done_and_no_tool_calls() {
+        assert!(StreamedAnswer::default().text().is_err(), "ended early");
+        let mut answer = StreamedAnswer::default();
+        answer.take(&SseEvent { event: String::new(), data: "[DONE]".into() }).unwrap();
+        assert_eq!(answer.text().unwrap(), "");
+        let call = json!({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": ""}}]});
+        assert!(StreamedAnswer::default().take(&chunk(call, None)).is_err());
+        assert!(StreamedAnswer::default().take(&chunk(json!({}), Some("tool_calls"))).is_err());
+        assert!(StreamedAnswer::default().take(&chunk(json!({"content": "x", "tool_calls": []}), None)).unwrap());
+        let error = SseEvent { event: String::new(), data: json!({"error": {"message": "boom"}}).to_string() };
+        assert!(StreamedAnswer::default().take(&error).unwrap_err().to_string().contains("reported an error"));
     }
 }

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::channels::aibot::{stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
-use crate::core::bot::{Bot, BotError};
+use crate::core::bot::{AnswerSink, Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
 use crate::core::outbound::ReplyRoute;
 use crate::core::ports::{
-    attribute_value, unix_millis, PortError, Publisher, QueueMessage, Record, Redeliver, ReplySlots, SlotState, Typing,
+    attribute_value, cut_utf8, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record, Redeliver,
+    ReplySlots, SlotState, Streams, Typing,
 };
 
 /// How long past a slot's deadline a delivery may still be taking the reply.
@@ -55,7 +57,25 @@ pub enum DispatchError {
     Store(PortError),
     #[error(transparent)]
     Queue(PortError),
+    /// An earlier delivery's bot call may still be running (its lease ends at `until_ms`).
+    #[error("the bot call of an earlier delivery may still be running")]
+    Busy { until_ms: u64 },
 }
+
+/// The record of each message's bot call: a lease while the call may be running, so that a
+/// redelivered message does not start an agent again; done once its replies are routed.
+pub struct BotCalls {
+    /// Claim markers (`call:<inbound id>`), the same claim / complete / release rules as the
+    /// callbacks' dedupe.
+    pub leases: Arc<dyn Dedupe>,
+    /// The bot's timeout: the longest a call may run.
+    pub timeout: Duration,
+}
+
+/// How long past the bot's timeout a call's lease lasts: the routing of its replies.
+const CALL_MARGIN: Duration = Duration::from_secs(15);
+/// How often the growing answer is written to the stream, at most.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The dispatcher's dependencies.
 pub struct Dispatcher {
@@ -73,6 +93,11 @@ pub struct Dispatcher {
     pub dead_letter: Option<Arc<dyn Publisher>>,
     /// Receives after which the queue moves a message to its DLQ on its own.
     pub max_receives: Option<u32>,
+    /// The AI bots' answer streams (needed for the `wecom_aibot` channel).
+    pub streams: Option<Arc<dyn Streams>>,
+    /// Leases on bot calls, so a slow agent is not started twice; none for a bot without side
+    /// effects (echo).
+    pub calls: Option<BotCalls>,
 }
 
 /// No bot call starts with less than this left in the invocation: the bot's timeout and the
@@ -91,20 +116,127 @@ fn reply_channel(route: &ReplyRoute, inbound: &Inbound) -> Option<OutChannel> {
 }
 
 impl Dispatcher {
+    /// No bot call starts with less than this left in the invocation.
+    pub fn budget(&self) -> Duration {
+        match &self.calls {
+            Some(calls) => calls.timeout + Duration::from_secs(5),
+            None => DISPATCH_BUDGET,
+        }
+    }
+
     /// Dispatches one queue message; returns how many replies went out (passive or queued).
     pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
         let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
         let route = reply_route(inbound.channel);
         let Some(channel) = reply_channel(&route, &inbound) else { return Ok(0) };
+        let call = match self.start_call(&inbound).await? {
+            Some(Claim::Published) => {
+                tracing::info!(id = %inbound.id, "the bot already answered this message; acknowledged");
+                return Ok(0);
+            }
+            Some(Claim::InFlight { until_ms }) => return Err(DispatchError::Busy { until_ms }),
+            Some(Claim::Claimed { token, taken_over }) => {
+                if taken_over {
+                    tracing::warn!(id = %inbound.id, "an earlier bot call's lease ran out unfinished; calling the bot again");
+                }
+                Some(token)
+            }
+            None => None,
+        };
         let typing = if route.typing { self.start_typing(&inbound) } else { None };
-        let routed = match self.bot.answer(&inbound).await {
-            Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),
-            Err(err) => Err(err.into()),
+        let routed = match (&self.streams, route.stream) {
+            (Some(streams), true) => self.answer_in_stream(streams, &inbound, channel).await,
+            _ => match self.bot.answer(&inbound).await {
+                Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),
+                Err(err) => Err(err.into()),
+            },
         };
         if let Some(typing) = typing {
             typing.finish().await;
         }
+        if let (Some(calls), Some(token)) = (&self.calls, call) {
+            let key = call_key(&inbound);
+            let settled = match &routed {
+                Ok(_) => calls.leases.complete(&key, &token, SystemTime::now()).await,
+                // Free it so the retry calls the bot again at once.
+                Err(_) => calls.leases.release(&key, &token).await,
+            };
+            if let Err(err) = settled {
+                tracing::warn!(id = %inbound.id, error = %err, "could not settle the bot call's lease; it runs out on its own");
+            }
+        }
         routed
+    }
+
+    /// Claims the message's bot call, when calls are leased.
+    async fn start_call(&self, inbound: &Inbound) -> Result<Option<Claim>, DispatchError> {
+        let Some(calls) = &self.calls else { return Ok(None) };
+        let lease = calls.timeout + CALL_MARGIN;
+        calls.leases.claim(&call_key(inbound), SystemTime::now(), lease).await.map(Some).map_err(DispatchError::Store)
+    }
+
+    /// The AI bot: the answer grows in the message's stream, which the dispatcher finishes with
+    /// the whole text; what does not fit (or comes after the stream was handed over) goes on the
+    /// outbound queue, where the sender takes the message's `response_url`.
+    async fn answer_in_stream(
+        &self,
+        streams: &Arc<dyn Streams>,
+        inbound: &Inbound,
+        channel: OutChannel,
+    ) -> Result<usize, DispatchError> {
+        let (key, _) = stream_key(&inbound.account, &inbound.id);
+        let sink = StreamSink::new(streams.clone(), key.clone());
+        let replies = self.bot.answer_streaming(inbound, &sink).await?;
+        let (shown, first_is_text) = match replies.first() {
+            Some(Content::Text { text } | Content::Markdown { text }) => (text.as_str(), true),
+            _ => ("", false),
+        };
+        let visible = cut_utf8(shown, MAX_CONTENT_BYTES);
+        let finished_here = if first_is_text || replies.is_empty() {
+            streams.write(&key, visible, sink.next_version().await, true).await.map_err(DispatchError::Store)?
+        } else {
+            false
+        };
+        // Finished by this answer (now, or by an earlier run of it) unless handed over.
+        let ours = finished_here
+            || streams.read(&key).await.map_err(DispatchError::Store)?.is_some_and(|s| s.finished && !s.handed_over)
+                && first_is_text;
+        let mut queued = Vec::new();
+        for (index, content) in replies.iter().enumerate() {
+            if index == 0 && ours {
+                let rest = &shown[visible.len()..];
+                if !rest.is_empty() {
+                    queued.push((format!("{}#0+", inbound.id), Content::Markdown { text: rest.to_owned() }));
+                }
+                continue;
+            }
+            queued.push((format!("{}#{index}", inbound.id), content.clone()));
+        }
+        for (key, content) in &queued {
+            self.queue(inbound, channel, content, key).await?;
+        }
+        Ok(replies.len())
+    }
+
+    /// Puts one reply on the outbound queue.
+    async fn queue(
+        &self,
+        inbound: &Inbound,
+        channel: OutChannel,
+        content: &Content,
+        key: &str,
+    ) -> Result<(), DispatchError> {
+        let out = Outbound {
+            v: OUTBOUND_VERSION,
+            channel,
+            account: inbound.account.clone(),
+            to: inbound.conversation.id.clone(),
+            content: content.clone(),
+            idempotency_key: key.to_owned(),
+            in_reply_to: Some(inbound.id.clone()),
+        };
+        let message = QueueMessage { body: out.to_json(), attributes: vec![("channel", channel.as_str().to_owned())] };
+        self.outbound.publish(message).await.map_err(DispatchError::Queue)
     }
 
     /// Sends the bot's replies on their way: the passive reply, else the outbound queue.
@@ -129,18 +261,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            let out = Outbound {
-                v: OUTBOUND_VERSION,
-                channel,
-                account: inbound.account.clone(),
-                to: inbound.conversation.id.clone(),
-                content: content.clone(),
-                idempotency_key: key,
-                in_reply_to: Some(inbound.id.clone()),
-            };
-            let message =
-                QueueMessage { body: out.to_json(), attributes: vec![("channel", channel.as_str().to_owned())] };
-            self.outbound.publish(message).await.map_err(DispatchError::Queue)?;
+            self.queue(inbound, channel, content, &key).await?;
         }
         Ok(())
     }
@@ -232,7 +353,7 @@ impl Dispatcher {
     /// call could not finish in time is not started but handed back to come again at once.
     pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
         let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
-        if left.is_some_and(|left| left < DISPATCH_BUDGET) {
+        if left.is_some_and(|left| left < self.budget()) {
             for record in records {
                 tracing::info!(message_id = %record.message_id, "not enough time left for the bot; handed back");
                 if let Some(requeue) = &self.requeue {
@@ -250,6 +371,17 @@ impl Dispatcher {
                     tracing::info!(message_id = %record.message_id, replies, "dispatched");
                     None
                 }
+                Err(DispatchError::Busy { until_ms }) if !last => {
+                    // Comes back when the earlier call's lease ends (or the call completes).
+                    let wait_s = until_ms.saturating_sub(unix_millis(SystemTime::now())).div_ceil(1000) + 1;
+                    tracing::info!(message_id = %record.message_id, wait_s, "an earlier delivery's bot call may still be running; handed back");
+                    if let Some(requeue) = &self.requeue {
+                        if let Err(err) = requeue.retry_later(&record.receipt_handle, wait_s.min(43_200) as u32).await {
+                            tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                        }
+                    }
+                    Some(record.message_id.clone())
+                }
                 Err(DispatchError::Invalid(reason)) => {
                     tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; dead-lettered");
                     self.give_up(record, "invalid", &format!("not an Inbound v1 document: {reason}")).await
@@ -266,5 +398,56 @@ impl Dispatcher {
             }
         });
         futures_util::future::join_all(runs).await.into_iter().flatten().collect()
+    }
+}
+
+/// The lease key of a message's bot call.
+fn call_key(inbound: &Inbound) -> String {
+    format!("call:{}", inbound.id)
+}
+
+/// Writes the growing answer into a stream, at most once per [`SNAPSHOT_INTERVAL`], each
+/// snapshot with a higher version than the last (a later run's versions are higher still: they
+/// are clock-based), so a slow write never replaces a newer snapshot.
+struct StreamSink {
+    streams: Arc<dyn Streams>,
+    key: String,
+    state: tokio::sync::Mutex<SinkState>,
+}
+
+struct SinkState {
+    last_write: Option<std::time::Instant>,
+    version: u64,
+}
+
+impl StreamSink {
+    fn new(streams: Arc<dyn Streams>, key: String) -> Self {
+        Self { streams, key, state: tokio::sync::Mutex::new(SinkState { last_write: None, version: 0 }) }
+    }
+
+    async fn next_version(&self) -> u64 {
+        let mut state = self.state.lock().await;
+        state.version = (state.version + 1).max(unix_millis(SystemTime::now()));
+        state.version
+    }
+}
+
+#[async_trait::async_trait]
+impl AnswerSink for StreamSink {
+    async fn grow(&self, text: &str) {
+        {
+            let mut state = self.state.lock().await;
+            if state.last_write.is_some_and(|at| at.elapsed() < SNAPSHOT_INTERVAL) {
+                return;
+            }
+            state.last_write = Some(std::time::Instant::now());
+        }
+        let version = self.next_version().await;
+        // Best effort: the final write carries the whole answer anyway.
+        match self.streams.write(&self.key, cut_utf8(text, MAX_CONTENT_BYTES), version, false).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("the stream is finished or holds a newer snapshot; snapshot dropped"),
+            Err(err) => tracing::warn!(error = %err, "could not write a snapshot to the stream"),
+        }
     }
 }

@@ -113,6 +113,8 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         requeue: None,
         dead_letter: None,
         max_receives: None,
+        streams: None,
+        calls: None,
     });
     let bot = tokio::spawn(async move {
         let mut running = Vec::new();

@@ -16,7 +16,7 @@ use crate::core::config::{ConfigError, ConfigSource, Env};
 
 pub use dynamo::{
     DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoParkedReplies, DynamoPollState, DynamoReplySlots,
-    DynamoTokenStore, Table,
+    DynamoStreams, DynamoTokenStore, Table,
 };
 pub use sqs::{SqsOutbound, SqsPublisher};
 

@@ -19,4 +19,4 @@ use crate::core::outbound::ReplyRoute;
 
 /// Replies go back through the bot; the user sees "typing…" meanwhile.
 pub const REPLIES: ReplyRoute =
-    ReplyRoute { direct: OutChannel::Ilink, group: OutChannel::Ilink, passive: None, typing: true };
+    ReplyRoute { direct: OutChannel::Ilink, group: OutChannel::Ilink, passive: None, typing: true, stream: false };

@@ -28,5 +28,10 @@ fn fits_passive(content: &Content, to_event: bool) -> bool {
 
 /// The first reply goes as the passive reply when it is ready in time; the rest (and a late
 /// first) by customer service.
-pub const REPLIES: ReplyRoute =
-    ReplyRoute { direct: OutChannel::Oa, group: OutChannel::Oa, passive: Some(fits_passive), typing: false };
+pub const REPLIES: ReplyRoute = ReplyRoute {
+    direct: OutChannel::Oa,
+    group: OutChannel::Oa,
+    passive: Some(fits_passive),
+    typing: false,
+    stream: false,
+};

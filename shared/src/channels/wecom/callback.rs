@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::channels::wecom::config::WecomApp;
 use crate::channels::wecom::message::WecomCallbackMessage;
 use crate::core::callback::{
-    publish_once, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
+    publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
 use crate::core::ports::{Clock, Dedupe, Publisher};
 use crate::protocol::crypto::MsgCrypt;
@@ -87,7 +87,7 @@ impl WecomCallback {
         let crypt = self.apps.get(req.app).ok_or(CallbackError::UnknownApp)?;
         let query = Query::parse(req.raw_query)?;
         match req.method {
-            "GET" => verify_url(crypt, &query),
+            "GET" => verify_url(crypt, &query).map(Accepted::Verified),
             "POST" => self.receive(req.app, crypt, &query, req.body).await,
             _ => Err(CallbackError::MethodNotAllowed),
         }
@@ -132,15 +132,6 @@ impl WecomCallback {
     }
 }
 
-/// GET: answer the decrypted echostr, so the admin console can save the URL.
-fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<Accepted, CallbackError> {
-    let msg_signature = query.require("msg_signature")?;
-    let timestamp = query.require("timestamp")?;
-    let nonce = query.require("nonce")?;
-    let echostr = query.require("echostr")?;
-    let verified = crypt.verify(msg_signature, timestamp, nonce, echostr).map_err(|_| CallbackError::Signature)?;
-    Ok(Accepted::Verified(crypt.decrypt(verified).map_err(CallbackError::Crypto)?))
-}
 #[async_trait::async_trait]
 impl crate::core::callback::CallbackService for WecomCallback {
     async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {

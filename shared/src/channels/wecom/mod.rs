@@ -21,5 +21,10 @@ use crate::core::outbound::ReplyRoute;
 pub const ROUTE: &str = "wecom";
 
 /// A user's message is answered by app message; a group chat's in that app group chat.
-pub const REPLIES: ReplyRoute =
-    ReplyRoute { direct: OutChannel::WecomApp, group: OutChannel::WecomAppchat, passive: None, typing: false };
+pub const REPLIES: ReplyRoute = ReplyRoute {
+    direct: OutChannel::WecomApp,
+    group: OutChannel::WecomAppchat,
+    passive: None,
+    typing: false,
+    stream: false,
+};

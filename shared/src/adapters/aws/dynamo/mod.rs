@@ -7,6 +7,7 @@ mod leases;
 mod parked;
 mod poll_state;
 mod slots;
+mod streams;
 mod table;
 mod tokens;
 
@@ -16,5 +17,6 @@ pub use leases::DynamoLeases;
 pub use parked::DynamoParkedReplies;
 pub use poll_state::DynamoPollState;
 pub use slots::DynamoReplySlots;
+pub use streams::DynamoStreams;
 pub use table::Table;
 pub use tokens::DynamoTokenStore;

@@ -1,0 +1,249 @@
+//! The AI bot's callback, independent of how HTTP arrives (Lambda, `wxbridge dev`, tests).
+//!
+//! GET verifies the URL. A POST is a user message (publish it once, open its stream, answer the
+//! stream's id), a stream refresh (answer the stream as it stands, from one consistent read), or
+//! an event. Every answer is encrypted JSON with the callback's nonce.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::channels::aibot::config::{AiBot, StreamWindow};
+use crate::channels::aibot::message::{AibotCallback, AibotEvent, AibotMessage};
+use crate::channels::aibot::{cut_utf8, stream_key, MAX_CONTENT_BYTES};
+use crate::core::callback::{
+    publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
+};
+use crate::core::envelope::Inbound;
+use crate::core::ports::{Clock, Dedupe, Publisher, Streams};
+use crate::protocol::crypto::{random_prefix, MsgCrypt};
+use crate::protocol::query::Query;
+
+/// A `response_url` is valid for an hour; the bridge stops trusting it a minute earlier.
+pub const RESPONSE_URL_VALIDITY: Duration = Duration::from_secs(3600 - 60);
+
+/// Added to what the stream shows when the window ends before the answer.
+pub const HANDED_OVER_NOTE: &str = "\n\n（回答较长，仍在生成，完成后会另行发送）";
+
+/// What an accepted POST answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Nothing (HTTP 200, empty body).
+    Empty,
+    /// URL verification: the plaintext echostr.
+    Plain(String),
+    /// The encrypted JSON reply, and the reply before encryption (for tests and `dev`).
+    Sealed { body: String, reply: Value },
+}
+
+/// The AI-bot callback service: per-bot crypto plus the ports it publishes through.
+pub struct AibotService {
+    bots: HashMap<String, (AiBot, MsgCrypt)>,
+    window: StreamWindow,
+    replay_window_secs: u64,
+    publisher: Arc<dyn Publisher>,
+    dedupe: Arc<dyn Dedupe>,
+    streams: Arc<dyn Streams>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The ports the service works on.
+pub struct AibotPorts {
+    pub publisher: Arc<dyn Publisher>,
+    pub dedupe: Arc<dyn Dedupe>,
+    pub streams: Arc<dyn Streams>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The stream answer WeCom shows.
+fn stream_reply(id: &str, finish: bool, content: &str) -> Value {
+    json!({"msgtype": "stream", "stream": {"id": id, "finish": finish, "content": content}})
+}
+
+impl AibotService {
+    pub fn new(bots: &[AiBot], window: StreamWindow, replay_window_secs: u64, ports: AibotPorts) -> Self {
+        let AibotPorts { publisher, dedupe, streams, clock } = ports;
+        Self {
+            bots: bots.iter().map(|bot| (bot.name.clone(), (bot.clone(), bot.msg_crypt()))).collect(),
+            window,
+            replay_window_secs,
+            publisher,
+            dedupe,
+            streams,
+            clock,
+        }
+    }
+
+    /// Handles one request; always answers.
+    pub async fn handle(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        let text = |status, body: String| CallbackResponse { status, content_type: "text/plain; charset=utf-8", body };
+        match self.accept(req).await {
+            Ok((outcome, answer)) => {
+                tracing::info!(bot = req.app, outcome, "aibot callback");
+                match answer {
+                    Answer::Empty => text(200, String::new()),
+                    // The official sample answers the encrypted JSON as text/plain.
+                    Answer::Plain(body) | Answer::Sealed { body, .. } => text(200, body),
+                }
+            }
+            Err(err) => {
+                let status = err.status();
+                if status >= 500 || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_)) {
+                    tracing::error!(bot = req.app, outcome = err.kind(), status, error = %err, "aibot callback");
+                } else {
+                    tracing::warn!(bot = req.app, outcome = err.kind(), status, error = %err, "aibot callback refused");
+                }
+                err.response()
+            }
+        }
+    }
+
+    /// The callback's logic: a short outcome name for the log and the answer.
+    pub async fn accept(&self, req: CallbackRequest<'_>) -> Result<(&'static str, Answer), CallbackError> {
+        let (bot, crypt) = self.bots.get(req.app).ok_or(CallbackError::UnknownApp)?;
+        let query = Query::parse(req.raw_query)?;
+        match req.method {
+            "GET" => {
+                let echo = verify_url(crypt, &query)?;
+                Ok(("verified", Answer::Plain(echo)))
+            }
+            "POST" => self.receive(bot, crypt, &query, req.body).await,
+            _ => Err(CallbackError::MethodNotAllowed),
+        }
+    }
+
+    async fn receive(
+        &self,
+        bot: &AiBot,
+        crypt: &MsgCrypt,
+        query: &Query<'_>,
+        body: &[u8],
+    ) -> Result<(&'static str, Answer), CallbackError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(CallbackError::BodyTooLarge);
+        }
+        let msg_signature = query.require("msg_signature")?;
+        let timestamp = query.require("timestamp")?;
+        let nonce = query.require("nonce")?;
+        let sent: u64 = timestamp.parse().map_err(|_| CallbackError::BadTimestamp)?;
+        let body = std::str::from_utf8(body).map_err(|_| CallbackError::BodyEncoding)?;
+        let encrypt = encrypted_field(body)?;
+        let verified = crypt.verify(msg_signature, timestamp, nonce, &encrypt).map_err(|_| CallbackError::Signature)?;
+        let now = self.clock.unix();
+        if self.replay_window_secs > 0 && now.abs_diff(sent) > self.replay_window_secs {
+            return Err(CallbackError::Stale);
+        }
+        // The receive id of an AI bot is empty: decryption refuses any other.
+        let plaintext = crypt.decrypt(verified).map_err(CallbackError::Crypto)?;
+        let (outcome, reply) = match AibotCallback::parse(&plaintext)? {
+            AibotCallback::Message(message) => self.message(bot, &message).await?,
+            AibotCallback::Refresh { stream_id, .. } => self.refresh(bot, &stream_id).await?,
+            AibotCallback::Event(event) => self.event(bot, &event).await?,
+        };
+        Ok((
+            outcome,
+            match reply {
+                None => Answer::Empty,
+                Some(reply) => {
+                    let body = crypt.encrypt_json_reply(&reply.to_string(), random_prefix(), now, nonce);
+                    Answer::Sealed { body, reply }
+                }
+            },
+        ))
+    }
+
+    /// A user message: open its stream, publish it once, answer the stream's id.
+    async fn message(
+        &self,
+        bot: &AiBot,
+        message: &AibotMessage,
+    ) -> Result<(&'static str, Option<Value>), CallbackError> {
+        let now = self.clock.now();
+        let inbound = message.to_inbound(&bot.name, &bot.bot_name, self.clock.unix());
+        let (key, id) = stream_key(&bot.name, &inbound.id);
+        // The stream exists before the dispatcher can write to it; a retry finds it as it is.
+        self.streams
+            .open(&key, now, message.response_url.as_deref(), now + RESPONSE_URL_VALIDITY)
+            .await
+            .map_err(CallbackError::Dedupe)?;
+        let outcome = self.publish(&inbound).await?;
+        Ok((outcome, Some(stream_reply(&id, false, &bot.placeholder))))
+    }
+
+    async fn publish(&self, inbound: &Inbound) -> Result<&'static str, CallbackError> {
+        match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), inbound).await? {
+            Published::Now => Ok("published"),
+            Published::Before => Ok("duplicate"),
+            Published::ByAnother => Err(CallbackError::InFlight),
+        }
+    }
+
+    /// A stream refresh: the stream as it stands; at the end of the window, finished with what
+    /// exists and a note (the answer then follows by `response_url`).
+    async fn refresh(&self, bot: &AiBot, stream_id: &str) -> Result<(&'static str, Option<Value>), CallbackError> {
+        let key = format!("{}#{stream_id}", bot.name);
+        let Some(stream) = self.streams.read(&key).await.map_err(CallbackError::Dedupe)? else {
+            // Unknown (or expired): finish it so WeCom stops polling.
+            return Ok(("unknown_stream", Some(stream_reply(stream_id, true, ""))));
+        };
+        if stream.finished {
+            return Ok(("finished", Some(stream_reply(stream_id, true, &stream.content))));
+        }
+        let hand_over_at = stream.opened_ms + self.window.hand_over_after().as_millis() as u64;
+        if crate::core::ports::unix_millis(self.clock.now()) < hand_over_at {
+            return Ok(("streaming", Some(stream_reply(stream_id, false, &stream.content))));
+        }
+        let content =
+            format!("{}{HANDED_OVER_NOTE}", cut_utf8(&stream.content, MAX_CONTENT_BYTES - HANDED_OVER_NOTE.len()));
+        if self.streams.hand_over(&key, &content).await.map_err(CallbackError::Dedupe)? {
+            return Ok(("handed_over", Some(stream_reply(stream_id, true, &content))));
+        }
+        // The answer finished it a moment ago: show that.
+        let stream = self.streams.read(&key).await.map_err(CallbackError::Dedupe)?;
+        let content = stream.map(|s| s.content).unwrap_or_default();
+        Ok(("finished", Some(stream_reply(stream_id, true, &content))))
+    }
+
+    /// `enter_chat` is answered with the welcome; card clicks and feedback go to the bot.
+    async fn event(&self, bot: &AiBot, event: &AibotEvent) -> Result<(&'static str, Option<Value>), CallbackError> {
+        if event.eventtype == "enter_chat" {
+            let welcome = bot.welcome.as_deref().map(|w| json!({"msgtype": "text", "text": {"content": w}}));
+            return Ok(("welcome", welcome));
+        }
+        let inbound = event.to_inbound(&bot.name, self.clock.unix());
+        if let Some(url) = &event.response_url {
+            // No stream to show, but the bot may answer a card click once through its URL.
+            let now = self.clock.now();
+            let (key, _) = stream_key(&bot.name, &inbound.id);
+            self.streams
+                .open(&key, now, Some(url), now + RESPONSE_URL_VALIDITY)
+                .await
+                .map_err(CallbackError::Dedupe)?;
+            self.streams.hand_over(&key, "").await.map_err(CallbackError::Dedupe)?;
+        }
+        Ok((self.publish(&inbound).await?, None))
+    }
+}
+
+/// The `encrypt` field of the JSON body.
+fn encrypted_field(body: &str) -> Result<String, CallbackError> {
+    if body.trim_start().starts_with('<') {
+        return Err(CallbackError::NotJson);
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(alias = "Encrypt")]
+        encrypt: String,
+    }
+    let body: Body = serde_json::from_str(body).map_err(|_| CallbackError::NoEncrypt)?;
+    Ok(body.encrypt.trim().to_owned())
+}
+
+#[async_trait::async_trait]
+impl crate::core::callback::CallbackService for AibotService {
+    async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle(req).await
+    }
+}
