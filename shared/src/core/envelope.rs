@@ -332,6 +332,10 @@ impl Outbound {
         if out.idempotency_key.is_empty() {
             return Err(EnvelopeError::Empty("idempotency_key"));
         }
+        // An AI bot can only answer a message: its stream or its response_url.
+        if out.channel == OutChannel::WecomAibot && out.in_reply_to.as_deref().is_none_or(str::is_empty) {
+            return Err(EnvelopeError::Empty("in_reply_to (wecom_aibot answers a message)"));
+        }
         if out.idempotency_key.len() > 512 {
             return Err(EnvelopeError::KeyTooLong);
         }

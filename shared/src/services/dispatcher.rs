@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::channels::aibot::{stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
 use crate::core::bot::{AnswerSink, Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};

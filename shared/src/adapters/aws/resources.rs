@@ -26,10 +26,12 @@ pub struct QueueSpec {
 pub const INBOUND_DLQ: QueueSpec =
     QueueSpec { suffix: "inbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
 
-/// The inbound queue. The visibility timeout is 6× the dispatcher's timeout (60 s), as AWS
-/// recommends for Lambda event sources.
+/// The inbound queue. The visibility timeout is just past the dispatcher's timeout (900 s, for
+/// agents that take minutes): a live invocation never sees its record come back, a crashed one's
+/// returns in 16 minutes, and the bot-call lease keeps an early redelivery from calling the
+/// agent again. (AWS's advice of 6× would hold a crashed message back for 90 minutes.)
 pub const INBOUND: QueueSpec =
-    QueueSpec { suffix: "inbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(5) };
+    QueueSpec { suffix: "inbound", visibility_timeout_s: 960, retention_s: 345_600, max_receive_count: Some(5) };
 
 /// Where replies that cannot be sent end up, with their reason as message attributes.
 pub const OUTBOUND_DLQ: QueueSpec =

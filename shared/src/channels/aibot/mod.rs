@@ -7,10 +7,12 @@ pub mod config;
 pub mod message;
 pub mod outbound;
 pub mod service;
+pub mod stream;
 
 pub use config::{AiBot, StreamWindow};
 pub use message::{AibotCallback, AibotEvent, AibotMessage};
 pub use service::AibotService;
+pub use stream::{stream_key, MAX_CONTENT_BYTES};
 
 use crate::core::envelope::OutChannel;
 use crate::core::outbound::ReplyRoute;
@@ -26,18 +28,3 @@ pub const REPLIES: ReplyRoute = ReplyRoute {
     typing: false,
     stream: true,
 };
-
-/// The most a stream answer (and a `response_url` markdown) may carry, in UTF-8 bytes.
-pub const MAX_CONTENT_BYTES: usize = 20_480;
-
-pub use crate::core::ports::cut_utf8;
-
-/// The stream of the message with Inbound id `inbound_id` to bot `bot`: its item key and the id
-/// WeCom sees. Derived, so every delivery of a message names the same stream and the dispatcher
-/// finds it from the Inbound alone.
-pub fn stream_key(bot: &str, inbound_id: &str) -> (String, String) {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(inbound_id.as_bytes());
-    let id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    (format!("{bot}#{id}"), id)
-}

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::channels::aibot::api::AibotApi;
 use crate::channels::aibot::config::AiBot;
-use crate::channels::aibot::{stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
 use crate::core::envelope::{Content, Outbound};
 use crate::core::outbound::{account_of, has_account, Delivered, Delivery, Unit};
 use crate::core::ports::{unix_millis, Clock, Streams, UrlClaim};

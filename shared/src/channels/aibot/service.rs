@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 
 use crate::channels::aibot::config::{AiBot, StreamWindow};
 use crate::channels::aibot::message::{AibotCallback, AibotEvent, AibotMessage};
-use crate::channels::aibot::{cut_utf8, stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
 use crate::core::callback::{
     publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
 use crate::core::envelope::Inbound;
+use crate::core::ports::cut_utf8;
 use crate::core::ports::{Clock, Dedupe, Publisher, Streams};
 use crate::protocol::crypto::{random_prefix, MsgCrypt};
 use crate::protocol::query::Query;
