@@ -416,7 +416,7 @@ struct StreamSink {
 }
 
 struct SinkState {
-    last_write: Option<std::time::Instant>,
+    last_write: Option<tokio::time::Instant>,
     version: u64,
 }
 
@@ -440,7 +440,7 @@ impl AnswerSink for StreamSink {
             if state.last_write.is_some_and(|at| at.elapsed() < SNAPSHOT_INTERVAL) {
                 return;
             }
-            state.last_write = Some(std::time::Instant::now());
+            state.last_write = Some(tokio::time::Instant::now());
         }
         let version = self.next_version().await;
         // Best effort: the final write carries the whole answer anyway.
