@@ -74,6 +74,8 @@ pub struct BotCalls {
 
 /// How long past the bot's timeout a call's lease lasts: the routing of its replies.
 const CALL_MARGIN: Duration = Duration::from_secs(15);
+/// What the stream of an AI-bot message shows when the bot failed on every delivery.
+pub const GAVE_UP_NOTE: &str = "\n\n（抱歉，这次没能完成回答，请稍后再试。）";
 /// How often the growing answer is written to the stream, at most.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -216,6 +218,28 @@ impl Dispatcher {
             self.queue(inbound, channel, content, key).await?;
         }
         Ok(replies.len())
+    }
+
+    /// Finishes the stream of an AI-bot message given up on, so the chat does not wait for an
+    /// answer that will not come (best effort: the DLQ has the message either way).
+    async fn end_stream(&self, body: &str) {
+        let (Some(streams), Ok(inbound)) = (&self.streams, serde_json::from_str::<Inbound>(body)) else { return };
+        if !reply_route(inbound.channel).stream {
+            return;
+        }
+        let (key, _) = stream_key(&inbound.account, &inbound.id);
+        let shown = match streams.read(&key).await {
+            Ok(Some(stream)) if !stream.finished => stream.content,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the stream of a message given up on");
+                return;
+            }
+        };
+        let content = format!("{}{GAVE_UP_NOTE}", cut_utf8(&shown, MAX_CONTENT_BYTES - GAVE_UP_NOTE.len()));
+        if let Err(err) = streams.write(&key, &content, unix_millis(SystemTime::now()), true).await {
+            tracing::warn!(error = %err, "could not finish the stream of a message given up on");
+        }
     }
 
     /// Puts one reply on the outbound queue.
@@ -388,6 +412,7 @@ impl Dispatcher {
                 }
                 Err(err) if last => {
                     tracing::error!(message_id = %record.message_id, error = %err, receive_count = record.receive_count, "dispatch failed on the last receive; dead-lettered");
+                    self.end_stream(&record.body).await;
                     let reason = format!("gave up after {} deliveries: {err}", record.receive_count);
                     self.give_up(record, "gave_up", &reason).await
                 }

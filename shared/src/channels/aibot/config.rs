@@ -130,3 +130,65 @@ impl StreamWindow {
         w
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::channels::Config;
+    use crate::core::config::ConfigError;
+    use crate::testing::fixtures::{WECOM_AES_KEY as KEY, WECOM_TOKEN as TOKEN};
+
+    fn fields(json: &str) -> Vec<String> {
+        Config::check(json)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| match p {
+                ConfigError::Invalid { field, .. } => field,
+                other => panic!("{other}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_section_with_defaults() {
+        let config = Config::parse(&format!(
+            r#"{{"aibots": [{{"name": "ops", "token": "{TOKEN}", "encoding_aes_key": "{KEY}", "bot_name": "@DeployBot "}},
+                            {{"name": "hr", "token": "{TOKEN}", "encoding_aes_key": "{KEY}", "bot_name": "HR 助手",
+                              "welcome": "你好", "placeholder": "思考中…"}}]}}"#
+        ))
+        .unwrap();
+        let (ops, hr) = (&config.aibots[0], &config.aibots[1]);
+        assert_eq!((ops.name.as_str(), ops.bot_name.as_str()), ("ops", "DeployBot"));
+        assert_eq!((ops.welcome.as_deref(), ops.placeholder.as_str()), (None, ""));
+        assert_eq!((hr.welcome.as_deref(), hr.placeholder.as_str()), (Some("你好"), "思考中…"));
+        assert_eq!(ops.msg_crypt().receive_id(), "", "an AI bot's receive id is empty");
+        assert_eq!((config.aibot_stream.window_s, config.aibot_stream.margin_s), (360, 30));
+        assert_eq!(config.aibot_stream.hand_over_after().as_secs(), 330);
+    }
+
+    #[test]
+    fn names_each_broken_field_and_never_shows_secrets() {
+        let json = format!(
+            r#"{{"aibots": [{{"name": "a/b", "token": "x", "encoding_aes_key": "short-SECRETKEY", "bot_name": " @ "}},
+                            {{"name": "ok", "token": "{TOKEN}", "encoding_aes_key": "{KEY}", "bot_name": "B", "placeholder": "{long}"}},
+                            {{"name": "ok", "token": "{TOKEN}", "encoding_aes_key": "{KEY}", "bot_name": "B"}}],
+                 "aibot_stream": {{"window_s": 400, "margin_s": 0}}}}"#,
+            long = "x".repeat(3000)
+        );
+        let found = fields(&json);
+        for want in [
+            "aibots[0].name",
+            "aibots[0].token",
+            "aibots[0].encoding_aes_key",
+            "aibots[0].bot_name",
+            "aibots[1].placeholder",
+            "aibot_stream.window_s",
+            "aibot_stream.margin_s",
+        ] {
+            assert!(found.iter().any(|f| f == want), "{want} missing from {found:?}");
+        }
+        let message = Config::parse(&json).unwrap_err().to_string();
+        assert!(!message.contains("SECRETKEY"), "{message}");
+        assert!(fields(r#"{"aibot_stream": {"window_s": 60, "margin_s": 60}}"#).contains(&"aibot_stream.margin_s".into()));
+        assert!(fields(r#"{"aibots": [{"name": "x"}]}"#).iter().any(|f| f.starts_with("aibots[0]")));
+    }
+}

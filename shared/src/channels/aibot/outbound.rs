@@ -100,6 +100,10 @@ impl Delivery for AibotDelivery {
             if self.streams.write(&key, text, version, true).await.map_err(store)? {
                 return Ok(Delivered::Sent { undelivered: Vec::new() });
             }
+        } else if !stream.handed_over && stream.content == *text {
+            // An earlier attempt finished the stream with this part and died before recording
+            // it: the user has it; the response_url must not repeat it.
+            return Ok(Delivered::Sent { undelivered: Vec::new() });
         }
         self.respond(&key, text).await
     }
