@@ -228,8 +228,9 @@ async fn streamed_answer_costs() {
         let (query, body) = seal(&crypt, &payload);
         let service = &service;
         async move {
-            let answer =
-                service.handle(CallbackRequest { method: "POST", app: "ops", raw_query: &query, body: body.as_bytes() }).await;
+            let answer = service
+                .handle(CallbackRequest { method: "POST", app: "ops", raw_query: &query, body: body.as_bytes() })
+                .await;
             assert_eq!(answer.status, 200, "{}", answer.body);
             answer
         }

@@ -490,3 +490,12 @@ fn the_bot_timeout_is_1_to_840_seconds_and_streaming_is_opt_in() {
     assert_eq!(config.bot.timeout(), Duration::from_secs(840));
     assert_eq!(Config::parse("{}").unwrap().bot.timeout(), DEFAULT_BOT_TIMEOUT);
 }
+
+#[tokio::test]
+async fn a_runaway_stream_is_cut_off_before_it_exhausts_memory() {
+    // One endless line: 9 MB without a line break, in 64 KB writes.
+    let script: Script = (0..144).map(|_| (0, vec![b'x'; 64 * 1024])).collect();
+    let (url, _) = sse_endpoint(script).await;
+    let err = streaming_bot(&url, DEFAULT_BOT_TIMEOUT).answer(&inbound(Some("明天的会几点？"))).await.unwrap_err();
+    assert!(err.to_string().contains("exceeds 8 MB"), "{err}");
+}

@@ -196,7 +196,13 @@ impl OpenAiBot {
         let mut events = SseDecoder::default();
         let mut answer = StreamedAnswer::default();
         let mut shown = String::new();
+        let mut read = 0usize;
         'read: while let Some(bytes) = response.chunk().await.map_err(transport)? {
+            // A runaway endpoint (one endless line, say) must not exhaust the function's memory.
+            read += bytes.len();
+            if read > MAX_STREAM_BYTES {
+                return Err(BotError(format!("the streamed answer exceeds {} MB", MAX_STREAM_BYTES >> 20)));
+            }
             for event in events.push(&bytes) {
                 if answer.take(&event)? {
                     if let Some(preview) = answer.preview().filter(|preview| *preview != shown) {
@@ -316,6 +322,9 @@ struct SseEvent {
     event: String,
     data: String,
 }
+
+/// The most a streamed answer may send, events and all (answers are kilobytes).
+const MAX_STREAM_BYTES: usize = 8 << 20;
 
 /// Server-sent events from a `text/event-stream` body, fed as it arrives. Bytes wait until
 /// their line is complete, so a read may end anywhere, inside a UTF-8 character too. Lines end

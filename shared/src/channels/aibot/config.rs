@@ -188,7 +188,9 @@ mod tests {
         }
         let message = Config::parse(&json).unwrap_err().to_string();
         assert!(!message.contains("SECRETKEY"), "{message}");
-        assert!(fields(r#"{"aibot_stream": {"window_s": 60, "margin_s": 60}}"#).contains(&"aibot_stream.margin_s".into()));
+        assert!(
+            fields(r#"{"aibot_stream": {"window_s": 60, "margin_s": 60}}"#).contains(&"aibot_stream.margin_s".into())
+        );
         assert!(fields(r#"{"aibots": [{"name": "x"}]}"#).iter().any(|f| f.starts_with("aibots[0]")));
     }
 }
