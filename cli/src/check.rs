@@ -142,6 +142,23 @@ fn readiness(config: &Config) -> Vec<Ready> {
             note: bot.base_url.clone(),
         });
     }
+    let window = &config.aibot_stream;
+    for bot in &config.aibots {
+        out.push(Ready {
+            what: format!("AI bot {} (@{})", bot.name, bot.bot_name),
+            receive: Some(true),
+            // Answers go into the message's stream or its response_url: no secret, no token.
+            send: true,
+            note: format!(
+                "URL <API>/{}/{}, no secret needed; the answer streams for {} (handed over {} s before the end), \
+                 then goes once by the message's response_url",
+                shared::channels::aibot::ROUTE,
+                bot.name,
+                duration(window.window_s),
+                window.margin_s
+            ),
+        });
+    }
     for robot in &config.robots {
         out.push(Ready { what: format!("group robot {}", robot.name), receive: None, send: true, note: String::new() });
     }
@@ -152,6 +169,15 @@ fn readiness(config: &Config) -> Vec<Ready> {
     };
     out.push(Ready { what: "bot".into(), receive: None, send: true, note: bot });
     out
+}
+
+/// Seconds as people say them: "6 min", "90 s".
+fn duration(secs: u64) -> String {
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
 }
 
 /// Each variable the functions read: set, unset (with what needs it) or malformed.

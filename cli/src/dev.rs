@@ -222,15 +222,22 @@ fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws:
     for bot in &config.ilink {
         println!("  iLink bot {:<16} long-polling {} (no public URL needed)", bot.account, bot.base_url);
     }
-    if config.wecom.is_empty() && config.oa.is_empty() && config.ilink.is_empty() {
-        println!("  (no WeCom apps, Official Accounts or iLink bots configured)");
+    if config.wecom.is_empty() && config.oa.is_empty() && config.aibots.is_empty() && config.ilink.is_empty() {
+        println!("  (no WeCom apps, Official Accounts, AI bots or iLink bots configured)");
     }
     println!("  outbound: POST http://{addr}/outbound with Outbound JSON (schemas/outbound.v1.json)");
+    let mut tries = Vec::new();
     if !config.wecom.is_empty() {
-        println!("  try: scripts/wxbridge simulate wecom --text \"hello\"");
+        tries.push("scripts/wxbridge simulate wecom --text \"hello\"".to_owned());
     }
     if !config.oa.is_empty() {
-        println!("       scripts/wxbridge simulate oa --text \"你好\"");
+        tries.push("scripts/wxbridge simulate oa --text \"你好\"".to_owned());
+    }
+    if let Some(bot) = config.aibots.first() {
+        tries.push(format!("scripts/wxbridge simulate aibot --text \"@{} hi\"", bot.bot_name));
+    }
+    for (i, command) in tries.iter().enumerate() {
+        println!("  {} {command}", if i == 0 { "try:" } else { "    " });
     }
 }
 

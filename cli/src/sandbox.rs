@@ -37,6 +37,7 @@ pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
         fake.add_ilink_bot(bot.bot_token.expose_secret());
         bot.base_url = fake.base_url.clone();
     }
+    // AI bots need no account: each message's response_url carries its own single-use code.
     for host in shared::channels::API_HOSTS {
         env.set_api_base(host.var, &fake.base_url);
     }

@@ -2,17 +2,24 @@
 //! configured app, posts it to a running bridge the way WeChat does (an Official Account message
 //! is re-delivered when WeChat's 5 s pass without an answer), and prints the round trip: the
 //! HTTP answer, the decrypted passive reply, and, against `wxbridge dev`'s sandbox, the send
-//! that followed.
+//! that followed. An AI bot's message is answered with a stream, which simulate asks for about
+//! once a second, as WeCom does, showing the answer as it grows.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use serde_json::json;
+use fakes::aibot::{refresh, text_message as aibot_text_message};
+use fakes::{AibotWecom, Answer, Conversation};
+use secrecy::ExposeSecret as _;
+use serde_json::{json, Value};
+use shared::channels::aibot::service::HANDED_OVER_NOTE;
 use shared::channels::oa::callback::Mode;
 use shared::channels::wecom::simulate::{sign_callback, text_message};
 use shared::core::config::Env;
 use shared::protocol::crypto::random_prefix;
+use shared::services::dispatcher::GAVE_UP_NOTE;
 
+use crate::settings::Loaded;
 use crate::ui;
 
 /// How long WeChat waits for an answer to one delivery.
@@ -30,6 +37,9 @@ pub enum Channel {
     Wecom(Common),
     /// An Official Account callback, with the passive reply decrypted.
     Oa(OaArgs),
+    /// A WeCom AI bot message (encrypted JSON), then WeCom's stream refreshes until the answer
+    /// finishes, shown as it grows.
+    Aibot(AibotArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +53,13 @@ pub struct Common {
     /// The sending user's id (WeCom user id or Official Account OpenID).
     #[arg(long)]
     pub from: Option<String>,
+    #[command(flatten)]
+    pub bridge: Bridge,
+}
+
+/// Where the bridge runs, the config its accounts come from, and how to print.
+#[derive(Debug, clap::Args)]
+pub struct Bridge {
     /// Where the bridge runs (`wxbridge dev`, or a deployed API's base URL).
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     pub url: String,
@@ -63,6 +80,24 @@ pub struct OaArgs {
     pub mode: Option<ModeArg>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AibotArgs {
+    /// The AI bot to write to (default: the first configured one).
+    #[arg(long)]
+    pub bot: Option<String>,
+    /// The group's chatid: the message comes from that group chat (default: a single chat).
+    #[arg(long, value_name = "CHATID")]
+    pub group: Option<String>,
+    /// The sender's WeCom user id.
+    #[arg(long, value_name = "USERID", default_value = "WangFang")]
+    pub user: String,
+    /// The text the user sends; in a group it starts with the mention ("@DeployBot hi").
+    #[arg(long)]
+    pub text: String,
+    #[command(flatten)]
+    pub bridge: Bridge,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
     Plain,
@@ -74,6 +109,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     match args.channel {
         Channel::Wecom(args) => wecom(args).await,
         Channel::Oa(args) => oa(args).await,
+        Channel::Aibot(args) => aibot(args).await,
     }
 }
 
@@ -86,7 +122,7 @@ fn unix_now() -> u64 {
 }
 
 async fn wecom(args: Common) -> anyhow::Result<()> {
-    let loaded = crate::settings::load(args.config.clone(), &Env::from_process())?;
+    let loaded = crate::settings::load(args.bridge.config.clone(), &Env::from_process())?;
     let app = match &args.app {
         Some(name) => loaded
             .config
@@ -99,10 +135,10 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
     let xml = text_message(&app.corp_id, app.agent_id, &from, &args.text, msg_id, unix_now());
     let nonce = (msg_id % 10_000_000_000).to_string();
     let callback = sign_callback(&app.msg_crypt(), &xml, unix_now(), &nonce, random_prefix());
-    let base = args.url.trim_end_matches('/');
+    let base = args.bridge.url.trim_end_matches('/');
     let url = format!("{base}/wecom/{}?{}", app.app, callback.query);
     let id = format!("wecom:{}:{msg_id}", app.app);
-    if !args.json {
+    if !args.bridge.json {
         println!(
             "{} → {} {}",
             ui::bold(&from),
@@ -119,17 +155,17 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
         .timeout(WECHAT_WAIT)
         .send()
         .await
-        .with_context(|| format!("cannot reach {} (is `wxbridge dev` running?)", args.url))?;
+        .with_context(|| format!("cannot reach {} (is `wxbridge dev` running?)", args.bridge.url))?;
     let status = response.status();
     let elapsed = started.elapsed();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        if args.json {
+        if args.bridge.json {
             println!("{}", json!({"id": id, "status": status.as_u16(), "error": body.trim()}));
         }
         bail!("← {status}: {}", body.trim());
     }
-    if !args.json {
+    if !args.bridge.json {
         println!(
             "{} {} in {} ms: on the inbound queue as {id}",
             ui::ok("←"),
@@ -138,10 +174,10 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
         );
     }
     let sent = match sends_before {
-        Some(before) => crate::sandbox::wait_for_send(base, before, &from, args.json).await,
+        Some(before) => crate::sandbox::wait_for_send(base, before, &from, args.bridge.json).await,
         None => None,
     };
-    if args.json {
+    if args.bridge.json {
         println!(
             "{}",
             json!({"id": id, "status": status.as_u16(), "elapsed_ms": elapsed.as_millis() as u64, "sent": sent})
@@ -152,7 +188,7 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
 
 async fn oa(args: OaArgs) -> anyhow::Result<()> {
     let OaArgs { common: args, mode } = args;
-    let loaded = crate::settings::load(args.config.clone(), &Env::from_process())?;
+    let loaded = crate::settings::load(args.bridge.config.clone(), &Env::from_process())?;
     let account = match &args.app {
         Some(name) => loaded
             .config
@@ -178,14 +214,14 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
     let msg_id = message_id();
     let gh = format!("gh_{}", account.app);
     let xml = shared::channels::oa::request::text_message(&gh, &from, &args.text, msg_id, unix_now());
-    let base = args.url.trim_end_matches('/');
+    let base = args.bridge.url.trim_end_matches('/');
     let id = format!("oa:{}:{msg_id}", account.app);
     let mode_name = match mode {
         Mode::Plain => "plain",
         Mode::Compatible => "compat",
         Mode::Safe => "safe",
     };
-    if !args.json {
+    if !args.bridge.json {
         println!(
             "{} → {} {:?}",
             ui::bold(&from),
@@ -213,7 +249,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         let url = format!("{base}/oa/{}?{}", account.app, signed.query);
         let request =
             client.post(&url).header("content-type", "text/xml").body(signed.body).timeout(WECHAT_WAIT).send();
-        let answer = countdown(request, delivery, args.json).await;
+        let answer = countdown(request, delivery, args.bridge.json).await;
         match answer {
             Ok(response) => {
                 let status = response.status();
@@ -222,25 +258,25 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
                 break;
             }
             Err(err) if err.is_timeout() => {
-                if !args.json {
+                if !args.bridge.json {
                     println!(
                         "{}",
                         ui::warn(&format!("  delivery {delivery}: no answer within 5 s; WeChat delivers again"))
                     );
                 }
             }
-            Err(_) => bail!("cannot reach {} (is `wxbridge dev` running?)", args.url),
+            Err(_) => bail!("cannot reach {} (is `wxbridge dev` running?)", args.bridge.url),
         }
     }
     let elapsed = started.elapsed();
     let Some((delivery, status, body)) = outcome else {
-        if args.json {
+        if args.bridge.json {
             println!("{}", json!({"id": id, "status": null, "reply": null, "elapsed_ms": elapsed.as_millis() as u64}));
         }
         bail!("no answer to 3 deliveries: WeChat gives up (the reply, if any, goes by customer service)");
     };
     if !status.is_success() {
-        if args.json {
+        if args.bridge.json {
             println!("{}", json!({"id": id, "status": status.as_u16(), "error": body.trim()}));
         }
         bail!("← {status}: {}", body.trim());
@@ -259,7 +295,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("[{}]", fields.text("MsgType").unwrap_or("?"))),
         )
     };
-    if !args.json {
+    if !args.bridge.json {
         let when = format!("in {:.2} s, delivery {delivery}", elapsed.as_secs_f64());
         match &reply {
             Some(text) => println!(
@@ -276,10 +312,10 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         }
     }
     let sent = match (&reply, sends_before) {
-        (None, Some(before)) => crate::sandbox::wait_for_send(base, before, &from, args.json).await,
+        (None, Some(before)) => crate::sandbox::wait_for_send(base, before, &from, args.bridge.json).await,
         _ => None,
     };
-    if args.json {
+    if args.bridge.json {
         println!(
             "{}",
             json!({"id": id, "mode": mode_name, "status": status.as_u16(), "delivery": delivery,
@@ -311,4 +347,207 @@ async fn countdown(
             }
         }
     }
+}
+
+/// WeCom asks for an AI bot's stream about once a second.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// 32 random hex digits: a message id, or a made-up `response_code`.
+fn hex_id() -> String {
+    random_prefix().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
+    let AibotArgs { bot, group, user, text, bridge } = args;
+    let env = Env::from_process();
+    let loaded = crate::settings::load(bridge.config.clone(), &env)?;
+    let bot = match &bot {
+        Some(name) => loaded
+            .config
+            .aibots
+            .iter()
+            .find(|b| &b.name == name)
+            .with_context(|| format!("no AI bot named '{name}' in {}", loaded.origin))?,
+        None => loaded.config.aibots.first().with_context(|| format!("no AI bot in {}", loaded.origin))?,
+    };
+    let key = aes_key_text(&bridge, &env, &loaded, &bot.name)?;
+    let base = bridge.url.trim_end_matches('/');
+    let route = format!("/{}/{}", shared::channels::aibot::ROUTE, bot.name);
+    let window = Duration::from_secs(loaded.config.aibot_stream.window_s);
+    let wecom = AibotWecom::new(&format!("{base}{route}"), bot.token.expose_secret(), &key).window(window);
+    // dev's sandbox issues response_urls only in-process; this one is on WeCom's API host (as the
+    // bridge requires) but made up, so a hand-over to it is refused.
+    let wecom_base = env
+        .api_base(shared::channels::wecom::api::BASE_VAR, shared::channels::wecom::api::DEFAULT_BASE)
+        .trim_end_matches('/');
+    let response_url = format!("{wecom_base}/cgi-bin/aibot/response?response_code={}", hex_id());
+    let message = aibot_text_message(&hex_id(), group.as_deref(), &user, &text, &response_url);
+    let chat = match &group {
+        Some(chatid) => format!("group {chatid}"),
+        None => "single chat".to_owned(),
+    };
+    if !bridge.json {
+        println!("{} → {} {text:?}", ui::bold(&user), ui::dim(&format!("POST {route} ({chat})")));
+    }
+    let mut shown = Shown { speaker: bot.bot_name.clone(), text: String::new(), line_open: false, quiet: bridge.json };
+    let mut talk = Conversation { stream_id: String::new(), answers: Vec::new(), finished: false, refreshes: 0 };
+    let started = Instant::now();
+    let outcome = stream_answer(&wecom, &message, window, &mut talk, &mut shown).await;
+    shown.end();
+    let outcome = match outcome {
+        Err(Refused::First(_)) if !reachable(base).await => {
+            Err(anyhow::anyhow!("cannot reach {} (is `wxbridge dev` running?)", bridge.url))
+        }
+        Err(Refused::First(problem) | Refused::Later(problem)) => Err(anyhow::anyhow!("← {problem}")),
+        Ok(()) if !talk.finished => Err(anyhow::anyhow!(
+            "WeCom stopped asking after {} s and the stream had not finished (the answer, if any, goes by response_url)",
+            window.as_secs()
+        )),
+        Ok(()) => Ok(()),
+    };
+    let final_text = talk.final_text().map(str::to_owned);
+    if bridge.json {
+        let mut doc = json!({"stream_id": (!talk.stream_id.is_empty()).then_some(&talk.stream_id), "snapshots": talk.snapshots(), "final": final_text,
+                             "finished": talk.finished, "refreshes": talk.refreshes});
+        if let Err(err) = &outcome {
+            doc["error"] = json!(err.to_string());
+        }
+        println!("{doc}");
+    } else if let Some(text) = &final_text {
+        let to = group.as_deref().map_or(user.clone(), |chatid| format!("group {chatid}"));
+        let refreshes = format!("{} refresh{}", talk.refreshes, if talk.refreshes == 1 { "" } else { "es" });
+        println!(
+            "{} {} {} {}",
+            ui::wechat("→ WeChat:"),
+            ui::bold(&to),
+            ui::wechat(&format!("sees {text:?}")),
+            ui::dim(&format!("(stream finished after {refreshes}, {:.1} s)", started.elapsed().as_secs_f64()))
+        );
+        if text.ends_with(GAVE_UP_NOTE) {
+            println!("{}", ui::warn("  the bot gave up on this answer: the dispatcher's reason is in dev's output"));
+        } else if text.ends_with(HANDED_OVER_NOTE.trim_start()) {
+            println!(
+                "{}",
+                ui::warn(
+                    "  the window ended first: the whole answer follows once by the message's response_url \
+                     (simulate's is made up, so that send is refused)"
+                )
+            );
+        }
+    }
+    outcome
+}
+
+/// Why a conversation stopped early: the message itself, or a later refresh, was not answered
+/// as WeCom requires (each a line of the fake WeCom side, with the HTTP status and body).
+enum Refused {
+    First(String),
+    Later(String),
+}
+
+/// Posts the message, then refreshes its stream about once a second until it finishes or the
+/// window ends, showing each new snapshot.
+async fn stream_answer(
+    wecom: &AibotWecom,
+    message: &Value,
+    window: Duration,
+    talk: &mut Conversation,
+    shown: &mut Shown,
+) -> Result<(), Refused> {
+    let started = Instant::now();
+    let first = wecom.post(message).await.map_err(Refused::First)?;
+    let Answer::Stream { id, finish, content, .. } = &first else {
+        return Err(Refused::First(format!("the bridge answered {first:?}, not a stream")));
+    };
+    if !shown.quiet {
+        println!(
+            "{} {} in {} ms: stream {id}; WeCom asks for it about once a second",
+            ui::ok("←"),
+            ui::ok("200 OK"),
+            started.elapsed().as_millis()
+        );
+    }
+    shown.show(content);
+    (talk.stream_id, talk.finished) = (id.clone(), *finish);
+    talk.answers.push(first.clone());
+    let chat = message["chatid"].as_str();
+    let user = message["from"]["userid"].as_str().unwrap_or_default();
+    while !talk.finished {
+        tokio::time::sleep(REFRESH_EVERY).await;
+        if started.elapsed() >= window {
+            break;
+        }
+        let answer = wecom.post(&refresh(&hex_id(), &talk.stream_id, chat, user)).await.map_err(Refused::Later)?;
+        talk.refreshes += 1;
+        if let Answer::Stream { finish, content, .. } = &answer {
+            talk.finished = *finish;
+            shown.show(content);
+        }
+        talk.answers.push(answer);
+    }
+    Ok(())
+}
+
+/// The answer as it grows, on one line per rewrite: what a snapshot adds is appended.
+struct Shown {
+    speaker: String,
+    text: String,
+    line_open: bool,
+    quiet: bool,
+}
+
+impl Shown {
+    fn show(&mut self, content: &str) {
+        use std::io::Write as _;
+        if self.quiet || content == self.text {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        match content.strip_prefix(self.text.as_str()) {
+            Some(added) if self.line_open => {
+                let _ = write!(out, "{}", ui::wechat(added));
+            }
+            _ => {
+                if self.line_open {
+                    let _ = writeln!(out);
+                }
+                let _ = write!(out, "{} {}", ui::bold(&format!("{} ▸", self.speaker)), ui::wechat(content));
+                self.line_open = true;
+            }
+        }
+        let _ = out.flush();
+        self.text = content.to_owned();
+    }
+
+    fn end(&mut self) {
+        if self.line_open {
+            println!();
+            self.line_open = false;
+        }
+    }
+}
+
+/// Whether anything answers HTTP at `base` (after a failed POST: down, or refusing?).
+async fn reachable(base: &str) -> bool {
+    reqwest::Client::new().get(base).timeout(Duration::from_secs(2)).send().await.is_ok()
+}
+
+/// The bot's EncodingAESKey as the config file spells it: WeCom's side needs the text, and the
+/// parsed config keeps only the key's bytes.
+fn aes_key_text(bridge: &Bridge, env: &Env, loaded: &Loaded, bot: &str) -> anyhow::Result<String> {
+    let text = if loaded.demo {
+        crate::settings::DEMO_CONFIG.to_owned()
+    } else {
+        let path = bridge.config.clone().or_else(|| env.config_file.clone()).context("no config file")?;
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let document: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", loaded.origin))?;
+    document["aibots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["name"] == bot)
+        .and_then(|b| b["encoding_aes_key"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("AI bot '{bot}' has no encoding_aes_key in {}", loaded.origin))
 }

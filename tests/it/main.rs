@@ -1,6 +1,7 @@
 //! Cross-crate integration tests against a real DynamoDB/SQS endpoint on 127.0.0.1 (the local
 //! stack that `scripts/test` starts).
 
+mod aibot;
 mod api;
 mod bots;
 mod crash;

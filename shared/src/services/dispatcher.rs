@@ -431,48 +431,83 @@ fn call_key(inbound: &Inbound) -> String {
     format!("call:{}", inbound.id)
 }
 
-/// Writes the growing answer into a stream, at most once per [`SNAPSHOT_INTERVAL`], each
-/// snapshot with a higher version than the last (a later run's versions are higher still: they
-/// are clock-based), so a slow write never replaces a newer snapshot.
+/// Writes the growing answer into a stream, at most once per [`SNAPSHOT_INTERVAL`]: text that
+/// grows sooner waits and is written when the interval is up (so an agent that pauses still
+/// shows what it has). Each snapshot has a higher version than the last (and a later run's are
+/// higher still: they are clock-based), so a slow write never replaces a newer snapshot.
 struct StreamSink {
     streams: Arc<dyn Streams>,
     key: String,
-    state: tokio::sync::Mutex<SinkState>,
+    state: Arc<tokio::sync::Mutex<SinkState>>,
 }
 
+#[derive(Default)]
 struct SinkState {
     last_write: Option<tokio::time::Instant>,
     version: u64,
+    /// Text that grew within the interval, waiting for it to pass.
+    pending: Option<String>,
+    flush_scheduled: bool,
+}
+
+impl SinkState {
+    fn next_version(&mut self) -> u64 {
+        self.version = (self.version + 1).max(unix_millis(SystemTime::now()));
+        self.version
+    }
 }
 
 impl StreamSink {
     fn new(streams: Arc<dyn Streams>, key: String) -> Self {
-        Self { streams, key, state: tokio::sync::Mutex::new(SinkState { last_write: None, version: 0 }) }
+        Self { streams, key, state: Arc::default() }
     }
 
+    /// The version of the final write: above every snapshot's, so a late snapshot cannot
+    /// replace it (and a finished stream takes no snapshot anyway).
     async fn next_version(&self) -> u64 {
         let mut state = self.state.lock().await;
-        state.version = (state.version + 1).max(unix_millis(SystemTime::now()));
-        state.version
+        state.pending = None;
+        state.next_version()
+    }
+
+    async fn write(streams: &dyn Streams, key: &str, text: &str, version: u64) {
+        match streams.write(key, cut_utf8(text, MAX_CONTENT_BYTES), version, false).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("the stream is finished or holds a newer snapshot; snapshot dropped"),
+            // Best effort: the final write carries the whole answer anyway.
+            Err(err) => tracing::warn!(error = %err, "could not write a snapshot to the stream"),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl AnswerSink for StreamSink {
     async fn grow(&self, text: &str) {
-        {
+        let version = {
             let mut state = self.state.lock().await;
-            if state.last_write.is_some_and(|at| at.elapsed() < SNAPSHOT_INTERVAL) {
+            if let Some(at) = state.last_write.filter(|at| at.elapsed() < SNAPSHOT_INTERVAL) {
+                state.pending = Some(text.to_owned());
+                if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    let (streams, key, shared) = (self.streams.clone(), self.key.clone(), self.state.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at + SNAPSHOT_INTERVAL).await;
+                        let (text, version) = {
+                            let mut state = shared.lock().await;
+                            state.flush_scheduled = false;
+                            let Some(text) = state.pending.take() else { return };
+                            state.last_write = Some(tokio::time::Instant::now());
+                            (text, state.next_version())
+                        };
+                        StreamSink::write(streams.as_ref(), &key, &text, version).await;
+                    });
+                }
                 return;
             }
             state.last_write = Some(tokio::time::Instant::now());
-        }
-        let version = self.next_version().await;
-        // Best effort: the final write carries the whole answer anyway.
-        match self.streams.write(&self.key, cut_utf8(text, MAX_CONTENT_BYTES), version, false).await {
-            Ok(true) => {}
-            Ok(false) => tracing::info!("the stream is finished or holds a newer snapshot; snapshot dropped"),
-            Err(err) => tracing::warn!(error = %err, "could not write a snapshot to the stream"),
-        }
+            state.pending = None;
+            state.next_version()
+        };
+        Self::write(self.streams.as_ref(), &self.key, text, version).await;
     }
 }

@@ -26,7 +26,10 @@ use crate::protocol::query::Query;
 pub const RESPONSE_URL_VALIDITY: Duration = Duration::from_secs(3600 - 60);
 
 /// Added to what the stream shows when the window ends before the answer.
-pub const HANDED_OVER_NOTE: &str = "\n\n（回答较长，仍在生成，完成后会另行发送）";
+pub const HANDED_OVER_NOTE: &str = "\n\n（仍在处理中，完成后会另行发送完整回答）";
+
+/// How long a delivery waits for another delivery of the same message that is publishing it.
+const CONCURRENT_WAIT: Duration = Duration::from_secs(2);
 
 /// What an accepted POST answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,14 +173,30 @@ impl AibotService {
             .await
             .map_err(CallbackError::Dedupe)?;
         let outcome = self.publish(&inbound).await?;
+        if outcome == "duplicate" {
+            // WeCom did not get the first answer: show the stream as it stands now.
+            let stream = self.streams.read(&key).await.map_err(CallbackError::Dedupe)?;
+            if let Some(stream) = stream.filter(|s| s.finished || !s.content.is_empty()) {
+                return Ok((outcome, Some(stream_reply(&id, stream.finished, &stream.content))));
+            }
+        }
         Ok((outcome, Some(stream_reply(&id, false, &bot.placeholder))))
     }
 
+    /// Publishes `inbound` once. A delivery that finds another one publishing the same message
+    /// waits for it (a moment, well inside WeCom's 5 s) and answers the same stream, or takes
+    /// over if that one failed; only a publish still unresolved then is a 503 (WeCom retries).
     async fn publish(&self, inbound: &Inbound) -> Result<&'static str, CallbackError> {
-        match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), inbound).await? {
-            Published::Now => Ok("published"),
-            Published::Before => Ok("duplicate"),
-            Published::ByAnother => Err(CallbackError::InFlight),
+        let deadline = tokio::time::Instant::now() + CONCURRENT_WAIT;
+        loop {
+            match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), inbound).await? {
+                Published::Now => return Ok("published"),
+                Published::Before => return Ok("duplicate"),
+                Published::ByAnother if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Published::ByAnother => return Err(CallbackError::InFlight),
+            }
         }
     }
 
@@ -194,10 +213,15 @@ impl AibotService {
         }
         let hand_over_at = stream.opened_ms + self.window.hand_over_after().as_millis() as u64;
         if crate::core::ports::unix_millis(self.clock.now()) < hand_over_at {
-            return Ok(("streaming", Some(stream_reply(stream_id, false, &stream.content))));
+            // Until the bot's first words, the placeholder.
+            let shown = if stream.content.is_empty() { bot.placeholder.as_str() } else { &stream.content };
+            return Ok(("streaming", Some(stream_reply(stream_id, false, shown))));
         }
-        let content =
-            format!("{}{HANDED_OVER_NOTE}", cut_utf8(&stream.content, MAX_CONTENT_BYTES - HANDED_OVER_NOTE.len()));
+        let content = if stream.content.is_empty() {
+            HANDED_OVER_NOTE.trim_start().to_owned()
+        } else {
+            format!("{}{HANDED_OVER_NOTE}", cut_utf8(&stream.content, MAX_CONTENT_BYTES - HANDED_OVER_NOTE.len()))
+        };
         if self.streams.hand_over(&key, &content).await.map_err(CallbackError::Dedupe)? {
             return Ok(("handed_over", Some(stream_reply(stream_id, true, &content))));
         }
