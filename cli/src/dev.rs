@@ -156,6 +156,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route("/{channel}/{app}", any(callback_route))
         .route("/outbound", post(outbound_route))
         .route("/sandbox/sends", get(sandbox_sends))
+        .route("/sandbox/aibot/response_url", post(sandbox_response_url))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -248,6 +249,15 @@ async fn sandbox_sends(State(state): State<Arc<DevState>>) -> Response {
             let sends: Vec<serde_json::Value> = fake.deliveries().iter().map(crate::sandbox::describe).collect();
             axum::Json(sends).into_response()
         }
+        None => (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response(),
+    }
+}
+
+/// `POST /sandbox/aibot/response_url`: a new single-use `response_url` of the sandbox, for a
+/// simulated AI-bot message (404 outside the sandbox).
+async fn sandbox_response_url(State(state): State<Arc<DevState>>) -> Response {
+    match &state.sandbox {
+        Some(fake) => fake.aibot_response_url().into_response(),
         None => (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response(),
     }
 }

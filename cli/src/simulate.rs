@@ -357,6 +357,20 @@ fn hex_id() -> String {
     random_prefix().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A response_url from `wxbridge dev`'s sandbox, if the bridge is one.
+async fn sandbox_response_url(base: &str) -> Option<String> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/sandbox/aibot/response_url"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok().filter(|url| url.starts_with("http"))
+}
+
 async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
     let AibotArgs { bot, group, user, text, bridge } = args;
     let env = Env::from_process();
@@ -375,12 +389,18 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
     let route = format!("/{}/{}", shared::channels::aibot::ROUTE, bot.name);
     let window = Duration::from_secs(loaded.config.aibot_stream.window_s);
     let wecom = AibotWecom::new(&format!("{base}{route}"), bot.token.expose_secret(), &key).window(window);
-    // dev's sandbox issues response_urls only in-process; this one is on WeCom's API host (as the
-    // bridge requires) but made up, so a hand-over to it is refused.
-    let wecom_base = env
-        .api_base(shared::channels::wecom::api::BASE_VAR, shared::channels::wecom::api::DEFAULT_BASE)
-        .trim_end_matches('/');
-    let response_url = format!("{wecom_base}/cgi-bin/aibot/response?response_code={}", hex_id());
+    // dev's sandbox issues real single-use response_urls; against anything else the URL is on
+    // WeCom's API host (as the bridge requires) but made up, so a hand-over to it is refused.
+    let response_url = match sandbox_response_url(base).await {
+        Some(url) => url,
+        None => {
+            let wecom_base = env
+                .api_base(shared::channels::wecom::api::BASE_VAR, shared::channels::wecom::api::DEFAULT_BASE)
+                .trim_end_matches('/')
+                .to_owned();
+            format!("{wecom_base}/cgi-bin/aibot/response?response_code={}", hex_id())
+        }
+    };
     let message = aibot_text_message(&hex_id(), group.as_deref(), &user, &text, &response_url);
     let chat = match &group {
         Some(chatid) => format!("group {chatid}"),
@@ -407,7 +427,8 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
     };
     let final_text = talk.final_text().map(str::to_owned);
     if bridge.json {
-        let mut doc = json!({"stream_id": (!talk.stream_id.is_empty()).then_some(&talk.stream_id), "snapshots": talk.snapshots(), "final": final_text,
+        let stream_id = (!talk.stream_id.is_empty()).then_some(&talk.stream_id);
+        let mut doc = json!({"stream_id": stream_id, "snapshots": talk.snapshots(), "final": final_text,
                              "finished": talk.finished, "refreshes": talk.refreshes});
         if let Err(err) = &outcome {
             doc["error"] = json!(err.to_string());
@@ -424,13 +445,16 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
             ui::dim(&format!("(stream finished after {refreshes}, {:.1} s)", started.elapsed().as_secs_f64()))
         );
         if text.ends_with(GAVE_UP_NOTE) {
-            println!("{}", ui::warn("  the bot gave up on this answer: the dispatcher's reason is in dev's output"));
+            println!(
+                "{}",
+                ui::warn("  the bot gave up on this answer: the dispatcher's reason is in the bridge's log")
+            );
         } else if text.ends_with(HANDED_OVER_NOTE.trim_start()) {
             println!(
                 "{}",
                 ui::warn(
                     "  the window ended first: the whole answer follows once by the message's response_url \
-                     (simulate's is made up, so that send is refused)"
+                     (the sandbox shows it as a wecom_aibot send)"
                 )
             );
         }

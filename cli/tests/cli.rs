@@ -583,9 +583,135 @@ fn check_names_every_broken_field_and_the_ready_channels() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("WeCom app demo") && stdout.contains("no secret: replies cannot be sent"), "{stdout}");
     assert!(stdout.contains("Official Account demo (compat/safe)"), "{stdout}");
+    let aibot = stdout.lines().find(|l| l.contains("AI bot ops (@DeployBot)")).unwrap_or_default();
+    for said in ["<API>/aibot/ops", "no secret needed", "streams for 6 min", "response_url"] {
+        assert!(aibot.contains(said), "{said} not said: {stdout}");
+    }
     assert!(stdout.contains("WXBRIDGE_TABLE"), "the environment is listed: {stdout}");
 
     let (ok, _, stderr) = cli(&["check"]);
     assert!(!ok);
     assert!(stderr.contains("nothing to check"), "{stderr}");
+}
+
+/// The demo AI bot in the sandbox: simulate plays WeCom, asks for the stream until it finishes,
+/// and the answer is the echo without the @-mention; dev's banner names the bot's URL.
+#[test]
+fn sandbox_aibot_streams_the_echo_without_the_mention() {
+    let dev = start_dev(&[], &[]);
+    let route = wait_for_line(&dev, "AI bot ops");
+    assert!(route.contains(&format!("{}/aibot/ops", dev.url)), "{route}");
+    let hint = wait_for_line(&dev, "simulate aibot");
+    assert!(hint.contains("--text \"@DeployBot hi\""), "{hint}");
+
+    let (ok, stdout, stderr) = cli(&["simulate", "aibot", "--text", "@DeployBot 你好", "--url", &dev.url]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("WangFang → POST /aibot/ops (single chat) \"@DeployBot 你好\""), "{stdout}");
+    assert!(stdout.contains("← 200 OK in "), "{stdout}");
+    assert!(stdout.contains("\nDeployBot ▸ 你好\n"), "the answer as it grows: {stdout}");
+    assert!(stdout.contains("→ WeChat: WangFang sees \"你好\" (stream finished after "), "{stdout}");
+    let line = wait_for_line(&dev, "inbound queue ← wecom_aibot:ops:");
+    assert!(line.contains("text from WangFang: \"你好\""), "the bot got the text without the mention: {line}");
+}
+
+/// `--json` is one document with every snapshot; `--group` writes from a group chat.
+#[test]
+fn sandbox_aibot_json_and_group_messages() {
+    let dev = start_dev(&[], &[]);
+    let (ok, stdout, stderr) = cli(&["simulate", "aibot", "--text", "@DeployBot 你好", "--url", &dev.url, "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(result["finished"], true, "{result}");
+    assert_eq!(result["final"], "你好", "{result}");
+    let snapshots = result["snapshots"].as_array().expect("snapshots");
+    assert_eq!(snapshots.last(), Some(&serde_json::json!("你好")), "{result}");
+    assert!(result["refreshes"].as_u64().is_some_and(|n| n >= 1), "{result}");
+    assert!(result["stream_id"].as_str().is_some_and(|id| !id.is_empty()), "{result}");
+
+    let (ok, stdout, stderr) = cli(&[
+        "simulate",
+        "aibot",
+        "--group",
+        "wrDEMO",
+        "--user",
+        "LiLei",
+        "--text",
+        "@DeployBot 回滚 api",
+        "--url",
+        &dev.url,
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("LiLei → POST /aibot/ops (group wrDEMO) \"@DeployBot 回滚 api\""), "{stdout}");
+    assert!(stdout.contains("→ WeChat: group wrDEMO sees \"回滚 api\""), "{stdout}");
+}
+
+/// An unknown bot, no bridge, and a bridge that does not serve the bot each end the command with
+/// a reason.
+#[test]
+fn simulate_aibot_fails_clearly_on_an_unknown_bot_no_bridge_or_a_refusal() {
+    let (ok, _, stderr) = cli(&["simulate", "aibot", "--bot", "nope", "--text", "x", "--url", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(stderr.contains("no AI bot named 'nope'"), "{stderr}");
+    let (ok, _, stderr) = cli(&["simulate", "aibot", "--text", "x", "--url", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot reach http://127.0.0.1:9 (is `wxbridge dev` running?)"), "{stderr}");
+
+    // A bot this command knows but the bridge does not serve: WeCom's side shows the refusal.
+    let dev = start_dev(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    config["aibots"][0]["name"] = "hr".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let config = path.to_str().unwrap();
+    let (ok, stdout, stderr) =
+        cli(&["simulate", "aibot", "--config", config, "--text", "x", "--url", &dev.url, "--json"]);
+    assert!(!ok);
+    assert!(stderr.contains("HTTP 404") && stderr.contains("unknown app"), "status and body: {stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!((result["finished"].as_bool(), result["final"].as_str()), (Some(false), None), "{result}");
+    assert!(result["error"].as_str().is_some_and(|e| e.contains("HTTP 404")), "{result}");
+}
+
+/// A bridge stand-in whose stream never finishes: simulate stops when WeCom's window ends.
+#[test]
+fn simulate_aibot_fails_when_the_window_ends_before_the_stream_finishes() {
+    let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    config["aibot_stream"] = serde_json::json!({"window_s": 3, "margin_s": 1});
+    let bot = &config["aibots"][0];
+    let crypt =
+        fakes::aibot::MsgCrypt::new(bot["token"].as_str().unwrap(), bot["encoding_aes_key"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let never_done = move |axum::extract::Query(query): axum::extract::Query<
+        std::collections::HashMap<String, String>,
+    >| {
+        let crypt = crypt.clone();
+        async move {
+            let nonce = query.get("nonce").cloned().unwrap_or_default();
+            let reply = serde_json::json!({"msgtype": "stream",
+                "stream": {"id": "never-done", "finish": false, "content": "还在想…"}});
+            let encrypt = crypt.encrypt([b'7'; 16], &reply.to_string(), "");
+            let timestamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+            let signature = crypt.signature(&timestamp, &nonce, &encrypt);
+            serde_json::json!({"encrypt": encrypt, "msgsignature": signature, "timestamp": timestamp, "nonce": nonce})
+                .to_string()
+        }
+    };
+    runtime.spawn(async move { axum::serve(listener, axum::Router::new().fallback(never_done)).await });
+
+    let (ok, stdout, stderr) =
+        cli(&["simulate", "aibot", "--config", path.to_str().unwrap(), "--text", "x", "--url", &url, "--json"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("stopped asking after 3 s and the stream had not finished"), "{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(result["finished"], false, "{result}");
+    assert_eq!(result["snapshots"], serde_json::json!(["还在想…"]), "{result}");
+    assert!(result["refreshes"].as_u64().is_some_and(|n| n >= 1), "{result}");
 }
