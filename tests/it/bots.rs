@@ -499,3 +499,19 @@ async fn a_runaway_stream_is_cut_off_before_it_exhausts_memory() {
     let err = streaming_bot(&url, DEFAULT_BOT_TIMEOUT).answer(&inbound(Some("明天的会几点？"))).await.unwrap_err();
     assert!(err.to_string().contains("exceeds 8 MB"), "{err}");
 }
+
+#[tokio::test]
+async fn openclaws_failure_after_partial_output_is_an_error_and_never_shown() {
+    let events = vec![
+        chunk(json!({"role": "assistant"}), None),
+        chunk(json!({"content": "让我查一下"}), None),
+        chunk(json!({"content": "Error: internal error"}), Some("stop")),
+        DONE.to_owned(),
+    ];
+    let (url, _) = sse_endpoint(spaced(&events)).await;
+    let sink = Snapshots(Mutex::default());
+    let result =
+        streaming_bot(&url, DEFAULT_BOT_TIMEOUT).answer_streaming(&inbound(Some("明天的会几点？")), &sink).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(sink.seen().iter().all(|s| !s.contains("Error")), "{:?}", sink.seen());
+}

@@ -282,6 +282,11 @@ impl StreamedAnswer {
         }
         let delta = &choice["delta"];
         let content = delta["content"].as_str().unwrap_or_default();
+        // OpenClaw reports a failure after partial output as one more chunk holding only its
+        // failure text: an error, wherever it comes, and never shown.
+        if !self.content.is_empty() && choice["finish_reason"] == "stop" && is_failure_answer(content) {
+            return Err(BotError("the gateway reported a failure in the stream (\"Error: internal error\")".into()));
+        }
         let reasoning = delta["reasoning_content"].as_str().or(delta["reasoning"].as_str()).unwrap_or_default();
         self.content.push_str(content);
         self.reasoning.push_str(reasoning);

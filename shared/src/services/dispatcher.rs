@@ -73,7 +73,7 @@ pub struct BotCalls {
 }
 
 /// How long past the bot's timeout a call's lease lasts: the routing of its replies.
-const CALL_MARGIN: Duration = Duration::from_secs(15);
+const CALL_MARGIN: Duration = Duration::from_secs(30);
 /// What the stream of an AI-bot message shows when the bot failed on every delivery.
 pub const GAVE_UP_NOTE: &str = "\n\n（抱歉，这次没能完成回答，请稍后再试。）";
 /// How often the growing answer is written to the stream, at most.
@@ -200,9 +200,15 @@ impl Dispatcher {
             false
         };
         // Finished by this answer (now, or by an earlier run of it) unless handed over.
+        // (An earlier run's finish shows this very text; a stream finished otherwise, say by the
+        // apology of a run given up on, does not count.)
         let ours = finished_here
-            || streams.read(&key).await.map_err(DispatchError::Store)?.is_some_and(|s| s.finished && !s.handed_over)
-                && first_is_text;
+            || first_is_text
+                && streams
+                    .read(&key)
+                    .await
+                    .map_err(DispatchError::Store)?
+                    .is_some_and(|s| s.finished && !s.handed_over && s.content == visible);
         let mut queued = Vec::new();
         for (index, content) in replies.iter().enumerate() {
             if index == 0 && ours {
@@ -237,7 +243,8 @@ impl Dispatcher {
             }
         };
         let content = format!("{}{GAVE_UP_NOTE}", cut_utf8(&shown, MAX_CONTENT_BYTES - GAVE_UP_NOTE.len()));
-        if let Err(err) = streams.write(&key, &content, unix_millis(SystemTime::now()), true).await {
+        // Handed over: an answer that still comes (a redrive) goes by the response_url.
+        if let Err(err) = streams.hand_over(&key, &content).await {
             tracing::warn!(error = %err, "could not finish the stream of a message given up on");
         }
     }
@@ -412,7 +419,10 @@ impl Dispatcher {
                 }
                 Err(err) if last => {
                     tracing::error!(message_id = %record.message_id, error = %err, receive_count = record.receive_count, "dispatch failed on the last receive; dead-lettered");
-                    self.end_stream(&record.body).await;
+                    // A delivery that only found an earlier call running leaves its stream to it.
+                    if !matches!(err, DispatchError::Busy { .. }) {
+                        self.end_stream(&record.body).await;
+                    }
                     let reason = format!("gave up after {} deliveries: {err}", record.receive_count);
                     self.give_up(record, "gave_up", &reason).await
                 }
