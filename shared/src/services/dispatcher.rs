@@ -427,7 +427,15 @@ impl Dispatcher {
                     self.give_up(record, "gave_up", &reason).await
                 }
                 Err(err) => {
-                    tracing::warn!(message_id = %record.message_id, error = %err, "dispatch failed; SQS retries it");
+                    // Back soon, with a growing backoff, not after the queue's 16-minute visibility
+                    // timeout (sized for agents that run long, not for retries).
+                    let delay_s = crate::core::retry::backoff_s(record.receive_count, 0);
+                    tracing::warn!(message_id = %record.message_id, error = %err, delay_s, "dispatch failed; SQS retries it");
+                    if let Some(requeue) = &self.requeue {
+                        if let Err(err) = requeue.retry_later(&record.receipt_handle, delay_s).await {
+                            tracing::warn!(error = %err, "could not set the retry's delay; it returns after the visibility timeout");
+                        }
+                    }
                     Some(record.message_id.clone())
                 }
             }
