@@ -137,6 +137,19 @@ impl CallbackError {
         }
     }
 
+    /// Logs the refusal of a callback to `channel`'s `app` (an error when it is ours or a key
+    /// problem: a valid signature over undecryptable data, or an encrypted message to an
+    /// account configured without its key) and gives its answer.
+    pub fn refuse(&self, channel: &'static str, app: &str) -> CallbackResponse {
+        let status = self.status();
+        if status >= 500 || matches!(self, Self::Crypto(_) | Self::Message(_) | Self::NoKey) {
+            tracing::error!(channel, app, outcome = self.kind(), status, error = %self, "callback");
+        } else {
+            tracing::warn!(channel, app, outcome = self.kind(), status, error = %self, "callback refused");
+        }
+        self.response()
+    }
+
     pub fn response(&self) -> CallbackResponse {
         let body = match self {
             // Dependency details stay in the logs.

@@ -92,15 +92,7 @@ impl AibotService {
                     Answer::Plain(body) | Answer::Sealed { body, .. } => text(200, body),
                 }
             }
-            Err(err) => {
-                let status = err.status();
-                if status >= 500 || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_)) {
-                    tracing::error!(bot = req.app, outcome = err.kind(), status, error = %err, "aibot callback");
-                } else {
-                    tracing::warn!(bot = req.app, outcome = err.kind(), status, error = %err, "aibot callback refused");
-                }
-                err.response()
-            }
+            Err(err) => err.refuse("aibot", req.app),
         }
     }
 

@@ -107,17 +107,7 @@ impl OaCallback {
                 tracing::info!(app = req.app, outcome = "success", "oa callback");
                 text(SUCCESS.to_owned())
             }
-            Err(err) => {
-                let status = err.status();
-                if status >= 500
-                    || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_) | CallbackError::NoKey)
-                {
-                    tracing::error!(app = req.app, outcome = err.kind(), status, error = %err, "oa callback");
-                } else {
-                    tracing::warn!(app = req.app, outcome = err.kind(), status, error = %err, "oa callback refused");
-                }
-                err.response()
-            }
+            Err(err) => err.refuse("oa", req.app),
         }
     }
 

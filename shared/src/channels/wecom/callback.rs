@@ -69,16 +69,7 @@ impl WecomCallback {
                 tracing::info!(app = req.app, outcome = "duplicate", id = %id, "wecom callback");
                 CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
             }
-            Err(err) => {
-                let status = err.status();
-                // A valid signature over undecryptable data means a key or corp id mismatch.
-                if status >= 500 || matches!(err, CallbackError::Crypto(_) | CallbackError::Message(_)) {
-                    tracing::error!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback");
-                } else {
-                    tracing::warn!(app = req.app, outcome = err.kind(), status, error = %err, "wecom callback refused");
-                }
-                err.response()
-            }
+            Err(err) => err.refuse("wecom", req.app),
         }
     }
 
