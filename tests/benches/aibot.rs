@@ -103,12 +103,22 @@ impl Streams for CountingStreams {
     }
     async fn read(&self, key: &str) -> Result<Option<Stream>, PortError> {
         let stream = self.inner.read(key).await?;
-        self.counts.read(ITEM_OVERHEAD + stream.as_ref().map_or(0, |s| s.content.len()));
+        self.counts.read(
+            ITEM_OVERHEAD + stream.as_ref().map_or(0, |s| s.content.len() + s.answer.as_ref().map_or(0, String::len)),
+        );
         Ok(stream)
     }
     async fn write(&self, key: &str, content: &str, version: u64, finish: bool) -> Result<bool, PortError> {
         self.counts.write(ITEM_OVERHEAD + content.len());
         self.inner.write(key, content, version, finish).await
+    }
+    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
+        self.counts.write(ITEM_OVERHEAD + content.len() + rest.len());
+        self.inner.finish(key, content, version, rest).await
+    }
+    async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError> {
+        self.counts.write(ITEM_OVERHEAD + rest.len());
+        self.inner.record_answer(key, rest).await
     }
     async fn hand_over(&self, key: &str, content: &str) -> Result<bool, PortError> {
         self.counts.write(ITEM_OVERHEAD + content.len());

@@ -638,7 +638,7 @@ async fn an_answer_slower_than_the_window_is_handed_over_and_sent_once_through_t
     let out = Outbound::parse(queued[0].body().unwrap()).unwrap();
     assert_eq!(out.channel, OutChannel::WecomAibot);
     assert_eq!(out.in_reply_to.as_deref(), Some(inbound_id("m-slow").as_str()));
-    assert_eq!(out.content, Content::Text { text: whole.into() });
+    assert_eq!(out.content, Content::Markdown { text: whole.into() });
     assert!(!queued[0].body().unwrap().contains("response_code"), "the response_url stays in DynamoDB");
 
     let sender = bridge.sender();
@@ -855,6 +855,104 @@ async fn a_queue_bots_answer_goes_into_the_open_stream_and_needs_in_reply_to() {
     assert_eq!(letters.len(), 1);
     assert!(attribute(&letters[0], "reason").contains("in_reply_to"), "{}", attribute(&letters[0], "reason"));
     assert!(bridge.wecom.problems().is_empty(), "{:#?}", bridge.wecom.problems());
+}
+
+/// The outbound queue, failing its first `failures` publishes (an SQS outage, or a dispatcher
+/// that dies right after finishing the stream).
+struct FlakyOutbound {
+    inner: Arc<dyn shared::core::ports::Publisher>,
+    failures: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl shared::core::ports::Publisher for FlakyOutbound {
+    async fn publish(&self, message: shared::core::ports::QueueMessage) -> Result<(), shared::core::ports::PortError> {
+        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(shared::core::ports::PortError::new("sqs", "the outbound queue is unavailable"));
+        }
+        self.inner.publish(message).await
+    }
+}
+
+// ---- 11. long answers, and a death between the stream's finish and the queue ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_answer_fills_the_stream_and_its_rest_goes_once_by_response_url_though_queueing_failed() {
+    use shared::channels::aibot::stream::{CUT_NOTE, MAX_CONTENT_BYTES};
+    // About 46 KB: the stream shows the first 20 480 bytes; the rest (about 26 KB) is more than
+    // one response_url message takes, so it is cut with a note.
+    let line = "第 N 步：检查 api 的部署记录并回滚到上一版。\n";
+    let whole = line.repeat(46_000 / line.len());
+    let (url, agent) = agent(answer_after(0, &whole)).await;
+    let bridge = Bridge::start(60, 10, &url, 30).await;
+    let response_url = bridge.fake.aibot_response_url();
+    bridge.wecom.post(&text_message("m-long", Some(CHAT), USER, "@DeployBot 回滚步骤", &response_url)).await.unwrap();
+    let inbound = bridge.one_inbound().await;
+
+    // The first run finishes the stream, then cannot queue the rest (and its error frees the
+    // bot call's lease).
+    let mut dispatcher = bridge.dispatcher();
+    dispatcher.outbound = Arc::new(FlakyOutbound { inner: dispatcher.outbound.clone(), failures: AtomicUsize::new(1) });
+    let failed = dispatcher.dispatch(inbound.body().unwrap()).await;
+    assert!(matches!(failed, Err(DispatchError::Queue(_))), "{failed:?}");
+    let stream = bridge.stream("m-long").await.unwrap();
+    assert!(stream.finished && !stream.handed_over, "{stream:?}");
+    assert!(stream.content.len() <= MAX_CONTENT_BYTES && stream.content.len() > MAX_CONTENT_BYTES - 4);
+    assert!(whole.starts_with(&stream.content));
+    assert!(bridge.rest(&bridge.stack.urls.outbound).await.is_empty());
+
+    // SQS delivers the message again: the recorded rest is queued, the agent is not asked again.
+    assert_eq!(dispatcher.dispatch(inbound.body().unwrap()).await.expect("the rest is queued"), 1);
+    assert_eq!(agent.calls(), 1, "the agent answered once");
+    let queued = bridge.take(&bridge.stack.urls.outbound, 2, Duration::from_secs(3)).await;
+    assert_eq!(queued.len(), 1, "one Outbound for what the stream does not show");
+    let out = Outbound::parse(queued[0].body().unwrap()).unwrap();
+    let Content::Markdown { text: rest } = &out.content else { panic!("{:?}", out.content) };
+    assert!(rest.len() <= MAX_CONTENT_BYTES && rest.ends_with(CUT_NOTE), "{}", rest.len());
+    assert!(whole[stream.content.len()..].starts_with(rest.trim_end_matches(CUT_NOTE)));
+
+    // A third delivery finds the call done: nothing more.
+    assert_eq!(dispatcher.dispatch(inbound.body().unwrap()).await.expect("acknowledged"), 0);
+    assert!(bridge.rest(&bridge.stack.urls.outbound).await.is_empty());
+    assert_eq!(agent.calls(), 1);
+
+    // The sender: the rest once, though SQS delivers it twice.
+    let sender = bridge.sender();
+    assert!(sender.handle(&record(&queued[0], 1)).await);
+    assert!(sender.handle(&record(&queued[0], 2)).await);
+    let posts = bridge.fake.deliveries_of(Api::AibotResponse);
+    assert_eq!(posts.len(), 1, "the rest went once");
+    assert_eq!(posts[0].body["markdown"]["content"], json!(rest));
+    assert_eq!(bridge.stream("m-long").await.unwrap().content, stream.content, "the stream is as shown");
+    assert!(bridge.rest(&bridge.stack.urls.outbound_dlq).await.is_empty());
+    assert!(bridge.fake.problems().is_empty(), "{:#?}", bridge.fake.problems());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_url_post_that_never_connected_is_not_counted_as_its_one_use() {
+    let bridge = Bridge::start(2, 1, NO_AGENT, 30).await;
+    // A sender whose WeCom host refuses connections (the listener is gone).
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut env_vars: Vec<(&str, String)> = vec![
+        ("WXBRIDGE_TABLE", bridge.stack.names.table.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", bridge.stack.urls.outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", bridge.stack.urls.outbound_dlq.clone()),
+    ];
+    env_vars.push(("WXBRIDGE_WECOM_API_BASE", closed.clone()));
+    let unreachable = sender::build(bridge.config.clone(), &Env::from_vars(env_vars), &bridge.stack.sdk).unwrap();
+    let msgid = "m-down";
+    let key = stream_key(BOT, &inbound_id(msgid)).0;
+    let url = format!("{closed}/cgi-bin/aibot/response?response_code=RC-down");
+    let now = SystemTime::now();
+    bridge.streams.open(&key, now, Some(&url), now + Duration::from_secs(3600)).await.unwrap();
+    assert!(bridge.streams.hand_over(&key, HANDED_OVER_NOTE).await.unwrap());
+    let answer = aibot_outbound("k-down", msgid, "稍后的回答");
+    assert!(!unreachable.handle(&outbound_record(&answer, 1)).await, "retried later, not dead-lettered");
+    assert_eq!(bridge.stream(msgid).await.unwrap().url, UrlState::Unused, "still unused: it never reached WeCom");
+    assert!(bridge.rest(&bridge.stack.urls.outbound_dlq).await.is_empty());
 }
 
 /// A bot that says a little, more within the snapshot interval, then pauses like an agent

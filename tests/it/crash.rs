@@ -342,6 +342,42 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
 }
 
 #[tokio::test]
+async fn a_failed_dispatch_comes_back_after_a_growing_backoff_not_the_queues_visibility_timeout() {
+    let requeue = Arc::new(MemoryOutbound::default());
+    let (outbound, _queued) = MemoryQueue::new();
+    let dispatcher = Dispatcher {
+        bot: Arc::new(Down),
+        slots: Arc::new(MemoryReplySlots::default()),
+        outbound: Arc::new(outbound),
+        typing: None,
+        requeue: Some(requeue.clone()),
+        dead_letter: None,
+        max_receives: Some(5),
+        streams: None,
+        calls: None,
+    };
+    for receive_count in 1..=4 {
+        let record = Record {
+            message_id: format!("m-{receive_count}"),
+            receipt_handle: format!("r-{receive_count}"),
+            body: inbound("wecom:hr:7"),
+            receive_count,
+        };
+        assert_eq!(dispatcher.handle_batch(&[record]).await, [format!("m-{receive_count}")]);
+    }
+    let retries = requeue.retries.lock().unwrap().clone();
+    let handles: Vec<&str> = retries.iter().map(|(handle, _)| handle.as_str()).collect();
+    assert_eq!(handles, ["r-1", "r-2", "r-3", "r-4"], "each failed record got its own delay");
+    let delays: Vec<u32> = retries.iter().map(|(_, delay)| *delay).collect();
+    // 10 s, 20 s, 40 s, 80 s (plus up to 4 s of jitter): each later than the one before, and
+    // all far below the inbound queue's 960 s visibility timeout.
+    for (index, delay) in delays.iter().enumerate() {
+        let base = 10 << index;
+        assert!((base..base + 5).contains(delay), "delay {index}: {delays:?}");
+    }
+}
+
+#[tokio::test]
 async fn later_records_to_the_same_user_come_back_just_after_the_one_that_failed() {
     let rig = rig().await;
     rig.fake.inject("/cgi-bin/message/send", Fault::Errcode(-1));

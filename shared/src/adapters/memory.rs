@@ -525,6 +525,7 @@ impl crate::core::ports::Streams for MemoryStreams {
                 version: 0,
                 opened_ms: unix_millis(opened),
                 url: if response_url.is_some() { UrlState::Unused } else { UrlState::None },
+                answer: None,
             },
             url: response_url.map(str::to_owned),
             url_expires_ms: unix_millis(url_expires),
@@ -545,6 +546,29 @@ impl crate::core::ports::Streams for MemoryStreams {
         item.stream.content = content.to_owned();
         item.stream.version = version;
         item.stream.finished = finish;
+        Ok(true)
+    }
+
+    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
+        let mut streams = self.lock();
+        let Some(item) = streams.get_mut(key) else { return Ok(false) };
+        if item.stream.finished || item.stream.version >= version || item.stream.answer.is_some() {
+            return Ok(false);
+        }
+        item.stream.content = content.to_owned();
+        item.stream.version = version;
+        item.stream.finished = true;
+        item.stream.answer = Some(rest.to_owned());
+        Ok(true)
+    }
+
+    async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError> {
+        let mut streams = self.lock();
+        let Some(item) = streams.get_mut(key) else { return Ok(false) };
+        if item.stream.answer.is_some() {
+            return Ok(false);
+        }
+        item.stream.answer = Some(rest.to_owned());
         Ok(true)
     }
 

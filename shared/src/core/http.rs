@@ -16,7 +16,12 @@ pub const USER_AGENT: &str = concat!("wxbridge/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("transport: {detail}")]
-    Transport { timeout: bool, detail: String },
+    Transport {
+        timeout: bool,
+        /// No connection was made: the request certainly did not reach the server.
+        connect: bool,
+        detail: String,
+    },
     #[error("HTTP {status}")]
     Http { status: u16 },
     #[error("errcode {code}: {message}")]
@@ -28,7 +33,7 @@ pub enum ApiError {
 impl ApiError {
     /// A transport error with its URL (which carries access tokens and robot keys) removed.
     pub fn transport(err: reqwest::Error) -> Self {
-        let timeout = err.is_timeout();
+        let (timeout, connect) = (err.is_timeout(), err.is_connect());
         let err = err.without_url();
         let mut detail = err.to_string();
         let mut source = std::error::Error::source(&err);
@@ -37,7 +42,12 @@ impl ApiError {
             detail.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self::Transport { timeout, detail }
+        Self::Transport { timeout, connect, detail }
+    }
+
+    /// Whether the request certainly never reached the server (no connection was made).
+    pub fn not_sent(&self) -> bool {
+        matches!(self, Self::Transport { connect: true, .. })
     }
 
     /// The errcode, if the API answered with one.

@@ -265,6 +265,10 @@ pub struct Stream {
     pub opened_ms: u64,
     /// Where the message's `response_url` stands.
     pub url: UrlState,
+    /// The bot's answer, once recorded: what it left for other means than the stream (JSON of
+    /// `[Content]`, empty list when the stream showed it all). A redelivered message finds it
+    /// here and queues it again instead of asking the bot a second time.
+    pub answer: Option<String>,
 }
 
 /// A message's single-use `response_url`.
@@ -309,6 +313,14 @@ pub trait Streams: Send + Sync {
     /// stored one), finishing it when `finish`; false when the stream is finished, missing or
     /// holds a newer snapshot.
     async fn write(&self, key: &str, content: &str, version: u64, finish: bool) -> Result<bool, PortError>;
+    /// Records the bot's answer and finishes the open stream with `content` (a version above
+    /// every snapshot's); `rest` is what the stream does not show (JSON of `[Content]`). False
+    /// when the stream is finished, missing, holds a newer snapshot or an answer is recorded.
+    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError>;
+    /// Records the bot's answer on a stream finished without it (handed over at the end of its
+    /// window): `rest` is the whole answer. False when an answer was recorded first, or the
+    /// stream is missing.
+    async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError>;
     /// Finishes an open stream at the end of its window with `content`, marking it handed
     /// over; false when it was finished first.
     async fn hand_over(&self, key: &str, content: &str) -> Result<bool, PortError>;

@@ -80,7 +80,10 @@ mod tests {
             (ApiError::Http { status: 408 }, Verdict::Transient { min_backoff_s: 0 }),
             (ApiError::Http { status: 404 }, Verdict::Permanent),
             (ApiError::Decode("x".into()), Verdict::Permanent),
-            (ApiError::Transport { timeout: true, detail: String::new() }, Verdict::Transient { min_backoff_s: 0 }),
+            (
+                ApiError::Transport { timeout: true, connect: false, detail: String::new() },
+                Verdict::Transient { min_backoff_s: 0 },
+            ),
             (ApiError::Errcode { code: 1, message: String::new() }, Verdict::Permanent),
         ];
         for (err, verdict) in cases {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{fit, stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
 use crate::core::bot::{AnswerSink, Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
@@ -178,52 +178,68 @@ impl Dispatcher {
     }
 
     /// The AI bot: the answer grows in the message's stream, which the dispatcher finishes with
-    /// the whole text; what does not fit (or comes after the stream was handed over) goes on the
-    /// outbound queue, where the sender takes the message's `response_url`.
+    /// the first text; what the stream does not show (the text past its 20 480 bytes, further
+    /// replies, the whole answer when the stream was handed over first) is recorded on the
+    /// stream with the finish and goes on the outbound queue, where the sender takes the
+    /// message's `response_url`. A redelivered message whose answer is recorded queues the
+    /// recorded rest again (the same idempotency keys: sent once) and calls no bot.
     async fn answer_in_stream(
         &self,
         streams: &Arc<dyn Streams>,
         inbound: &Inbound,
         channel: OutChannel,
     ) -> Result<usize, DispatchError> {
+        let store = DispatchError::Store;
         let (key, _) = stream_key(&inbound.account, &inbound.id);
-        let sink = StreamSink::new(streams.clone(), key.clone());
-        let replies = self.bot.answer_streaming(inbound, &sink).await?;
-        let (shown, first_is_text) = match replies.first() {
-            Some(Content::Text { text } | Content::Markdown { text }) => (text.as_str(), true),
-            _ => ("", false),
-        };
-        let visible = cut_utf8(shown, MAX_CONTENT_BYTES);
-        let finished_here = if first_is_text || replies.is_empty() {
-            streams.write(&key, visible, sink.next_version().await, true).await.map_err(DispatchError::Store)?
-        } else {
-            false
-        };
-        // Finished by this answer (now, or by an earlier run of it) unless handed over.
-        // (An earlier run's finish shows this very text; a stream finished otherwise, say by the
-        // apology of a run given up on, does not count.)
-        let ours = finished_here
-            || first_is_text
-                && streams
-                    .read(&key)
-                    .await
-                    .map_err(DispatchError::Store)?
-                    .is_some_and(|s| s.finished && !s.handed_over && s.content == visible);
-        let mut queued = Vec::new();
-        for (index, content) in replies.iter().enumerate() {
-            if index == 0 && ours {
-                let rest = &shown[visible.len()..];
-                if !rest.is_empty() {
-                    queued.push((format!("{}#0+", inbound.id), Content::Markdown { text: rest.to_owned() }));
-                }
-                continue;
+        let (recorded, answered) = match streams.read(&key).await.map_err(store)?.and_then(|s| s.answer) {
+            Some(rest) => {
+                tracing::info!(id = %inbound.id, "the bot's answer was recorded by an earlier delivery; queueing its rest");
+                (rest, None)
             }
-            queued.push((format!("{}#{index}", inbound.id), content.clone()));
+            None => {
+                let sink = StreamSink::new(streams.clone(), key.clone());
+                let replies = self.bot.answer_streaming(inbound, &sink).await?;
+                let (shown, rest) = match replies.split_first() {
+                    Some((Content::Text { text } | Content::Markdown { text }, later)) => {
+                        let visible = cut_utf8(text, MAX_CONTENT_BYTES);
+                        let cut_off = &text[visible.len()..];
+                        let mut rest = Vec::new();
+                        if !cut_off.is_empty() {
+                            rest.push(Content::Markdown { text: cut_off.to_owned() });
+                        }
+                        rest.extend_from_slice(later);
+                        (visible, rest)
+                    }
+                    _ => ("", replies.clone()),
+                };
+                let rest = to_json(&one_message(&rest))?;
+                let version = sink.next_version().await;
+                let recorded = if streams.finish(&key, shown, version, &rest).await.map_err(store)? {
+                    rest
+                } else {
+                    // Finished first (handed over at the window's end): the whole answer goes
+                    // by response_url, unless an earlier run's answer was recorded meanwhile.
+                    let whole = to_json(&one_message(&replies))?;
+                    if streams.record_answer(&key, &whole).await.map_err(store)? {
+                        whole
+                    } else {
+                        match streams.read(&key).await.map_err(store)?.map(|s| s.answer) {
+                            Some(Some(earlier)) => earlier,
+                            // The stream is gone (older than its two hours): the sender says so.
+                            _ => whole,
+                        }
+                    }
+                };
+                (recorded, Some(replies.len()))
+            }
+        };
+        let rest: Vec<Content> = serde_json::from_str(&recorded).map_err(|e| {
+            DispatchError::Store(PortError::new("stream", format!("the recorded answer is unreadable: {e}")))
+        })?;
+        for (index, content) in rest.iter().enumerate() {
+            self.queue(inbound, channel, content, &format!("{}#rest{index}", inbound.id)).await?;
         }
-        for (key, content) in &queued {
-            self.queue(inbound, channel, content, key).await?;
-        }
-        Ok(replies.len())
+        Ok(answered.unwrap_or(rest.len()))
     }
 
     /// Finishes the stream of an AI-bot message given up on, so the chat does not wait for an
@@ -442,6 +458,28 @@ impl Dispatcher {
         });
         futures_util::future::join_all(runs).await.into_iter().flatten().collect()
     }
+}
+
+/// Replies as an AI-bot message's `response_url` takes them (one message of at most 20 480
+/// bytes): the text joined into one markdown, cut with a note when too long, then the rest.
+fn one_message(replies: &[Content]) -> Vec<Content> {
+    let texts: Vec<&str> = replies
+        .iter()
+        .filter_map(|c| match c {
+            Content::Text { text } | Content::Markdown { text } if !text.is_empty() => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    if !texts.is_empty() {
+        out.push(Content::Markdown { text: fit(&texts.join("\n\n")).into_owned() });
+    }
+    out.extend(replies.iter().filter(|c| !matches!(c, Content::Text { .. } | Content::Markdown { .. })).cloned());
+    out
+}
+
+fn to_json(replies: &[Content]) -> Result<String, DispatchError> {
+    serde_json::to_string(replies).map_err(|e| DispatchError::Invalid(e.to_string()))
 }
 
 /// The lease key of a message's bot call.

@@ -8,10 +8,10 @@ use serde_json::json;
 
 use crate::channels::aibot::api::AibotApi;
 use crate::channels::aibot::config::AiBot;
-use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{fit, stream_key, MAX_CONTENT_BYTES};
 use crate::core::envelope::{Content, Outbound};
 use crate::core::outbound::{account_of, has_account, Delivered, Delivery, Unit};
-use crate::core::ports::{unix_millis, Clock, Streams, UrlClaim};
+use crate::core::ports::{cut_utf8, unix_millis, Clock, Streams, UrlClaim};
 use crate::core::retry::Failure;
 
 /// Answers AI-bot messages.
@@ -27,7 +27,18 @@ impl AibotDelivery {
         Self { bots: bots.to_vec(), api: api.clone(), streams, clock }
     }
 
-    /// Posts `text` once through the message's `response_url`.
+    /// What the stream could not show goes by the `response_url`.
+    async fn rest(&self, key: &str, beyond: &str) -> Result<Delivered, Failure> {
+        if beyond.is_empty() {
+            return Ok(Delivered::Sent { undelivered: Vec::new() });
+        }
+        self.respond(key, beyond).await.map_err(|failure| Failure {
+            message: format!("the stream shows the first 20 480 bytes; the rest: {}", failure.message),
+            ..failure
+        })
+    }
+
+    /// Posts `text` (cut with a note past 20 480 bytes) once through the message's `response_url`.
     async fn respond(&self, key: &str, text: &str) -> Result<Delivered, Failure> {
         let store = |err: crate::core::ports::PortError| Failure::transient(err.to_string());
         let url =
@@ -50,14 +61,16 @@ impl AibotDelivery {
             self.streams.settle_url(key, true).await.map_err(store)?;
             return Err(Failure::permanent("the message's response_url is not on WeCom's API host"));
         }
-        let body = json!({"msgtype": "markdown", "markdown": {"content": text}});
+        let body = json!({"msgtype": "markdown", "markdown": {"content": fit(text)}});
         let result = self.api.respond(&url, &body).await;
-        // Single use: whatever happened, it is not POSTed again.
-        if let Err(err) = self.streams.settle_url(key, true).await {
+        // Single use: unless the POST certainly never reached WeCom, it is not made again.
+        let used = !matches!(&result, Err(err) if err.not_sent());
+        if let Err(err) = self.streams.settle_url(key, used).await {
             tracing::warn!(error = %err, "could not record the response_url's use; it stays claimed");
         }
         match result {
             Ok(_) => Ok(Delivered::Sent { undelivered: Vec::new() }),
+            Err(err) if !used => Err(Failure::transient(format!("response_url not reached: {err}"))),
             Err(err) => Err(Failure::permanent(format!("response_url (single use, not retried): {err}"))),
         }
     }
@@ -76,8 +89,10 @@ impl Delivery for AibotDelivery {
         }
     }
 
+    /// Not split: one answer is one message (the stream, and the `response_url` that takes one
+    /// POST). Past 20 480 bytes, the stream shows the beginning and the `response_url` the rest.
     fn text_limit(&self, _markdown: bool) -> (usize, Unit) {
-        (MAX_CONTENT_BYTES, Unit::Bytes)
+        (usize::MAX, Unit::Bytes)
     }
 
     async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, _retry: bool) -> Result<Delivered, Failure> {
@@ -90,20 +105,27 @@ impl Delivery for AibotDelivery {
         };
         let (key, _) = stream_key(&out.account, inbound_id);
         let store = |err: crate::core::ports::PortError| Failure::transient(err.to_string());
-        let Some(stream) = self.streams.read(&key).await.map_err(store)? else {
-            return Err(Failure::permanent(
-                "no stream for in_reply_to: not a message this bot received, or older than two hours",
-            ));
+        let missing = || {
+            Failure::permanent("no stream for in_reply_to: not a message this bot received, or older than two hours")
         };
-        if !stream.finished {
-            let version = unix_millis(self.clock.now()).max(stream.version + 1);
-            if self.streams.write(&key, text, version, true).await.map_err(store)? {
-                return Ok(Delivered::Sent { undelivered: Vec::new() });
+        let mut stream = self.streams.read(&key).await.map_err(store)?.ok_or_else(missing)?;
+        let visible = cut_utf8(text, MAX_CONTENT_BYTES);
+        let beyond = &text[visible.len()..];
+        // Into the open stream; a snapshot written meanwhile has a newer version: read again.
+        for _ in 0..3 {
+            if stream.finished {
+                break;
             }
-        } else if !stream.handed_over && stream.content == *text {
-            // An earlier attempt finished the stream with this part and died before recording
+            let version = unix_millis(self.clock.now()).max(stream.version + 1);
+            if self.streams.write(&key, visible, version, true).await.map_err(store)? {
+                return self.rest(&key, beyond).await;
+            }
+            stream = self.streams.read(&key).await.map_err(store)?.ok_or_else(missing)?;
+        }
+        if stream.finished && !stream.handed_over && stream.content == visible {
+            // An earlier attempt finished the stream with this text and died before recording
             // it: the user has it; the response_url must not repeat it.
-            return Ok(Delivered::Sent { undelivered: Vec::new() });
+            return self.rest(&key, beyond).await;
         }
         self.respond(&key, text).await
     }

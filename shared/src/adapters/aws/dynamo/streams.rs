@@ -1,5 +1,6 @@
 //! AI-bot answer streams: `pk = stream#<key>` with `content`, `finished`, `handed_over`,
-//! `version`, `opened_ms` and the message's `response_url` (`url`, `url_state`, `url_expires_ms`).
+//! `version`, `opened_ms`, the message's `response_url` (`url`, `url_state`, `url_expires_ms`)
+//! and, once the bot answered, `answer` (what the stream does not show).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -41,6 +42,7 @@ impl DynamoStreams {
             version: number("version").unwrap_or(0),
             opened_ms: number("opened_ms")?,
             url,
+            answer: item.get("answer").and_then(|v| v.as_s().ok()).cloned(),
         })
     }
 }
@@ -95,6 +97,35 @@ impl Streams for DynamoStreams {
             "SET content = :content, version = :version, finished = :finish",
             Some("attribute_exists(pk) AND finished = :no AND version < :version"),
             &values,
+        )
+        .await
+    }
+
+    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
+        let values = [
+            (":content", s(content)),
+            (":version", n(version)),
+            (":yes", AttributeValue::Bool(true)),
+            (":no", AttributeValue::Bool(false)),
+            (":answer", s(rest)),
+        ];
+        update_if(
+            &self.table,
+            Self::pk(key),
+            "SET content = :content, version = :version, finished = :yes, answer = :answer",
+            Some("attribute_exists(pk) AND finished = :no AND version < :version AND attribute_not_exists(answer)"),
+            &values,
+        )
+        .await
+    }
+
+    async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError> {
+        update_if(
+            &self.table,
+            Self::pk(key),
+            "SET answer = :answer",
+            Some("attribute_exists(pk) AND attribute_not_exists(answer)"),
+            &[(":answer", s(rest))],
         )
         .await
     }
