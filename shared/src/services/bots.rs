@@ -294,11 +294,20 @@ impl StreamedAnswer {
         Ok(!content.is_empty() || !reasoning.is_empty())
     }
 
-    /// The reasoning as a `<think>` section (the WeCom AI bot shows it as thinking), then the content.
+    /// The reasoning as a `<think>` section (the WeCom AI bot shows it as thinking), then the
+    /// content. Long reasoning shows only its latest [`MAX_SHOWN_REASONING`] bytes, so the
+    /// section stays closed and the answer has room in a stream of limited size.
     fn display(&self) -> String {
         let content = self.content.trim_start();
         match self.reasoning.trim() {
             "" => content.to_owned(),
+            reasoning if reasoning.len() > MAX_SHOWN_REASONING => {
+                let mut start = reasoning.len() - MAX_SHOWN_REASONING;
+                while !reasoning.is_char_boundary(start) {
+                    start += 1;
+                }
+                format!("<think>…{}</think>\n\n{content}", &reasoning[start..])
+            }
             reasoning => format!("<think>{reasoning}</think>\n\n{content}"),
         }
     }
@@ -330,6 +339,8 @@ struct SseEvent {
 
 /// The most a streamed answer may send, events and all (answers are kilobytes).
 const MAX_STREAM_BYTES: usize = 8 << 20;
+/// The most of a streamed answer's reasoning shown while it grows (its latest part).
+const MAX_SHOWN_REASONING: usize = 8 << 10;
 
 /// Server-sent events from a `text/event-stream` body, fed as it arrives. Bytes wait until
 /// their line is complete, so a read may end anywhere, inside a UTF-8 character too. Lines end
@@ -474,6 +485,20 @@ mod tests {
         assert!(answer.take(&chunk(json!({"content": "At 10:00."}), Some("stop"))).unwrap());
         assert_eq!(answer.preview().unwrap(), "<think>Meetings are at ten.</think>\n\nAt 10:00.");
         assert_eq!(answer.text().unwrap(), "At 10:00.");
+    }
+
+    #[test]
+    fn long_reasoning_shows_its_latest_part_in_a_closed_think_section() {
+        let mut answer = StreamedAnswer::default();
+        let reasoning = "先检查部署记录，再比较版本。".repeat(2000);
+        answer.take(&chunk(json!({"reasoning_content": reasoning}), None)).unwrap();
+        answer.take(&chunk(json!({"content": "回滚到 v41。"}), Some("stop"))).unwrap();
+        let shown = answer.preview().unwrap();
+        assert!(shown.starts_with("<think>…") && shown.ends_with("</think>\n\n回滚到 v41。"), "{shown}");
+        let section = &shown["<think>…".len()..shown.len() - "</think>\n\n回滚到 v41。".len()];
+        assert!(section.len() <= MAX_SHOWN_REASONING && section.len() > MAX_SHOWN_REASONING - 4);
+        assert!(reasoning.ends_with(section));
+        assert_eq!(answer.text().unwrap(), "回滚到 v41。");
     }
 
     #[test]
