@@ -1012,3 +1012,51 @@ async fn text_that_grows_within_the_interval_is_shown_while_the_agent_pauses() {
     let done = streams.read(&key).await.unwrap().unwrap();
     assert_eq!((done.content.as_str(), done.finished), ("正在查询部署记录…已回滚。", true));
 }
+
+/// A webhook-style bot whose answer starts with an image, then text, then more text.
+struct ImageFirst;
+
+#[async_trait::async_trait]
+impl shared::core::bot::Bot for ImageFirst {
+    async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, shared::core::bot::BotError> {
+        Ok(vec![
+            Content::Image { media_id: None, base64: Some("aGk=".repeat(200_000)) },
+            Content::Markdown { text: "**已回滚**".into() },
+            Content::Text { text: "详情见部署记录。".into() },
+        ])
+    }
+}
+
+#[tokio::test]
+async fn the_first_text_of_an_answer_is_shown_and_replies_an_ai_bot_cannot_send_are_not_recorded() {
+    let streams = Arc::new(shared::adapters::memory::MemoryStreams::default());
+    let (outbound, mut queued) = shared::adapters::memory::MemoryQueue::new();
+    let dispatcher = Dispatcher {
+        bot: Arc::new(ImageFirst),
+        slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
+        outbound: Arc::new(outbound),
+        typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
+        streams: Some(streams.clone()),
+        calls: None,
+    };
+    let mut inbound =
+        Inbound::direct(Channel::WecomAibot, BOT, "wecom_aibot:ops:m-image".into(), USER, 0, 0, json!({}));
+    inbound.kind = Kind::Text;
+    inbound.text = Some("回滚".into());
+    let (key, _) = stream_key(BOT, &inbound.id);
+    streams.open(&key, SystemTime::now(), None, SystemTime::now()).await.unwrap();
+    // An answer can be recorded only on a finished stream.
+    assert!(!streams.record_answer(&key, "[]").await.unwrap());
+    dispatcher.dispatch(&inbound.to_json()).await.unwrap();
+    let stream = streams.read(&key).await.unwrap().unwrap();
+    assert_eq!((stream.content.as_str(), stream.finished), ("**已回滚**", true));
+    // The second text goes by response_url; the image (which would not fit an item) is dropped.
+    let rest: Vec<Content> = serde_json::from_str(stream.answer.as_deref().unwrap()).unwrap();
+    assert_eq!(rest, [Content::Markdown { text: "详情见部署记录。".into() }]);
+    let out = Outbound::parse(&queued.try_recv().unwrap().body).unwrap();
+    assert_eq!(out.content, rest[0]);
+    assert!(queued.try_recv().is_err());
+}

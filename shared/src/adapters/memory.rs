@@ -565,7 +565,7 @@ impl crate::core::ports::Streams for MemoryStreams {
     async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError> {
         let mut streams = self.lock();
         let Some(item) = streams.get_mut(key) else { return Ok(false) };
-        if item.stream.answer.is_some() {
+        if !item.stream.finished || item.stream.answer.is_some() {
             return Ok(false);
         }
         item.stream.answer = Some(rest.to_owned());

@@ -107,6 +107,9 @@ impl Http {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .user_agent(USER_AGENT)
+            // WeChat's APIs do not redirect; a redirect would carry tokens and bodies elsewhere
+            // (and make a failed next hop look like a request that never reached WeChat).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ApiError::transport)?;
         Ok(Self { client })

@@ -318,8 +318,8 @@ pub trait Streams: Send + Sync {
     /// when the stream is finished, missing, holds a newer snapshot or an answer is recorded.
     async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError>;
     /// Records the bot's answer on a stream finished without it (handed over at the end of its
-    /// window): `rest` is the whole answer. False when an answer was recorded first, or the
-    /// stream is missing.
+    /// window): `rest` is the whole answer. False when the stream is open, missing, or an
+    /// answer was recorded first.
     async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError>;
     /// Finishes an open stream at the end of its window with `content`, marking it handed
     /// over; false when it was finished first.

@@ -199,35 +199,36 @@ impl Dispatcher {
             None => {
                 let sink = StreamSink::new(streams.clone(), key.clone());
                 let replies = self.bot.answer_streaming(inbound, &sink).await?;
-                let (shown, rest) = match replies.split_first() {
-                    Some((Content::Text { text } | Content::Markdown { text }, later)) => {
-                        let visible = cut_utf8(text, MAX_CONTENT_BYTES);
-                        let cut_off = &text[visible.len()..];
-                        let mut rest = Vec::new();
-                        if !cut_off.is_empty() {
-                            rest.push(Content::Markdown { text: cut_off.to_owned() });
+                // The stream shows the first text; an AI bot answers with text only.
+                let mut texts = Vec::new();
+                for content in &replies {
+                    match content {
+                        Content::Text { text } | Content::Markdown { text } => texts.push(text.as_str()),
+                        other => {
+                            tracing::warn!(id = %inbound.id, kind = other.kind(), "an AI bot answers with text; a reply of this kind is dropped")
                         }
-                        rest.extend_from_slice(later);
-                        (visible, rest)
                     }
-                    _ => ("", replies.clone()),
-                };
+                }
+                let shown = cut_utf8(texts.first().copied().unwrap_or(""), MAX_CONTENT_BYTES);
+                let mut rest: Vec<&str> = Vec::new();
+                if let Some(first) = texts.first() {
+                    rest.push(&first[shown.len()..]);
+                    rest.extend(&texts[1..]);
+                }
                 let rest = to_json(&one_message(&rest))?;
-                let version = sink.next_version().await;
-                let recorded = if streams.finish(&key, shown, version, &rest).await.map_err(store)? {
-                    rest
-                } else {
-                    // Finished first (handed over at the window's end): the whole answer goes
-                    // by response_url, unless an earlier run's answer was recorded meanwhile.
-                    let whole = to_json(&one_message(&replies))?;
-                    if streams.record_answer(&key, &whole).await.map_err(store)? {
-                        whole
-                    } else {
-                        match streams.read(&key).await.map_err(store)?.map(|s| s.answer) {
-                            Some(Some(earlier)) => earlier,
-                            // The stream is gone (older than its two hours): the sender says so.
-                            _ => whole,
+                let whole = to_json(&one_message(&texts))?;
+                // The answer is recorded before the lease is settled: a failing store is tried a
+                // few times (an error here means the agent is asked again on the retry).
+                let mut tries: u64 = 0;
+                let recorded = loop {
+                    tries += 1;
+                    match self.record(streams, &key, shown, &sink, &rest, &whole).await {
+                        Ok(recorded) => break recorded,
+                        Err(err) if tries < 3 => {
+                            tracing::warn!(id = %inbound.id, error = %err, "could not record the bot's answer; trying again");
+                            tokio::time::sleep(Duration::from_millis(300 * tries)).await;
                         }
+                        Err(err) => return Err(err),
                     }
                 };
                 (recorded, Some(replies.len()))
@@ -240,6 +241,40 @@ impl Dispatcher {
             self.queue(inbound, channel, content, &format!("{}#rest{index}", inbound.id)).await?;
         }
         Ok(answered.unwrap_or(rest.len()))
+    }
+
+    /// Records the answer on its stream: finishes the open stream with `shown` and records `rest`;
+    /// on a stream finished first (handed over) records `whole`; returns what was recorded (an
+    /// earlier run's record, if it came first).
+    async fn record(
+        &self,
+        streams: &Arc<dyn Streams>,
+        key: &str,
+        shown: &str,
+        sink: &StreamSink,
+        rest: &str,
+        whole: &str,
+    ) -> Result<String, DispatchError> {
+        let store = DispatchError::Store;
+        for _ in 0..3 {
+            let version = sink.next_version().await;
+            if streams.finish(key, shown, version, rest).await.map_err(store)? {
+                return Ok(rest.to_owned());
+            }
+            match streams.read(key).await.map_err(store)? {
+                Some(stream) if stream.answer.is_some() => return Ok(stream.answer.unwrap_or_default()),
+                // A newer snapshot (a run whose lease ran out, still writing): finish above it.
+                Some(stream) if !stream.finished => sink.raise_version(stream.version).await,
+                Some(_) => {
+                    if streams.record_answer(key, whole).await.map_err(store)? {
+                        return Ok(whole.to_owned());
+                    }
+                }
+                // The stream is gone (older than its two hours): the sender says so.
+                None => return Ok(whole.to_owned()),
+            }
+        }
+        Err(DispatchError::Store(PortError::new("stream", "the stream kept changing while the answer was recorded")))
     }
 
     /// Finishes the stream of an AI-bot message given up on, so the chat does not wait for an
@@ -460,22 +495,14 @@ impl Dispatcher {
     }
 }
 
-/// Replies as an AI-bot message's `response_url` takes them (one message of at most 20 480
-/// bytes): the text joined into one markdown, cut with a note when too long, then the rest.
-fn one_message(replies: &[Content]) -> Vec<Content> {
-    let texts: Vec<&str> = replies
-        .iter()
-        .filter_map(|c| match c {
-            Content::Text { text } | Content::Markdown { text } if !text.is_empty() => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut out = Vec::new();
-    if !texts.is_empty() {
-        out.push(Content::Markdown { text: fit(&texts.join("\n\n")).into_owned() });
+/// Text as an AI-bot message's `response_url` takes it: one markdown message of at most 20 480
+/// bytes, the texts joined, cut with a note when too long.
+fn one_message(texts: &[&str]) -> Vec<Content> {
+    let texts: Vec<&str> = texts.iter().copied().filter(|t| !t.is_empty()).collect();
+    if texts.is_empty() {
+        return Vec::new();
     }
-    out.extend(replies.iter().filter(|c| !matches!(c, Content::Text { .. } | Content::Markdown { .. })).cloned());
-    out
+    vec![Content::Markdown { text: fit(&texts.join("\n\n")).into_owned() }]
 }
 
 fn to_json(replies: &[Content]) -> Result<String, DispatchError> {
@@ -516,6 +543,12 @@ impl SinkState {
 impl StreamSink {
     fn new(streams: Arc<dyn Streams>, key: String) -> Self {
         Self { streams, key, state: Arc::default() }
+    }
+
+    /// Makes the next version higher than `seen` (a snapshot written by another run).
+    async fn raise_version(&self, seen: u64) {
+        let mut state = self.state.lock().await;
+        state.version = state.version.max(seen);
     }
 
     /// The version of the final write: above every snapshot's, so a late snapshot cannot

@@ -122,7 +122,8 @@ impl Delivery for AibotDelivery {
             }
             stream = self.streams.read(&key).await.map_err(store)?.ok_or_else(missing)?;
         }
-        if stream.finished && !stream.handed_over && stream.content == visible {
+        // (Not for the rest of a recorded answer, which never goes into the stream.)
+        if stream.finished && !stream.handed_over && stream.answer.is_none() && stream.content == visible {
             // An earlier attempt finished the stream with this text and died before recording
             // it: the user has it; the response_url must not repeat it.
             return self.rest(&key, beyond).await;

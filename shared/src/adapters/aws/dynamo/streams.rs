@@ -124,8 +124,8 @@ impl Streams for DynamoStreams {
             &self.table,
             Self::pk(key),
             "SET answer = :answer",
-            Some("attribute_exists(pk) AND attribute_not_exists(answer)"),
-            &[(":answer", s(rest))],
+            Some("attribute_exists(pk) AND finished = :yes AND attribute_not_exists(answer)"),
+            &[(":answer", s(rest)), (":yes", AttributeValue::Bool(true))],
         )
         .await
     }
