@@ -957,6 +957,40 @@ async fn a_response_url_post_that_never_connected_is_not_counted_as_its_one_use(
     assert!(bridge.rest(&bridge.stack.urls.outbound_dlq).await.is_empty());
 }
 
+/// A dispatcher with `bot` on in-memory ports, and the AI-bot message `msgid` saying `text`,
+/// its stream open: the dispatcher, the streams, what it queues, the message and its stream key.
+async fn in_memory(
+    bot: Arc<dyn shared::core::bot::Bot>,
+    msgid: &str,
+    text: &str,
+) -> (
+    Dispatcher,
+    Arc<shared::adapters::memory::MemoryStreams>,
+    tokio::sync::mpsc::UnboundedReceiver<shared::core::ports::QueueMessage>,
+    Inbound,
+    String,
+) {
+    let streams = Arc::new(shared::adapters::memory::MemoryStreams::default());
+    let (outbound, queued) = shared::adapters::memory::MemoryQueue::new();
+    let dispatcher = Dispatcher {
+        bot,
+        slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
+        outbound: Arc::new(outbound),
+        typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
+        streams: Some(streams.clone()),
+        calls: None,
+    };
+    let mut inbound = Inbound::direct(Channel::WecomAibot, BOT, inbound_id(msgid), USER, 0, 0, json!({}));
+    inbound.kind = Kind::Text;
+    inbound.text = Some(text.into());
+    let (key, _) = stream_key(BOT, &inbound.id);
+    streams.open(&key, SystemTime::now(), None, SystemTime::now()).await.unwrap();
+    (dispatcher, streams, queued, inbound, key)
+}
+
 /// A bot that says a little, more within the snapshot interval, then pauses like an agent
 /// running a tool, then finishes.
 struct PausingAgent;
@@ -981,25 +1015,8 @@ impl shared::core::bot::Bot for PausingAgent {
 
 #[tokio::test]
 async fn text_that_grows_within_the_interval_is_shown_while_the_agent_pauses() {
-    let streams = Arc::new(shared::adapters::memory::MemoryStreams::default());
-    let (outbound, _rx) = shared::adapters::memory::MemoryQueue::new();
-    let dispatcher = Arc::new(Dispatcher {
-        bot: Arc::new(PausingAgent),
-        slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
-        outbound: Arc::new(outbound),
-        typing: None,
-        requeue: None,
-        dead_letter: None,
-        max_receives: None,
-        streams: Some(streams.clone()),
-        calls: None,
-    });
-    let mut inbound =
-        Inbound::direct(Channel::WecomAibot, BOT, "wecom_aibot:ops:m-pause".into(), USER, 0, 0, json!({}));
-    inbound.kind = Kind::Text;
-    inbound.text = Some("查一下".into());
-    let (key, _) = stream_key(BOT, &inbound.id);
-    streams.open(&key, SystemTime::now(), None, SystemTime::now()).await.unwrap();
+    let (dispatcher, streams, _queued, inbound, key) = in_memory(Arc::new(PausingAgent), "m-pause", "查一下").await;
+    let dispatcher = Arc::new(dispatcher);
     let run = tokio::spawn({
         let (dispatcher, body) = (dispatcher.clone(), inbound.to_json());
         async move { dispatcher.dispatch(&body).await }
@@ -1029,25 +1046,7 @@ impl shared::core::bot::Bot for ImageFirst {
 
 #[tokio::test]
 async fn the_first_text_of_an_answer_is_shown_and_replies_an_ai_bot_cannot_send_are_not_recorded() {
-    let streams = Arc::new(shared::adapters::memory::MemoryStreams::default());
-    let (outbound, mut queued) = shared::adapters::memory::MemoryQueue::new();
-    let dispatcher = Dispatcher {
-        bot: Arc::new(ImageFirst),
-        slots: Arc::new(shared::adapters::memory::MemoryReplySlots::default()),
-        outbound: Arc::new(outbound),
-        typing: None,
-        requeue: None,
-        dead_letter: None,
-        max_receives: None,
-        streams: Some(streams.clone()),
-        calls: None,
-    };
-    let mut inbound =
-        Inbound::direct(Channel::WecomAibot, BOT, "wecom_aibot:ops:m-image".into(), USER, 0, 0, json!({}));
-    inbound.kind = Kind::Text;
-    inbound.text = Some("回滚".into());
-    let (key, _) = stream_key(BOT, &inbound.id);
-    streams.open(&key, SystemTime::now(), None, SystemTime::now()).await.unwrap();
+    let (dispatcher, streams, mut queued, inbound, key) = in_memory(Arc::new(ImageFirst), "m-image", "回滚").await;
     // An answer can be recorded only on a finished stream.
     assert!(!streams.record_answer(&key, "[]").await.unwrap());
     dispatcher.dispatch(&inbound.to_json()).await.unwrap();
