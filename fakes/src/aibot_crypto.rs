@@ -27,6 +27,19 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
 );
 
+/// The 32-byte AES key of an EncodingAESKey: 43 base64 characters with `=` appended, unused bits
+/// ignored.
+pub(crate) fn aes_key(encoding_aes_key: &str) -> Result<[u8; 32], String> {
+    if encoding_aes_key.len() != 43 {
+        return Err(format!("illegal_aes_key: EncodingAESKey is {} characters, not 43", encoding_aes_key.len()));
+    }
+    let bytes = KEY_BASE64
+        .decode(format!("{encoding_aes_key}="))
+        .map_err(|e| format!("illegal_aes_key: EncodingAESKey is not base64: {e}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("illegal_aes_key: EncodingAESKey decodes to {} bytes, not 32", bytes.len()))
+}
+
 /// One AI bot's Token and AES key: signs, encrypts and strictly decrypts.
 #[derive(Clone)]
 pub struct MsgCrypt {
@@ -43,15 +56,7 @@ impl std::fmt::Debug for MsgCrypt {
 impl MsgCrypt {
     /// `encoding_aes_key` must be 43 base64 characters that decode (with `=` appended) to 32 bytes.
     pub fn new(token: &str, encoding_aes_key: &str) -> Result<MsgCrypt, String> {
-        if encoding_aes_key.len() != 43 {
-            return Err(format!("illegal_aes_key: EncodingAESKey is {} characters, not 43", encoding_aes_key.len()));
-        }
-        let bytes = KEY_BASE64
-            .decode(format!("{encoding_aes_key}="))
-            .map_err(|e| format!("illegal_aes_key: EncodingAESKey is not base64: {e}"))?;
-        let key = <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| format!("illegal_aes_key: EncodingAESKey decodes to {} bytes, not 32", bytes.len()))?;
-        Ok(MsgCrypt { token: token.to_owned(), key })
+        Ok(MsgCrypt { token: token.to_owned(), key: aes_key(encoding_aes_key)? })
     }
 
     /// `sha1_hex(concat(sort([token, timestamp, nonce, encrypt])))`, lowercase.

@@ -3,7 +3,8 @@
 //! [`FakeWechat`] is one HTTP server on 127.0.0.1 that plays WeCom (`gettoken`, `message/send`,
 //! `appchat/*`), the WeCom group robot webhook, the WeCom AI bot's `response_url`, the Official
 //! Account (`stable_token`, `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR
-//! login) at once; their paths do not collide.
+//! login) at once, plus the hosts inbound media is downloaded from (`media/get`, the AI bot's COS
+//! URLs, the iLink CDN); their paths do not collide.
 //! It checks each request the way the real server does (credentials, token lifetimes, field types
 //! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
 //! the platforms' rules rather than to a mock's assumptions.
@@ -30,6 +31,7 @@ mod aibot_crypto;
 mod aibot_response;
 mod ilink;
 mod ilink_login;
+mod media;
 mod oa;
 mod robot;
 mod server;
@@ -190,6 +192,77 @@ impl FakeWechat {
     /// POSTs refused because their `response_url` had already been used once.
     pub fn aibot_response_refusals(&self) -> usize {
         self.state().aibot_response_refusals
+    }
+
+    /// A temporary media of a WeCom corp, for `GET /cgi-bin/media/get`; returns its new media_id.
+    ///
+    /// Every app of the corp may fetch it (a token of another corp gets 40007, labelled
+    /// `text/plain`). The answer is `Content-Type: mime` with `Content-disposition: attachment;
+    /// filename="…"` (the name as raw UTF-8). One `Range: bytes=…` answers 206 with
+    /// `Content-Range`, a bad or unsatisfiable one 416; a file over
+    /// [`FakeWechat::set_wecom_media_get_limit`] fetched without `Range` is 830002.
+    ///
+    /// # Panics
+    /// If `filename` or `mime` holds control characters (they cannot go in a header).
+    pub fn add_wecom_media(&self, corp_id: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> String {
+        let media = media::Media::new(media::Platform::Wecom, corp_id, bytes, filename, mime);
+        media::add(&mut self.state(), media)
+    }
+
+    /// A temporary media of an Official Account, for `GET /cgi-bin/media/get`; returns its new
+    /// media_id. Served as WeCom's (without `Range` support, errors in the OA's style), except that
+    /// a `video/…` mime answers `{"video_url":"{base_url}/oa/video?id=…"}`, and that URL (no token)
+    /// serves the bytes.
+    ///
+    /// # Panics
+    /// If `filename` or `mime` holds control characters (they cannot go in a header).
+    pub fn add_oa_media(&self, app_id: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> String {
+        let media = media::Media::new(media::Platform::Oa, app_id, bytes, filename, mime);
+        media::add(&mut self.state(), media)
+    }
+
+    /// Largest file WeCom's media/get sends without `Range` (default 20 MiB); above it, 830002.
+    pub fn set_wecom_media_get_limit(&self, bytes: usize) {
+        self.state().media.wecom_get_limit = bytes;
+    }
+
+    /// An AI bot media URL (`{base_url}/aibot/media?id=…`) serving `plaintext` as WeCom does
+    /// (wecom-aibot.md §7): AES-256-CBC with the key decoded from `encoding_aes_key`, IV its first
+    /// 16 bytes, PKCS#7 padding to a multiple of 32; `Content-Type: application/octet-stream`, and
+    /// with a `filename`, `Content-Disposition: attachment; filename*=UTF-8''…`.
+    ///
+    /// The URL lives [`FakeWechat::set_aibot_media_ttl`]; after that it answers COS's 403
+    /// `AccessDenied` XML, counted by [`FakeWechat::aibot_media_expired_hits`] (not a problem).
+    ///
+    /// # Panics
+    /// If `encoding_aes_key` is not 43 base64 characters decoding to 32 bytes.
+    pub fn aibot_media_url(&self, plaintext: &[u8], encoding_aes_key: &str, filename: Option<&str>) -> String {
+        let media = media::AibotMedia::new(plaintext, encoding_aes_key, filename);
+        media::add_aibot(&mut self.state(), media)
+    }
+
+    /// Lifetime of the AI bot media URLs issued from now on (default 300 s).
+    pub fn set_aibot_media_ttl(&self, ttl: Duration) {
+        self.state().media.aibot_ttl = ttl;
+    }
+
+    /// GETs of AI bot media URLs after they expired.
+    pub fn aibot_media_expired_hits(&self) -> usize {
+        self.state().media.aibot_expired_hits
+    }
+
+    /// Puts `plaintext` on the iLink CDN encrypted as the real one is (AES-128-ECB, PKCS#7) and
+    /// returns its `encrypt_query_param`. `GET /c2c/download?encrypted_query_param=…` serves the
+    /// ciphertext; the parameter holds `+`, `/` and `=`, so it must be percent-encoded. An unknown
+    /// parameter answers 404 with an empty body.
+    pub fn ilink_cdn_media(&self, plaintext: &[u8], key: [u8; 16]) -> String {
+        let ciphertext = media::ecb_encrypt(plaintext, &key);
+        media::add_cdn(&mut self.state(), ciphertext)
+    }
+
+    /// As [`FakeWechat::ilink_cdn_media`] for an image sent without a key: served as it is.
+    pub fn ilink_cdn_plain(&self, plaintext: &[u8]) -> String {
+        media::add_cdn(&mut self.state(), plaintext.to_vec())
     }
 
     /// Queues a fault for `path` (e.g. `"/cgi-bin/message/send"`); each request to that path takes

@@ -15,12 +15,12 @@ use axum::response::Response;
 use crate::state::State;
 use crate::types::Fault;
 use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
-use crate::{aibot_response, ilink, ilink_login, oa, robot, wecom};
+use crate::{aibot_response, ilink, ilink_login, media, oa, robot, wecom};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
-/// Bodies above this are refused; the largest legitimate one (a 2 MB robot image in base64) is
-/// well under it.
+/// Request bodies above this are refused; the largest legitimate one (a 2 MB robot image in
+/// base64) is well under it. Answers (media downloads) have no such limit.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Locks the state; a poisoned lock (a panicking test thread) still yields the data.
@@ -39,7 +39,7 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
     match fault {
         Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
         Some(Fault::Drop) => return dropped_connection(),
-        Some(Fault::HttpStatus(code)) => return http_status_response(code),
+        Some(Fault::HttpStatus(code)) => return http_status_response(&path, code),
         Some(Fault::Errcode(code)) => return errcode_response(family(&path), code, None),
         None => {}
     }
@@ -137,6 +137,10 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/cgi-bin/appchat/send" => wecom::appchat_send(st, req),
         "/cgi-bin/appchat/update" => wecom::appchat_update(st, req),
         "/cgi-bin/media/upload" => wecom::media_upload(st, req),
+        "/cgi-bin/media/get" => media::media_get(st, req),
+        "/oa/video" => media::oa_video(st, req),
+        "/aibot/media" => media::aibot_media(st, req),
+        "/c2c/download" => media::cdn_download(st, req),
         "/cgi-bin/webhook/upload_media" => robot::upload_media(st, req),
         "/cgi-bin/webhook/send" => robot::send(st, req),
         "/cgi-bin/aibot/response" => aibot_response::response(st, req),

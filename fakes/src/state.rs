@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::media::MediaState;
 use crate::types::{Delivery, Fault};
 use crate::wire::{random_string, Reject};
 
@@ -116,6 +117,8 @@ pub(crate) struct State {
     pub aibot_response_ttl: Duration,
     /// POSTs refused because their response_url had already been used.
     pub aibot_response_refusals: usize,
+    /// Inbound media the download endpoints serve (media.rs).
+    pub media: MediaState,
     /// Every WeCom user id and Official Account OpenID exists (the sandbox of `wxbridge dev`).
     pub open_directory: bool,
     pub tokens: HashMap<String, Token>,
@@ -168,6 +171,7 @@ impl Default for State {
             aibot_codes: HashMap::new(),
             aibot_response_ttl: AIBOT_RESPONSE_TTL,
             aibot_response_refusals: 0,
+            media: MediaState::default(),
             open_directory: false,
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,

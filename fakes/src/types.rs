@@ -11,7 +11,8 @@ pub enum Fault {
     /// Answer HTTP 200 with this business error in the platform's shape
     /// (`{"errcode":N,"errmsg":…}`; on iLink `{"ret":N,…}`, or `{"errcode":-14,…}` for -14).
     Errcode(i64),
-    /// Answer with this HTTP status and a gateway error page.
+    /// Answer with this HTTP status and a gateway error page (on `/c2c/download` an empty body, on
+    /// `/aibot/media` COS's XML error, as those hosts send).
     HttpStatus(u16),
     /// Wait this long, then handle the request normally.
     Delay(Duration),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::RngExt as _;
 use serde_json::{json, Map, Value};
@@ -22,6 +22,7 @@ pub(crate) enum Family {
 }
 
 /// The Official Account paths; every other `/cgi-bin/` path here is WeCom's (robot included).
+/// `media/get` is both platforms': it answers an OA token in the OA's style itself.
 const OA_PATHS: &[&str] =
     &["/cgi-bin/stable_token", "/cgi-bin/token", "/cgi-bin/message/custom/send", "/cgi-bin/message/custom/typing"];
 
@@ -94,6 +95,11 @@ pub(crate) enum Reject {
     Http { status: StatusCode, detail: String },
     /// An iLink business error: HTTP 200 with this body.
     Ilink { body: Value, detail: String },
+    /// A status with the body a CDN or object store sends (possibly empty), not a platform errcode.
+    Page { status: StatusCode, content_type: Option<&'static str>, body: String, detail: String },
+    /// Another rejection answered in `family`'s style (when set) and with extra headers: for a path
+    /// two platforms share, or an answer the real server labels oddly.
+    Dressed { inner: Box<Reject>, family: Option<Family>, headers: Vec<(HeaderName, HeaderValue)> },
 }
 
 impl Reject {
@@ -103,6 +109,35 @@ impl Reject {
 
     pub fn http(status: StatusCode, detail: impl Into<String>) -> Self {
         Reject::Http { status, detail: detail.into() }
+    }
+
+    /// A status with exactly this body (`""` for none) and Content-Type, as a media host sends it.
+    pub fn page(
+        status: StatusCode,
+        content_type: Option<&'static str>,
+        body: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Reject::Page { status, content_type, body: body.into(), detail: detail.into() }
+    }
+
+    /// Answers in `family`'s style whatever the path's family is.
+    pub fn in_family(self, family: Family) -> Self {
+        match self {
+            Reject::Dressed { inner, headers, .. } => Reject::Dressed { inner, family: Some(family), headers },
+            other => Reject::Dressed { inner: Box::new(other), family: Some(family), headers: Vec::new() },
+        }
+    }
+
+    /// Sets a header on the answer (replacing the one the body format sets, e.g. Content-Type).
+    pub fn with_header(self, name: HeaderName, value: HeaderValue) -> Self {
+        match self {
+            Reject::Dressed { inner, family, mut headers } => {
+                headers.push((name, value));
+                Reject::Dressed { inner, family, headers }
+            }
+            other => Reject::Dressed { inner: Box::new(other), family: None, headers: vec![(name, value)] },
+        }
     }
 
     /// iLink's answer to malformed requests (HITL field report for a two-item `item_list`).
@@ -123,7 +158,11 @@ impl Reject {
     /// What was wrong, without the platform's code or text.
     pub fn detail(&self) -> &str {
         match self {
-            Reject::Errcode { detail, .. } | Reject::Http { detail, .. } | Reject::Ilink { detail, .. } => detail,
+            Reject::Errcode { detail, .. }
+            | Reject::Http { detail, .. }
+            | Reject::Ilink { detail, .. }
+            | Reject::Page { detail, .. } => detail,
+            Reject::Dressed { inner, .. } => inner.detail(),
         }
     }
 
@@ -135,6 +174,8 @@ impl Reject {
             }
             Reject::Http { status, detail } => format!("HTTP {}: {detail}", status.as_u16()),
             Reject::Ilink { body, detail } => format!("{body}: {detail}"),
+            Reject::Page { status, detail, .. } => format!("HTTP {}: {detail}", status.as_u16()),
+            Reject::Dressed { inner, family: own, .. } => inner.describe(own.unwrap_or(family)),
         }
     }
 
@@ -143,6 +184,21 @@ impl Reject {
             Reject::Errcode { code, errmsg, .. } => errcode_response(family, code, errmsg),
             Reject::Http { status, detail } => (status, detail).into_response(),
             Reject::Ilink { body, .. } => ilink_json(&body),
+            Reject::Page { status, content_type, body, .. } => {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = status;
+                if let Some(content_type) = content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                }
+                response
+            }
+            Reject::Dressed { inner, family: own, headers } => {
+                let mut response = inner.into_response(own.unwrap_or(family));
+                for (name, value) in headers {
+                    response.headers_mut().insert(name, value);
+                }
+                response
+            }
         }
     }
 }
@@ -166,6 +222,7 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             41001 => "access_token missing",
             41002 => "corpid missing",
             41004 => "corpsecret missing",
+            41006 => "media_id missing",
             42001 => "access_token expired",
             43001 => "require GET method",
             43002 => "require POST method",
@@ -186,6 +243,7 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             86215 => "chatid already exists",
             86216 => "invalid chat member",
             93000 => "invalid webhook url",
+            830002 => "file too large, use Range",
             // Made up: the AI bot's response_url has no documented errcodes (wecom-aibot.md §5).
             846601 => "invalid response_code",
             846602 => "response_code expired",
@@ -204,6 +262,7 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             41001 => "access_token missing",
             41002 => "appid missing",
             41004 => "appsecret missing",
+            41006 => "media_id missing",
             42001 => "access_token expired",
             43001 => "require GET method",
             43002 => "require POST method",
@@ -266,9 +325,16 @@ pub(crate) fn ilink_json(body: &Value) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// `Fault::HttpStatus`: what Tencent's gateway (stgw) puts in front of an upstream failure.
-pub(crate) fn http_status_response(code: u16) -> Response {
+/// `Fault::HttpStatus`: what Tencent's gateway (stgw) puts in front of an upstream failure. The
+/// media hosts answer in their own way: the iLink CDN with an empty body (media.md §4.2), the AI
+/// bot's object store (COS) with its XML error.
+pub(crate) fn http_status_response(path: &str, code: u16) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match path {
+        "/c2c/download" => return status.into_response(),
+        "/aibot/media" => return crate::media::cos_fault(status),
+        _ => {}
+    }
     let reason = status.canonical_reason().unwrap_or("Error");
     let n = status.as_u16();
     let page = format!(

@@ -7,6 +7,7 @@ mod bots;
 mod crash;
 mod dedupe;
 mod ilink;
+mod media;
 mod oa;
 mod resources;
 mod sender;

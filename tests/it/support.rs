@@ -26,6 +26,8 @@ pub struct Stack {
     pub names: ResourceNames,
     pub urls: QueueUrls,
     pub sqs: aws_sdk_sqs::Client,
+    /// The test's media bucket (`names.bucket`).
+    pub media: shared::adapters::aws::S3MediaStore,
 }
 
 impl Stack {
@@ -38,7 +40,9 @@ impl Stack {
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let urls =
             resources::create_all(&dynamodb, &sqs, &names).await.expect("create table and queues on the emulator");
-        Self { sdk, names, urls, sqs }
+        let media = shared::adapters::aws::S3MediaStore::new(&sdk, &names.bucket, true);
+        resources::create_bucket(media.client(), &names.bucket).await.expect("create the media bucket on the emulator");
+        Self { sdk, names, urls, sqs, media }
     }
 
     /// The environment a deployed function would see.

@@ -8,6 +8,7 @@ mod aibot;
 mod aibot_wecom;
 mod faults;
 mod ilink;
+mod media;
 mod oa;
 mod robot;
 mod support;

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shared::adapters::aws::{
-    DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, SqsPublisher, Table,
-};
+use shared::adapters::aws::{DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoPollState, SdkConfig, Table};
 use shared::adapters::metrics::EmfMetrics;
 use shared::channels::ilink::IlinkAccount;
 use shared::channels::ilink::{Poller, Turn};
@@ -29,7 +27,7 @@ pub fn build(env: &Env, sdk: &SdkConfig) -> Result<Poller, BuildError> {
     let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(Poller::new(
         Apis::from_env(env)?.ilink,
-        Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
+        Arc::new(shared::adapters::aws::inbound_queues(sdk, env)?),
         Arc::new(DynamoDedupe::new(&table)),
         Arc::new(DynamoContextTokens::new(&table)),
         Arc::new(DynamoLeases::new(&table)),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, SqsPublisher, Table};
+use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, Table};
 use shared::channels::oa::service::OaCallback;
 use shared::channels::Config;
 use shared::core::config::{ConfigError, Env};
@@ -17,7 +17,7 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, 
         &config.oa,
         config.oa_window,
         config.replay_window_secs,
-        Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
+        Arc::new(shared::adapters::aws::inbound_queues(sdk, env)?),
         Arc::new(DynamoDedupe::new(&table)),
         Arc::new(DynamoReplySlots::new(&table)),
         Arc::new(DynamoParkedReplies::new(&table)),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, SqsPublisher, Table};
+use shared::adapters::aws::{DynamoDedupe, Table};
 use shared::channels::wecom::WecomCallback;
 use shared::channels::Config;
 use shared::core::config::{ConfigError, Env};
@@ -11,7 +11,7 @@ use shared::core::ports::SystemClock;
 
 /// Builds the service on DynamoDB and SQS, as named by the environment.
 pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig) -> Result<WecomCallback, ConfigError> {
-    let publisher = SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?);
+    let publisher = shared::adapters::aws::inbound_queues(sdk, env)?;
     let dedupe = DynamoDedupe::new(&Table::from_sdk(sdk, env.require_table()?));
     Ok(WecomCallback::new(
         &config.wecom,

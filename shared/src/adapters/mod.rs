@@ -1,6 +1,7 @@
-//! The ports' implementations: AWS (DynamoDB, SQS, Secrets Manager), in-memory twins, the
+//! The ports' implementations: AWS (DynamoDB, SQS, S3, Secrets Manager), in-memory twins, a media folder, the
 //! Lambda glue and metrics.
 
+pub mod folder;
 pub mod memory;
 pub mod metrics;
 

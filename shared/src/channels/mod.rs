@@ -18,6 +18,7 @@ use crate::core::callback::CallbackService;
 use crate::core::config::{ConfigError, Document, Env};
 use crate::core::envelope::{Channel, OutChannel};
 use crate::core::http::{ApiError, Http, HttpSettings};
+use crate::core::media::MediaSource;
 use crate::core::outbound::{Delivery, ReplyRoute};
 use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots, Streams};
 use crate::core::tokens::Tokens;
@@ -86,6 +87,7 @@ pub struct ApiHost {
 pub const API_HOSTS: &[ApiHost] = &[
     ApiHost { name: "WeCom", var: wecom::api::BASE_VAR, default: wecom::api::DEFAULT_BASE },
     ApiHost { name: "Official Account", var: oa::api::BASE_VAR, default: oa::api::DEFAULT_BASE },
+    ApiHost { name: "iLink media CDN", var: ilink::media::CDN_VAR, default: ilink::media::DEFAULT_CDN_BASE },
 ];
 
 /// Every platform's API client, on one HTTP client.
@@ -96,6 +98,10 @@ pub struct Apis {
     pub oa: oa::api::OaApi,
     pub ilink: ilink::api::IlinkApi,
     pub aibot: aibot::api::AibotApi,
+    /// The HTTP client itself (downloads from links the platforms give).
+    pub http: Http,
+    /// The iLink media CDN.
+    pub ilink_cdn: String,
 }
 
 impl Apis {
@@ -109,6 +115,8 @@ impl Apis {
             wecom,
             oa: oa::api::OaApi::new(http, env.api_base(oa::api::BASE_VAR, oa::api::DEFAULT_BASE)),
             ilink: ilink::api::IlinkApi::new(http),
+            http: http.clone(),
+            ilink_cdn: env.api_base(ilink::media::CDN_VAR, ilink::media::DEFAULT_CDN_BASE).to_owned(),
         }
     }
 
@@ -228,6 +236,35 @@ impl Deliveries {
             OutChannel::Oa => &self.oa,
             OutChannel::Ilink => &self.ilink,
             OutChannel::WecomAibot => &self.aibot,
+        }
+    }
+}
+
+/// Every inbound channel's media download.
+pub struct MediaSources {
+    wecom: wecom::media::WecomMedia,
+    oa: oa::media::OaMedia,
+    ilink: ilink::media::IlinkMedia,
+    aibot: aibot::media::AibotMedia,
+}
+
+impl MediaSources {
+    pub fn new(config: &Config, apis: &Apis, tokens: &Arc<Tokens>) -> Self {
+        Self {
+            wecom: wecom::media::WecomMedia::new(&config.wecom, &apis.wecom, tokens),
+            oa: oa::media::OaMedia::new(&config.oa, &apis.oa, tokens),
+            ilink: ilink::media::IlinkMedia::new(&apis.http, &apis.ilink_cdn),
+            aibot: aibot::media::AibotMedia::new(&config.aibots, &apis.http),
+        }
+    }
+
+    /// The media download of `channel`.
+    pub fn get(&self, channel: Channel) -> &dyn MediaSource {
+        match channel {
+            Channel::Wecom => &self.wecom,
+            Channel::Oa => &self.oa,
+            Channel::Ilink => &self.ilink,
+            Channel::WecomAibot => &self.aibot,
         }
     }
 }

@@ -186,13 +186,7 @@ pub async fn publish_once(
         Claim::InFlight { .. } => return Ok(Published::ByAnother),
         Claim::Claimed { token, .. } => token,
     };
-    let channel =
-        serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let queued = QueueMessage {
-        body: inbound.to_json(),
-        attributes: vec![("channel", channel), ("account", inbound.account.clone())],
-    };
-    if let Err(err) = publisher.publish(queued).await {
+    if let Err(err) = publisher.publish(inbound_message(inbound)).await {
         // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
         if let Err(release) = dedupe.release(id, &token).await {
             tracing::warn!(id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
@@ -204,6 +198,42 @@ pub async fn publish_once(
         tracing::warn!(id = %id, error = %err, "published but could not complete dedupe marker");
     }
     Ok(Published::Now)
+}
+
+/// The queue message of an `Inbound`: its JSON, its channel and account as attributes, and
+/// `media: fetch` when it carries media still to fetch (see [`InboundQueues`]).
+pub fn inbound_message(inbound: &crate::core::envelope::Inbound) -> QueueMessage {
+    let channel =
+        serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let mut attributes = vec![("channel", channel), ("account", inbound.account.clone())];
+    if inbound.needs_media() {
+        attributes.push((MEDIA_ATTRIBUTE, MEDIA_FETCH.to_owned()));
+    }
+    QueueMessage { body: inbound.to_json(), attributes }
+}
+
+/// The attribute that sends a message to the media queue first.
+pub const MEDIA_ATTRIBUTE: &str = "media";
+pub const MEDIA_FETCH: &str = "fetch";
+
+/// Where a new `Inbound` goes: to the media queue when it has media to fetch (the media
+/// function stores the files, then puts the resolved `Inbound` on the inbound queue), else
+/// straight to the inbound queue.
+pub struct InboundQueues {
+    pub inbound: std::sync::Arc<dyn Publisher>,
+    /// Without it (a set-up with no media store), media stays unfetched.
+    pub media: Option<std::sync::Arc<dyn Publisher>>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for InboundQueues {
+    async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
+        let wants_media = message.attributes.iter().any(|(k, v)| *k == MEDIA_ATTRIBUTE && v == MEDIA_FETCH);
+        match &self.media {
+            Some(media) if wants_media => media.publish(message).await,
+            _ => self.inbound.publish(message).await,
+        }
+    }
 }
 
 /// GET URL verification (WeCom apps and AI bots): checks the signature over the encrypted

@@ -260,6 +260,12 @@ pub struct Env {
     /// The inbound queue's dead-letter queue: the dispatcher puts what it gives up on there,
     /// with the reason.
     pub inbound_dlq_url: Option<String>,
+    /// The media queue: new messages with files to fetch go here first.
+    pub media_queue_url: Option<String>,
+    /// The media bucket.
+    pub media_bucket: Option<String>,
+    /// The bot queue of a `queue` bot.
+    pub bot_queue_url: Option<String>,
     /// Overridden API hosts by variable (`WXBRIDGE_WECOM_API_BASE`, …); each channel names
     /// its variable.
     api_bases: BTreeMap<String, String>,
@@ -290,10 +296,13 @@ impl Env {
             outbound_queue_url: get("WXBRIDGE_OUTBOUND_QUEUE_URL"),
             dlq_url: get("WXBRIDGE_DLQ_URL"),
             inbound_dlq_url: get("WXBRIDGE_INBOUND_DLQ_URL"),
+            media_queue_url: get("WXBRIDGE_MEDIA_QUEUE_URL"),
+            media_bucket: get("WXBRIDGE_MEDIA_BUCKET"),
+            bot_queue_url: get("WXBRIDGE_BOT_QUEUE_URL"),
             aws_endpoint_url: get("AWS_ENDPOINT_URL"),
             api_bases: vars
                 .iter()
-                .filter(|(k, _)| k.ends_with("_API_BASE"))
+                .filter(|(k, _)| k.ends_with("_API_BASE") || k.ends_with("_CDN_BASE"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         }
@@ -346,6 +355,18 @@ impl Env {
     /// Points the API host of `var` at `url` (the sandbox's fakes).
     pub fn set_api_base(&mut self, var: &str, url: &str) {
         self.api_bases.insert(var.to_owned(), url.to_owned());
+    }
+
+    pub fn require_media_queue_url(&self) -> Result<&str, ConfigError> {
+        self.media_queue_url
+            .as_deref()
+            .ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_MEDIA_QUEUE_URL", purpose: "the media SQS queue" })
+    }
+
+    pub fn require_media_bucket(&self) -> Result<&str, ConfigError> {
+        self.media_bucket
+            .as_deref()
+            .ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_MEDIA_BUCKET", purpose: "the media S3 bucket" })
     }
 
     pub fn require_inbound_queue_url(&self) -> Result<&str, ConfigError> {

@@ -57,19 +57,102 @@ pub enum Kind {
     Unsupported,
 }
 
-/// A media attachment, fetched later through the channel's media API.
+/// A media attachment. The channel's reference (`media_id`, …) comes from the callback; the
+/// bridge fetches the bytes once into its media store before any bot sees the message and fills
+/// in `key`, `sha256`, `size`, `mime` and `url` (a time-limited link a bot can GET), or `error`
+/// when the media could not be had.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Media {
+    /// The channel's media id (WeCom, Official Account: valid three days).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_id: Option<String>,
+    /// Once fetched: a time-limited link to the stored bytes (until `url_expires_at`). Before
+    /// (and when the fetch failed): absent, or the channel's own plain link where it gives one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The channel's audio format name (`amr`, `speex`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thumb_media_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
+    /// `image`, `voice`, `video` or `file`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<MediaType>,
+    /// The MIME type, from the bytes where they tell (JPEG, PNG, AMR, SILK, MP4, PDF, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    /// Size in bytes of the stored (decrypted) file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Hex SHA-256 of the stored bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The object key in the media store (content-addressed: `media/<sha256>`); an outbound
+    /// message can send it back by this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// When `url` stops working (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_expires_at: Option<u64>,
+    /// What the platform heard in a voice message, where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// Why there are no bytes: the message is still delivered, without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MediaFailure>,
+}
+
+impl Media {
+    /// Whether the bridge still has to fetch it: a channel reference, no stored bytes, no error.
+    pub fn needs_fetch(&self) -> bool {
+        self.key.is_none() && self.error.is_none() && (self.media_id.is_some() || self.url.is_some())
+    }
+}
+
+/// The kind of a media file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaType {
+    Image,
+    Voice,
+    Video,
+    File,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Voice => "voice",
+            Self::Video => "video",
+            Self::File => "file",
+        }
+    }
+
+    /// The media type of a message kind, if it is one.
+    pub fn of(kind: Kind) -> Option<Self> {
+        match kind {
+            Kind::Image => Some(Self::Image),
+            Kind::Voice => Some(Self::Voice),
+            Kind::Video => Some(Self::Video),
+            Kind::File => Some(Self::File),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message's media could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaFailure {
+    /// `too_large`, `expired` (the platform's link or id ran out before the fetch), `refused`
+    /// (the platform said no: an unknown or foreign id, a bad key), `unavailable` (the platform
+    /// kept failing; tried on every delivery of the message) or `none` (the platform gives no
+    /// bytes for this kind, e.g. an AI bot's voice: only its transcript).
+    pub code: String,
+    /// For people: what happened, without tokens or keys.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,6 +264,18 @@ impl Inbound {
             sent_at,
             raw,
         }
+    }
+
+    /// Whether the message or its quote carries media the bridge still has to fetch.
+    pub fn needs_media(&self) -> bool {
+        self.media.as_ref().is_some_and(Media::needs_fetch)
+            || self.quote.as_ref().and_then(|q| q.media.as_ref()).is_some_and(Media::needs_fetch)
+    }
+
+    /// When wxbridge received it (unix seconds), if `received_at` reads.
+    pub fn received_unix(&self) -> Option<u64> {
+        let at = time::OffsetDateTime::parse(&self.received_at, &time::format_description::well_known::Rfc3339).ok()?;
+        u64::try_from(at.unix_timestamp()).ok()
     }
 
     pub fn to_json(&self) -> String {

@@ -142,6 +142,46 @@ impl Http {
     }
 }
 
+/// The answer of a media download.
+#[derive(Debug)]
+pub enum Download {
+    /// The file: its body not read yet.
+    File(reqwest::Response),
+    /// A JSON answer without an error (the Official Account's video `{"video_url": …}`).
+    Json(Value),
+}
+
+/// The largest error body a download reads as JSON.
+const MAX_DOWNLOAD_ERROR: u64 = 64 * 1024;
+
+/// Sends a media download: a 2xx answer with a file is the file; a JSON answer (WeChat sends
+/// its errors as JSON with HTTP 200, typed `application/json` or even `text/plain`, and never
+/// with a `Content-Disposition`) is read for its errcode.
+pub async fn download(request: reqwest::RequestBuilder) -> Result<Download, ApiError> {
+    let response = request.send().await.map_err(ApiError::transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ApiError::Http { status: status.as_u16() });
+    }
+    let headers = response.headers();
+    let typed = |prefix: &str| {
+        headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(prefix))
+    };
+    let json_like = !headers.contains_key(reqwest::header::CONTENT_DISPOSITION)
+        && (typed("application/json") || typed("text/plain"))
+        && response.content_length().is_none_or(|n| n <= MAX_DOWNLOAD_ERROR);
+    if !json_like {
+        return Ok(Download::File(response));
+    }
+    let bytes = response.bytes().await.map_err(ApiError::transport)?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::Decode("a text answer where a file was expected".to_owned()))?;
+    check_errcode(body).map(Download::Json)
+}
+
 /// Errcode 0 or absent is success.
 pub fn check_errcode(body: Value) -> Result<Value, ApiError> {
     match body.get("errcode").and_then(Value::as_i64) {

@@ -7,6 +7,7 @@ pub mod callback;
 pub mod config;
 pub mod envelope;
 pub mod http;
+pub mod media;
 pub mod outbound;
 pub mod ports;
 pub mod retry;

@@ -331,6 +331,31 @@ pub trait Streams: Send + Sync {
     async fn settle_url(&self, key: &str, used: bool) -> Result<(), PortError>;
 }
 
+/// Where media files are kept: S3 on AWS, a folder in `dev`. Keys are content keys
+/// (`core::media::content_key`), so a second store of the same key stores the same bytes.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// The size of the object under `key`, if there is one.
+    async fn size(&self, key: &str) -> Result<Option<u64>, PortError>;
+    /// Stores the file at `path` under `key`, with its MIME type.
+    async fn put_file(&self, key: &str, path: &std::path::Path, mime: &str) -> Result<(), PortError>;
+    /// Stores `bytes` under `key`, with its MIME type.
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>, mime: &str) -> Result<(), PortError>;
+    /// The bytes under `key` if they are at most `max` (`Ok(None)` when there is no object;
+    /// an error when it is larger).
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, PortError>;
+    /// A link anyone holding it can GET the object by, until `now + ttl`; the download is named
+    /// `file_name` and typed `mime`.
+    async fn link(
+        &self,
+        key: &str,
+        mime: &str,
+        file_name: Option<&str>,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<String, PortError>;
+}
+
 /// How long a stream item is kept: past the window and the `response_url`'s hour.
 pub const STREAM_TTL: Duration = Duration::from_secs(2 * 3600);
 

@@ -87,6 +87,11 @@ impl EncodingAesKey {
         }
     }
 
+    /// The raw key: WeCom AI bots encrypt their files with it too (AES-256-CBC).
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     fn iv(&self) -> [u8; 16] {
         let mut iv = [0u8; 16];
         iv.copy_from_slice(&self.0[..16]);

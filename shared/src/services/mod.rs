@@ -3,4 +3,5 @@
 
 pub mod bots;
 pub mod dispatcher;
+pub mod media;
 pub mod sender;

@@ -3,6 +3,7 @@
 
 pub mod dynamo;
 pub mod resources;
+pub mod s3;
 pub mod sqs;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use dynamo::{
     DynamoContextTokens, DynamoDedupe, DynamoLeases, DynamoParkedReplies, DynamoPollState, DynamoReplySlots,
     DynamoStreams, DynamoTokenStore, Table,
 };
+pub use s3::S3MediaStore;
 pub use sqs::{SqsOutbound, SqsPublisher};
 
 /// Loads the SDK configuration from the standard AWS environment (region, credentials,
@@ -29,6 +31,19 @@ pub async fn sdk_config() -> SdkConfig {
         .operation_timeout(Duration::from_secs(3))
         .build();
     aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
+
+/// Where the callbacks and the iLink poller publish: the media queue for messages with files
+/// to fetch (when the environment names one), else the inbound queue.
+pub fn inbound_queues(sdk: &SdkConfig, env: &Env) -> Result<crate::core::callback::InboundQueues, ConfigError> {
+    let inbound = std::sync::Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?));
+    let media = env.media_queue_url.as_deref().map(|url| {
+        std::sync::Arc::new(SqsPublisher::from_sdk(sdk, url)) as std::sync::Arc<dyn crate::core::ports::Publisher>
+    });
+    if media.is_none() {
+        tracing::warn!("WXBRIDGE_MEDIA_QUEUE_URL is not set: media reaches the bot unfetched");
+    }
+    Ok(crate::core::callback::InboundQueues { inbound, media })
 }
 
 /// Loads the configuration from the file or Secrets Manager secret that `env` names.

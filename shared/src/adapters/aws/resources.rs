@@ -1,4 +1,4 @@
-//! The table and queues, defined once. `template.yaml` declares the same attributes (a test in
+//! The table, queues and media bucket, defined once. `template.yaml` declares the same attributes (a test in
 //! `tests/` compares them); the local set-up creates them from here.
 
 use aws_sdk_dynamodb::types::{
@@ -41,6 +41,24 @@ pub const OUTBOUND_DLQ: QueueSpec =
 pub const OUTBOUND: QueueSpec =
     QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
 
+/// Where media messages end up when even passing them on failed six times.
+pub const MEDIA_DLQ: QueueSpec =
+    QueueSpec { suffix: "media-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+
+/// The media queue: messages with files to fetch before the dispatcher. The visibility timeout
+/// is just past the media function's (300 s: a 100 MB download and its upload); retries come
+/// sooner, after the media step's own backoff.
+pub const MEDIA: QueueSpec =
+    QueueSpec { suffix: "media", visibility_timeout_s: 330, retention_s: 345_600, max_receive_count: Some(6) };
+
+/// Where a `queue` bot's messages end up after its consumer failed them five times.
+pub const BOT_DLQ: QueueSpec =
+    QueueSpec { suffix: "bot-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+
+/// The bot queue: each resolved `Inbound` for a `queue` bot, read by the bot's own consumer.
+pub const BOT: QueueSpec =
+    QueueSpec { suffix: "bot", visibility_timeout_s: 120, retention_s: 345_600, max_receive_count: Some(5) };
+
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
@@ -49,6 +67,12 @@ pub struct ResourceNames {
     pub inbound_dlq: String,
     pub outbound: String,
     pub outbound_dlq: String,
+    pub media: String,
+    pub media_dlq: String,
+    pub bot: String,
+    pub bot_dlq: String,
+    /// The media bucket.
+    pub bucket: String,
 }
 
 impl ResourceNames {
@@ -59,6 +83,12 @@ impl ResourceNames {
             inbound_dlq: format!("{prefix}-{}", INBOUND_DLQ.suffix),
             outbound: format!("{prefix}-{}", OUTBOUND.suffix),
             outbound_dlq: format!("{prefix}-{}", OUTBOUND_DLQ.suffix),
+            media: format!("{prefix}-{}", MEDIA.suffix),
+            media_dlq: format!("{prefix}-{}", MEDIA_DLQ.suffix),
+            bot: format!("{prefix}-{}", BOT.suffix),
+            bot_dlq: format!("{prefix}-{}", BOT_DLQ.suffix),
+            // Bucket names are lower case.
+            bucket: format!("{}-media", prefix.to_ascii_lowercase()),
         }
     }
 }
@@ -70,6 +100,8 @@ pub struct QueueUrls {
     pub inbound_dlq: String,
     pub outbound: String,
     pub outbound_dlq: String,
+    pub media: String,
+    pub bot: String,
 }
 
 /// Why the set-up failed.
@@ -168,5 +200,24 @@ pub async fn create_all(
     let inbound = create_queue(sqs, &names.inbound, INBOUND, Some(&queue_arn(sqs, &inbound_dlq).await?)).await?;
     let outbound_dlq = create_queue(sqs, &names.outbound_dlq, OUTBOUND_DLQ, None).await?;
     let outbound = create_queue(sqs, &names.outbound, OUTBOUND, Some(&queue_arn(sqs, &outbound_dlq).await?)).await?;
-    Ok(QueueUrls { inbound, inbound_dlq, outbound, outbound_dlq })
+    let media_dlq = create_queue(sqs, &names.media_dlq, MEDIA_DLQ, None).await?;
+    let media = create_queue(sqs, &names.media, MEDIA, Some(&queue_arn(sqs, &media_dlq).await?)).await?;
+    let bot_dlq = create_queue(sqs, &names.bot_dlq, BOT_DLQ, None).await?;
+    let bot = create_queue(sqs, &names.bot, BOT, Some(&queue_arn(sqs, &bot_dlq).await?)).await?;
+    Ok(QueueUrls { inbound, inbound_dlq, outbound, outbound_dlq, media, bot })
+}
+
+/// Creates the media bucket; idempotent.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), SetupError> {
+    match s3.create_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(setup_err(aws_sdk_s3::error::DisplayErrorContext(&err))),
+    }
 }

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::envelope::{Channel, Conversation, ConversationKind, Event, Inbound, Kind, Media, Quote};
+use crate::core::envelope::{Channel, Conversation, ConversationKind, Event, Inbound, Kind, Media, MediaType, Quote};
 use crate::protocol::fields::MessageError;
 
 /// msgid, aibotid, userid, chatid and stream id longer than this are refused (they end up in
@@ -178,14 +178,19 @@ impl AibotMessage {
                 inbound.text = Some(or_quote(texts.join("\n")));
                 inbound.media = first_image(items);
             }
-            Body::Image { url } => (inbound.kind, inbound.media) = (Kind::Image, Some(media(url))),
+            Body::Image { url } => (inbound.kind, inbound.media) = (Kind::Image, Some(media(url, MediaType::Image))),
             Body::Voice { content } => {
                 inbound.kind = Kind::Voice;
                 inbound.text = Some(content.clone());
-                inbound.media = Some(Media::default());
+                // No audio reaches the bot: only WeCom's transcript.
+                inbound.media = Some(Media {
+                    media_type: Some(MediaType::Voice),
+                    transcript: Some(content.clone()),
+                    ..Media::default()
+                });
             }
-            Body::File { url } => (inbound.kind, inbound.media) = (Kind::File, Some(media(url))),
-            Body::Video { url } => (inbound.kind, inbound.media) = (Kind::Video, Some(media(url))),
+            Body::File { url } => (inbound.kind, inbound.media) = (Kind::File, Some(media(url, MediaType::File))),
+            Body::Video { url } => (inbound.kind, inbound.media) = (Kind::Video, Some(media(url, MediaType::Video))),
             Body::Unsupported { .. } => inbound.kind = Kind::Unsupported,
         }
         inbound.mentioned = group.then_some(mentioned);
@@ -209,10 +214,10 @@ impl Body {
                     .collect();
                 (Kind::Text, Some(texts.join("\n")), first_image(items))
             }
-            Self::Image { url } => (Kind::Image, None, Some(media(url))),
+            Self::Image { url } => (Kind::Image, None, Some(media(url, MediaType::Image))),
             Self::Voice { content } => (Kind::Voice, Some(content.clone()), None),
-            Self::File { url } => (Kind::File, None, Some(media(url))),
-            Self::Video { url } => (Kind::Video, None, Some(media(url))),
+            Self::File { url } => (Kind::File, None, Some(media(url, MediaType::File))),
+            Self::Video { url } => (Kind::Video, None, Some(media(url, MediaType::Video))),
             Self::Unsupported { .. } => (Kind::Unsupported, None, None),
         };
         Quote { kind, text, media }
@@ -300,13 +305,13 @@ fn strip(text: &str, bot_name: &str, fallback: bool) -> (String, bool) {
     (text.to_owned(), false)
 }
 
-fn media(url: &str) -> Media {
-    Media { url: Some(url.to_owned()), ..Media::default() }
+fn media(url: &str, media_type: MediaType) -> Media {
+    Media { url: Some(url.to_owned()), media_type: Some(media_type), ..Media::default() }
 }
 
 fn first_image(items: &[MixedItem]) -> Option<Media> {
     items.iter().find_map(|i| match i {
-        MixedItem::Image { url } => Some(media(url)),
+        MixedItem::Image { url } => Some(media(url, MediaType::Image)),
         MixedItem::Text { .. } => None,
     })
 }

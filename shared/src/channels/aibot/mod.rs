@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod media;
 pub mod message;
 pub mod outbound;
 pub mod service;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::core::envelope::{Channel, Inbound, Kind, Media};
+use crate::core::envelope::{Channel, Inbound, Kind, Media, MediaType};
 
 /// A uint64 that may arrive as a JSON number above 2^53 or as a string; kept exact.
 fn u64_exact<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
@@ -27,6 +27,9 @@ pub struct CdnMedia {
     pub encrypt_query_param: Option<String>,
     #[serde(default)]
     pub full_url: Option<String>,
+    /// The file's AES-128 key: base64 of the 16 raw bytes, or of their 32 hex digits.
+    #[serde(default)]
+    pub aes_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -44,6 +47,9 @@ pub struct MediaItem {
     pub text: Option<String>,
     #[serde(default)]
     pub file_name: Option<String>,
+    /// Images: the AES-128 key as 32 hex digits (preferred over `media.aes_key`).
+    #[serde(default)]
+    pub aeskey: Option<String>,
 }
 
 /// One item of a message; exactly one payload matches `type`.
@@ -123,29 +129,34 @@ impl WeixinMessage {
         let id = format!("ilink:{account}:{}", self.dedupe_key());
         let sent_at = self.create_time_ms.map(|ms| ms / 1000).unwrap_or(received_at);
         let mut inbound = Inbound::direct(Channel::Ilink, account, id, &self.from_user_id, sent_at, received_at, raw);
-        let media = |item: &MediaItem| Media {
-            url: item.media.as_ref().and_then(|m| m.full_url.clone()),
+        let media = |item: &MediaItem, media_type: MediaType| Media {
+            url: None,
             media_id: item.media.as_ref().and_then(|m| m.encrypt_query_param.clone()),
             file_name: item.file_name.clone(),
+            media_type: Some(media_type),
+            transcript: item.text.clone().filter(|t| !t.is_empty()),
             ..Media::default()
         };
-        // The body is the first text, else a voice transcript, else the first media.
+        let first = |pick: fn(&MessageItem) -> Option<&MediaItem>| self.item_list.iter().find_map(pick);
+        // The file a message carries, the way WeChat's own plugin picks it: an image, else a
+        // video, else a file.
+        let file = first(|i| i.image_item.as_ref())
+            .map(|m| (Kind::Image, media(m, MediaType::Image)))
+            .or_else(|| first(|i| i.video_item.as_ref()).map(|m| (Kind::Video, media(m, MediaType::Video))))
+            .or_else(|| first(|i| i.file_item.as_ref()).map(|m| (Kind::File, media(m, MediaType::File))));
+        // The body is the first text (with the file, if one came along), else a voice
+        // transcript, else the file.
         if let Some(text) = self.item_list.iter().find_map(|i| i.text_item.as_ref()).filter(|t| !t.text.is_empty()) {
             inbound.kind = Kind::Text;
             inbound.text = Some(text.text.clone());
-        } else if let Some(voice) = self.item_list.iter().find_map(|i| i.voice_item.as_ref()) {
+            inbound.media = file.map(|(_, media)| media);
+        } else if let Some(voice) = first(|i| i.voice_item.as_ref()) {
             inbound.kind = Kind::Voice;
             inbound.text = voice.text.clone().filter(|t| !t.is_empty());
-            inbound.media = Some(media(voice));
-        } else if let Some(image) = self.item_list.iter().find_map(|i| i.image_item.as_ref()) {
-            inbound.kind = Kind::Image;
-            inbound.media = Some(media(image));
-        } else if let Some(video) = self.item_list.iter().find_map(|i| i.video_item.as_ref()) {
-            inbound.kind = Kind::Video;
-            inbound.media = Some(media(video));
-        } else if let Some(file) = self.item_list.iter().find_map(|i| i.file_item.as_ref()) {
-            inbound.kind = Kind::File;
-            inbound.media = Some(media(file));
+            inbound.media = Some(media(voice, MediaType::Voice));
+        } else if let Some((kind, media)) = file {
+            inbound.kind = kind;
+            inbound.media = Some(media);
         }
         inbound
     }

@@ -55,6 +55,28 @@ impl OaApi {
         Http::errcode_json(request).await
     }
 
+    /// `GET cgi-bin/media/get?access_token=…&media_id=…`: the file, or for a video
+    /// `{"video_url": …}`.
+    pub async fn media_get(
+        &self,
+        token: &SecretString,
+        media_id: &str,
+    ) -> Result<crate::core::http::Download, ApiError> {
+        let url = format!("{}/cgi-bin/media/get", self.base);
+        let request = self
+            .http
+            .client()
+            .get(url)
+            .query(&[("access_token", token.expose_secret()), ("media_id", media_id)])
+            .timeout(crate::core::media::DOWNLOAD_TIMEOUT);
+        crate::core::http::download(request).await
+    }
+
+    /// A plain GET of a download link the API gave (a video's `video_url`).
+    pub async fn fetch_link(&self, url: &str) -> Result<crate::core::http::Download, ApiError> {
+        crate::core::http::download(self.http.client().get(url).timeout(crate::core::media::DOWNLOAD_TIMEOUT)).await
+    }
+
     /// `message/custom/typing`: "typing…" on (`true`) or off.
     pub async fn typing(&self, token: &SecretString, open_id: &str, typing: bool) -> Result<(), ApiError> {
         let command = if typing { "Typing" } else { "CancelTyping" };

@@ -150,7 +150,8 @@ impl OaCallbackMessage {
             }
             OaMessage::Voice { media_id, format, recognition } => {
                 inbound.kind = Kind::Voice;
-                inbound.media = Some(Media { format: format.clone(), ..media(media_id) });
+                inbound.media =
+                    Some(Media { format: format.clone(), transcript: recognition.clone(), ..media(media_id) });
                 // The transcript, when WeChat made one, is what a text bot can answer.
                 inbound.text = recognition.clone();
             }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod callback;
 pub mod config;
+pub mod media;
 pub mod message;
 pub mod outbound;
 pub mod reply;

@@ -39,7 +39,12 @@ impl WecomApi {
         Self { http: http.clone(), base: base(base_url) }
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The process's HTTP client.
+    pub fn client(&self) -> &reqwest::Client {
+        self.http.client()
+    }
+
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}/cgi-bin/{path}", self.base)
     }
 

@@ -34,6 +34,30 @@ pub fn text_message(
     out.finish()
 }
 
+/// An image message from `from_user` to the app, as decrypted XML: WeCom's `PicUrl` and the
+/// `MediaId` to fetch it by.
+pub fn image_message(
+    corp_id: &str,
+    agent_id: u32,
+    from_user: &str,
+    media_id: &str,
+    msg_id: u64,
+    create_time: u64,
+) -> String {
+    let mut out = XmlWriter::with_capacity(400);
+    out.raw("<xml>")
+        .cdata_element("ToUserName", corp_id)
+        .cdata_element("FromUserName", from_user)
+        .text_element("CreateTime", &create_time.to_string())
+        .cdata_element("MsgType", "image")
+        .cdata_element("PicUrl", "https://wework.qpic.cn/wwpic/placeholder/0")
+        .cdata_element("MediaId", media_id)
+        .text_element("MsgId", &msg_id.to_string())
+        .text_element("AgentID", &agent_id.to_string())
+        .raw("</xml>");
+    out.finish()
+}
+
 /// Encrypts and signs `plaintext` into the callback WeCom would send at `timestamp`.
 pub fn sign_callback(
     crypt: &MsgCrypt,

@@ -1,0 +1,467 @@
+//! Media in: every channel's files fetched once into the media bucket (S3 on the emulator)
+//! before the dispatcher sees the message, against the fake WeChat servers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use fakes::{FakeWechat, Fault};
+use serde_json::{json, Value};
+use shared::adapters::aws::sqs::SqsRedeliver;
+use shared::adapters::aws::{DynamoDedupe, DynamoTokenStore, SqsPublisher, Table};
+use shared::channels::aibot::AibotCallback;
+use shared::channels::ilink::message::WeixinMessage;
+use shared::channels::oa::message::OaCallbackMessage;
+use shared::channels::wecom::simulate;
+use shared::channels::wecom::WecomCallback;
+use shared::channels::{Apis, Config, MediaSources};
+use shared::core::callback::InboundQueues;
+use shared::core::config::Env;
+use shared::core::envelope::{Inbound, Media};
+use shared::core::http::{Http, HttpSettings};
+use shared::core::ports::{MediaStore, Publisher, Record, SystemClock};
+use shared::core::tokens::Tokens;
+use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+use shared::services::media::{MediaService, MediaSettings};
+use shared::testing::fixtures::{OA_APP_ID, OA_TOKEN, WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
+
+use crate::support::Stack;
+
+const INBOUND_SCHEMA: &str = include_str!("../../schemas/inbound.v1.json");
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `len` bytes that read as a PNG, different for each `seed`.
+fn png(len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.push(x as u8);
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config(wx: &FakeWechat) -> Config {
+    Config::parse(&format!(
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "secret": "wecom-secret"}}],
+             "oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "{OA_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "app_secret": "oa-secret"}}],
+             "aibots": [{{"name": "helper", "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "bot_name": "Helper"}}],
+             "ilink": [{{"account": "bot1", "bot_token": "ilink-token", "base_url": "{}"}}]}}"#,
+        wx.base_url
+    ))
+    .unwrap()
+}
+
+/// The fake WeChat with the config's accounts, and the media step on the test's stack.
+struct Rig {
+    stack: Stack,
+    wx: FakeWechat,
+    config: Config,
+    service: MediaService,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        Self::with(MediaSettings::default()).await
+    }
+
+    async fn with(settings: MediaSettings) -> Self {
+        let stack = Stack::new().await;
+        let wx = FakeWechat::start().await;
+        wx.add_wecom_app(WECOM_CORP_ID, "wecom-secret", 1_000_002);
+        wx.add_oa(OA_APP_ID, "oa-secret");
+        let config = config(&wx);
+        let env = Env::from_vars([
+            ("WXBRIDGE_WECOM_API_BASE", wx.base_url.clone()),
+            ("WXBRIDGE_OA_API_BASE", wx.base_url.clone()),
+            ("WXBRIDGE_ILINK_CDN_BASE", wx.base_url.clone()),
+        ]);
+        let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
+        let table = Table::from_sdk(&stack.sdk, &stack.names.table);
+        let tokens = Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock)));
+        let service = MediaService {
+            sources: Arc::new(MediaSources::new(&config, &apis, &tokens)),
+            store: Arc::new(stack.media.clone()),
+            inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+            clock: Arc::new(SystemClock),
+            settings,
+            requeue: Some(Arc::new(SqsRedeliver::from_sdk(&stack.sdk, &stack.urls.media))),
+            max_receives: Some(6),
+        };
+        Self { stack, wx, config, service }
+    }
+
+    /// Puts `inbound` on the media queue as the callbacks do.
+    async fn publish(&self, inbound: &Inbound) {
+        let queues = self.queues();
+        queues.publish(shared::core::callback::inbound_message(inbound)).await.unwrap();
+    }
+
+    fn queues(&self) -> InboundQueues {
+        InboundQueues {
+            inbound: Arc::new(SqsPublisher::from_sdk(&self.stack.sdk, &self.stack.urls.inbound)),
+            media: Some(Arc::new(SqsPublisher::from_sdk(&self.stack.sdk, &self.stack.urls.media))),
+        }
+    }
+
+    /// Receives what is on the media queue (waiting up to `wait_s` for the first) as Lambda
+    /// would get it, and runs the media step on it; returns the ids it failed.
+    async fn run_media(&self, wait_s: i32) -> (usize, Vec<String>) {
+        let records = receive(&self.stack, &self.stack.urls.media, wait_s).await;
+        let failed = self.service.handle_batch(&records).await;
+        (records.len(), failed)
+    }
+
+    /// Every resolved message on the inbound queue.
+    async fn resolved(&self) -> Vec<Inbound> {
+        let messages = self.stack.drain(&self.stack.urls.inbound).await;
+        messages.iter().map(|m| serde_json::from_str(m.body().unwrap()).unwrap()).collect()
+    }
+
+    async fn one_resolved(&self, inbound: &Inbound) -> Inbound {
+        self.publish(inbound).await;
+        let (received, failed) = self.run_media(5).await;
+        assert_eq!((received, failed.len()), (1, 0), "one record, handled");
+        let mut resolved = self.resolved().await;
+        assert_eq!(resolved.len(), 1, "{resolved:#?}");
+        resolved.remove(0)
+    }
+}
+
+async fn receive(stack: &Stack, url: &str, wait_s: i32) -> Vec<Record> {
+    let out = stack
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_s)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .unwrap();
+    out.messages()
+        .iter()
+        .map(|m| Record {
+            message_id: m.message_id().unwrap().to_owned(),
+            receipt_handle: m.receipt_handle().unwrap().to_owned(),
+            body: m.body().unwrap().to_owned(),
+            receive_count: m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+        })
+        .collect()
+}
+
+fn assert_valid(inbound: &Inbound) {
+    let schema: Value = serde_json::from_str(INBOUND_SCHEMA).unwrap();
+    let value = serde_json::to_value(inbound).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{value:#}");
+}
+
+/// The stored media: its link serves the original bytes, named and hashed as they are.
+async fn assert_stored(media: &Media, original: &[u8]) {
+    assert_eq!(media.error, None, "{media:#?}");
+    assert_eq!(media.sha256.as_deref(), Some(sha256(original).as_str()));
+    assert_eq!(media.size, Some(original.len() as u64));
+    assert_eq!(media.key.as_deref(), Some(format!("media/{}", sha256(original)).as_str()));
+    let url = media.url.as_deref().expect("a link");
+    assert!(media.url_expires_at.unwrap() > now() + 3600, "{media:#?}");
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let body = response.bytes().await.unwrap();
+    assert!(body.as_ref() == original, "the link serves other bytes ({} vs {})", body.len(), original.len());
+}
+
+fn aibot_inbound(payload: Value, received_at: u64) -> Inbound {
+    match AibotCallback::parse(&payload.to_string()).unwrap() {
+        AibotCallback::Message(message) => message.to_inbound("helper", "Helper", received_at),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ilink_inbound(item: Value) -> Inbound {
+    let raw = json!({"message_id": 7_400_000_000_000_000_002u64, "from_user_id": "u1@im.wechat", "to_user_id": "bot1",
+        "create_time_ms": now() * 1000, "message_type": 1, "message_state": 2, "item_list": [item], "context_token": "ctx"});
+    WeixinMessage::from_value(&raw).unwrap().to_inbound("bot1", now(), raw)
+}
+
+#[tokio::test]
+async fn a_wecom_app_image_goes_by_the_media_queue_into_the_bucket_and_on_to_the_dispatcher() {
+    let rig = Rig::new().await;
+    let photo = png(34 * 1024, 1);
+    let media_id = rig.wx.add_wecom_media(WECOM_CORP_ID, photo.clone(), "IMG_0001.png", "image/png");
+    // The callback, as WeCom sends it: acknowledged once the media queue has the message.
+    let crypt = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID);
+    let xml =
+        simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &media_id, 7_450_000_000_000_000_001, now());
+    let callback = simulate::sign_callback(&crypt, &xml, now(), "n1", [5; 16]);
+    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
+    let service = WecomCallback::new(
+        &rig.config.wecom,
+        300,
+        Arc::new(rig.queues()),
+        Arc::new(DynamoDedupe::new(&table)),
+        Arc::new(SystemClock),
+    );
+    use shared::core::callback::{CallbackRequest, CallbackService};
+    let answer = service
+        .serve(CallbackRequest {
+            method: "POST",
+            app: "hr",
+            raw_query: &callback.query,
+            body: callback.body.as_bytes(),
+        })
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "nothing reaches the dispatcher unfetched");
+
+    let (received, failed) = rig.run_media(5).await;
+    assert_eq!((received, failed.len()), (1, 0));
+    let resolved = rig.resolved().await;
+    assert_eq!(resolved.len(), 1);
+    let media = resolved[0].media.as_ref().unwrap();
+    assert_stored(media, &photo).await;
+    assert_eq!(media.mime.as_deref(), Some("image/png"));
+    assert_eq!(media.file_name.as_deref(), Some("IMG_0001.png"));
+    assert_eq!(media.media_id.as_deref(), Some(media_id.as_str()), "the channel's reference stays");
+    assert_valid(&resolved[0]);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn a_wecom_file_over_one_range_is_fetched_in_ranges_and_stored_whole() {
+    let rig = Rig::new().await;
+    // 25 MB: two ranges of at most 20 MB, so WeCom's 830002 ("use Range") never comes up.
+    let file = png(25 * 1024 * 1024, 2);
+    let media_id = rig.wx.add_wecom_media(WECOM_CORP_ID, file.clone(), "大文件.bin", "application/octet-stream");
+    let xml =
+        simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &media_id, 7_450_000_000_000_000_002, now());
+    let inbound = shared::channels::wecom::WecomCallbackMessage::parse(&xml).unwrap().to_inbound("hr", now());
+    let resolved = rig.one_resolved(&inbound).await;
+    assert_stored(resolved.media.as_ref().unwrap(), &file).await;
+    assert_eq!(resolved.media.as_ref().unwrap().file_name.as_deref(), Some("大文件.bin"), "raw UTF-8 file names read");
+    assert_eq!(rig.wx.calls("/cgi-bin/media/get"), 2);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn an_unknown_or_foreign_media_id_reaches_the_bot_as_a_media_error_not_a_lost_message() {
+    let rig = Rig::new().await;
+    let foreign = rig.wx.add_wecom_media("ww-other-corp", png(100, 3), "x.png", "image/png");
+    let xml = simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &foreign, 7_450_000_000_000_000_003, now());
+    let inbound = shared::channels::wecom::WecomCallbackMessage::parse(&xml).unwrap().to_inbound("hr", now());
+    let resolved = rig.one_resolved(&inbound).await;
+    let media = resolved.media.as_ref().unwrap();
+    let error = media.error.as_ref().expect("a media error");
+    assert_eq!(error.code, "refused");
+    assert!(error.message.contains("40007"), "{error:?}");
+    assert!(!error.message.contains("access_token") && media.url.is_none() && media.key.is_none(), "{media:#?}");
+    assert_valid(&resolved);
+}
+
+#[tokio::test]
+async fn an_official_account_video_is_fetched_through_its_video_url_and_a_voice_keeps_its_transcript() {
+    let rig = Rig::new().await;
+    let video = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".iter().copied().chain(png(200_000, 4)).collect::<Vec<u8>>();
+    let media_id = rig.wx.add_oa_media(OA_APP_ID, video.clone(), "v.mp4", "video/mp4");
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUSER]]></FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType><![CDATA[video]]></MsgType><MediaId><![CDATA[{media_id}]]></MediaId><ThumbMediaId><![CDATA[t1]]></ThumbMediaId><MsgId>24000000000000001</MsgId></xml>",
+        now()
+    );
+    let inbound = OaCallbackMessage::parse(&xml).unwrap().to_inbound("news", now());
+    let resolved = rig.one_resolved(&inbound).await;
+    let media = resolved.media.as_ref().unwrap();
+    assert_stored(media, &video).await;
+    assert_eq!(media.mime.as_deref(), Some("video/mp4"));
+    assert_eq!(rig.wx.calls("/oa/video"), 1);
+
+    let amr = b"#!AMR\n".iter().copied().chain(png(3000, 5)).collect::<Vec<u8>>();
+    let voice_id = rig.wx.add_oa_media(OA_APP_ID, amr.clone(), "v.amr", "audio/amr");
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUSER]]></FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[{voice_id}]]></MediaId><Format><![CDATA[amr]]></Format>\
+         <Recognition><![CDATA[明天天气怎么样]]></Recognition><MsgId>24000000000000002</MsgId></xml>",
+        now()
+    );
+    let inbound = OaCallbackMessage::parse(&xml).unwrap().to_inbound("news", now());
+    let resolved = rig.one_resolved(&inbound).await;
+    let media = resolved.media.as_ref().unwrap();
+    assert_stored(media, &amr).await;
+    assert_eq!((media.mime.as_deref(), media.transcript.as_deref()), (Some("audio/amr"), Some("明天天气怎么样")));
+    assert_valid(&resolved);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn an_ai_bot_image_is_decrypted_with_the_bot_key_while_the_dispatchers_queue_is_backed_up() {
+    let rig = Rig::new().await;
+    // A backlog on the inbound queue (slow bots) does not hold the fetch up: the media step
+    // reads its own queue, so the five-minute URL (here five seconds) is fetched in time.
+    for i in 0..30 {
+        let backlog = aibot_inbound(
+            json!({"msgid": format!("b{i}"), "aibotid": "aib1", "chattype": "single",
+            "from": {"userid": "lisi"}, "msgtype": "text", "text": {"content": "排队"}}),
+            now(),
+        );
+        let queue = SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.inbound);
+        queue.publish(shared::core::callback::inbound_message(&backlog)).await.unwrap();
+    }
+    rig.wx.set_aibot_media_ttl(Duration::from_secs(5));
+    let photo = png(180_000, 6);
+    let url = rig.wx.aibot_media_url(&photo, WECOM_AES_KEY, None);
+    let inbound = aibot_inbound(
+        json!({"msgid": "m-img", "aibotid": "aib1", "chattype": "single", "from": {"userid": "zhangsan"},
+               "msgtype": "image", "image": {"url": url}}),
+        now(),
+    );
+    rig.publish(&inbound).await;
+    let (received, failed) = rig.run_media(5).await;
+    assert_eq!((received, failed.len()), (1, 0));
+    let resolved: Vec<Inbound> = rig.resolved().await.into_iter().filter(|i| i.id == inbound.id).collect();
+    let media = resolved[0].media.as_ref().unwrap();
+    assert_stored(media, &photo).await;
+    assert_eq!(media.mime.as_deref(), Some("image/png"), "sniffed from the decrypted bytes");
+    assert!(!media.url.as_deref().unwrap().contains("/aibot/media"), "the bot gets our link, not WeCom's");
+    assert_valid(&resolved[0]);
+}
+
+#[tokio::test]
+async fn an_ai_bot_url_past_its_five_minutes_gives_expired_and_a_group_mixed_image_is_fetched() {
+    let rig = Rig::new().await;
+    rig.wx.set_aibot_media_ttl(Duration::ZERO);
+    let url = rig.wx.aibot_media_url(&png(1000, 7), WECOM_AES_KEY, None);
+    let late = aibot_inbound(
+        json!({"msgid": "m-late", "aibotid": "aib1", "chattype": "single", "from": {"userid": "zhangsan"},
+               "msgtype": "file", "file": {"url": url}}),
+        now() - 400,
+    );
+    let resolved = rig.one_resolved(&late).await;
+    let error = resolved.media.as_ref().unwrap().error.clone().expect("an error");
+    assert_eq!(error.code, "expired", "{error:?}");
+    assert_valid(&resolved);
+
+    rig.wx.set_aibot_media_ttl(Duration::from_secs(300));
+    let photo = png(5000, 8);
+    let url = rig.wx.aibot_media_url(&photo, WECOM_AES_KEY, None);
+    let mixed = aibot_inbound(
+        json!({"msgid": "m-mixed", "aibotid": "aib1", "chatid": "wr1", "chattype": "group", "from": {"userid": "zhangsan"},
+               "msgtype": "mixed", "mixed": {"msg_item": [{"msgtype": "text", "text": {"content": "@Helper 这是什么"}},
+                                                        {"msgtype": "image", "image": {"url": url}}]}}),
+        now(),
+    );
+    let resolved = rig.one_resolved(&mixed).await;
+    assert_eq!(resolved.text.as_deref(), Some("这是什么"));
+    assert_stored(resolved.media.as_ref().unwrap(), &photo).await;
+}
+
+#[tokio::test]
+async fn ilink_cdn_files_decrypt_with_every_key_form_and_plain_images_pass_as_sent() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let rig = Rig::new().await;
+    let key: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(3));
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let cases = [
+        ("image aeskey", json!({"aeskey": hex}), None),
+        ("base64 of the raw key", json!({}), Some(b64.encode(key))),
+        ("base64 of the hex key", json!({}), Some(b64.encode(&hex))),
+    ];
+    for (i, (why, extra, aes_key)) in cases.into_iter().enumerate() {
+        let photo = png(20_000 + i * 17, 10 + i as u64);
+        let param = rig.wx.ilink_cdn_media(&photo, key);
+        let mut image = json!({"media": {"encrypt_query_param": param, "encrypt_type": 1}});
+        if let Some(aes_key) = aes_key {
+            image["media"]["aes_key"] = json!(aes_key);
+        }
+        image.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let inbound = ilink_inbound(json!({"type": 2, "image_item": image}));
+        let resolved = rig.one_resolved(&inbound).await;
+        assert_stored(resolved.media.as_ref().unwrap(), &photo).await;
+        assert!(!resolved.media.as_ref().unwrap().url.as_deref().unwrap().contains("encrypted_query_param"), "{why}");
+    }
+    let plain = png(4000, 20);
+    let param = rig.wx.ilink_cdn_plain(&plain);
+    let inbound = ilink_inbound(json!({"type": 2, "image_item": {"media": {"encrypt_query_param": param}}}));
+    assert_stored(rig.one_resolved(&inbound).await.media.as_ref().unwrap(), &plain).await;
+
+    let file = b"%PDF-1.7\n".iter().copied().chain(png(9000, 21)).collect::<Vec<u8>>();
+    let param = rig.wx.ilink_cdn_media(&file, key);
+    let inbound = ilink_inbound(
+        json!({"type": 4, "file_item": {"media": {"encrypt_query_param": param, "aes_key": b64.encode(key)},
+        "file_name": "季度报告.pdf", "len": file.len().to_string()}}),
+    );
+    let resolved = rig.one_resolved(&inbound).await;
+    let media = resolved.media.as_ref().unwrap();
+    assert_stored(media, &file).await;
+    assert_eq!((media.mime.as_deref(), media.file_name.as_deref()), (Some("application/pdf"), Some("季度报告.pdf")));
+    assert_valid(&resolved);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn a_transient_cdn_failure_comes_back_through_the_queue_and_is_delivered_once() {
+    let rig = Rig::new().await;
+    let key = [9u8; 16];
+    let photo = png(50_000, 30);
+    let param = rig.wx.ilink_cdn_media(&photo, key);
+    let inbound = ilink_inbound(json!({"type": 2, "image_item": {"media": {"encrypt_query_param": param,
+        "aes_key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)}}}));
+    rig.wx.inject("/c2c/download", Fault::HttpStatus(500));
+    rig.publish(&inbound).await;
+    let (received, failed) = rig.run_media(5).await;
+    assert_eq!((received, failed.len()), (1, 1), "the CDN's 500 fails the record");
+    assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "nothing passed on yet");
+    // The media step's backoff (2 s), not the queue's visibility timeout, brings it back.
+    let (received, failed) = rig.run_media(10).await;
+    assert_eq!((received, failed.len()), (1, 0));
+    let resolved = rig.resolved().await;
+    assert_eq!(resolved.len(), 1, "delivered once");
+    assert_stored(resolved[0].media.as_ref().unwrap(), &photo).await;
+    assert_eq!(rig.wx.calls("/c2c/download"), 2);
+}
+
+#[tokio::test]
+async fn oversized_media_and_a_fetch_failing_on_the_last_receive_still_reach_the_bot_with_the_reason() {
+    let rig = Rig::with(MediaSettings { max_bytes: 10_000, ..MediaSettings::default() }).await;
+    let big = rig.wx.add_wecom_media(WECOM_CORP_ID, png(10_001, 40), "big.png", "image/png");
+    let xml = simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &big, 7_450_000_000_000_000_010, now());
+    let inbound = shared::channels::wecom::WecomCallbackMessage::parse(&xml).unwrap().to_inbound("hr", now());
+    let resolved = rig.one_resolved(&inbound).await;
+    let error = resolved.media.as_ref().unwrap().error.clone().unwrap();
+    assert_eq!(error.code, "too_large", "{error:?}");
+    assert!(
+        rig.stack.media.size(&format!("media/{}", sha256(&png(10_001, 40)))).await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    // On the queue's last receive a transient failure gives up with the reason.
+    let exact = rig.wx.add_wecom_media(WECOM_CORP_ID, png(10_000, 41), "ok.png", "image/png");
+    let xml = simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &exact, 7_450_000_000_000_000_011, now());
+    let mut inbound = shared::channels::wecom::WecomCallbackMessage::parse(&xml).unwrap().to_inbound("hr", now());
+    rig.wx.inject("/cgi-bin/media/get", Fault::HttpStatus(502));
+    let mut last = inbound.clone();
+    rig.service.resolve(&mut last, true).await.unwrap();
+    assert_eq!(last.media.as_ref().unwrap().error.as_ref().unwrap().code, "unavailable");
+    // Before the last receive the same failure is an error (the record comes again), and a
+    // file of exactly the cap is taken.
+    rig.wx.inject("/cgi-bin/media/get", Fault::HttpStatus(502));
+    assert!(rig.service.resolve(&mut inbound.clone(), false).await.is_err());
+    rig.service.resolve(&mut inbound, false).await.unwrap();
+    assert_stored(inbound.media.as_ref().unwrap(), &png(10_000, 41)).await;
+}
