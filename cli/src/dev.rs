@@ -11,11 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use lambda_http::RequestExt as _;
+use shared::adapters::folder::FolderMediaStore;
 use shared::adapters::memory::{
     MemoryContextTokens, MemoryDedupe, MemoryLeases, MemoryParkedReplies, MemoryPollState, MemoryQueue,
     MemoryReplySlots, MemoryStreams,
 };
 use shared::channels::{callback_services, CallbackPorts, Config};
+use shared::core::callback::InboundQueues;
 use shared::core::callback::{CallbackService, MAX_BODY_BYTES};
 use shared::core::config::Env;
 use shared::core::envelope::Outbound;
@@ -43,11 +45,14 @@ pub struct DevArgs {
     pub sandbox: bool,
 }
 
-struct DevState {
+pub struct DevState {
     /// Each callback service by the first segment of its route.
     callbacks: HashMap<&'static str, Arc<dyn CallbackService>>,
     outbound: OutboundSink,
     sandbox: Option<Arc<fakes::FakeWechat>>,
+    /// The media folder `GET /media/<sha256>` serves (without `--aws`).
+    pub(crate) media: Option<FolderMediaStore>,
+    config: Arc<Config>,
 }
 
 /// Where `POST /outbound` puts a message: the in-memory queue or the SQS outbound queue.
@@ -69,6 +74,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let shared_config = Arc::new(config.clone());
     let banner_env = env.clone();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let mut media_folder = None;
     let (callbacks, inbound, outbound) = if args.aws {
         let sdk = shared::adapters::aws::sdk_config().await;
         let env = local_resources(env, &sdk).await?;
@@ -77,8 +87,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let outbound_url = env.require_outbound_queue_url()?.to_owned();
         let inbound_url = env.require_inbound_queue_url()?.to_owned();
-        let inbound_url_for_callbacks = inbound_url.clone();
         let dispatcher = dispatcher::build(&config, &env, &sdk)?;
+        let media = media::build(&config, &env, &sdk)?;
+        tokio::spawn(crate::outbound::run_sqs(Arc::new(media), sqs.clone(), env.require_media_queue_url()?.to_owned()));
         if !config.ilink.is_empty() {
             let poller = ilink_poller::build(&env, &sdk)?;
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
@@ -87,7 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
         let table = shared::adapters::aws::Table::from_sdk(&sdk, env.require_table()?);
         let ports = CallbackPorts {
-            publisher: Arc::new(shared::adapters::aws::SqsPublisher::new(sqs.clone(), inbound_url_for_callbacks)),
+            publisher: Arc::new(shared::adapters::aws::inbound_queues(&sdk, &env)?),
             dedupe: Arc::new(shared::adapters::aws::DynamoDedupe::new(&table)),
             slots: Arc::new(shared::adapters::aws::DynamoReplySlots::new(&table)),
             parked: Arc::new(shared::adapters::aws::DynamoParkedReplies::new(&table)),
@@ -98,6 +109,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     } else {
         let (queue, rx) = MemoryQueue::new();
         let queue = Arc::new(queue);
+        let folder = std::env::temp_dir().join("wxbridge-dev-media");
+        let store = FolderMediaStore::new(&folder, &format!("http://{addr}"))
+            .with_context(|| format!("cannot create the media folder {}", folder.display()))?;
+        media_folder = Some(store.clone());
+        let (media_queue, media_rx) = MemoryQueue::new();
+        let media = crate::media::memory_media(&config, &env, Arc::new(store), queue.clone())?;
+        tokio::spawn(crate::media::run_memory(Arc::new(media), media_rx));
+        let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)) });
         let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());
@@ -141,22 +160,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     print_banner(&config, &banner_env, &loaded.origin, addr, args.aws, sandbox.is_some());
     if let Some((rx, dispatcher)) = inbound {
         tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
 
-    let state = Arc::new(DevState { callbacks: callbacks.into_iter().collect(), outbound, sandbox });
+    let state = Arc::new(DevState {
+        callbacks: callbacks.into_iter().collect(),
+        outbound,
+        sandbox,
+        media: media_folder,
+        config: Arc::new(config.clone()),
+    });
     let router = Router::new()
         .route("/", get(index))
         .route("/{channel}/{app}", any(callback_route))
         .route("/outbound", post(outbound_route))
+        .route("/media/{sha256}", get(crate::media::serve))
         .route("/sandbox/sends", get(sandbox_sends))
         .route("/sandbox/aibot/response_url", post(sandbox_response_url))
+        .route("/sandbox/media/wecom/{app}", post(sandbox_wecom_media))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -173,13 +196,15 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
         && env.inbound_queue_url.is_some()
         && env.outbound_queue_url.is_some()
         && env.dlq_url.is_some()
+        && env.media_queue_url.is_some()
+        && env.media_bucket.is_some()
     {
         return Ok(env);
     }
     if !env.aws_is_local() {
         anyhow::bail!(
-            "--aws needs WXBRIDGE_TABLE, WXBRIDGE_INBOUND_QUEUE_URL, WXBRIDGE_OUTBOUND_QUEUE_URL and \
-             WXBRIDGE_DLQ_URL (a deployed stack's outputs), \
+            "--aws needs WXBRIDGE_TABLE, WXBRIDGE_INBOUND_QUEUE_URL, WXBRIDGE_OUTBOUND_QUEUE_URL, \
+             WXBRIDGE_DLQ_URL, WXBRIDGE_MEDIA_QUEUE_URL and WXBRIDGE_MEDIA_BUCKET (a deployed stack's outputs), \
              or AWS_ENDPOINT_URL pointing at the local emulator (scripts/dev --aws starts one)"
         );
     }
@@ -191,12 +216,19 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
     )
     .await
     .context("cannot create the local table and queues")?;
+    let s3 = shared::adapters::aws::S3MediaStore::new(sdk, &names.bucket, true);
+    shared::adapters::aws::resources::create_bucket(s3.client(), &names.bucket)
+        .await
+        .context("cannot create the local media bucket")?;
     // Names given in the environment win; the rest are the dev resources.
     let table = env.table.get_or_insert(names.table).clone();
     let inbound = env.inbound_queue_url.get_or_insert(urls.inbound).clone();
     let outbound = env.outbound_queue_url.get_or_insert(urls.outbound).clone();
     env.dlq_url.get_or_insert(urls.outbound_dlq);
     env.inbound_dlq_url.get_or_insert(urls.inbound_dlq);
+    env.media_queue_url.get_or_insert(urls.media);
+    env.media_bucket.get_or_insert(names.bucket);
+    env.bot_queue_url.get_or_insert(urls.bot);
     println!("local emulator: table {table}, inbound queue {inbound}, outbound queue {outbound}");
     Ok(env)
 }
@@ -205,7 +237,10 @@ fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws:
     use crate::ui;
     println!("wxbridge dev listening on http://{addr}");
     println!("  config: {origin}");
-    println!("  storage: {}", if aws { "DynamoDB + SQS (AWS environment)" } else { "in memory" });
+    println!(
+        "  storage: {}",
+        if aws { "DynamoDB + SQS + S3 (AWS environment)" } else { "in memory, media in a temp folder" }
+    );
     if sandbox {
         println!("  WeChat: {} (sends are shown here, nothing leaves this machine)", ui::warn("sandbox"));
     } else {
@@ -262,6 +297,24 @@ async fn sandbox_response_url(State(state): State<Arc<DevState>>) -> Response {
     }
 }
 
+/// `POST /sandbox/media/wecom/{app}?name=…`: keeps the body as media a member of the app's corp
+/// sent (as WeCom keeps it three days) and answers its `MediaId` (404 outside the sandbox).
+async fn sandbox_wecom_media(
+    State(state): State<Arc<DevState>>,
+    Path(app): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (Some(fake), Some(app)) = (&state.sandbox, state.config.wecom_app(&app)) else {
+        return (StatusCode::NOT_FOUND, "not in sandbox mode, or no such WeCom app\n").into_response();
+    };
+    let name =
+        query.get("name").and_then(|n| shared::core::media::clean_file_name(n)).unwrap_or_else(|| "image".into());
+    let head = &body[..body.len().min(64)];
+    let mime = shared::core::media::sniff(head).unwrap_or("application/octet-stream");
+    fake.add_wecom_media(&app.corp_id, body.to_vec(), &name, mime).into_response()
+}
+
 /// Prints each published Inbound, as a bot would receive it, and hands it to the dispatcher.
 async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: Arc<Dispatcher>) {
     while let Some(message) = rx.recv().await {
@@ -275,10 +328,21 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
         });
         let summary = serde_json::from_str::<serde_json::Value>(&message.body)
             .map(|v| {
+                let media = &v["media"];
                 let what = v["text"]
                     .as_str()
                     .map(|t| format!("{t:?}"))
-                    .or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")));
+                    .or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")))
+                    .or_else(|| {
+                        let kind = media["type"].as_str().unwrap_or("media");
+                        match (media["size"].as_u64(), media["url"].as_str(), media["error"]["message"].as_str()) {
+                            (Some(size), Some(url), _) => {
+                                Some(format!("[{kind} {}] {url}", crate::sandbox::size(size)))
+                            }
+                            (_, _, Some(error)) => Some(format!("[{kind}: {error}]")),
+                            _ => None,
+                        }
+                    });
                 format!(
                     "{} {} from {}: {}",
                     v["id"].as_str().unwrap_or("?"),

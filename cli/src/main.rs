@@ -3,6 +3,7 @@
 mod check;
 mod dev;
 mod ilink;
+mod media;
 mod outbound;
 mod sandbox;
 mod send;

@@ -101,6 +101,33 @@ pub async fn show_sends(fake: Arc<FakeWechat>) {
     }
 }
 
+/// A size for people: `34 KB`, `2.5 MB`.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{} KB", b.div_ceil(1024)),
+        b => format!("{:.1} MB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// Hands a file to the sandbox as a WeCom app member's upload; returns its `MediaId`.
+pub async fn upload_media(base: &str, app: &str, name: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/sandbox/media/wecom/{app}"))
+        .query(&[("name", name)])
+        .body(bytes)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the sandbox: {}", e.without_url()))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("--image needs `wxbridge dev` in sandbox mode: {status} {}", text.trim());
+    }
+    Ok(text.trim().to_owned())
+}
+
 // The client side of `GET /sandbox/sends`, for `simulate` and `send`.
 
 /// The sandbox's sends so far, if `base` is `wxbridge dev` in sandbox mode.

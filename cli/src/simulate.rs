@@ -14,7 +14,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
 use shared::channels::aibot::service::HANDED_OVER_NOTE;
 use shared::channels::oa::callback::Mode;
-use shared::channels::wecom::simulate::{sign_callback, text_message};
+use shared::channels::wecom::simulate::{image_message, sign_callback, text_message};
 use shared::core::config::Env;
 use shared::protocol::crypto::random_prefix;
 use shared::services::dispatcher::GAVE_UP_NOTE;
@@ -48,8 +48,12 @@ pub struct Common {
     #[arg(long)]
     pub app: Option<String>,
     /// The text the user sends.
-    #[arg(long)]
-    pub text: String,
+    #[arg(long, required_unless_present = "image")]
+    pub text: Option<String>,
+    /// A picture the user sends instead (WeCom apps, against `wxbridge dev`'s sandbox, which
+    /// keeps it as WeCom keeps media and serves it to the bridge's media/get).
+    #[arg(long, value_name = "FILE", conflicts_with = "text")]
+    pub image: Option<std::path::PathBuf>,
     /// The sending user's id (WeCom user id or Official Account OpenID).
     #[arg(long)]
     pub from: Option<String>,
@@ -132,19 +136,26 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
     };
     let from = args.from.clone().unwrap_or_else(|| "WangFang".to_owned());
     let msg_id = message_id();
-    let xml = text_message(&app.corp_id, app.agent_id, &from, &args.text, msg_id, unix_now());
+    let base = args.bridge.url.trim_end_matches('/');
+    let (xml, said) = match (&args.text, &args.image) {
+        (_, Some(path)) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let said = format!("[image {}]", crate::sandbox::size(bytes.len() as u64));
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+            let media_id = crate::sandbox::upload_media(base, &app.app, &name, bytes).await?;
+            (image_message(&app.corp_id, app.agent_id, &from, &media_id, msg_id, unix_now()), said)
+        }
+        (Some(text), None) => {
+            (text_message(&app.corp_id, app.agent_id, &from, text, msg_id, unix_now()), format!("{text:?}"))
+        }
+        (None, None) => bail!("give --text or --image"),
+    };
     let nonce = (msg_id % 10_000_000_000).to_string();
     let callback = sign_callback(&app.msg_crypt(), &xml, unix_now(), &nonce, random_prefix());
-    let base = args.bridge.url.trim_end_matches('/');
     let url = format!("{base}/wecom/{}?{}", app.app, callback.query);
     let id = format!("wecom:{}:{msg_id}", app.app);
     if !args.bridge.json {
-        println!(
-            "{} → {} {}",
-            ui::bold(&from),
-            ui::dim(&format!("POST /wecom/{}", app.app)),
-            format_args!("{:?}", args.text)
-        );
+        println!("{} → {} {}", ui::bold(&from), ui::dim(&format!("POST /wecom/{}", app.app)), said);
     }
     let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
     let started = Instant::now();
@@ -211,9 +222,10 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         (Some(_), None) => bail!("'{}' has no encoding_aes_key: only --mode plain works", account.app),
     };
     let from = args.from.clone().unwrap_or_else(|| "oDemoUser0000000000000000001".to_owned());
+    let Some(text) = args.text.clone() else { bail!("--image works with WeCom apps only so far; give --text") };
     let msg_id = message_id();
     let gh = format!("gh_{}", account.app);
-    let xml = shared::channels::oa::request::text_message(&gh, &from, &args.text, msg_id, unix_now());
+    let xml = shared::channels::oa::request::text_message(&gh, &from, &text, msg_id, unix_now());
     let base = args.bridge.url.trim_end_matches('/');
     let id = format!("oa:{}:{msg_id}", account.app);
     let mode_name = match mode {
@@ -226,7 +238,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
             "{} → {} {:?}",
             ui::bold(&from),
             ui::dim(&format!("POST /oa/{} ({mode_name} mode)", account.app)),
-            args.text
+            text
         );
     }
     let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
