@@ -166,6 +166,7 @@ fn readiness(config: &Config) -> Vec<Ready> {
         BotConfig::Echo => "echo (answers with the same text)".to_owned(),
         BotConfig::Http { url, .. } => format!("http webhook {url}"),
         BotConfig::OpenAi { base_url, model, .. } => format!("OpenAI-compatible {base_url}, model {model}"),
+        BotConfig::Queue => "queue (each Inbound on the bot queue; your consumer answers with Outbound)".to_owned(),
     };
     out.push(Ready { what: "bot".into(), receive: None, send: true, note: bot });
     out

@@ -148,7 +148,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let http = shared::services::bots::http_client()?;
         let dispatcher = Dispatcher {
-            bot: shared::services::bots::from_config(&config.bot, &http),
+            bot: match config.bot {
+                shared::core::bot::BotConfig::Queue => {
+                    let (bot_queue, bot_rx) = MemoryQueue::new();
+                    tokio::spawn(show_bot_queue(bot_rx));
+                    Arc::new(shared::services::bots::QueueBot::new(Arc::new(bot_queue)))
+                }
+                _ => shared::services::bots::from_config(&config.bot, &http),
+            },
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
             typing: dispatcher::typing(&config, &env, &http),
@@ -313,6 +320,14 @@ async fn sandbox_wecom_media(
     let head = &body[..body.len().min(64)];
     let mime = shared::core::media::sniff(head).unwrap_or("application/octet-stream");
     fake.add_wecom_media(&app.corp_id, body.to_vec(), &name, mime).into_response()
+}
+
+/// Prints what a queue bot's consumer would read (in memory there is no consumer: POST its
+/// answers to `/outbound`).
+async fn show_bot_queue(mut rx: UnboundedReceiver<QueueMessage>) {
+    while let Some(message) = rx.recv().await {
+        println!("bot queue ← {}", message.body);
+    }
 }
 
 /// Prints each published Inbound, as a bot would receive it, and hands it to the dispatcher.

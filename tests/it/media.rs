@@ -465,3 +465,47 @@ async fn oversized_media_and_a_fetch_failing_on_the_last_receive_still_reach_the
     rig.service.resolve(&mut inbound, false).await.unwrap();
     assert_stored(inbound.media.as_ref().unwrap(), &png(10_000, 41)).await;
 }
+
+#[tokio::test]
+async fn a_queue_bot_reads_each_resolved_inbound_once_and_the_dispatcher_answers_nothing_itself() {
+    use shared::adapters::memory::{MemoryReplySlots, MemoryStreams};
+    use shared::core::ports::Streams;
+    use shared::services::bots::QueueBot;
+    use shared::services::dispatcher::{BotCalls, Dispatcher};
+    let rig = Rig::new().await;
+    let photo = png(3000, 50);
+    let url = rig.wx.aibot_media_url(&photo, WECOM_AES_KEY, None);
+    let inbound = aibot_inbound(
+        json!({"msgid": "m-q", "aibotid": "aib1", "chattype": "single", "from": {"userid": "zhangsan"},
+               "msgtype": "image", "image": {"url": url}}),
+        now(),
+    );
+    let resolved = rig.one_resolved(&inbound).await;
+    let streams = Arc::new(MemoryStreams::default());
+    let (stream, _) = shared::channels::aibot::stream_key("helper", &resolved.id);
+    streams.open(&stream, SystemTime::now(), None, SystemTime::now() + Duration::from_secs(3600)).await.unwrap();
+    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
+    let dispatcher = Dispatcher {
+        bot: Arc::new(QueueBot::new(Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.bot)))),
+        slots: Arc::new(MemoryReplySlots::default()),
+        outbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.outbound)),
+        typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
+        streams: Some(streams.clone()),
+        calls: Some(BotCalls { leases: Arc::new(DynamoDedupe::new(&table)), timeout: Duration::from_secs(30) }),
+    };
+    let body = resolved.to_json();
+    assert_eq!(dispatcher.dispatch(&body).await.unwrap(), 0);
+    assert_eq!(dispatcher.dispatch(&body).await.unwrap(), 0, "a redelivery is acknowledged");
+    let read = rig.stack.drain(&rig.stack.urls.bot).await;
+    assert_eq!(read.len(), 1, "the consumer reads the message once");
+    let got: Inbound = serde_json::from_str(read[0].body().unwrap()).unwrap();
+    assert_eq!(got, resolved, "the same resolved Inbound, media link included");
+    let attributes = read[0].message_attributes();
+    assert!(attributes.is_none_or(|a| !a.contains_key("media")), "no fetch is asked of anyone");
+    assert!(rig.stack.drain(&rig.stack.urls.outbound).await.is_empty(), "the dispatcher sends nothing itself");
+    let open = streams.read(&stream).await.unwrap().unwrap();
+    assert!(!open.finished, "the stream stays open for the consumer's in_reply_to answer");
+}

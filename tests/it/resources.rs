@@ -139,7 +139,15 @@ fn each_function_may_touch_only_what_it_uses() {
     );
     assert_eq!(
         policy_targets(&t, "DispatcherFunction"),
-        ["Table.Arn", "OutboundQueue.Arn", "InboundQueue.Arn", "InboundDeadLetterQueue.Arn", "secret"]
+        [
+            "Table.Arn",
+            "OutboundQueue.Arn",
+            "InboundQueue.Arn",
+            "InboundDeadLetterQueue.Arn",
+            "BotQueue.Arn",
+            "${MediaBucket.Arn}/media/*",
+            "secret"
+        ]
     );
     assert_eq!(
         policy_targets(&t, "SenderFunction"),

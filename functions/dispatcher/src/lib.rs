@@ -10,6 +10,7 @@ use shared::core::bot::{BotConfig, BotError};
 use shared::core::config::{ConfigError, Env};
 use shared::core::http::Http;
 use shared::core::ports::{Dedupe, Typing};
+use shared::services::bots::QueueBot;
 use shared::services::dispatcher::{BotCalls, Dispatcher};
 
 /// Why the dispatcher cannot start.
@@ -29,7 +30,12 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
     let http = shared::services::bots::http_client()?;
     let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(Dispatcher {
-        bot: shared::services::bots::from_config(&config.bot, &http),
+        bot: match config.bot {
+            BotConfig::Queue => {
+                Arc::new(QueueBot::new(Arc::new(SqsPublisher::from_sdk(sdk, env.require_bot_queue_url()?))))
+            }
+            _ => shared::services::bots::from_config(&config.bot, &http),
+        },
         slots: Arc::new(DynamoReplySlots::new(&table)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env, &http),

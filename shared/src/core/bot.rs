@@ -30,6 +30,13 @@ pub trait Bot: Send + Sync {
         let _ = sink;
         self.answer(inbound).await
     }
+
+    /// Whether the bot answers later on its own, as `Outbound` messages (a queue bot): the
+    /// dispatcher then hands the message over and routes no replies (no passive reply, no
+    /// stream finished for it).
+    fn replies_later(&self) -> bool {
+        false
+    }
 }
 
 /// Where a streaming bot shows its answer while it grows (the WeCom AI bot's stream).
@@ -60,6 +67,9 @@ pub enum BotConfig {
         /// Ask for server-sent events and show the answer as it grows (`bot.stream`).
         stream: bool,
     },
+    /// Each resolved `Inbound` goes on the bot queue, for a consumer in any language that
+    /// answers with `Outbound` messages on the outbound queue.
+    Queue,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +94,7 @@ enum RawBot {
         #[serde(default)]
         stream: bool,
     },
+    Queue,
 }
 
 /// `bot.timeout_s` as a duration: [`DEFAULT_BOT_TIMEOUT`] when absent, 1 s to [`MAX_BOT_TIMEOUT`].
@@ -102,6 +113,7 @@ impl BotConfig {
     pub fn from_document(doc: &mut Document) -> Self {
         match doc.value::<RawBot>("bot") {
             None | Some(RawBot::Echo) => BotConfig::Echo,
+            Some(RawBot::Queue) => BotConfig::Queue,
             Some(RawBot::Http { url, secret, timeout_s }) => BotConfig::Http {
                 url: keep(doc.problems(), check_url("bot.url".into(), &url)).unwrap_or_default(),
                 secret,
@@ -126,7 +138,7 @@ impl BotConfig {
     /// How long one call of the bot may take.
     pub fn timeout(&self) -> Duration {
         match self {
-            BotConfig::Echo => DEFAULT_BOT_TIMEOUT,
+            BotConfig::Echo | BotConfig::Queue => DEFAULT_BOT_TIMEOUT,
             BotConfig::Http { timeout, .. } | BotConfig::OpenAi { timeout, .. } => *timeout,
         }
     }

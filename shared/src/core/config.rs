@@ -369,6 +369,13 @@ impl Env {
             .ok_or(ConfigError::MissingEnv { name: "WXBRIDGE_MEDIA_BUCKET", purpose: "the media S3 bucket" })
     }
 
+    pub fn require_bot_queue_url(&self) -> Result<&str, ConfigError> {
+        self.bot_queue_url.as_deref().ok_or(ConfigError::MissingEnv {
+            name: "WXBRIDGE_BOT_QUEUE_URL",
+            purpose: "the bot queue (bot kind \"queue\")",
+        })
+    }
+
     pub fn require_inbound_queue_url(&self) -> Result<&str, ConfigError> {
         self.inbound_queue_url
             .as_deref()

@@ -14,6 +14,7 @@ use sha2::Sha256;
 use crate::core::bot::{AnswerSink, Bot, BotConfig, BotError, MAX_BOT_TIMEOUT};
 use crate::core::envelope::{Content, Inbound};
 use crate::core::http::{ApiError, Http, HttpSettings};
+use crate::core::ports::Publisher;
 
 /// How long the dispatcher's client waits for a connection (bot or platform).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +41,34 @@ pub struct EchoBot;
 impl Bot for EchoBot {
     async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
         Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
+    }
+}
+
+/// Puts each `Inbound` (its media fetched) on the bot queue; the bot's own consumer answers
+/// with `Outbound` messages.
+pub struct QueueBot {
+    queue: Option<Arc<dyn Publisher>>,
+}
+
+impl QueueBot {
+    pub fn new(queue: Arc<dyn Publisher>) -> Self {
+        Self { queue: Some(queue) }
+    }
+}
+
+#[async_trait]
+impl Bot for QueueBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        let queue = self.queue.as_ref().ok_or_else(|| {
+            BotError("bot kind \"queue\" needs the bot queue (WXBRIDGE_BOT_QUEUE_URL) and none is set".to_owned())
+        })?;
+        let message = crate::core::callback::inbound_message(inbound);
+        queue.publish(message).await.map_err(|e| BotError(e.to_string()))?;
+        Ok(Vec::new())
+    }
+
+    fn replies_later(&self) -> bool {
+        true
     }
 }
 
@@ -400,6 +429,8 @@ pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
     let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
+        // The process's builder gives it its queue (`QueueBot::new`); without one it says so.
+        BotConfig::Queue => Arc::new(QueueBot { queue: None }),
         BotConfig::Http { url, secret, timeout } => {
             Arc::new(HttpBot { http, url: url.clone(), secret: secret.clone(), timeout: *timeout })
         }

@@ -145,8 +145,11 @@ impl Dispatcher {
             }
             None => None,
         };
-        let typing = if route.typing { self.start_typing(&inbound) } else { None };
+        let later = self.bot.replies_later();
+        let typing = if route.typing && !later { self.start_typing(&inbound) } else { None };
         let routed = match (&self.streams, route.stream) {
+            // A queue bot: handed over; its replies come as Outbound messages.
+            _ if later => self.bot.answer(&inbound).await.map(|_| 0).map_err(DispatchError::from),
             (Some(streams), true) => self.answer_in_stream(streams, &inbound, channel).await,
             _ => match self.bot.answer(&inbound).await {
                 Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),
