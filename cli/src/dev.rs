@@ -113,8 +113,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let store = FolderMediaStore::new(&folder, &format!("http://{addr}"))
             .with_context(|| format!("cannot create the media folder {}", folder.display()))?;
         media_folder = Some(store.clone());
+        let media_store: Arc<dyn shared::core::ports::MediaStore> = Arc::new(store.clone());
         let (media_queue, media_rx) = MemoryQueue::new();
-        let media = crate::media::memory_media(&config, &env, Arc::new(store), queue.clone())?;
+        let media = crate::media::memory_media(&config, &env, media_store.clone(), queue.clone())?;
         tokio::spawn(crate::media::run_memory(Arc::new(media), media_rx));
         let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)) });
         let dedupe = Arc::new(MemoryDedupe::default());
@@ -154,7 +155,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     tokio::spawn(show_bot_queue(bot_rx));
                     Arc::new(shared::services::bots::QueueBot::new(Arc::new(bot_queue)))
                 }
-                _ => shared::services::bots::from_config(&config.bot, &http),
+                _ => shared::services::bots::from_config_with_media(&config.bot, &http, Some(media_store)),
             },
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),

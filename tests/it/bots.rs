@@ -515,3 +515,77 @@ async fn openclaws_failure_after_partial_output_is_an_error_and_never_shown() {
     assert!(result.is_err(), "{result:?}");
     assert!(sink.seen().iter().all(|s| !s.contains("Error")), "{:?}", sink.seen());
 }
+
+#[tokio::test]
+async fn the_openai_bot_sends_the_messages_image_inline_and_text_only_when_it_cannot() {
+    use base64::Engine as _;
+    use shared::core::ports::MediaStore;
+    let seen: Seen = Arc::default();
+    let router = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|State(seen): State<Seen>, headers: HeaderMap, body: String| async move {
+                seen.lock().unwrap().push((headers, body));
+                let answer = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "a cat"}, "finish_reason": "stop"}]});
+                (StatusCode::OK, answer.to_string())
+            }),
+        )
+        .with_state(seen.clone());
+    let url = serve(router).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(shared::adapters::folder::FolderMediaStore::new(dir.path(), "http://127.0.0.1:1").unwrap());
+    let photo: Vec<u8> = b"\x89PNG\r\n\x1a\n".iter().copied().chain((0..5000u32).map(|i| (i * 7) as u8)).collect();
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&photo).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let key = format!("media/{sha}");
+    store.put_bytes(&key, photo.clone(), "image/png").await.unwrap();
+    let config = BotConfig::OpenAi {
+        base_url: url,
+        api_key: SecretString::from("sk-test".to_owned()),
+        model: "vision-1".into(),
+        system_prompt: None,
+        timeout: DEFAULT_BOT_TIMEOUT,
+        stream: false,
+    };
+    let bot = shared::services::bots::from_config_with_media(
+        &config,
+        &shared::services::bots::http_client().unwrap(),
+        Some(store.clone()),
+    );
+    let with_image = |text: Option<&str>, mime: &str, size: u64| {
+        let mut inbound = inbound(text);
+        inbound.media = Some(shared::core::envelope::Media {
+            key: Some(key.clone()),
+            mime: Some(mime.into()),
+            size: Some(size),
+            ..Default::default()
+        });
+        inbound
+    };
+    let request = |i: usize| -> Value { serde_json::from_str(&seen.lock().unwrap()[i].1).unwrap() };
+
+    assert_eq!(bot.answer(&with_image(Some("这是什么"), "image/png", 5008)).await.unwrap().len(), 1);
+    let content = &request(0)["messages"][0]["content"];
+    assert_eq!(content[0], json!({"type": "text", "text": "这是什么"}));
+    let data = content[1]["image_url"]["url"].as_str().unwrap();
+    let encoded = data.strip_prefix("data:image/png;base64,").expect("a PNG data URL");
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap(), photo);
+
+    bot.answer(&with_image(None, "image/png", 5008)).await.unwrap();
+    let content = &request(1)["messages"][0]["content"];
+    assert_eq!(
+        (content.as_array().unwrap().len(), &content[0]["type"]),
+        (1, &json!("image_url")),
+        "an image alone is asked about"
+    );
+
+    let too_big = shared::services::bots::MAX_INLINE_IMAGE + 1;
+    bot.answer(&with_image(Some("大图"), "image/png", too_big)).await.unwrap();
+    assert_eq!(request(2)["messages"][0]["content"], json!("大图"), "too large to inline: text only");
+    bot.answer(&with_image(Some("听听"), "audio/amr", 5008)).await.unwrap();
+    assert_eq!(request(3)["messages"][0]["content"], json!("听听"), "no audio parts");
+    assert!(bot.answer(&with_image(None, "audio/amr", 5008)).await.unwrap().is_empty());
+    assert_eq!(seen.lock().unwrap().len(), 4, "nothing to ask without text or an image");
+}

@@ -34,7 +34,7 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
             BotConfig::Queue => {
                 Arc::new(QueueBot::new(Arc::new(SqsPublisher::from_sdk(sdk, env.require_bot_queue_url()?))))
             }
-            _ => shared::services::bots::from_config(&config.bot, &http),
+            _ => shared::services::bots::from_config_with_media(&config.bot, &http, media_store(env, sdk)),
         },
         slots: Arc::new(DynamoReplySlots::new(&table)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
@@ -48,6 +48,12 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
         streams: Some(Arc::new(DynamoStreams::new(&table))),
         calls: bot_calls(config, Arc::new(DynamoDedupe::new(&table))),
     })
+}
+
+/// The media bucket, for a bot that sends a message's image inline (openai), if named.
+pub fn media_store(env: &Env, sdk: &SdkConfig) -> Option<Arc<dyn shared::core::ports::MediaStore>> {
+    let bucket = env.media_bucket.as_deref()?;
+    Some(Arc::new(shared::adapters::aws::S3MediaStore::new(sdk, bucket, env.aws_endpoint_url.is_some())))
 }
 
 /// Leases on the bot's calls on `leases`, unless the bot has no side effects to repeat (echo).

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use crate::core::bot::{AnswerSink, Bot, BotConfig, BotError, MAX_BOT_TIMEOUT};
 use crate::core::envelope::{Content, Inbound};
 use crate::core::http::{ApiError, Http, HttpSettings};
-use crate::core::ports::Publisher;
+use crate::core::ports::{MediaStore, Publisher};
 
 /// How long the dispatcher's client waits for a connection (bot or platform).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,7 +124,14 @@ pub struct OpenAiBot {
     system_prompt: Option<String>,
     timeout: Duration,
     stream: bool,
+    /// Where a message's image is read from, to send inline (none: text only).
+    media: Option<Arc<dyn MediaStore>>,
 }
+
+/// The largest image sent inline (before base64): vision APIs take about 20 MB per request.
+pub const MAX_INLINE_IMAGE: u64 = 8 * 1024 * 1024;
+/// The image types vision models read.
+const VISION_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
 
 /// What OpenClaw answers, with HTTP 200, when the agent run failed (in a stream too) or gave no
 /// reply: failures to retry, never answers to show.
@@ -163,14 +170,28 @@ fn replies(text: &str) -> Vec<Content> {
 }
 
 impl OpenAiBot {
-    /// The request for `inbound`, or none when it carries no text.
-    pub fn request(&self, inbound: &Inbound) -> Option<Value> {
-        let text = inbound.text.as_deref().filter(|t| !t.trim().is_empty())?;
+    /// The request for `inbound`, or none when it carries neither text nor an image. A voice
+    /// message's text is the platform's transcript; `image` (a data URL) goes as an
+    /// `image_url` part.
+    pub fn request(&self, inbound: &Inbound, image: Option<&str>) -> Option<Value> {
+        let text = inbound.text.as_deref().filter(|t| !t.trim().is_empty());
+        let content = match (text, image) {
+            (None, None) => return None,
+            (Some(text), None) => json!(text),
+            (text, Some(image)) => {
+                let mut parts = Vec::new();
+                if let Some(text) = text {
+                    parts.push(json!({"type": "text", "text": text}));
+                }
+                parts.push(json!({"type": "image_url", "image_url": {"url": image}}));
+                Value::Array(parts)
+            }
+        };
         let mut messages = Vec::new();
         if let Some(prompt) = &self.system_prompt {
             messages.push(json!({"role": "system", "content": prompt}));
         }
-        messages.push(json!({"role": "user", "content": text}));
+        messages.push(json!({"role": "user", "content": content}));
         let user = format!(
             "wxbridge:{}:{}:{}",
             serde_json::to_value(inbound.channel).ok()?.as_str()?,
@@ -182,6 +203,35 @@ impl OpenAiBot {
             request["stream"] = true.into();
         }
         Some(request)
+    }
+
+    /// The message's image (its own, else the one it quotes) as a base64 data URL, when it is
+    /// stored, a type vision models read, and small enough to send inline.
+    async fn image(&self, inbound: &Inbound) -> Option<String> {
+        let store = self.media.as_ref()?;
+        let media = [inbound.media.as_ref(), inbound.quote.as_ref().and_then(|q| q.media.as_ref())]
+            .into_iter()
+            .flatten()
+            .find(|m| m.mime.as_deref().is_some_and(|t| VISION_TYPES.contains(&t)) && m.key.is_some())?;
+        if media.size.is_some_and(|size| size > MAX_INLINE_IMAGE) {
+            tracing::info!(id = %inbound.id, "the image is too large to send inline; text only");
+            return None;
+        }
+        match store.get(media.key.as_deref()?, MAX_INLINE_IMAGE).await {
+            Ok(Some(bytes)) => {
+                use base64::Engine as _;
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                Some(format!("data:{};base64,{data}", media.mime.as_deref()?))
+            }
+            Ok(None) => {
+                tracing::warn!(id = %inbound.id, "the message's image is no longer stored; text only");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(id = %inbound.id, error = %err, "cannot read the message's image; text only");
+                None
+            }
+        }
     }
 
     /// Sends `request`; a transport failure or a status other than 2xx is an error.
@@ -261,7 +311,8 @@ impl Bot for OpenAiBot {
     }
 
     async fn answer_streaming(&self, inbound: &Inbound, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
-        let Some(request) = self.request(inbound) else { return Ok(Vec::new()) };
+        let image = self.image(inbound).await;
+        let Some(request) = self.request(inbound, image.as_deref()) else { return Ok(Vec::new()) };
         if self.stream {
             self.stream(&request, sink).await
         } else {
@@ -426,6 +477,11 @@ impl SseDecoder {
 
 /// The bot the configuration names.
 pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
+    from_config_with_media(config, http, None)
+}
+
+/// The bot of `config`; the `openai` kind reads a message's image from `media` to send it.
+pub fn from_config_with_media(config: &BotConfig, http: &Http, media: Option<Arc<dyn MediaStore>>) -> Arc<dyn Bot> {
     let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
@@ -442,6 +498,7 @@ pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
             system_prompt: system_prompt.clone(),
             timeout: *timeout,
             stream: *stream,
+            media,
         }),
     }
 }
