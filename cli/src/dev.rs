@@ -144,7 +144,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             clock: Arc::new(SystemClock),
         };
         let callbacks = callback_services(&config, ports);
-        let (sender, dead) = crate::outbound::memory_sender(shared_config, &env, contexts, parked, streams.clone())?;
+        let (sender, dead) = crate::outbound::memory_sender(
+            shared_config,
+            &env,
+            contexts,
+            parked,
+            streams.clone(),
+            media_store.clone(),
+        )?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let http = shared::services::bots::http_client()?;

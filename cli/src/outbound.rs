@@ -45,6 +45,7 @@ pub fn memory_sender(
     contexts: Arc<MemoryContextTokens>,
     parked: Arc<MemoryParkedReplies>,
     streams: Arc<dyn shared::core::ports::Streams>,
+    media: Arc<dyn shared::core::ports::MediaStore>,
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
     let queue = Arc::new(MemoryOutbound::default());
@@ -55,13 +56,20 @@ pub fn memory_sender(
         streams,
         clock: clock.clone(),
     };
+    let apis = Apis::from_env(env)?;
+    let files = shared::services::files::OutFiles {
+        store: media,
+        ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
+        http: apis.http.clone(),
+    };
     let sender = Sender {
-        deliveries: Deliveries::new(&config, &Apis::from_env(env)?, ports),
+        deliveries: Deliveries::new(&config, &apis, ports),
         sent: Arc::new(MemoryDedupe::keeping(shared::core::ports::SENT_TTL)),
         queue: queue.clone(),
         metrics: Arc::new(PrintMetrics),
         clock,
         max_receives: Some(MAX_RECEIVES),
+        files: Some(files),
     };
     Ok((sender, queue))
 }

@@ -18,6 +18,10 @@ fn valid() -> Vec<Value> {
         json!({"v": 1, "channel": "wecom_app", "account": "hr", "to": "u", "content": {"type": "textcard", "title": "t", "description": "d", "url": "https://x"}, "idempotency_key": "k"}),
         json!({"v": 1, "channel": "wecom_webhook", "account": "ops", "content": {"type": "template_card", "card": {"card_type": "text_notice"}}, "idempotency_key": "k"}),
         json!({"v": 1, "channel": "ilink", "account": "b@im.bot", "to": "u@im.wechat", "content": {"type": "text", "text": "hi"}, "idempotency_key": "k"}),
+        json!({"v": 1, "channel": "wecom_app", "account": "hr", "to": "u", "content": {"type": "image", "media": {"key": format!("media/{}", "a".repeat(64))}}, "idempotency_key": "k"}),
+        json!({"v": 1, "channel": "wecom_appchat", "account": "hr", "to": "c", "content": {"type": "file", "media": {"url": "https://example.com/r.pdf", "file_name": "报告.pdf"}}, "idempotency_key": "k"}),
+        json!({"v": 1, "channel": "wecom_webhook", "account": "ops", "content": {"type": "voice", "media": {"base64": "IyFBTVIK"}}, "idempotency_key": "k"}),
+        json!({"v": 1, "channel": "wecom_app", "account": "hr", "to": "u", "content": {"type": "video", "media_id": "m", "title": "t"}, "idempotency_key": "k"}),
     ]
 }
 
@@ -40,6 +44,8 @@ fn invalid() -> Vec<Value> {
         with("idempotency_key", json!("")),
         with("content", json!({"type": "sticker"})),
         with("content", json!({"type": "text"})),
+        with("content", json!({"type": "image", "media": {"path": "/etc/passwd"}})),
+        with("content", json!({"type": "video", "media_id": "m", "caption": "x"})),
         with("surprise", json!(true)),
         without("to"),
         without("account"),

@@ -101,6 +101,7 @@ async fn setup() -> Setup {
         metrics: Arc::new(MemoryMetrics::default()),
         clock,
         max_receives: None,
+        files: None,
     };
     Setup { sender, dynamodb_calls, _fake: fake }
 }

@@ -1037,7 +1037,7 @@ struct ImageFirst;
 impl shared::core::bot::Bot for ImageFirst {
     async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, shared::core::bot::BotError> {
         Ok(vec![
-            Content::Image { media_id: None, base64: Some("aGk=".repeat(200_000)) },
+            Content::Image { media_id: None, base64: Some("aGk=".repeat(200_000)), media: None },
             Content::Markdown { text: "**已回滚**".into() },
             Content::Text { text: "详情见部署记录。".into() },
         ])

@@ -73,6 +73,7 @@ async fn rig() -> Rig {
         metrics: metrics.clone(),
         clock,
         max_receives: Some(MAX_RECEIVES),
+        files: None,
     };
     Rig { fake, sender, sent, queue, metrics }
 }

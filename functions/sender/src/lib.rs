@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::aws::{
-    DynamoContextTokens, DynamoDedupe, DynamoParkedReplies, DynamoTokenStore, SdkConfig, SqsOutbound, Table,
+    DynamoContextTokens, DynamoDedupe, DynamoMediaIds, DynamoParkedReplies, DynamoTokenStore, S3MediaStore, SdkConfig,
+    SqsOutbound, Table,
 };
 use shared::adapters::metrics::EmfMetrics;
 use shared::channels::{Apis, Config, Deliveries, DeliveryPorts};
@@ -12,6 +13,7 @@ use shared::core::config::{ConfigError, Env};
 use shared::core::http::ApiError;
 use shared::core::ports::{SystemClock, SENT_TTL};
 use shared::core::tokens::Tokens;
+use shared::services::files::OutFiles;
 use shared::services::sender::Sender;
 
 /// Why the sender cannot start.
@@ -35,13 +37,21 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
         clock: clock.clone(),
     };
+    let apis = Apis::from_env(env)?;
+    // Without a bucket (an older stack) file contents that need an upload are refused.
+    let files = env.media_bucket.as_deref().map(|bucket| OutFiles {
+        store: Arc::new(S3MediaStore::new(sdk, bucket, env.aws_endpoint_url.is_some())),
+        ids: Arc::new(DynamoMediaIds::new(&table)),
+        http: apis.http.clone(),
+    });
     Ok(Sender {
-        deliveries: Deliveries::new(&config, &Apis::from_env(env)?, ports),
+        deliveries: Deliveries::new(&config, &apis, ports),
         sent: Arc::new(DynamoDedupe::new(&table).keeping(SENT_TTL)),
         queue: Arc::new(SqsOutbound::from_sdk(sdk, env.require_outbound_queue_url()?, env.require_dlq_url()?)),
         metrics: Arc::new(EmfMetrics),
         clock,
         max_receives: shared::adapters::aws::resources::OUTBOUND.max_receive_count,
+        files,
     })
 }
 

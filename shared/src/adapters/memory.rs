@@ -609,3 +609,30 @@ impl crate::core::ports::Streams for MemoryStreams {
         Ok(())
     }
 }
+
+/// Media ids in memory.
+#[derive(Default)]
+pub struct MemoryMediaIds {
+    ids: Mutex<HashMap<String, (String, SystemTime)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::MediaIds for MemoryMediaIds {
+    async fn get(&self, scope: &str, now: SystemTime) -> Result<Option<String>, PortError> {
+        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids.get(scope).filter(|(_, until)| *until > now).map(|(id, _)| id.clone()))
+    }
+
+    async fn put(&self, scope: &str, media_id: &str, valid_until: SystemTime) -> Result<(), PortError> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_owned(), (media_id.to_owned(), valid_until));
+        Ok(())
+    }
+
+    async fn forget(&self, scope: &str, media_id: &str) -> Result<(), PortError> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.get(scope).is_some_and(|(id, _)| id == media_id) {
+            ids.remove(scope);
+        }
+        Ok(())
+    }
+}

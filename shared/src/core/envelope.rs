@@ -342,15 +342,38 @@ pub enum Content {
     Markdown {
         text: String,
     },
-    /// By `media_id` (WeCom app, appchat, Official Account) or as `base64` (group robot).
+    /// By `media_id` (an id the channel issued), as `base64` (group robot), or as `media` (a
+    /// file the sender uploads to the channel).
     Image {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         base64: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<OutMedia>,
     },
     File {
-        media_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<OutMedia>,
+    },
+    /// WeCom takes AMR voice of at most 60 s.
+    Voice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<OutMedia>,
+    },
+    Video {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<OutMedia>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
     },
     News {
         articles: Vec<Article>,
@@ -375,11 +398,62 @@ impl Content {
             Self::Markdown { .. } => "markdown",
             Self::Image { .. } => "image",
             Self::File { .. } => "file",
+            Self::Voice { .. } => "voice",
+            Self::Video { .. } => "video",
             Self::News { .. } => "news",
             Self::Textcard { .. } => "textcard",
             Self::TemplateCard { .. } => "template_card",
         }
     }
+}
+
+impl Content {
+    /// The file this content asks the sender to upload, with its type.
+    pub fn media(&self) -> Option<(MediaType, &OutMedia)> {
+        match self {
+            Self::Image { media: Some(m), .. } => Some((MediaType::Image, m)),
+            Self::File { media: Some(m), .. } => Some((MediaType::File, m)),
+            Self::Voice { media: Some(m), .. } => Some((MediaType::Voice, m)),
+            Self::Video { media: Some(m), .. } => Some((MediaType::Video, m)),
+            _ => None,
+        }
+    }
+
+    /// The content with the file replaced by the channel's `media_id` for it.
+    pub fn with_media_id(&self, id: &str) -> Self {
+        let id = Some(id.to_owned());
+        match self.clone() {
+            Self::Image { .. } => Self::Image { media_id: id, base64: None, media: None },
+            Self::File { .. } => Self::File { media_id: id, media: None },
+            Self::Voice { .. } => Self::Voice { media_id: id, media: None },
+            Self::Video { title, description, .. } => Self::Video { media_id: id, media: None, title, description },
+            other => other,
+        }
+    }
+
+    /// The content with the file inline as base64 (group robot images).
+    pub fn with_base64(&self, data: String) -> Self {
+        match self {
+            Self::Image { .. } => Self::Image { media_id: None, base64: Some(data), media: None },
+            other => other.clone(),
+        }
+    }
+}
+
+/// A file for the sender to upload: one of `key` (in the media store, e.g. an inbound
+/// message's `media.key`), `url` (https, fetched with a size cap) or `base64` (small files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutMedia {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// The name a file message shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
 }
 
 /// A reply or message for WeChat, as bots put it on the outbound queue.

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::core::config::ListSection;
-use crate::core::envelope::{Article, Content, OutChannel, Outbound};
+use crate::core::envelope::{Article, Content, MediaType, OutChannel, Outbound};
 use crate::core::retry::Failure;
 
 /// How a channel measures text length.
@@ -57,9 +57,59 @@ pub trait Delivery: Send + Sync {
     fn drops_repeats(&self) -> bool {
         false
     }
+    /// The largest file of `media_type` the channel takes, or `None` when it sends no such files.
+    fn media_cap(&self, media_type: MediaType) -> Option<u64> {
+        let _ = media_type;
+        None
+    }
+    /// Whether a file of `media_type` goes inline in the message (a group robot's image) instead
+    /// of being uploaded first.
+    fn inline_media(&self, media_type: MediaType) -> bool {
+        let _ = media_type;
+        false
+    }
+    /// Why the channel would refuse `file` (its format), said before any upload.
+    fn refuse_file(&self, file: &OutFile) -> Option<String> {
+        let _ = file;
+        None
+    }
+    /// Uploads `file` for `out`'s account: the channel's media id for it.
+    async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
+        let _ = (out, file);
+        Err(Failure::permanent(format!("{} uploads no files", out.channel.as_str())))
+    }
+    /// How long a media id of this channel stays valid (WeCom's and the Official Account's
+    /// temporary media: three days; kept six hours less).
+    fn media_id_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3 * 24 * 3600 - 6 * 3600)
+    }
     /// Sends one part. `key` identifies the part across attempts; `retry` is true when an
     /// earlier attempt may have reached the platform (ask it to drop a repeat where it can).
     async fn deliver(&self, out: &Outbound, part: &Content, key: &str, retry: bool) -> Result<Delivered, Failure>;
+}
+
+/// A file on its way out, loaded by the sender.
+#[derive(Clone)]
+pub struct OutFile {
+    pub media_type: MediaType,
+    pub bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
+    /// From the bytes (`application/octet-stream` when they do not tell).
+    pub mime: String,
+    /// The name a file message shows.
+    pub file_name: String,
+}
+
+impl std::fmt::Debug for OutFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OutFile({} {} {} bytes {})", self.media_type.as_str(), self.mime, self.bytes.len(), self.sha256)
+    }
+}
+
+/// A size for reasons: `2.0 MB`.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Splits `text` into pieces of at most `limit` units, preferring line breaks, never inside a
@@ -233,7 +283,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_channel_the_content_and_why() {
-        let err = parts(&Plain, &out(Content::File { media_id: "m".into() })).unwrap_err();
+        let err = parts(&Plain, &out(Content::File { media_id: Some("m".into()), media: None })).unwrap_err();
         assert_eq!(err.to_string(), "wecom_app cannot send file: not available on this channel");
         let err = parts(&Plain, &out(Content::Text { text: String::new() })).unwrap_err();
         assert_eq!(err.to_string(), "wecom_app cannot send text: text is empty");

@@ -356,6 +356,18 @@ pub trait MediaStore: Send + Sync {
     ) -> Result<String, PortError>;
 }
 
+/// The media ids a channel gave for uploaded files, kept while they are valid, so the same file
+/// to the same account is uploaded once. `scope` names channel, account, type and the file's
+/// SHA-256.
+#[async_trait]
+pub trait MediaIds: Send + Sync {
+    /// The id, if one is stored and still valid at `now`.
+    async fn get(&self, scope: &str, now: SystemTime) -> Result<Option<String>, PortError>;
+    async fn put(&self, scope: &str, media_id: &str, valid_until: SystemTime) -> Result<(), PortError>;
+    /// Drops `media_id` (the platform said it expired) unless another id replaced it.
+    async fn forget(&self, scope: &str, media_id: &str) -> Result<(), PortError>;
+}
+
 /// How long a stream item is kept: past the window and the `response_url`'s hour.
 pub const STREAM_TTL: Duration = Duration::from_secs(2 * 3600);
 

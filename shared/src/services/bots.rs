@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::core::bot::{AnswerSink, Bot, BotConfig, BotError, MAX_BOT_TIMEOUT};
-use crate::core::envelope::{Content, Inbound};
+use crate::core::envelope::{Channel, Content, Inbound, MediaType, OutMedia};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::ports::{MediaStore, Publisher};
 
@@ -39,10 +39,25 @@ pub struct EchoBot;
 
 #[async_trait]
 impl Bot for EchoBot {
+    /// The text back; a picture back too, by its key in the media store, where the channel's
+    /// replies upload files (so the whole media path shows in the sandbox).
     async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
-        Ok(inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect())
+        let mut replies: Vec<Content> =
+            inbound.text.iter().filter(|t| !t.is_empty()).map(|text| Content::Text { text: text.clone() }).collect();
+        let picture = inbound.media.as_ref().filter(|m| m.media_type == Some(MediaType::Image));
+        if let (Some(key), true) = (picture.and_then(|m| m.key.clone()), ECHOES_FILES.contains(&inbound.channel)) {
+            replies.push(Content::Image {
+                media_id: None,
+                base64: None,
+                media: Some(OutMedia { key: Some(key), ..OutMedia::default() }),
+            });
+        }
+        Ok(replies)
     }
 }
+
+/// The channels whose replies can carry an uploaded file (the rest answer with text only).
+const ECHOES_FILES: [Channel; 1] = [Channel::Wecom];
 
 /// Puts each `Inbound` (its media fetched) on the bot queue; the bot's own consumer answers
 /// with `Outbound` messages.

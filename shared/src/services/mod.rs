@@ -3,5 +3,6 @@
 
 pub mod bots;
 pub mod dispatcher;
+pub mod files;
 pub mod media;
 pub mod sender;

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::channels::Deliveries;
-use crate::core::envelope::{OutChannel, Outbound};
-use crate::core::outbound::{self, part_key, sent_key, short_hash, Delivered};
+use crate::core::envelope::{Content, OutChannel, Outbound};
+use crate::core::outbound::{self, part_key, sent_key, short_hash, Delivered, Delivery};
 use crate::core::ports::{
     attribute_value, Claim, Clock, Dedupe, Metrics, OutboundQueue, PortError, Record, SendMetric,
 };
-use crate::core::retry::{backoff_s, Verdict};
+use crate::core::retry::{backoff_s, Failure, Verdict};
+use crate::services::files::OutFiles;
 
 /// How long a claim on a part protects an in-flight send: longer than one API call can take
 /// (15 s), twice over for the token refresh and retry. A sender that dies holding a claim
@@ -63,6 +64,18 @@ pub struct Sender {
     /// reason): the sender dead-letters it with its reason on the last one instead. `None`
     /// when the queue has no such limit.
     pub max_receives: Option<u32>,
+    /// Where files to send are read and their media ids kept (none: file contents that need
+    /// an upload are refused).
+    pub files: Option<OutFiles>,
+}
+
+/// The errcode WeCom and the Official Account answer for an unknown or expired media id.
+const EXPIRED_MEDIA_ID: i64 = 40007;
+
+/// A part ready to send, and the cached media id it uses, if any.
+struct Attached {
+    part: Content,
+    cached: Option<(String, String)>,
 }
 
 impl Sender {
@@ -228,6 +241,11 @@ impl Sender {
                 let reason = format!("not enough time left to send part {} of {total}", index + 1);
                 return Outcome::Later { reason, delay_s: HAND_BACK_S };
             }
+            // Uploads first (safe to repeat; the id is cached), so the claim covers only the send.
+            let attached = match self.attach(delivery, out, part, false).await {
+                Ok(attached) => attached,
+                Err(failure) => return failed(failure, index, total),
+            };
             let key = sent_key(out.channel, &out.account, &part_key(&out.idempotency_key, index, total));
             let now = self.clock.now();
             let (token, taken_over) = match self.sent.claim(&key, now, SEND_LEASE).await {
@@ -259,7 +277,23 @@ impl Sender {
                 self.metrics.record(&SendMetric { channel: out.channel.as_str(), outcome, errcode: None });
             }
             let retry = receive_count > 1 || taken_over;
-            match delivery.deliver(out, part, &key, retry).await {
+            let mut delivered = delivery.deliver(out, &attached.part, &key, retry).await;
+            if let (Err(failure), Some((scope, id))) = (&delivered, &attached.cached) {
+                if failure.errcode == Some(EXPIRED_MEDIA_ID) {
+                    // The cached id ran out before its time: upload once more and send with it.
+                    tracing::info!(channel = out.channel.as_str(), "a cached media id was refused; uploading again");
+                    if let Some(files) = &self.files {
+                        if let Err(err) = files.ids.forget(scope, id).await {
+                            tracing::warn!(error = %err, "could not forget the refused media id");
+                        }
+                    }
+                    delivered = match self.attach(delivery, out, part, true).await {
+                        Ok(fresh) => delivery.deliver(out, &fresh.part, &key, retry).await,
+                        Err(failure) => Err(failure),
+                    };
+                }
+            }
+            match delivered {
                 Ok(delivered) => {
                     let (what, then) = match delivered {
                         Delivered::Sent { undelivered: missed } => {
@@ -284,20 +318,7 @@ impl Sender {
                     if let Err(err) = self.sent.release(&key, &token).await {
                         tracing::warn!(error = %err, "could not release the send claim; it expires with its lease");
                     }
-                    return match failure.verdict {
-                        Verdict::Permanent => Outcome::Permanent {
-                            reason: format!("part {} of {total}: {}", index + 1, failure.message),
-                            errcode: failure.errcode,
-                            errmsg: failure.message,
-                        },
-                        Verdict::Transient { min_backoff_s } => {
-                            Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s }
-                        }
-                        // A second token rejection right after a refresh: retry later.
-                        Verdict::RefreshToken => {
-                            Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s: 0 }
-                        }
-                    };
+                    return failed(failure, index, total);
                 }
             }
         }
@@ -307,6 +328,48 @@ impl Sender {
             return Outcome::Permanent { reason, errcode: None, errmsg: "partial delivery".to_owned() };
         }
         Outcome::Sent { parts: total, already_sent }
+    }
+
+    /// `part` ready to send: a file it names loaded and uploaded (or inlined), with the media id
+    /// cached per channel, account, type and SHA-256; `fresh` skips the cache.
+    async fn attach(
+        &self,
+        delivery: &dyn Delivery,
+        out: &Outbound,
+        part: &Content,
+        fresh: bool,
+    ) -> Result<Attached, Failure> {
+        let Some((media_type, source)) = part.media() else { return Ok(Attached { part: part.clone(), cached: None }) };
+        let cap = delivery.media_cap(media_type).ok_or_else(|| {
+            Failure::permanent(format!("{} cannot send {} files", out.channel.as_str(), media_type.as_str()))
+        })?;
+        let files = self
+            .files
+            .as_ref()
+            .ok_or_else(|| Failure::permanent("this sender has no media store: files cannot be sent"))?;
+        let file = files.load(source, media_type, cap).await?;
+        if let Some(why) = delivery.refuse_file(&file) {
+            return Err(Failure::permanent(why));
+        }
+        if delivery.inline_media(media_type) {
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD.encode(&file.bytes);
+            return Ok(Attached { part: part.with_base64(data), cached: None });
+        }
+        let scope = format!("{}:{}:{}:{}", out.channel.as_str(), out.account, media_type.as_str(), file.sha256);
+        let now = self.clock.now();
+        if !fresh {
+            match files.ids.get(&scope, now).await {
+                Ok(Some(id)) => return Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)) }),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot read the media id cache; uploading"),
+            }
+        }
+        let id = delivery.upload(out, &file).await?;
+        if let Err(err) = files.ids.put(&scope, &id, now + delivery.media_id_ttl()).await {
+            tracing::warn!(error = %err, "uploaded, but could not cache the media id");
+        }
+        Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)) })
     }
 
     /// Records a sent part, trying a few times: a lost record could mean a second send.
@@ -321,6 +384,22 @@ impl Sender {
             }
         }
         false
+    }
+}
+
+/// The outcome of a part that failed.
+fn failed(failure: Failure, index: usize, total: usize) -> Outcome {
+    match failure.verdict {
+        Verdict::Permanent => Outcome::Permanent {
+            reason: format!("part {} of {total}: {}", index + 1, failure.message),
+            errcode: failure.errcode,
+            errmsg: failure.message,
+        },
+        Verdict::Transient { min_backoff_s } => {
+            Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s }
+        }
+        // A second token rejection right after a refresh: retry later.
+        Verdict::RefreshToken => Outcome::Retry { reason: failure.message, errcode: failure.errcode, min_backoff_s: 0 },
     }
 }
 

@@ -782,7 +782,8 @@ mod tests {
         for (msgtype, kind) in [("image", Kind::Image), ("file", Kind::File), ("video", Kind::Video)] {
             let inbound = inbound_of(single(msgtype, json!({ "url": url })));
             assert_eq!(inbound.kind, kind);
-            assert_eq!(inbound.media, Some(Media { url: Some(url.into()), ..Media::default() }));
+            let media_type = MediaType::of(kind);
+            assert_eq!(inbound.media, Some(Media { url: Some(url.into()), media_type, ..Media::default() }));
             assert_eq!((&inbound.text, inbound.mentioned), (&None, None));
             assert_valid(&inbound);
         }
@@ -794,7 +795,13 @@ mod tests {
 
         let voice = inbound_of(single("voice", json!({"content": "帮我查一下上周的发布记录"})));
         assert_eq!((voice.kind, voice.text.as_deref()), (Kind::Voice, Some("帮我查一下上周的发布记录")));
-        assert_eq!(voice.media, Some(Media::default()), "no audio URL exists");
+        let media = voice.media.as_ref().unwrap();
+        assert_eq!(
+            (media.url.as_deref(), media.transcript.as_deref()),
+            (None, voice.text.as_deref()),
+            "no audio URL exists"
+        );
+        assert!(!media.needs_fetch(), "nothing to fetch: the transcript is all");
         assert_valid(&voice);
     }
 

@@ -140,6 +140,9 @@ mod tests {
         let msg = text_msg("u@im.wechat", "ctx", "cid", "hi");
         assert_eq!(msg["item_list"].as_array().unwrap().len(), 1);
         assert_eq!((msg["from_user_id"].as_str(), msg["message_type"].as_i64()), (Some(""), Some(2)));
-        assert_eq!(refuse(&Content::File { media_id: "m".into() }), Some("not available on this channel"));
+        assert_eq!(
+            refuse(&Content::File { media_id: Some("m".into()), media: None }),
+            Some("not available on this channel")
+        );
     }
 }

@@ -39,13 +39,19 @@ pub fn body(open_id: &str, content: &Content) -> Value {
 pub fn refuse(content: &Content) -> Option<&'static str> {
     match content {
         Content::Text { .. } => None,
-        Content::Image { media_id: Some(_), .. } => None,
+        Content::Image { media_id: Some(_), media: None, .. } => None,
+        Content::Image { media: Some(_), .. } => {
+            Some("files are not uploaded to Official Accounts yet (give media_id)")
+        }
         Content::Image { .. } => Some("an image needs media_id"),
         Content::News { articles } if articles.len() == 1 => None,
         Content::News { .. } => Some("a customer-service news message has exactly one article"),
-        Content::Markdown { .. } | Content::File { .. } | Content::Textcard { .. } | Content::TemplateCard { .. } => {
-            Some("not available on this channel")
-        }
+        Content::Markdown { .. }
+        | Content::File { .. }
+        | Content::Voice { .. }
+        | Content::Video { .. }
+        | Content::Textcard { .. }
+        | Content::TemplateCard { .. } => Some("not available on this channel"),
     }
 }
 
@@ -133,7 +139,7 @@ mod tests {
             Some("a customer-service news message has exactly one article")
         );
         assert_eq!(
-            refuse(&Content::Image { media_id: None, base64: Some("QQ==".into()) }),
+            refuse(&Content::Image { media_id: None, base64: Some("QQ==".into()), media: None }),
             Some("an image needs media_id")
         );
     }

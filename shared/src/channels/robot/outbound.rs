@@ -7,8 +7,8 @@ use crate::channels::robot::api::RobotApi;
 use crate::channels::robot::config::Robot;
 use crate::channels::wecom::api::errcodes;
 use crate::channels::wecom::outbound::{payload, TEXT_LIMIT};
-use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{account_of, has_account, Delivered, Delivery, Unit};
+use crate::core::envelope::{Content, MediaType, Outbound};
+use crate::core::outbound::{account_of, has_account, Delivered, Delivery, OutFile, Unit};
 use crate::core::retry::Failure;
 
 /// `POST cgi-bin/webhook/send`: an image goes inline as base64 with its MD5.
@@ -32,7 +32,11 @@ pub fn body(content: &Content) -> Value {
 /// Why a robot cannot send `content`, if it cannot.
 pub fn refuse(content: &Content) -> Option<&'static str> {
     match content {
-        Content::Image { base64: None, .. } => Some("a robot image needs base64"),
+        Content::Image { base64: None, media: None, .. } => Some("a robot image needs base64 or media"),
+        Content::File { media_id: None, media: None } | Content::Voice { media_id: None, media: None } => {
+            Some("a file message needs media_id or media")
+        }
+        Content::Video { .. } => Some("a group robot sends no video (send it as a file)"),
         Content::News { articles } if !(1..=8).contains(&articles.len()) => Some("news has 1 to 8 articles"),
         Content::Textcard { .. } => Some("not available on this channel"),
         _ => None,
@@ -70,6 +74,32 @@ impl Delivery for RobotDelivery {
         }
     }
 
+    /// Images inline up to 2 MB; `upload_media` files up to 20 MB and AMR voice up to 2 MB; no
+    /// video.
+    fn media_cap(&self, media_type: MediaType) -> Option<u64> {
+        match media_type {
+            MediaType::Image | MediaType::Voice => Some(2 * 1024 * 1024),
+            MediaType::File => Some(20 * 1024 * 1024),
+            MediaType::Video => None,
+        }
+    }
+
+    fn inline_media(&self, media_type: MediaType) -> bool {
+        media_type == MediaType::Image
+    }
+
+    fn refuse_file(&self, file: &OutFile) -> Option<String> {
+        crate::channels::wecom::outbound::upload_refusal(file)
+    }
+
+    async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
+        let robot = account_of(&self.robots, out)?;
+        self.api
+            .upload_media(&robot.key, file.media_type.as_str(), &file.file_name, file.bytes.clone())
+            .await
+            .map_err(|e| Failure::from_api(errcodes, &e))
+    }
+
     async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let robot = account_of(&self.robots, out)?;
         self.api
@@ -86,11 +116,11 @@ mod tests {
 
     #[test]
     fn an_image_goes_inline_with_its_md5() {
-        let image = body(&Content::Image { media_id: None, base64: Some("aGVsbG8=".into()) });
+        let image = body(&Content::Image { media_id: None, base64: Some("aGVsbG8=".into()), media: None });
         assert_eq!(image["image"]["md5"], "5d41402abc4b2a76b9719d911017c592"); // md5("hello")
         assert_eq!(
-            refuse(&Content::Image { media_id: Some("m".into()), base64: None }),
-            Some("a robot image needs base64")
+            refuse(&Content::Image { media_id: Some("m".into()), base64: None, media: None }),
+            Some("a robot image needs base64 or media")
         );
         assert_eq!(refuse(&Content::TemplateCard { card: json!({}) }), None);
     }

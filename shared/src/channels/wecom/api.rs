@@ -85,8 +85,11 @@ impl WecomApi {
         bytes: Vec<u8>,
     ) -> Result<Value, ApiError> {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
-        let form = reqwest::multipart::Form::new().part("media", part);
-        Http::errcode_json(self.http.client().post(self.url(path)).query(query).multipart(form)).await
+        // WeCom reads the file name as raw UTF-8: percent-encoding (reqwest's default) would show
+        // the encoded name, and RFC 2231 `filename*` is refused.
+        let form = reqwest::multipart::Form::new().percent_encode_noop().part("media", part);
+        let request = self.http.client().post(self.url(path)).query(query).multipart(form);
+        Http::errcode_json(request.timeout(crate::core::media::DOWNLOAD_TIMEOUT)).await
     }
 
     /// `appchat/create`: a group chat of the app's members; returns its chat id.

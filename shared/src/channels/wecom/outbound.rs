@@ -8,10 +8,36 @@ use serde_json::{json, Value};
 
 use crate::channels::wecom::api::{errcodes, WecomApi};
 use crate::channels::wecom::config::WecomApp;
-use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{account_of, articles_json, has_account, Delivered, Delivery, Unit};
+use crate::core::envelope::{Content, MediaType, Outbound};
+use crate::core::outbound::{account_of, articles_json, has_account, Delivered, Delivery, OutFile, Unit};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
+
+const MB: u64 = 1024 * 1024;
+
+/// Why WeCom would refuse `file` on upload, said before uploading: images are JPG or PNG,
+/// voice is AMR, video MP4, and every file is more than 5 bytes.
+pub fn upload_refusal(file: &OutFile) -> Option<String> {
+    let mime = file.mime.as_str();
+    let fits = match file.media_type {
+        MediaType::Image => matches!(mime, "image/jpeg" | "image/png"),
+        MediaType::Voice => mime == "audio/amr",
+        MediaType::Video => mime == "video/mp4",
+        MediaType::File => true,
+    };
+    if file.bytes.len() <= 5 {
+        Some("WeCom takes files of more than 5 bytes".to_owned())
+    } else if !fits {
+        let wanted = match file.media_type {
+            MediaType::Image => "JPG or PNG",
+            MediaType::Voice => "AMR",
+            _ => "MP4",
+        };
+        Some(format!("a WeCom {} must be {wanted}, this is {mime} (send it as a file)", file.media_type.as_str()))
+    } else {
+        None
+    }
+}
 
 /// How long WeCom drops a repeat of an identical message when asked to (its maximum is 4 h).
 pub const DUPLICATE_CHECK_INTERVAL_S: u32 = 1800;
@@ -22,7 +48,17 @@ pub fn payload(content: &Content) -> (&'static str, Value) {
         Content::Text { text } => ("text", json!({"content": text})),
         Content::Markdown { text } => ("markdown", json!({"content": text})),
         Content::Image { media_id, .. } => ("image", json!({"media_id": media_id})),
-        Content::File { media_id } => ("file", json!({"media_id": media_id})),
+        Content::File { media_id, .. } => ("file", json!({"media_id": media_id})),
+        Content::Voice { media_id, .. } => ("voice", json!({"media_id": media_id})),
+        Content::Video { media_id, title, description, .. } => {
+            let mut video = json!({"media_id": media_id});
+            for (key, value) in [("title", title), ("description", description)] {
+                if let Some(value) = value {
+                    video[key] = value.as_str().into();
+                }
+            }
+            ("video", video)
+        }
         Content::News { articles } => ("news", json!({"articles": articles_json(articles)})),
         Content::Textcard { title, description, url, btntxt } => (
             "textcard",
@@ -52,7 +88,10 @@ pub fn appchat_body(chat_id: &str, content: &Content) -> Value {
 /// template cards.
 pub fn refuse(content: &Content, appchat: bool) -> Option<&'static str> {
     match content {
-        Content::Image { media_id: None, .. } => Some("an image needs media_id"),
+        Content::Image { media_id: None, media: None, .. }
+        | Content::File { media_id: None, media: None }
+        | Content::Voice { media_id: None, media: None }
+        | Content::Video { media_id: None, media: None, .. } => Some("a file message needs media_id or media"),
         Content::News { articles } if !(1..=8).contains(&articles.len()) => Some("news has 1 to 8 articles"),
         Content::TemplateCard { .. } if appchat => Some("not available on this channel"),
         _ => None,
@@ -99,6 +138,33 @@ impl Delivery for WecomDelivery {
     /// App messages take `enable_duplicate_check`; app group chats have no such check.
     fn drops_repeats(&self) -> bool {
         !self.appchat
+    }
+
+    /// `media/upload` caps (2024): image 10 MB, voice 2 MB, video 10 MB, file 20 MB.
+    fn media_cap(&self, media_type: MediaType) -> Option<u64> {
+        Some(match media_type {
+            MediaType::Image | MediaType::Video => 10 * MB,
+            MediaType::Voice => 2 * MB,
+            MediaType::File => 20 * MB,
+        })
+    }
+
+    fn refuse_file(&self, file: &OutFile) -> Option<String> {
+        crate::channels::wecom::outbound::upload_refusal(file)
+    }
+
+    async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
+        let app = account_of(&self.apps, out)?;
+        let secret = app
+            .secret
+            .clone()
+            .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        self.tokens
+            .call(&app.token_key(), errcodes, fetch, |token| async move {
+                self.api.media_upload(&token, file.media_type.as_str(), &file.file_name, file.bytes.clone()).await
+            })
+            .await
     }
 
     async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, retry: bool) -> Result<Delivered, Failure> {
@@ -156,10 +222,10 @@ mod tests {
         assert_eq!(refuse(&card, true), Some("not available on this channel"));
         assert_eq!(refuse(&card, false), None);
         assert_eq!(
-            refuse(&Content::Image { media_id: None, base64: Some("QQ==".into()) }, false),
-            Some("an image needs media_id")
+            refuse(&Content::Image { media_id: None, base64: Some("QQ==".into()), media: None }, false),
+            Some("a file message needs media_id or media")
         );
         assert_eq!(refuse(&Content::News { articles: vec![] }, false), Some("news has 1 to 8 articles"));
-        assert_eq!(refuse(&Content::File { media_id: "m".into() }, true), None);
+        assert_eq!(refuse(&Content::File { media_id: Some("m".into()), media: None }, true), None);
     }
 }

@@ -4,6 +4,7 @@
 mod contexts;
 mod dedupe;
 mod leases;
+mod media_ids;
 mod parked;
 mod poll_state;
 mod slots;
@@ -14,6 +15,7 @@ mod tokens;
 pub use contexts::DynamoContextTokens;
 pub use dedupe::DynamoDedupe;
 pub use leases::DynamoLeases;
+pub use media_ids::DynamoMediaIds;
 pub use parked::DynamoParkedReplies;
 pub use poll_state::DynamoPollState;
 pub use slots::DynamoReplySlots;
