@@ -35,7 +35,7 @@ pub fn memory_media(
     let apis = Apis::from_env(env)?;
     let tokens = Arc::new(Tokens::new(Arc::new(MemoryTokenStore::default()), Arc::new(SystemClock)));
     Ok(MediaService {
-        sources: Arc::new(MediaSources::new(config, &apis, &tokens)),
+        sources: Arc::new(MediaSources::new(config, &apis, &tokens, MediaSources::trusted_hosts(env))),
         store,
         inbound,
         clock: Arc::new(SystemClock),

@@ -57,7 +57,8 @@ fn config(wx: &FakeWechat) -> Config {
         r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "secret": "wecom-secret"}}],
              "oa": [{{"app": "news", "app_id": "{OA_APP_ID}", "token": "{OA_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "app_secret": "oa-secret"}}],
              "aibots": [{{"name": "helper", "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "bot_name": "Helper"}}],
-             "ilink": [{{"account": "bot1", "bot_token": "ilink-token", "base_url": "{}"}}]}}"#,
+             "ilink": [{{"account": "bot1", "bot_token": "ilink-token", "base_url": "{}"}}],
+             "robots": [{{"name": "ops", "key": "robot-key"}}]}}"#,
         wx.base_url
     ))
     .unwrap()
@@ -81,6 +82,8 @@ impl Rig {
         let wx = FakeWechat::start().await;
         wx.add_wecom_app(WECOM_CORP_ID, "wecom-secret", 1_000_002);
         wx.add_oa(OA_APP_ID, "oa-secret");
+        wx.add_robot("robot-key");
+        wx.add_wecom_user("WangFang");
         let config = config(&wx);
         let env = Env::from_vars([
             ("WXBRIDGE_WECOM_API_BASE", wx.base_url.clone()),
@@ -91,7 +94,7 @@ impl Rig {
         let table = Table::from_sdk(&stack.sdk, &stack.names.table);
         let tokens = Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock)));
         let service = MediaService {
-            sources: Arc::new(MediaSources::new(&config, &apis, &tokens)),
+            sources: Arc::new(MediaSources::new(&config, &apis, &tokens, MediaSources::trusted_hosts(&env))),
             store: Arc::new(stack.media.clone()),
             inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
             clock: Arc::new(SystemClock),
@@ -118,7 +121,12 @@ impl Rig {
     /// Receives what is on the media queue (waiting up to `wait_s` for the first) as Lambda
     /// would get it, and runs the media step on it; returns the ids it failed.
     async fn run_media(&self, wait_s: i32) -> (usize, Vec<String>) {
-        let records = receive(&self.stack, &self.stack.urls.media, wait_s).await;
+        // Short long polls: the SDK's operation timeout (3 s) is shorter than a long one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(wait_s as u64);
+        let mut records = receive(&self.stack, &self.stack.urls.media, 1).await;
+        while records.is_empty() && std::time::Instant::now() < deadline {
+            records = receive(&self.stack, &self.stack.urls.media, 1).await;
+        }
         let failed = self.service.handle_batch(&records).await;
         (records.len(), failed)
     }
@@ -427,8 +435,8 @@ async fn a_transient_cdn_failure_comes_back_through_the_queue_and_is_delivered_o
     let (received, failed) = rig.run_media(5).await;
     assert_eq!((received, failed.len()), (1, 1), "the CDN's 500 fails the record");
     assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "nothing passed on yet");
-    // The media step's backoff (2 s), not the queue's visibility timeout, brings it back.
-    let (received, failed) = rig.run_media(10).await;
+    // The media step's backoff (10 s for iLink), not the queue's visibility timeout, brings it back.
+    let (received, failed) = rig.run_media(20).await;
     assert_eq!((received, failed.len()), (1, 0));
     let resolved = rig.resolved().await;
     assert_eq!(resolved.len(), 1, "delivered once");
@@ -508,4 +516,138 @@ async fn a_queue_bot_reads_each_resolved_inbound_once_and_the_dispatcher_answers
     assert!(rig.stack.drain(&rig.stack.urls.outbound).await.is_empty(), "the dispatcher sends nothing itself");
     let open = streams.read(&stream).await.unwrap().unwrap();
     assert!(!open.finished, "the stream stays open for the consumer's in_reply_to answer");
+}
+
+/// The sender of the rig's stack: DynamoDB, SQS, the media bucket, the fake WeChat.
+fn sender(rig: &Rig) -> shared::services::sender::Sender {
+    let env = Env::from_vars([
+        ("WXBRIDGE_TABLE", rig.stack.names.table.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", rig.stack.urls.outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", rig.stack.urls.outbound.clone()),
+        ("WXBRIDGE_MEDIA_BUCKET", rig.stack.names.bucket.clone()),
+        ("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone()),
+        ("AWS_ENDPOINT_URL", crate::support::endpoint()),
+    ]);
+    sender::build(rig.config.clone(), &env, &rig.stack.sdk).expect("the sender builds")
+}
+
+async fn send(sender: &shared::services::sender::Sender, outbound: Value) -> shared::services::sender::Outcome {
+    let record =
+        Record { message_id: "m".into(), receipt_handle: "r".into(), body: outbound.to_string(), receive_count: 1 };
+    sender.send_record(&record).await.1
+}
+
+fn outbound(channel: &str, key: &str, content: Value) -> Value {
+    let to = if channel == "wecom_webhook" { json!("") } else { json!("WangFang") };
+    let account = if channel == "wecom_webhook" { "ops" } else { "hr" };
+    json!({"v": 1, "channel": channel, "account": account, "to": to, "content": content, "idempotency_key": key})
+}
+
+async fn store(rig: &Rig, bytes: &[u8], mime: &str) -> String {
+    let key = format!("media/{}", sha256(bytes));
+    rig.stack.media.put_bytes(&key, bytes.to_vec(), mime).await.unwrap();
+    key
+}
+
+fn sent(outcome: &shared::services::sender::Outcome) -> bool {
+    matches!(outcome, shared::services::sender::Outcome::Sent { .. })
+}
+
+#[tokio::test]
+async fn a_stored_picture_is_uploaded_once_sent_by_its_id_and_uploaded_again_once_its_id_expired() {
+    let rig = Rig::new().await;
+    let sender = sender(&rig);
+    let photo = png(120_000, 60);
+    let key = store(&rig, &photo, "image/png").await;
+    let image = json!({"type": "image", "media": {"key": key}});
+    let outcome = send(&sender, outbound("wecom_app", "out-1", image.clone())).await;
+    assert!(sent(&outcome), "{outcome:?}");
+    let sends = rig.wx.deliveries_of(fakes::Api::WecomMessage);
+    let id = sends[0].body["image"]["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(rig.wx.media(&id).expect("the upload is kept").1, photo, "WeCom got the same bytes");
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 1);
+
+    // The same picture again: the cached id, no upload.
+    assert!(sent(&send(&sender, outbound("wecom_app", "out-2", image.clone())).await));
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 1, "uploaded once");
+    assert_eq!(rig.wx.deliveries_of(fakes::Api::WecomMessage)[1].body["image"]["media_id"], json!(id));
+
+    // WeCom forgets the id before its three days: one new upload, then the send goes through.
+    rig.wx.expire_media(&id);
+    let outcome = send(&sender, outbound("wecom_app", "out-3", image)).await;
+    assert!(sent(&outcome), "{outcome:?}");
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 2, "uploaded once more");
+    let sends = rig.wx.deliveries_of(fakes::Api::WecomMessage);
+    assert_eq!(sends.len(), 3, "each message delivered once");
+    let fresh = sends[2].body["image"]["media_id"].as_str().unwrap();
+    assert_ne!(fresh, id);
+    assert_eq!(rig.wx.media(fresh).unwrap().1, photo);
+}
+
+#[tokio::test]
+async fn files_go_by_base64_with_their_chinese_name_and_over_a_cap_or_in_the_wrong_format_to_the_dlq() {
+    use base64::Engine as _;
+    let rig = Rig::new().await;
+    let sender = sender(&rig);
+    let report = b"%PDF-1.7\n".iter().copied().chain(png(30_000, 61)).collect::<Vec<u8>>();
+    let file = json!({"type": "file", "media": {"base64": base64::engine::general_purpose::STANDARD.encode(&report), "file_name": "季度报告.pdf"}});
+    // The app group chat the file goes to ("WangFang" is its chat id here).
+    rig.wx.add_appchat("WangFang", &["WangFang", "ZhangWei"]);
+    let outcome = send(&sender, outbound("wecom_appchat", "f-1", file)).await;
+    assert!(sent(&outcome), "{outcome:?}");
+    let id = rig.wx.deliveries_of(fakes::Api::WecomAppchat)[0].body["file"]["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(rig.wx.media(&id).unwrap(), ("季度报告.pdf".to_owned(), report), "raw UTF-8 name, same bytes");
+
+    let uploads = rig.wx.calls("/cgi-bin/media/upload");
+    let big = store(&rig, &png(20 * 1024 * 1024 + 1, 62), "image/png").await;
+    let outcome = send(&sender, outbound("wecom_app", "f-2", json!({"type": "file", "media": {"key": big}}))).await;
+    let shared::services::sender::Outcome::Permanent { reason, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("20.0 MB"), "{reason}");
+    let not_amr = store(&rig, &png(5000, 63), "image/png").await;
+    let outcome =
+        send(&sender, outbound("wecom_app", "f-3", json!({"type": "voice", "media": {"key": not_amr}}))).await;
+    let shared::services::sender::Outcome::Permanent { reason, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("AMR"), "{reason}");
+    let missing = format!("media/{}", "0".repeat(64));
+    let outcome =
+        send(&sender, outbound("wecom_app", "f-4", json!({"type": "image", "media": {"key": missing}}))).await;
+    assert!(matches!(outcome, shared::services::sender::Outcome::Permanent { .. }), "{outcome:?}");
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), uploads, "nothing refused was uploaded");
+}
+
+#[tokio::test]
+async fn a_group_robot_sends_a_picture_inline_with_its_md5_and_a_file_by_its_own_upload() {
+    use base64::Engine as _;
+    let rig = Rig::new().await;
+    let sender = sender(&rig);
+    let photo = png(50_000, 70);
+    let key = store(&rig, &photo, "image/png").await;
+    let outcome =
+        send(&sender, outbound("wecom_webhook", "r-1", json!({"type": "image", "media": {"key": key}}))).await;
+    assert!(sent(&outcome), "{outcome:?}");
+    let body = &rig.wx.deliveries_of(fakes::Api::WecomWebhook)[0].body;
+    let inline = base64::engine::general_purpose::STANDARD.decode(body["image"]["base64"].as_str().unwrap()).unwrap();
+    assert_eq!(inline, photo);
+    let md5: String = <md5::Md5 as md5::Digest>::digest(&photo).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(body["image"]["md5"], json!(md5));
+    assert_eq!(rig.wx.calls("/cgi-bin/webhook/upload_media"), 0, "a robot image needs no upload");
+
+    let doc = b"PK\x03\x04".iter().copied().chain(png(8000, 71)).collect::<Vec<u8>>();
+    let key = store(&rig, &doc, "application/zip").await;
+    let outcome = send(
+        &sender,
+        outbound("wecom_webhook", "r-2", json!({"type": "file", "media": {"key": key, "file_name": "logs.zip"}})),
+    )
+    .await;
+    assert!(sent(&outcome), "{outcome:?}");
+    let id = rig.wx.deliveries_of(fakes::Api::WecomWebhook)[1].body["file"]["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(rig.wx.media(&id).unwrap(), ("logs.zip".to_owned(), doc));
+    let big = store(&rig, &png(2 * 1024 * 1024 + 1, 72), "image/png").await;
+    let outcome =
+        send(&sender, outbound("wecom_webhook", "r-3", json!({"type": "image", "media": {"key": big}}))).await;
+    assert!(
+        matches!(outcome, shared::services::sender::Outcome::Permanent { .. }),
+        "over the robot's 2 MB: {outcome:?}"
+    );
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
 }

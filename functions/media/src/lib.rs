@@ -26,19 +26,23 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<MediaService
     let apis = Apis::from_env(env)?;
     let table = Table::from_sdk(sdk, env.require_table()?);
     let tokens = Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock)));
+    let settings = MediaSettings::default();
+    // A killed invocation leaves its spool files in /tmp, which the next one may inherit.
+    shared::core::media::clean_spool_dir(&settings.spool_dir);
     Ok(MediaService {
-        sources: Arc::new(MediaSources::new(config, &apis, &tokens)),
+        sources: Arc::new(MediaSources::new(config, &apis, &tokens, MediaSources::trusted_hosts(env))),
         store: Arc::new(S3MediaStore::new(sdk, env.require_media_bucket()?, env.aws_endpoint_url.is_some())),
         inbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_inbound_queue_url()?)),
         clock: Arc::new(SystemClock),
-        settings: MediaSettings::default(),
+        settings,
         requeue: Some(Arc::new(SqsRedeliver::from_sdk(sdk, env.require_media_queue_url()?))),
         max_receives: shared::adapters::aws::resources::MEDIA.max_receive_count,
     })
 }
 
-/// Handles one batch of the media queue.
-pub async fn handle(service: &MediaService, event: SqsEvent) -> SqsBatchResponse {
+/// Handles one batch of the media queue inside an invocation that ends at `deadline_ms`.
+pub async fn handle(service: &MediaService, event: SqsEvent, deadline_ms: u64) -> SqsBatchResponse {
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
     let records = shared::adapters::lambda::sqs_records(event);
-    shared::adapters::lambda::batch_response(service.handle_batch(&records).await)
+    shared::adapters::lambda::batch_response(service.handle_batch_until(&records, Some(deadline)).await)
 }

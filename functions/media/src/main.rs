@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let service = media::build(&config, &env, &sdk)?;
     let service = &service;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(media::handle(service, event.payload).await)
+        Ok::<_, Error>(media::handle(service, event.payload, event.context.deadline).await)
     }))
     .await
 }

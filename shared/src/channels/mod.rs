@@ -249,13 +249,21 @@ pub struct MediaSources {
 }
 
 impl MediaSources {
-    pub fn new(config: &Config, apis: &Apis, tokens: &Arc<Tokens>) -> Self {
+    /// The sources of `config`'s accounts. Links the platforms give may point at the
+    /// configured API hosts (`trusted`) even when those are internal addresses (the fakes).
+    pub fn new(config: &Config, apis: &Apis, tokens: &Arc<Tokens>, trusted: Vec<String>) -> Self {
         Self {
             wecom: wecom::media::WecomMedia::new(&config.wecom, &apis.wecom, tokens),
-            oa: oa::media::OaMedia::new(&config.oa, &apis.oa, tokens),
+            oa: oa::media::OaMedia::new(&config.oa, &apis.oa, tokens, trusted.clone()),
             ilink: ilink::media::IlinkMedia::new(&apis.http, &apis.ilink_cdn),
-            aibot: aibot::media::AibotMedia::new(&config.aibots, &apis.http),
+            aibot: aibot::media::AibotMedia::new(&config.aibots, &apis.http, trusted),
         }
+    }
+
+    /// The hosts of the API bases `env` overrides (empty on AWS, where WeChat's are public).
+    pub fn trusted_hosts(env: &Env) -> Vec<String> {
+        let bases: Vec<&str> = API_HOSTS.iter().filter_map(|h| env.api_base_set(h.var)).collect();
+        crate::core::media::hosts_of(bases)
     }
 
     /// The media download of `channel`.

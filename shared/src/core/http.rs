@@ -147,6 +147,8 @@ impl Http {
 pub enum Download {
     /// The file: its body not read yet.
     File(reqwest::Response),
+    /// A small file already read (a text or JSON file that turned out not to be an error).
+    Read(Vec<u8>),
     /// A JSON answer without an error (the Official Account's video `{"video_url": …}`).
     Json(Value),
 }
@@ -154,9 +156,9 @@ pub enum Download {
 /// The largest error body a download reads as JSON.
 const MAX_DOWNLOAD_ERROR: u64 = 64 * 1024;
 
-/// Sends a media download: a 2xx answer with a file is the file; a JSON answer (WeChat sends
-/// its errors as JSON with HTTP 200, typed `application/json` or even `text/plain`, and never
-/// with a `Content-Disposition`) is read for its errcode.
+/// Sends a media download: a 2xx answer is the file, unless it is a small JSON body with an
+/// `errcode` (WeChat sends its errors with HTTP 200, typed `application/json` or even
+/// `text/plain`, never with a `Content-Disposition`) or a `video_url`.
 pub async fn download(request: reqwest::RequestBuilder) -> Result<Download, ApiError> {
     let response = request.send().await.map_err(ApiError::transport)?;
     let status = response.status();
@@ -170,16 +172,20 @@ pub async fn download(request: reqwest::RequestBuilder) -> Result<Download, ApiE
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(prefix))
     };
-    let json_like = !headers.contains_key(reqwest::header::CONTENT_DISPOSITION)
+    let maybe_error = !headers.contains_key(reqwest::header::CONTENT_DISPOSITION)
         && (typed("application/json") || typed("text/plain"))
-        && response.content_length().is_none_or(|n| n <= MAX_DOWNLOAD_ERROR);
-    if !json_like {
+        && response.content_length().is_some_and(|n| n <= MAX_DOWNLOAD_ERROR);
+    if !maybe_error {
         return Ok(Download::File(response));
     }
     let bytes = response.bytes().await.map_err(ApiError::transport)?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::Decode("a text answer where a file was expected".to_owned()))?;
-    check_errcode(body).map(Download::Json)
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(body) if body.get("errcode").is_some() || body.get("video_url").is_some() => {
+            check_errcode(body).map(Download::Json)
+        }
+        // A text or JSON file: the file itself.
+        _ => Ok(Download::Read(bytes.to_vec())),
+    }
 }
 
 /// Errcode 0 or absent is success.

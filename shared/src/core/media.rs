@@ -106,6 +106,7 @@ pub struct Spool {
     cap: u64,
     head: Vec<u8>,
     decrypting: Option<Decrypting>,
+    cipher: Option<Cipher>,
     /// Ciphertext not yet decrypted: the last blocks are kept until the end (they hold the
     /// padding).
     pending: Vec<u8>,
@@ -144,6 +145,7 @@ impl Spool {
             cap,
             head: Vec::with_capacity(HEAD),
             decrypting: None,
+            cipher: None,
             pending: Vec::new(),
         })
     }
@@ -151,6 +153,7 @@ impl Spool {
     /// Decrypts everything written from now on.
     pub fn decrypt(&mut self, cipher: &Cipher) {
         self.decrypting = Some(Decrypting::new(cipher));
+        self.cipher = Some(cipher.clone());
     }
 
     /// Bytes of plaintext so far.
@@ -167,6 +170,8 @@ impl Spool {
         self.size = 0;
         self.head.clear();
         self.pending.clear();
+        // A CBC decryptor carries its chain: start it afresh.
+        self.decrypting = self.cipher.as_ref().map(Decrypting::new);
         Ok(())
     }
 
@@ -354,6 +359,74 @@ pub trait MediaSource: Send + Sync {
     async fn fetch(&self, inbound: &Inbound, media: &Media, spool: &mut Spool) -> Result<Fetched, FetchError>;
 }
 
+/// Writes a download into `spool`: what it says about itself, or an error for an answer that
+/// is no file.
+pub async fn spool_download(download: crate::core::http::Download, spool: &mut Spool) -> Result<Fetched, FetchError> {
+    use crate::core::http::Download;
+    match download {
+        Download::File(response) => {
+            let fetched = described(&response);
+            spool_body(response, spool).await?;
+            Ok(fetched)
+        }
+        Download::Read(bytes) => {
+            spool.write(&bytes).await.map_err(FetchError::from_spool)?;
+            Ok(Fetched::default())
+        }
+        Download::Json(_) => Err(FetchError::Transient("a JSON answer where a file was expected".into())),
+    }
+}
+
+/// What a file's headers say: its type and its name.
+pub fn described(response: &reqwest::Response) -> Fetched {
+    let header = |name| response.headers().get(name);
+    Fetched {
+        mime: header(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty() && v != "application/octet-stream"),
+        file_name: header(reqwest::header::CONTENT_DISPOSITION).and_then(|v| disposition_file_name(v.as_bytes())),
+        transcript: None,
+    }
+}
+
+/// Whether a link a platform gave may be fetched: http(s), no credentials, and not an address
+/// inside a private network (loopback, link-local such as the instance metadata service,
+/// RFC 1918) unless it is on one of `trusted` hosts (the configured API hosts). A name that
+/// resolves to such an address is not caught here.
+pub fn link_allowed(url: &reqwest::Url, trusted: &[String]) -> bool {
+    if !matches!(url.scheme(), "https" | "http") || !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    let Some(host) = url.host_str() else { return false };
+    let internal = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback() || ip.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    !internal || url.host_str().is_some_and(|h| trusted.iter().any(|t| t.eq_ignore_ascii_case(h)))
+}
+
+/// The host of each base URL, for [`link_allowed`].
+pub fn hosts_of<'a>(bases: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    bases.into_iter().filter_map(|b| reqwest::Url::parse(b).ok()?.host_str().map(str::to_owned)).collect()
+}
+
+/// Removes spool files a killed process left behind (a timeout skips their clean-up).
+pub fn clean_spool_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("wxbridge-media-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Streams the body of a successful `response` into `spool`, refusing early when the declared
 /// length is over the cap.
 pub async fn spool_body(mut response: reqwest::Response, spool: &mut Spool) -> Result<(), FetchError> {
@@ -534,5 +607,35 @@ mod tests {
         for bad in ["media/../x", "media/ABC", "other/aaaa", &format!("media/{}", "g".repeat(64))] {
             assert!(!is_content_key(bad), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn links_to_private_addresses_are_refused_unless_on_a_configured_host() {
+        let allowed = |u: &str, trusted: &[&str]| {
+            let trusted: Vec<String> = trusted.iter().map(|t| (*t).to_owned()).collect();
+            link_allowed(&reqwest::Url::parse(u).unwrap(), &trusted)
+        };
+        assert!(allowed("https://ww-aibot-img-1258476243.cos.ap-guangzhou.myqcloud.com/x", &[]));
+        assert!(allowed("http://203.0.113.7/v.mp4", &[]));
+        for internal in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:8080/x",
+            "http://10.0.0.5/x",
+            "http://192.168.1.1/x",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://localhost/x",
+            "ftp://example.com/x",
+            "https://user:pw@example.com/x",
+        ] {
+            assert!(!allowed(internal, &[]), "{internal}");
+        }
+        assert!(allowed("http://127.0.0.1:8080/x", &["127.0.0.1"]), "a configured (fake) host");
+        assert_eq!(hosts_of(["http://127.0.0.1:9/", "not a url"]), ["127.0.0.1"]);
     }
 }

@@ -5,12 +5,14 @@
 //!
 //! This step runs apart from the dispatcher so that slow bots never delay a fetch: an AI bot's
 //! media URL works five minutes. A fetch that fails transiently comes back through the queue
-//! with a short backoff; on the queue's last receive the message goes on with
-//! `media.error.code = "unavailable"` rather than being lost.
+//! after a backoff (short for AI bots); on the queue's last receive the message goes on with
+//! `media.error.code = "unavailable"` rather than being lost, also when the invocation runs
+//! out of time. Only an invocation that crashes on the last receive, or a failure to publish,
+//! leaves the message to the media DLQ (redrive it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::channels::MediaSources;
 use crate::core::callback::inbound_message;
@@ -154,12 +156,25 @@ impl MediaService {
 
     /// Handles a batch; returns the ids of the records that must come again.
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        self.handle_batch_until(records, None).await
+    }
+
+    /// [`Self::handle_batch`] inside an invocation that ends at `deadline`: each record's
+    /// fetch stops [`PASS_ON_RESERVE`] before it, so that on the queue's last receive the
+    /// message still goes on (with `media.error`) instead of dying with the invocation.
+    pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
         let runs = records.iter().map(|record| async move {
-            match self.handle(record).await {
+            let outcome = match deadline.map(|d| d.duration_since(self.clock.now()).unwrap_or_default()) {
+                Some(left) => match tokio::time::timeout(left.saturating_sub(PASS_ON_RESERVE), self.handle(record)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => self.out_of_time(record).await,
+                },
+                None => self.handle(record).await,
+            };
+            match outcome {
                 Ok(()) => None,
                 Err(err) => {
-                    // Short: an AI bot's media URL works five minutes from the callback.
-                    let delay_s = MEDIA_BACKOFF_S[(record.receive_count.max(1) as usize - 1).min(MEDIA_BACKOFF_S.len() - 1)];
+                    let delay_s = backoff_s(&record.body, record.receive_count);
                     tracing::warn!(message_id = %record.message_id, error = %err, delay_s, "media step failed; SQS retries it");
                     if let Some(requeue) = &self.requeue {
                         if let Err(err) = requeue.retry_later(&record.receipt_handle, delay_s).await {
@@ -172,7 +187,43 @@ impl MediaService {
         });
         futures_util::future::join_all(runs).await.into_iter().flatten().collect()
     }
+
+    /// A fetch the invocation had no time to finish: on the last receive the message goes on
+    /// with `media.error`; before, it comes again.
+    async fn out_of_time(&self, record: &Record) -> Result<(), MediaError> {
+        let last_try = self.max_receives.is_some_and(|max| record.receive_count >= max);
+        let Ok(mut inbound) = serde_json::from_str::<Inbound>(&record.body) else {
+            return Err(MediaError::Fetch("out of time".into()));
+        };
+        if !last_try {
+            return Err(MediaError::Fetch("the fetch did not finish within the invocation".into()));
+        }
+        let failure =
+            || MediaFailure { code: "unavailable".into(), message: "gave up: the fetch did not finish in time".into() };
+        for media in
+            [inbound.media.as_mut(), inbound.quote.as_mut().and_then(|q| q.media.as_mut())].into_iter().flatten()
+        {
+            if media.needs_fetch() {
+                media.url = None;
+                media.error = Some(failure());
+            }
+        }
+        self.inbound.publish(inbound_message(&inbound)).await.map_err(MediaError::Queue)
+    }
 }
 
-/// Seconds before the n-th retry of a media fetch.
-const MEDIA_BACKOFF_S: [u32; 5] = [2, 5, 15, 30, 60];
+/// What the media step keeps of an invocation to pass a message on when its fetch runs out of
+/// time.
+pub const PASS_ON_RESERVE: Duration = Duration::from_secs(15);
+
+/// Seconds before the next try of a failed fetch: an AI bot's URL works five minutes, so its
+/// tries come quickly; WeCom and Official Account media ids work three days and iLink's CDN
+/// longer than a few minutes, so theirs spread over about an hour and a half (outlasting a
+/// short outage).
+fn backoff_s(body: &str, receive_count: u32) -> u32 {
+    const QUICK: [u32; 5] = [2, 5, 15, 30, 60];
+    const PATIENT: [u32; 5] = [10, 60, 300, 900, 3600];
+    let aibot = serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["channel"] == "wecom_aibot");
+    let steps = if aibot { QUICK } else { PATIENT };
+    steps[(receive_count.max(1) as usize - 1).min(steps.len() - 1)]
+}

@@ -41,7 +41,7 @@ pub const OUTBOUND_DLQ: QueueSpec =
 pub const OUTBOUND: QueueSpec =
     QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
 
-/// Where media messages end up when even passing them on failed six times.
+/// Where media messages end up when passing them on failed six times, or the last try crashed.
 pub const MEDIA_DLQ: QueueSpec =
     QueueSpec { suffix: "media-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
 

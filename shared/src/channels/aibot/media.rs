@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use crate::core::ports::Clock as _;
 
 use super::config::AiBot;
-use crate::channels::wecom::media::described;
 use crate::core::envelope::{Inbound, Media};
-use crate::core::http::{download, Download, Http};
-use crate::core::media::{spool_body, Cipher, FetchError, Fetched, MediaSource, Spool, DOWNLOAD_TIMEOUT};
+use crate::core::http::{download, Http};
+use crate::core::media::{
+    link_allowed, spool_download, Cipher, FetchError, Fetched, MediaSource, Spool, DOWNLOAD_TIMEOUT,
+};
 
 /// How long WeCom's media URLs work, from the callback.
 pub const URL_LIFETIME_S: u64 = 300;
@@ -19,11 +20,13 @@ pub const URL_LIFETIME_S: u64 = 300;
 pub struct AibotMedia {
     bots: Vec<AiBot>,
     http: Http,
+    /// Hosts allowed even on an internal address (the configured API hosts: fakes in tests).
+    trusted: Vec<String>,
 }
 
 impl AibotMedia {
-    pub fn new(bots: &[AiBot], http: &Http) -> Self {
-        Self { bots: bots.to_vec(), http: http.clone() }
+    pub fn new(bots: &[AiBot], http: &Http, trusted: Vec<String>) -> Self {
+        Self { bots: bots.to_vec(), http: http.clone(), trusted }
     }
 }
 
@@ -36,11 +39,11 @@ impl MediaSource for AibotMedia {
         };
         let bot = self.bots.iter().find(|b| b.name == inbound.account);
         let bot = bot.ok_or_else(|| FetchError::permanent("refused", format!("no AI bot '{}'", inbound.account)))?;
-        let parsed = reqwest::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "https" | "http"));
-        let parsed = parsed.ok_or_else(|| FetchError::permanent("refused", "the media URL is not an http(s) URL"))?;
-        let response = match download(self.http.client().get(parsed).timeout(DOWNLOAD_TIMEOUT)).await {
-            Ok(Download::File(response)) => response,
-            Ok(Download::Json(_)) => return Err(FetchError::permanent("refused", "the media URL answered JSON")),
+        let parsed = reqwest::Url::parse(url).ok().filter(|u| link_allowed(u, &self.trusted));
+        let parsed =
+            parsed.ok_or_else(|| FetchError::permanent("refused", "the media URL is not a public http(s) URL"))?;
+        let answer = match download(self.http.client().get(parsed).timeout(DOWNLOAD_TIMEOUT)).await {
+            Ok(answer) => answer,
             Err(err) => {
                 let age = inbound.received_unix().map(|at| crate::core::ports::SystemClock.unix().saturating_sub(at));
                 return Err(match FetchError::from_api(err) {
@@ -51,11 +54,10 @@ impl MediaSource for AibotMedia {
                 });
             }
         };
-        let mut fetched = described(&response);
+        spool.decrypt(&Cipher::Cbc256 { key: bot.encoding_aes_key.bytes() });
+        let mut fetched = spool_download(answer, spool).await?;
         // The type WeCom's storage gives is that of the ciphertext; the bytes will tell.
         fetched.mime = None;
-        spool.decrypt(&Cipher::Cbc256 { key: bot.encoding_aes_key.bytes() });
-        spool_body(response, spool).await?;
         Ok(fetched)
     }
 }

@@ -6,10 +6,9 @@ use async_trait::async_trait;
 use base64::Engine as _;
 
 use super::message::{MediaItem, MessageItem, WeixinMessage};
-use crate::channels::wecom::media::described;
 use crate::core::envelope::{Inbound, Media, MediaType};
-use crate::core::http::{download, Download, Http};
-use crate::core::media::{spool_body, Cipher, FetchError, Fetched, MediaSource, Spool, DOWNLOAD_TIMEOUT};
+use crate::core::http::{download, Http};
+use crate::core::media::{spool_download, Cipher, FetchError, Fetched, MediaSource, Spool, DOWNLOAD_TIMEOUT};
 
 /// WeChat's media CDN host (files are under `/c2c/`).
 pub const DEFAULT_CDN_BASE: &str = "https://novac2c.cdn.weixin.qq.com";
@@ -129,19 +128,15 @@ impl MediaSource for IlinkMedia {
         let url =
             self.url(cdn).ok_or_else(|| FetchError::permanent("refused", "the media item has no CDN reference"))?;
         let key = item_key(item)?;
-        let response = match download(self.http.client().get(url).timeout(DOWNLOAD_TIMEOUT)).await {
-            Ok(Download::File(response)) => response,
-            Ok(Download::Json(_)) => return Err(FetchError::Transient("the CDN answered JSON".into())),
-            Err(err) => return Err(FetchError::from_api(err)),
-        };
-        let mut fetched = described(&response);
-        fetched.mime = None;
-        fetched.file_name = item.file_name.clone().or(fetched.file_name);
-        fetched.transcript = item.text.clone().filter(|t| !t.is_empty());
+        let answer =
+            download(self.http.client().get(url).timeout(DOWNLOAD_TIMEOUT)).await.map_err(FetchError::from_api)?;
         if let Some(key) = key {
             spool.decrypt(&Cipher::Ecb128 { key });
         }
-        spool_body(response, spool).await?;
+        let mut fetched = spool_download(answer, spool).await?;
+        fetched.mime = None;
+        fetched.file_name = item.file_name.clone().or(fetched.file_name);
+        fetched.transcript = item.text.clone().filter(|t| !t.is_empty());
         Ok(fetched)
     }
 }

@@ -130,7 +130,8 @@ impl WeixinMessage {
         let sent_at = self.create_time_ms.map(|ms| ms / 1000).unwrap_or(received_at);
         let mut inbound = Inbound::direct(Channel::Ilink, account, id, &self.from_user_id, sent_at, received_at, raw);
         let media = |item: &MediaItem, media_type: MediaType| Media {
-            url: None,
+            // The server's own link, where it gives one (fetched only on the CDN's host).
+            url: item.media.as_ref().and_then(|m| m.full_url.clone()),
             media_id: item.media.as_ref().and_then(|m| m.encrypt_query_param.clone()),
             file_name: item.file_name.clone(),
             media_type: Some(media_type),

@@ -7,10 +7,9 @@ use async_trait::async_trait;
 
 use super::api::{errcodes, OaApi};
 use super::config::OaApp;
-use crate::channels::wecom::media::described;
 use crate::core::envelope::{Inbound, Media};
 use crate::core::http::Download;
-use crate::core::media::{spool_body, FetchError, Fetched, MediaSource, Spool};
+use crate::core::media::{link_allowed, spool_download, FetchError, Fetched, MediaSource, Spool};
 use crate::core::tokens::Tokens;
 
 /// The Official Accounts' media, fetched with each account's shared access token.
@@ -18,11 +17,13 @@ pub struct OaMedia {
     accounts: Vec<OaApp>,
     api: OaApi,
     tokens: Arc<Tokens>,
+    /// Hosts a `video_url` may name even on an internal address (the configured API hosts).
+    trusted: Vec<String>,
 }
 
 impl OaMedia {
-    pub fn new(accounts: &[OaApp], api: &OaApi, tokens: &Arc<Tokens>) -> Self {
-        Self { accounts: accounts.to_vec(), api: api.clone(), tokens: tokens.clone() }
+    pub fn new(accounts: &[OaApp], api: &OaApi, tokens: &Arc<Tokens>, trusted: Vec<String>) -> Self {
+        Self { accounts: accounts.to_vec(), api: api.clone(), tokens: tokens.clone(), trusted }
     }
 }
 
@@ -54,20 +55,17 @@ impl MediaSource for OaMedia {
             })
             .await
             .map_err(FetchError::from_failure)?;
-        let response = match answer {
-            Download::File(response) => response,
+        let answer = match answer {
             Download::Json(body) => {
-                let link = body.get("video_url").and_then(|v| v.as_str()).filter(|u| link_ok(u));
+                let link = body.get("video_url").and_then(|v| v.as_str()).and_then(|u| reqwest::Url::parse(u).ok());
+                let link = link.filter(|u| link_allowed(u, &self.trusted));
                 let link =
-                    link.ok_or_else(|| FetchError::Transient("media/get answered JSON without a video_url".into()))?;
-                match self.api.fetch_link(link).await.map_err(FetchError::from_api)? {
-                    Download::File(response) => response,
-                    Download::Json(_) => return Err(FetchError::Transient("the video_url answered JSON".into())),
-                }
+                    link.ok_or_else(|| FetchError::permanent("refused", "media/get gave no public video_url"))?;
+                self.api.fetch_link(link.as_str()).await.map_err(FetchError::from_api)?
             }
+            file => file,
         };
-        let mut fetched = described(&response);
-        spool_body(response, spool).await?;
+        let mut fetched = spool_download(answer, spool).await?;
         fetched.transcript = media.transcript.clone();
         Ok(fetched)
     }

@@ -10,7 +10,7 @@ use super::api::{errcodes, WecomApi};
 use super::config::WecomApp;
 use crate::core::envelope::{Inbound, Media};
 use crate::core::http::{download, ApiError, Download};
-use crate::core::media::{disposition_file_name, spool_body, FetchError, Fetched, MediaSource, Spool};
+use crate::core::media::{spool_download, FetchError, Fetched, MediaSource, Spool};
 use crate::core::tokens::Tokens;
 
 /// The bytes asked for per request: WeCom recommends at most 20 MB per range.
@@ -49,25 +49,13 @@ impl WecomMedia {
     }
 }
 
-/// `bytes a-b/total` of a `Content-Range` header: (b, total).
-fn content_range(response: &reqwest::Response) -> Option<(u64, u64)> {
+/// `bytes a-b/total` of a `Content-Range` header: (a, b, total).
+fn content_range(response: &reqwest::Response) -> Option<(u64, u64, u64)> {
     let value = response.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
     let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
-    let (_, last) = range.split_once('-')?;
-    Some((last.trim().parse().ok()?, total.trim().parse().ok()?))
-}
-
-/// What a file's headers say.
-pub fn described(response: &reqwest::Response) -> Fetched {
-    let header = |name| response.headers().get(name);
-    Fetched {
-        mime: header(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-            .filter(|v| !v.is_empty() && v != "application/octet-stream"),
-        file_name: header(reqwest::header::CONTENT_DISPOSITION).and_then(|v| disposition_file_name(v.as_bytes())),
-        transcript: None,
-    }
+    let (start, last) = range.split_once('-')?;
+    let (start, last, total) = (start.trim().parse().ok()?, last.trim().parse().ok()?, total.trim().parse().ok()?);
+    (start <= last && last < total).then_some((start, last, total))
 }
 
 #[async_trait]
@@ -92,16 +80,25 @@ impl MediaSource for WecomMedia {
                 })
                 .await
                 .map_err(FetchError::from_failure)?;
-            let Download::File(response) = answer else {
-                return Err(FetchError::Transient("media/get answered JSON without a file".into()));
+            let (whole, range) = match &answer {
+                Download::File(response) => (response.status() == reqwest::StatusCode::OK, content_range(response)),
+                Download::Read(_) => (true, None),
+                Download::Json(_) => {
+                    return Err(FetchError::Transient("media/get answered JSON without a file".into()))
+                }
             };
-            let whole = response.status() == reqwest::StatusCode::OK;
-            let range = content_range(&response);
-            described_first.get_or_insert_with(|| described(&response));
-            spool_body(response, spool).await?;
+            if whole && first > 0 {
+                // The whole file to a later range: start over with it.
+                spool.reset().await.map_err(FetchError::from_spool)?;
+            }
+            if let Some((start, _, _)) = range.filter(|(start, _, _)| *start != first) {
+                return Err(FetchError::Transient(format!("asked for bytes from {first}, got them from {start}")));
+            }
+            let fetched = spool_download(answer, spool).await?;
+            described_first.get_or_insert(fetched);
             match range {
                 _ if whole => break,
-                Some((end, total)) if end + 1 < total => first = end + 1,
+                Some((_, end, total)) if end + 1 < total => first = end + 1,
                 Some(_) => break,
                 None => return Err(FetchError::Transient("a partial answer without Content-Range".into())),
             }
