@@ -65,19 +65,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut env = Env::from_process();
     let loaded = crate::settings::load(args.config.clone(), &env)?;
     let mut config = loaded.config;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let sandbox = if args.sandbox || loaded.demo {
         let fake = crate::sandbox::start(&mut config, &mut env).await;
-        tokio::spawn(crate::sandbox::show_sends(fake.clone()));
+        tokio::spawn(crate::sandbox::show_sends(fake.clone(), format!("http://{addr}")));
         Some(fake)
     } else {
         None
     };
     let shared_config = Arc::new(config.clone());
     let banner_env = env.clone();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let mut media_folder = None;
     let (callbacks, inbound, outbound) = if args.aws {
         let sdk = shared::adapters::aws::sdk_config().await;
@@ -195,6 +195,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route("/sandbox/sends", get(sandbox_sends))
         .route("/sandbox/aibot/response_url", post(sandbox_response_url))
         .route("/sandbox/media/wecom/{app}", post(sandbox_wecom_media))
+        .route("/sandbox/file/{media_id}", get(sandbox_file))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -296,7 +297,8 @@ fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws:
 async fn sandbox_sends(State(state): State<Arc<DevState>>) -> Response {
     match &state.sandbox {
         Some(fake) => {
-            let sends: Vec<serde_json::Value> = fake.deliveries().iter().map(crate::sandbox::describe).collect();
+            let sends: Vec<serde_json::Value> =
+                fake.deliveries().iter().map(|d| crate::sandbox::describe(d, fake)).collect();
             axum::Json(sends).into_response()
         }
         None => (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response(),
@@ -328,6 +330,21 @@ async fn sandbox_wecom_media(
     let head = &body[..body.len().min(64)];
     let mime = shared::core::media::sniff(head).unwrap_or("application/octet-stream");
     fake.add_wecom_media(&app.corp_id, body.to_vec(), &name, mime).into_response()
+}
+
+/// `GET /sandbox/file/{media_id}`: a file the bridge uploaded to (or a member sent through) the
+/// sandbox, as WeChat keeps it.
+async fn sandbox_file(State(state): State<Arc<DevState>>, Path(media_id): Path<String>) -> Response {
+    let Some((name, bytes)) = state.sandbox.as_ref().and_then(|fake| fake.media(&media_id)) else {
+        return (StatusCode::NOT_FOUND, "no such file in the sandbox\n").into_response();
+    };
+    let mime = shared::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream");
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(mime));
+    if let Ok(value) = shared::core::media::attachment(&name).parse() {
+        response.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 /// Prints what a queue bot's consumer would read (in memory there is no consumer: POST its

@@ -44,8 +44,9 @@ pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
     fake
 }
 
-/// A send as JSON for `GET /sandbox/sends` (what `simulate` and `send` wait for).
-pub fn describe(delivery: &Delivery) -> Value {
+/// A send as JSON for `GET /sandbox/sends` (what `simulate` and `send` wait for). A file shows
+/// as `[image 34 KB]` with `file`, the path `wxbridge dev` serves it at.
+pub fn describe(delivery: &Delivery, fake: &FakeWechat) -> Value {
     let b = &delivery.body;
     let (channel, to, text) = match delivery.api {
         Api::WecomMessage => ("wecom_app", b["touser"].clone(), content_text(b)),
@@ -61,7 +62,16 @@ pub fn describe(delivery: &Delivery) -> Value {
         Api::IlinkTyping => ("ilink_typing", b["ilink_user_id"].clone(), None),
         Api::AibotResponse => ("wecom_aibot", json!("(response_url)"), content_text(b)),
     };
-    json!({"channel": channel, "to": to, "text": text, "body": b})
+    let kind = b["msgtype"].as_str().unwrap_or_default();
+    let media_id = b[kind]["media_id"].as_str();
+    let (text, file) = match (media_id.and_then(|id| fake.media(id)), b[kind]["base64"].as_str()) {
+        (Some((_, bytes)), _) => {
+            (Some(format!("[{kind} {}]", size(bytes.len() as u64))), media_id.map(|id| format!("/sandbox/file/{id}")))
+        }
+        (None, Some(data)) => (Some(format!("[{kind} {}]", size(data.len() as u64 / 4 * 3))), None),
+        _ => (text, None),
+    };
+    json!({"channel": channel, "to": to, "text": text, "file": file, "body": b})
 }
 
 /// The text of a WeCom / OA message body, or its type in brackets.
@@ -72,12 +82,12 @@ fn content_text(body: &Value) -> Option<String> {
 
 /// Prints each send as the WeChat user would see it, as it happens, and each request the
 /// sandbox refused (as WeChat would have) with its reason.
-pub async fn show_sends(fake: Arc<FakeWechat>) {
+pub async fn show_sends(fake: Arc<FakeWechat>, origin: String) {
     let (mut shown, mut refused) = (0, 0);
     loop {
         let deliveries = fake.deliveries();
         for delivery in deliveries.iter().skip(shown) {
-            let sent = describe(delivery);
+            let sent = describe(delivery, &fake);
             let channel = sent["channel"].as_str().unwrap_or_default();
             if channel.ends_with("_typing") {
                 continue;
@@ -90,6 +100,9 @@ pub async fn show_sends(fake: Arc<FakeWechat>) {
                 ui::bold(to),
                 ui::wechat(&format!("sees {text:?} ({channel})"))
             );
+            if let Some(file) = sent["file"].as_str() {
+                println!("           {}", ui::dim(&format!("{origin}{file}")));
+            }
         }
         shown = deliveries.len();
         let problems = fake.problems();

@@ -715,3 +715,30 @@ fn simulate_aibot_fails_when_the_window_ends_before_the_stream_finishes() {
     assert_eq!(result["snapshots"], serde_json::json!(["还在想…"]), "{result}");
     assert!(result["refreshes"].as_u64().is_some_and(|n| n >= 1), "{result}");
 }
+
+/// A picture sent with `simulate --image` is fetched into dev's media folder, echoed back, and
+/// the file the sandbox received is the one sent.
+#[test]
+fn sandbox_image_round_trip_echoes_the_same_picture() {
+    let dev = start_dev(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let picture: Vec<u8> =
+        b"\x89PNG\r\n\x1a\n".iter().copied().chain((0..34_000u32).map(|i| (i * 13 % 251) as u8)).collect();
+    let path = dir.path().join("照片.png");
+    std::fs::write(&path, &picture).unwrap();
+    let (ok, stdout, stderr) =
+        cli(&["simulate", "wecom", "--image", path.to_str().unwrap(), "--url", &dev.url, "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(result["sent"]["text"], "[image 34 KB]", "{result}");
+    let file = result["sent"]["file"].as_str().expect("a link to the sent file");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sent =
+        runtime.block_on(async { reqwest::get(format!("{}{file}", dev.url)).await.unwrap().bytes().await.unwrap() });
+    assert!(sent.as_ref() == picture.as_slice(), "the user gets the picture sent");
+    let line = wait_for_line(&dev, "inbound queue ←");
+    assert!(line.contains("[image 34 KB] http://127.0.0.1:"), "dev shows the stored file's link: {line}");
+    // A file that is not there is refused before anything is sent.
+    let (ok, _, stderr) = cli(&["simulate", "wecom", "--image", "/nonexistent.png", "--url", &dev.url]);
+    assert!(!ok && stderr.contains("cannot read /nonexistent.png"), "{stderr}");
+}
