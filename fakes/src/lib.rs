@@ -4,7 +4,8 @@
 //! `appchat/*`), the WeCom group robot webhook, the WeCom AI bot's `response_url`, the Official
 //! Account (`stable_token`, `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR
 //! login) at once, plus the hosts inbound media is downloaded from (`media/get`, the AI bot's COS
-//! URLs, the iLink CDN); their paths do not collide.
+//! URLs, the iLink CDN) and the media uploads (`media/upload`, `webhook/upload_media`, whose bytes
+//! [`FakeWechat::media`] gives back); their paths do not collide.
 //! It checks each request the way the real server does (credentials, token lifetimes, field types
 //! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
 //! the platforms' rules rather than to a mock's assumptions.
@@ -37,6 +38,7 @@ mod robot;
 mod server;
 mod state;
 mod types;
+mod upload;
 mod wecom;
 mod wire;
 
@@ -195,6 +197,8 @@ impl FakeWechat {
     }
 
     /// A temporary media of a WeCom corp, for `GET /cgi-bin/media/get`; returns its new media_id.
+    /// Like an upload it lives 3 days, and the corp's `message/send` / `appchat/send` may send it:
+    /// its type is what `mime` says (`image/…` image, `audio/…` voice, `video/…` video, else file).
     ///
     /// Every app of the corp may fetch it (a token of another corp gets 40007, labelled
     /// `text/plain`). The answer is `Content-Type: mime` with `Content-disposition: attachment;
@@ -219,6 +223,31 @@ impl FakeWechat {
     pub fn add_oa_media(&self, app_id: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> String {
         let media = media::Media::new(media::Platform::Oa, app_id, bytes, filename, mime);
         media::add(&mut self.state(), media)
+    }
+
+    /// What was uploaded (`media/upload`, `webhook/upload_media`) or added (`add_wecom_media`,
+    /// `add_oa_media`) under `media_id`: the file name (the raw `filename` of the multipart part,
+    /// as UTF-8) and the bytes. Expired media are still here.
+    ///
+    /// Uploads are checked as media.md §1.3 and §2 describe (part `media` with a raw
+    /// `filename="…"`; `filename*=` alone is 44001; more than 5 bytes, else 40006; at most 10 MB
+    /// image/video, 2 MB voice, 20 MB file, else 45001; JPG/PNG, AMR, MP4 by magic bytes, else
+    /// 40004; another `type` 40005). A WeCom upload belongs to the token's corp, a robot's to its
+    /// key. Sends check the id: `message/send` / `appchat/send` image, voice, video and file, and
+    /// the robot's file and voice, answer 40007 for an id that is unknown, another corp's or robot's,
+    /// expired, or of another type (a `file` message takes any type).
+    pub fn media(&self, media_id: &str) -> Option<(String, Vec<u8>)> {
+        media::lookup(&self.state(), media_id)
+    }
+
+    /// `media_id` answers 40007 from now on (sends and `media/get`), as one older than 3 days does.
+    pub fn expire_media(&self, media_id: &str) {
+        media::expire(&mut self.state(), Some(media_id));
+    }
+
+    /// Every media_id issued so far answers 40007 from now on.
+    pub fn expire_all_media(&self) {
+        media::expire(&mut self.state(), None);
     }
 
     /// Largest file WeCom's media/get sends without `Range` (default 20 MiB); above it, 830002.

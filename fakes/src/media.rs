@@ -10,6 +10,10 @@
 //! * `GET /c2c/download?encrypted_query_param=`: the iLink CDN: AES-128-ECB ciphertext, or a plain
 //!   image.
 //!
+//! The same store holds what clients upload (`media/upload`, `webhook/upload_media`; upload.rs):
+//! every media_id lives 3 days (or until `FakeWechat::expire_media`), belongs to one corp, Official
+//! Account or robot key, and has a type (`image`/`voice`/`video`/`file`) that sends check.
+//!
 //! Files are kept as `Bytes`, so an answer (or a range of one) shares them instead of copying.
 
 use std::collections::HashMap;
@@ -31,6 +35,9 @@ use crate::wire::{random_alnum, random_string, wechat_json, Family, Reject, Req}
 /// Largest file WeCom's media/get sends without `Range` (media.md §1.2: 20 MB per chunk).
 const WECOM_GET_LIMIT: usize = 20 * 1024 * 1024;
 
+/// A temporary media_id lives 3 days (media.md §1.2, §2, §3.3).
+const MEDIA_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
 /// An AI bot media URL lives 5 minutes (wecom-aibot.md §7).
 const AIBOT_MEDIA_TTL: Duration = Duration::from_secs(300);
 
@@ -39,42 +46,108 @@ const AIBOT_PAD_BLOCK: usize = 32;
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
-/// Which platform's `media/get` a stored media answers to.
+/// Whose media_id a stored media is: `media/get` serves only WeCom's and the OA's, each to its own
+/// corp or account; a robot's is usable only by its key's `webhook/send`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Platform {
     Wecom,
     Oa,
+    Robot,
 }
 
-/// One temporary media of `cgi-bin/media/get`.
+/// One temporary media.
 #[derive(Debug)]
 pub(crate) struct Media {
     platform: Platform,
-    /// corp_id (WeCom) or app_id (OA).
+    /// corp_id (WeCom), app_id (OA) or webhook key (robot).
     account: String,
+    /// `image`, `voice`, `video` or `file`: the upload's `type`, or for media a test added, what
+    /// its mime says.
+    kind: &'static str,
+    filename: String,
     bytes: Bytes,
     mime: HeaderValue,
     /// `attachment; filename="…"` with the name as raw UTF-8, as both platforms send it.
     disposition: HeaderValue,
+    /// `None`: never (set by `add`).
+    expires_at: Option<Instant>,
+    /// Set by `FakeWechat::expire_media`.
+    expired: bool,
 }
 
 impl Media {
+    /// Media a test adds, as if a user had sent it.
+    ///
     /// # Panics
     /// If `filename` or `mime` holds control characters (they cannot go in a header): a test
     /// set-up error, not request data.
     pub(crate) fn new(platform: Platform, account: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> Media {
         let disposition = HeaderValue::from_bytes(format!("attachment; filename=\"{filename}\"").as_bytes())
             .unwrap_or_else(|_| panic!("filename {filename:?} cannot be sent in an HTTP header"));
-        let mime = HeaderValue::from_str(mime).unwrap_or_else(|_| panic!("mime {mime:?} is not a header value"));
-        Media { platform, account: account.to_owned(), bytes: Bytes::from(bytes), mime, disposition }
+        let mime_value = HeaderValue::from_str(mime).unwrap_or_else(|_| panic!("mime {mime:?} is not a header value"));
+        Media {
+            platform,
+            account: account.to_owned(),
+            kind: kind_of_mime(mime),
+            filename: filename.to_owned(),
+            bytes: Bytes::from(bytes),
+            mime: mime_value,
+            disposition,
+            expires_at: None,
+            expired: false,
+        }
+    }
+
+    /// Media a client uploaded: `kind` is the upload's `type`, `mime` the part's Content-Type (if
+    /// any). Never panics: characters a header cannot carry become `_` in the download's
+    /// Content-Disposition (the stored name stays as sent).
+    pub(crate) fn uploaded(
+        platform: Platform,
+        account: &str,
+        kind: &'static str,
+        filename: String,
+        mime: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Media {
+        let shown: String = filename.chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+        let disposition = HeaderValue::from_bytes(format!("attachment; filename=\"{shown}\"").as_bytes())
+            .unwrap_or(HeaderValue::from_static("attachment"));
+        let mime = mime.and_then(|m| HeaderValue::from_str(m).ok()).unwrap_or(OCTET_STREAM);
+        Media {
+            platform,
+            account: account.to_owned(),
+            kind,
+            filename,
+            bytes: Bytes::from(bytes),
+            mime,
+            disposition,
+            expires_at: None,
+            expired: false,
+        }
+    }
+
+    fn is_expired(&self) -> bool {
+        self.expired || self.expires_at.is_some_and(|at| Instant::now() >= at)
     }
 }
 
-/// "WeCom corp …" / "Official Account …", for problem lines.
+/// The upload type a mime corresponds to.
+fn kind_of_mime(mime: &str) -> &'static str {
+    let top = mime.split('/').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match top.as_str() {
+        "image" => "image",
+        "audio" | "voice" => "voice",
+        "video" => "video",
+        _ => "file",
+    }
+}
+
+/// "WeCom corp …" / "Official Account …" / "group robot …", for problem lines.
 fn owner(platform: Platform, account: &str) -> String {
     match platform {
         Platform::Wecom => format!("WeCom corp {account}"),
         Platform::Oa => format!("Official Account {account}"),
+        Platform::Robot => format!("group robot {account}"),
     }
 }
 
@@ -178,12 +251,13 @@ impl Default for MediaState {
     }
 }
 
-/// Stores a temporary media; returns its new media_id. An OA media whose mime is `video/…` also
-/// gets a `/oa/video` URL.
-pub(crate) fn add(st: &mut State, media: Media) -> String {
+/// Stores a temporary media for 3 days; returns its new media_id. An OA media whose mime is
+/// `video/…` also gets a `/oa/video` URL.
+pub(crate) fn add(st: &mut State, mut media: Media) -> String {
+    media.expires_at = Instant::now().checked_add(MEDIA_TTL);
     let media_id = match media.platform {
         // Shaped like media/upload's ids.
-        Platform::Wecom => format!("3{}", random_alnum(40)),
+        Platform::Wecom | Platform::Robot => format!("3{}", random_alnum(40)),
         Platform::Oa => random_string(64),
     };
     let is_video = media.mime.as_bytes().get(..6).is_some_and(|m| m.eq_ignore_ascii_case(b"video/"));
@@ -194,6 +268,57 @@ pub(crate) fn add(st: &mut State, media: Media) -> String {
     }
     st.media.files.insert(media_id.clone(), media);
     media_id
+}
+
+/// The file name and bytes stored under `media_id` (expired or not).
+pub(crate) fn lookup(st: &State, media_id: &str) -> Option<(String, Vec<u8>)> {
+    st.media.files.get(media_id).map(|m| (m.filename.clone(), m.bytes.to_vec()))
+}
+
+/// Makes `media_id` (or, with `None`, every media_id) answer 40007 from now on.
+pub(crate) fn expire(st: &mut State, media_id: Option<&str>) {
+    for (id, media) in &mut st.media.files {
+        if media_id.is_none_or(|m| m == id) {
+            media.expired = true;
+        }
+    }
+}
+
+/// The media `media_id` names if `platform`'s `account` may use it now; else why not.
+fn usable<'a>(st: &'a State, platform: Platform, account: &str, media_id: &str) -> Result<&'a Media, String> {
+    let media = st.media.files.get(media_id).ok_or_else(|| format!("media_id {media_id:?} was never issued"))?;
+    if media.platform != platform || media.account != account {
+        return Err(format!(
+            "media_id {media_id:?} belongs to {}, not to {}",
+            owner(media.platform, &media.account),
+            owner(platform, account)
+        ));
+    }
+    if media.is_expired() {
+        return Err(format!("media_id {media_id:?} has expired (media_ids live 3 days)"));
+    }
+    Ok(media)
+}
+
+/// A send's `<at>` = `media_id`: `account`'s own, live, and of type `wanted` (any type when
+/// `None`, as a `file` message takes); 40007 otherwise.
+pub(crate) fn check_sendable(
+    st: &State,
+    platform: Platform,
+    account: &str,
+    at: &str,
+    media_id: &str,
+    wanted: Option<&str>,
+) -> Result<(), Reject> {
+    let media =
+        usable(st, platform, account, media_id).map_err(|detail| Reject::code(40007, format!("{at}: {detail}")))?;
+    match wanted {
+        Some(wanted) if media.kind != wanted => Err(Reject::code(
+            40007,
+            format!("{at}: media_id {media_id:?} has type {}, this message needs type {wanted}", media.kind),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Stores an AI bot media for the current TTL; returns its URL.
@@ -267,27 +392,17 @@ fn oa_get(st: &State, req: &Req) -> Result<Response, Reject> {
     Ok(file_response(media, StatusCode::OK, media.bytes.clone()))
 }
 
-/// The caller's media named by `media_id`. An unknown one, or another corp's or account's, is
-/// 40007 labelled `text/plain` (the real OA has been seen doing so, media.md §3.2; the fake does it
+/// The caller's media named by `media_id`. An unknown one, another corp's or account's (or a
+/// robot's), or an expired one is 40007 labelled `text/plain` (the real OA has been seen doing so, media.md §3.2; the fake does it
 /// on both platforms so a client cannot rely on `application/json` to spot errors).
 fn find<'a>(st: &'a State, req: &Req, platform: Platform, account: &str) -> Result<&'a Media, Reject> {
     let media_id = req
         .query("media_id")
         .filter(|m| !m.is_empty())
         .ok_or_else(|| Reject::code(41006, "no media_id in the query string"))?;
-    let invalid = |detail: String| {
+    usable(st, platform, account, media_id).map_err(|detail| {
         Reject::code(40007, detail).with_header(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))
-    };
-    let media =
-        st.media.files.get(media_id).ok_or_else(|| invalid(format!("media_id {media_id:?} was never issued")))?;
-    if media.platform != platform || media.account != account {
-        return Err(invalid(format!(
-            "media_id {media_id:?} belongs to {}, not to {}",
-            owner(media.platform, &media.account),
-            owner(platform, account)
-        )));
-    }
-    Ok(media)
+    })
 }
 
 /// `GET /oa/video?id=`: the video behind an OA `video_url`; no token.

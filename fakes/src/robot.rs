@@ -8,9 +8,11 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use crate::media::{self, Platform};
 use crate::state::State;
 use crate::types::{Api, Delivery};
-use crate::wecom::{check_content, check_media_id, check_news, check_template_card, msgtype, sub_object};
+use crate::upload;
+use crate::wecom::{check_content, check_news, check_template_card, media_id, msgtype, sub_object};
 use crate::wire::{wechat_json, Reject, Req};
 
 const MSGTYPES: &[&str] = &["text", "markdown", "markdown_v2", "image", "news", "file", "voice", "template_card"];
@@ -23,6 +25,8 @@ const IMAGE_MAX: usize = 2 * 1024 * 1024;
 const PER_MINUTE: usize = 20;
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// `file` and `voice` name a media_id this robot uploaded (not another robot's, not expired; a
+/// `voice` one for `voice`), else 40007.
 pub(crate) fn send(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
     let key = req.query("key").unwrap_or_default().to_owned();
@@ -31,8 +35,9 @@ pub(crate) fn send(st: &mut State, req: &Req) -> Result<Response, Reject> {
     };
     let now = Instant::now();
     prune(recent, now);
+    let sent_lately = recent.len();
     let body = req.json_object()?;
-    if recent.len() >= PER_MINUTE {
+    if sent_lately >= PER_MINUTE {
         return Err(Reject::code(45009, format!("robot already accepted {PER_MINUTE} messages in the last 60 s")));
     }
     let msgtype = msgtype(&body, MSGTYPES)?;
@@ -44,11 +49,15 @@ pub(crate) fn send(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "markdown" | "markdown_v2" => check_content(&body, msgtype, MARKDOWN_MAX)?,
         "image" => check_image(&body, IMAGE_MAX)?,
         "news" => check_news(&body, 8)?,
-        "file" | "voice" => check_media_id(&body, msgtype)?,
+        "file" | "voice" => {
+            let media_id = media_id(&body, msgtype)?;
+            let wanted = (msgtype == "voice").then_some("voice");
+            media::check_sendable(st, Platform::Robot, &key, &format!("{msgtype}.media_id"), media_id, wanted)?;
+        }
         "template_card" => check_template_card(&body, CARD_TYPES)?,
         other => return Err(Reject::code(40008, format!("msgtype {other:?} is not handled"))),
     }
-    recent.push_back(now);
+    st.robots.entry(key.clone()).or_default().push_back(now);
     st.deliveries.push(Delivery { api: Api::WecomWebhook, account: key, body: Value::Object(body) });
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
@@ -104,25 +113,13 @@ pub(crate) fn check_image(body: &Map<String, Value>, max: usize) -> Result<(), R
     Ok(())
 }
 
-/// `POST /cgi-bin/webhook/upload_media?key=&type=file|voice`: media only this robot may send.
+/// `POST /cgi-bin/webhook/upload_media?key=&type=file|voice`: media only this robot may send
+/// (upload.rs).
 pub(crate) fn upload_media(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
     let key = req.query("key").unwrap_or_default().to_owned();
     if !st.robots.contains_key(&key) {
         return Err(Reject::code(93000, format!("webhook key {key:?} is not a known robot")));
     }
-    let media_type = req.query("type").unwrap_or_default().to_owned();
-    let limit = match media_type.as_str() {
-        "file" => 20 << 20,
-        "voice" => 2 << 20,
-        other => return Err(Reject::code(40004, format!("invalid media type {other:?}"))),
-    };
-    let (_, data) = crate::wecom::media_part(req)?;
-    if data.len() <= 5 || data.len() > limit {
-        return Err(Reject::code(40006, format!("invalid file size {}", data.len())));
-    }
-    let media_id = format!("3{}", crate::wire::random_alnum(40));
-    Ok(wechat_json(
-        &json!({"errcode": 0, "errmsg": "ok", "type": media_type, "media_id": media_id, "created_at": "1735689600"}),
-    ))
+    upload::store(st, req, Platform::Robot, &key, upload::ROBOT_TYPES)
 }

@@ -19,9 +19,10 @@ use crate::{aibot_response, ilink, ilink_login, media, oa, robot, wecom};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
-/// Request bodies above this are refused; the largest legitimate one (a 2 MB robot image in
-/// base64) is well under it. Answers (media downloads) have no such limit.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Request bodies above this are refused; the largest legitimate one (a 20 MB file upload plus its
+/// multipart framing) is under it, so an upload over a cap gets WeCom's 45001, not a 413.
+/// Answers (media downloads) have no such limit.
+const MAX_BODY: usize = 24 * 1024 * 1024;
 
 /// Locks the state; a poisoned lock (a panicking test thread) still yields the data.
 pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {

@@ -6,8 +6,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::media::{self, Platform};
 use crate::state::{AppChat, State};
 use crate::types::{Api, Delivery};
+use crate::upload;
 use crate::wire::{kind, random_alnum, random_string, wechat_json, Reject, Req};
 use axum::response::Response;
 
@@ -16,8 +18,9 @@ type Object = Map<String, Value>;
 /// Bytes allowed in `text.content` / `markdown.content` of app and appchat messages.
 pub(crate) const APP_CONTENT_MAX: usize = 2048;
 
-const APP_MSGTYPES: &[&str] = &["text", "markdown", "image", "file", "news", "textcard", "template_card"];
-const APPCHAT_MSGTYPES: &[&str] = &["text", "markdown", "image", "file", "news", "textcard"];
+const APP_MSGTYPES: &[&str] =
+    &["text", "markdown", "image", "voice", "video", "file", "news", "textcard", "template_card"];
+const APPCHAT_MSGTYPES: &[&str] = &["text", "markdown", "image", "voice", "video", "file", "news", "textcard"];
 const APP_CARD_TYPES: &[&str] =
     &["text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"];
 
@@ -60,7 +63,7 @@ pub(crate) fn message_send(st: &mut State, req: &Req) -> Result<Response, Reject
         None => return Err(Reject::code(40056, "agentid is missing")),
     }
     let msgtype = msgtype(&body, APP_MSGTYPES)?;
-    check_app_object(&body, msgtype, APP_CARD_TYPES)?;
+    check_app_object(st, &corp_id, &body, msgtype, APP_CARD_TYPES)?;
 
     let touser = target_field(&body, "touser")?;
     let toparty = target_field(&body, "toparty")?;
@@ -134,7 +137,7 @@ pub(crate) fn appchat_send(st: &mut State, req: &Req) -> Result<Response, Reject
         return Err(Reject::code(86003, format!("chat {chat_id:?} does not exist")));
     }
     let msgtype = msgtype(&body, APPCHAT_MSGTYPES)?;
-    check_app_object(&body, msgtype, &[])?;
+    check_app_object(st, &corp_id, &body, msgtype, &[])?;
     st.deliveries.push(Delivery { api: Api::WecomAppchat, account: corp_id, body: Value::Object(body) });
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
@@ -227,11 +230,27 @@ pub(crate) fn msgtype<'a>(body: &'a Object, allowed: &[&str]) -> Result<&'a str,
     }
 }
 
-/// The object named after the msgtype, with the fields app and appchat messages require.
-fn check_app_object(body: &Object, msgtype: &str, card_types: &[&str]) -> Result<(), Reject> {
+/// The object named after the msgtype, with the fields app and appchat messages require. A
+/// `media_id` must be one the corp uploaded (or a test added), not expired, of the message's type
+/// (`file` takes any): 40007 otherwise.
+fn check_app_object(
+    st: &State,
+    corp_id: &str,
+    body: &Object,
+    msgtype: &str,
+    card_types: &[&str],
+) -> Result<(), Reject> {
     match msgtype {
         "text" | "markdown" => check_content(body, msgtype, APP_CONTENT_MAX),
-        "image" | "file" | "voice" => check_media_id(body, msgtype),
+        "image" | "voice" | "video" | "file" => {
+            let media_id = media_id(body, msgtype)?;
+            let wanted = (msgtype != "file").then_some(msgtype);
+            media::check_sendable(st, Platform::Wecom, corp_id, &format!("{msgtype}.media_id"), media_id, wanted)?;
+            if msgtype == "video" {
+                check_video_texts(body)?;
+            }
+            Ok(())
+        }
         "news" => check_news(body, 8),
         "textcard" => check_textcard(body),
         "template_card" => check_template_card(body, card_types),
@@ -264,15 +283,29 @@ pub(crate) fn check_content(body: &Object, msgtype: &str, max_bytes: usize) -> R
 }
 
 /// `<msgtype>.media_id`: a non-empty string.
-pub(crate) fn check_media_id(body: &Object, msgtype: &str) -> Result<(), Reject> {
+pub(crate) fn media_id<'a>(body: &'a Object, msgtype: &str) -> Result<&'a str, Reject> {
     let obj = sub_object(body, msgtype, 40007)?;
     match obj.get("media_id") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(()),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
         Some(Value::String(_)) | None | Some(Value::Null) => {
             Err(Reject::code(40007, format!("{msgtype}.media_id is missing or empty")))
         }
         Some(other) => Err(Reject::code(40007, format!("{msgtype}.media_id must be a string, got {}", kind(other)))),
     }
+}
+
+/// `video.title` / `video.description`: optional strings.
+fn check_video_texts(body: &Object) -> Result<(), Reject> {
+    let video = sub_object(body, "video", 40007)?;
+    for field in ["title", "description"] {
+        match video.get(field) {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(Reject::code(40058, format!("video.{field} must be a string, got {}", kind(other))))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `news.articles`: 1..=`max` objects, each with a non-empty `title` and `url`.
@@ -379,61 +412,10 @@ pub(crate) fn appchat_update(st: &mut State, req: &Req) -> Result<Response, Reje
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 
-/// The part named `media` of a multipart/form-data body: its file name and bytes.
-pub(crate) fn media_part(req: &Req) -> Result<(String, Vec<u8>), Reject> {
-    let content_type = req.header("content-type").unwrap_or_default();
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .map(|b| b.trim_matches('"').to_owned())
-        .ok_or_else(|| Reject::code(41005, "media data missing: the body is not multipart/form-data"))?;
-    let delimiter = format!("--{boundary}");
-    let body = &req.body[..];
-    let positions: Vec<usize> = find_all(body, delimiter.as_bytes());
-    for window in positions.windows(2) {
-        let part = &body[window[0] + delimiter.len()..window[1]];
-        let Some(split) = find_all(part, b"\r\n\r\n").first().copied() else { continue };
-        let headers = String::from_utf8_lossy(&part[..split]).to_string();
-        if !headers.contains("name=\"media\"") {
-            continue;
-        }
-        let file_name = headers
-            .split("filename=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| Reject::code(41005, "the media part has no filename"))?;
-        let data = &part[split + 4..];
-        let data = data.strip_suffix(b"\r\n").unwrap_or(data);
-        return Ok((file_name.to_owned(), data.to_vec()));
-    }
-    Err(Reject::code(41005, "media data missing: no part named \"media\""))
-}
-
-fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return Vec::new();
-    }
-    (0..=haystack.len() - needle.len()).filter(|&i| &haystack[i..i + needle.len()] == needle).collect()
-}
-
-/// `POST /cgi-bin/media/upload?access_token=&type=`: temporary media for app messages.
+/// `POST /cgi-bin/media/upload?access_token=&type=`: temporary media for app messages, kept for
+/// the token's corp (upload.rs).
 pub(crate) fn media_upload(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
-    st.wecom_caller(req.query("access_token"))?;
-    let media_type = req.query("type").unwrap_or_default().to_owned();
-    let limit = match media_type.as_str() {
-        "image" | "video" => 10 << 20,
-        "voice" => 2 << 20,
-        "file" => 20 << 20,
-        other => return Err(Reject::code(40004, format!("invalid media type {other:?}"))),
-    };
-    let (_, data) = media_part(req)?;
-    if data.len() <= 5 || data.len() > limit {
-        return Err(Reject::code(40006, format!("invalid file size {} for type {media_type}", data.len())));
-    }
-    let media_id = format!("3{}", random_alnum(40));
-    Ok(wechat_json(
-        &json!({"errcode": 0, "errmsg": "ok", "type": media_type, "media_id": media_id, "created_at": "1735689600"}),
-    ))
+    let (corp_id, _) = st.wecom_caller(req.query("access_token"))?;
+    upload::store(st, req, Platform::Wecom, &corp_id, upload::WECOM_TYPES)
 }

@@ -212,6 +212,8 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             40001 => "invalid credential",
             40003 => "invalid userid",
             40004 => "invalid media type",
+            40005 => "invalid file type",
+            40006 => "invalid file size",
             40007 => "invalid media_id",
             40008 => "invalid message type",
             40009 => "invalid image size",
@@ -222,13 +224,16 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             41001 => "access_token missing",
             41002 => "corpid missing",
             41004 => "corpsecret missing",
+            41005 => "media data missing",
             41006 => "media_id missing",
             42001 => "access_token expired",
             43001 => "require GET method",
             43002 => "require POST method",
+            44001 => "empty media data",
             44002 => "empty post data",
             44003 => "empty news data",
             44004 => "empty content",
+            45001 => "media size out of limit",
             45002 => "content size out of limit",
             45008 => "article size out of limit",
             45009 => "api freq out of limit",
@@ -388,6 +393,6 @@ fn random_from(alphabet: &[u8], len: usize) -> String {
     (0..len).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect()
 }
 
-fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -175,11 +175,15 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
     let (sender, metrics) = world.sender();
     let card = json!({"card_type": "text_notice", "main_title": {"title": "t"}, "card_action": {"type": 1, "url": "https://example.com"}});
     let article = json!([{"title": "标题", "url": "https://example.com/a", "description": "d", "picurl": "https://example.com/p.png"}]);
+    // Media ids WeCom issued (a send naming an id it never issued is refused, 40007).
+    let png = b"\x89PNG\r\n\x1a\n0123456789".to_vec();
+    let image_id = world.fake.add_wecom_media(WECOM_CORP_ID, png, "p.png", "image/png");
+    let file_id = world.fake.add_wecom_media(WECOM_CORP_ID, b"%PDF-1.7 report".to_vec(), "r.pdf", "application/pdf");
     let cases = [
         ("wecom_app", "hr", "ZhangWei|WangFang", json!({"type": "text", "text": "你好 🚀"}), Api::WecomMessage, "text"),
         ("wecom_app", "hr", "ZhangWei", json!({"type": "markdown", "text": "**bold**"}), Api::WecomMessage, "markdown"),
-        ("wecom_app", "hr", "ZhangWei", json!({"type": "image", "media_id": "MEDIA1"}), Api::WecomMessage, "image"),
-        ("wecom_app", "hr", "ZhangWei", json!({"type": "file", "media_id": "MEDIA2"}), Api::WecomMessage, "file"),
+        ("wecom_app", "hr", "ZhangWei", json!({"type": "image", "media_id": image_id}), Api::WecomMessage, "image"),
+        ("wecom_app", "hr", "ZhangWei", json!({"type": "file", "media_id": file_id}), Api::WecomMessage, "file"),
         ("wecom_app", "hr", "ZhangWei", json!({"type": "news", "articles": article}), Api::WecomMessage, "news"),
         (
             "wecom_app",

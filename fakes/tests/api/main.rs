@@ -12,4 +12,5 @@ mod media;
 mod oa;
 mod robot;
 mod support;
+mod uploads;
 mod wecom;

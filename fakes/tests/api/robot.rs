@@ -3,7 +3,7 @@
 use fakes::{Api, FakeWechat};
 use serde_json::{json, Value};
 
-use crate::support::{assert_errcode, post_json};
+use crate::support::{assert_errcode, client, post_json};
 
 const KEY: &str = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa";
 /// PNG signature + "fake image data", and its md5.
@@ -12,6 +12,16 @@ const PNG_MD5: &str = "47d1f88db17ee56e71cec0b367f50ce2";
 /// "GIF89a fake" and its md5: a valid pair, but not a JPG/PNG.
 const GIF_B64: &str = "R0lGODlhIGZha2U=";
 const GIF_MD5: &str = "fa9f1bd5fd4f33c0592f5963a7a315a0";
+
+/// Uploads a small text file as robot `key`; returns its media_id.
+async fn upload_file(wx: &FakeWechat, key: &str) -> String {
+    let part = reqwest::multipart::Part::bytes(b"hello robot".to_vec()).file_name("notes.txt");
+    let form = reqwest::multipart::Form::new().part("media", part);
+    let url = format!("{}/cgi-bin/webhook/upload_media?key={key}&type=file", wx.base_url);
+    let answer: Value = client().post(url).multipart(form).send().await.unwrap().json().await.unwrap();
+    assert_errcode(&answer, 0);
+    answer["media_id"].as_str().expect("media_id").to_owned()
+}
 
 async fn setup() -> (FakeWechat, String) {
     let wx = FakeWechat::start().await;
@@ -23,12 +33,13 @@ async fn setup() -> (FakeWechat, String) {
 #[tokio::test]
 async fn accepts_each_msgtype() {
     let (wx, url) = setup().await;
+    let file = upload_file(&wx, KEY).await;
     let bodies = [
         json!({"msgtype": "text", "text": {"content": "x".repeat(2048), "mentioned_list": ["alice", "@all"]}}),
         json!({"msgtype": "markdown", "markdown": {"content": "x".repeat(4096)}}),
         json!({"msgtype": "image", "image": {"base64": PNG_B64, "md5": PNG_MD5}}),
         json!({"msgtype": "news", "news": {"articles": [{"title": "t", "url": "https://example.com"}]}}),
-        json!({"msgtype": "file", "file": {"media_id": "3a8asd892asd8asd"}}),
+        json!({"msgtype": "file", "file": {"media_id": file}}),
         json!({"msgtype": "template_card", "template_card": {"card_type": "text_notice"}}),
     ];
     for body in &bodies {

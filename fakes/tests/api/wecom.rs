@@ -169,11 +169,17 @@ async fn message_send_accepts_every_supported_msgtype() {
     let wx = setup().await;
     let t = token(&wx).await;
     let url = send_url(&wx, &t);
+    let image = wx.add_wecom_media(CORP, b"\x89PNG\r\n\x1a\n image".to_vec(), "a.png", "image/png");
+    let voice = wx.add_wecom_media(CORP, b"#!AMR\n voice".to_vec(), "a.amr", "audio/amr");
+    let video = wx.add_wecom_media(CORP, b"\0\0\0\x18ftypmp42 video".to_vec(), "a.mp4", "video/mp4");
+    let file = wx.add_wecom_media(CORP, b"%PDF-1.7 file".to_vec(), "a.pdf", "application/pdf");
     let objects = [
         ("text", json!({"content": "x".repeat(2048)})),
         ("markdown", json!({"content": "**hi**"})),
-        ("image", json!({"media_id": "MEDIA"})),
-        ("file", json!({"media_id": "MEDIA"})),
+        ("image", json!({"media_id": image})),
+        ("voice", json!({"media_id": voice})),
+        ("video", json!({"media_id": video, "title": "t", "description": "d"})),
+        ("file", json!({"media_id": file})),
         ("news", json!({"articles": [{"title": "t", "url": "https://example.com"}]})),
         ("textcard", json!({"title": "t", "description": "d", "url": "https://example.com", "btntxt": "more"})),
         ("template_card", json!({"card_type": "text_notice"})),
@@ -184,7 +190,7 @@ async fn message_send_accepts_every_supported_msgtype() {
         let answer = post_json(&url, &body).await;
         assert_errcode(&answer, 0);
     }
-    assert_eq!(wx.deliveries_of(Api::WecomMessage).len(), 7);
+    assert_eq!(wx.deliveries_of(Api::WecomMessage).len(), 9);
     assert!(wx.problems().is_empty(), "{:?}", wx.problems());
 }
 
