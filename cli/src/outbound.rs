@@ -61,6 +61,7 @@ pub fn memory_sender(
         store: media,
         ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
         http: apis.http.clone(),
+        allow_loopback: true,
     };
     let sender = Sender {
         deliveries: Deliveries::new(&config, &apis, ports),

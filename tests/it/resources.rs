@@ -151,8 +151,20 @@ fn each_function_may_touch_only_what_it_uses() {
     );
     assert_eq!(
         policy_targets(&t, "SenderFunction"),
-        ["Table.Arn", "OutboundQueue.Arn", "OutboundDeadLetterQueue.Arn", "secret"]
+        [
+            "Table.Arn",
+            "OutboundQueue.Arn",
+            "OutboundDeadLetterQueue.Arn",
+            "${MediaBucket.Arn}/media/*",
+            "MediaBucket.Arn",
+            "secret"
+        ]
     );
+    // Each function that reads or writes media knows the bucket.
+    for function in ["MediaFunction", "DispatcherFunction", "SenderFunction"] {
+        let variables = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        assert!(variables.get("WXBRIDGE_MEDIA_BUCKET").is_some(), "{function} has no WXBRIDGE_MEDIA_BUCKET");
+    }
     let events = &resource(&t, "SenderFunction")["Properties"]["Events"]["Outbound"]["Properties"];
     assert_eq!(events["FunctionResponseTypes"][0], "ReportBatchItemFailures");
     assert_eq!(number(&events["BatchSize"]), 10);

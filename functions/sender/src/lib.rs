@@ -43,6 +43,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         store: Arc::new(S3MediaStore::new(sdk, bucket, env.aws_endpoint_url.is_some())),
         ids: Arc::new(DynamoMediaIds::new(&table)),
         http: apis.http.clone(),
+        allow_loopback: false,
     });
     Ok(Sender {
         deliveries: Deliveries::new(&config, &apis, ports),

@@ -23,14 +23,20 @@ pub struct OutFiles {
     pub store: Arc<dyn MediaStore>,
     pub ids: Arc<dyn MediaIds>,
     pub http: Http,
+    /// `wxbridge dev` only: bots on this machine may name `http://127.0.0.1…` files. Never on
+    /// Lambda, where loopback is the runtime API.
+    pub allow_loopback: bool,
 }
 
-/// Whether a bot's URL may be fetched: https, or http on this machine (`dev`).
-fn url_allowed(url: &reqwest::Url) -> bool {
+/// Whether a bot's URL may be fetched: https to a public address (no private, loopback or
+/// link-local literal: the instance metadata, the Lambda runtime API), or in `dev` http on
+/// this machine.
+fn url_allowed(url: &reqwest::Url, allow_loopback: bool) -> bool {
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    url.username().is_empty()
-        && url.password().is_none()
-        && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+    if allow_loopback && loopback && url.username().is_empty() && url.password().is_none() {
+        return true;
+    }
+    url.scheme() == "https" && crate::core::media::link_allowed(url, &[])
 }
 
 impl OutFiles {
@@ -79,8 +85,8 @@ impl OutFiles {
 
     /// GETs a bot's file by URL, at most `cap` bytes.
     async fn fetch(&self, url: &str, cap: u64) -> Result<Vec<u8>, Failure> {
-        let parsed = reqwest::Url::parse(url).ok().filter(url_allowed);
-        let parsed = parsed.ok_or_else(|| Failure::permanent("media.url must be an https URL"))?;
+        let parsed = reqwest::Url::parse(url).ok().filter(|u| url_allowed(u, self.allow_loopback));
+        let parsed = parsed.ok_or_else(|| Failure::permanent("media.url must be an https URL of a public host"))?;
         let response = self
             .http
             .client()
@@ -131,5 +137,27 @@ fn extension(mime: &str) -> &'static str {
         "application/pdf" => "pdf",
         "application/zip" => "zip",
         _ => "bin",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bots_name_public_https_files_only_and_loopback_only_in_dev() {
+        let ok = |u: &str, dev: bool| url_allowed(&reqwest::Url::parse(u).unwrap(), dev);
+        assert!(ok("https://example.com/a.png", false));
+        for refused in [
+            "http://example.com/a.png",
+            "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://10.1.2.3/x",
+            "https://localhost/x",
+        ] {
+            assert!(!ok(refused, false), "{refused}");
+        }
+        assert!(ok("http://127.0.0.1:8787/media/x", true), "dev's own files");
+        assert!(!ok("http://10.1.2.3/x", true));
     }
 }
