@@ -34,6 +34,19 @@ impl S3MediaStore {
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
     }
+
+    async fn put(&self, key: &str, body: ByteStream, mime: &str) -> Result<(), PortError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(mime)
+            .body(body)
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(())
+    }
 }
 
 fn s3_err<E: std::error::Error>(err: E) -> PortError {
@@ -51,31 +64,11 @@ impl MediaStore for S3MediaStore {
     }
 
     async fn put_file(&self, key: &str, path: &Path, mime: &str) -> Result<(), PortError> {
-        let body = ByteStream::from_path(path).await.map_err(|e| PortError::new("S3", e))?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(mime)
-            .body(body)
-            .send()
-            .await
-            .map_err(s3_err)?;
-        Ok(())
+        self.put(key, ByteStream::from_path(path).await.map_err(|e| PortError::new("S3", e))?, mime).await
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>, mime: &str) -> Result<(), PortError> {
-        let body = ByteStream::from(bytes);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(mime)
-            .body(body)
-            .send()
-            .await
-            .map_err(s3_err)?;
-        Ok(())
+        self.put(key, ByteStream::from(bytes), mime).await
     }
 
     async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, PortError> {
