@@ -45,13 +45,11 @@ pub struct DevArgs {
     pub sandbox: bool,
 }
 
-pub struct DevState {
+struct DevState {
     /// Each callback service by the first segment of its route.
     callbacks: HashMap<&'static str, Arc<dyn CallbackService>>,
     outbound: OutboundSink,
     sandbox: Option<Arc<fakes::FakeWechat>>,
-    /// The media folder `GET /media/<sha256>` serves (without `--aws`).
-    pub(crate) media: Option<FolderMediaStore>,
     config: Arc<Config>,
 }
 
@@ -184,19 +182,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         callbacks: callbacks.into_iter().collect(),
         outbound,
         sandbox,
-        media: media_folder,
         config: Arc::new(config.clone()),
     });
     let router = Router::new()
         .route("/", get(index))
         .route("/{channel}/{app}", any(callback_route))
         .route("/outbound", post(outbound_route))
-        .route("/media/{sha256}", get(crate::media::serve))
         .route("/sandbox/sends", get(sandbox_sends))
         .route("/sandbox/aibot/response_url", post(sandbox_response_url))
         .route("/sandbox/media/wecom/{app}", post(sandbox_wecom_media))
         .route("/sandbox/file/{media_id}", get(sandbox_file))
-        .with_state(state);
+        .with_state(state)
+        .merge(crate::media::routes(media_folder));
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

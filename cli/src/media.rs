@@ -15,8 +15,8 @@ use shared::core::tokens::Tokens;
 use shared::services::media::{MediaService, MediaSettings};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::dev::DevState;
 use crate::outbound::BatchHandler;
+use shared::adapters::folder::FolderMediaStore;
 
 #[async_trait::async_trait]
 impl BatchHandler for MediaService {
@@ -73,13 +73,18 @@ pub async fn run_memory(service: Arc<MediaService>, mut rx: UnboundedReceiver<Qu
     }
 }
 
+/// `GET /media/<sha256>?expires=…` of the media folder (none with `--aws`: files are in S3).
+pub fn routes<S: Clone + Send + Sync + 'static>(folder: Option<FolderMediaStore>) -> axum::Router<S> {
+    axum::Router::new().route("/media/{sha256}", axum::routing::get(serve)).with_state(Arc::new(folder))
+}
+
 /// `GET /media/<sha256>?expires=…`: a stored file, until its link expires.
-pub async fn serve(
-    State(state): State<Arc<DevState>>,
+async fn serve(
+    State(folder): State<Arc<Option<FolderMediaStore>>>,
     Path(sha256): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Some(store) = &state.media else {
+    let Some(store) = folder.as_ref() else {
         return (StatusCode::NOT_FOUND, "media is in the S3 bucket with --aws\n").into_response();
     };
     let expires = query.get("expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);

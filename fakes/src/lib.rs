@@ -33,6 +33,7 @@ mod aibot_response;
 mod ilink;
 mod ilink_login;
 mod media;
+mod media_store;
 mod oa;
 mod robot;
 mod server;
@@ -209,7 +210,7 @@ impl FakeWechat {
     /// # Panics
     /// If `filename` or `mime` holds control characters (they cannot go in a header).
     pub fn add_wecom_media(&self, corp_id: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> String {
-        let media = media::Media::new(media::Platform::Wecom, corp_id, bytes, filename, mime);
+        let media = media_store::Media::new(media_store::Platform::Wecom, corp_id, bytes, filename, mime);
         media::add(&mut self.state(), media)
     }
 
@@ -221,7 +222,7 @@ impl FakeWechat {
     /// # Panics
     /// If `filename` or `mime` holds control characters (they cannot go in a header).
     pub fn add_oa_media(&self, app_id: &str, bytes: Vec<u8>, filename: &str, mime: &str) -> String {
-        let media = media::Media::new(media::Platform::Oa, app_id, bytes, filename, mime);
+        let media = media_store::Media::new(media_store::Platform::Oa, app_id, bytes, filename, mime);
         media::add(&mut self.state(), media)
     }
 
@@ -266,7 +267,7 @@ impl FakeWechat {
     /// # Panics
     /// If `encoding_aes_key` is not 43 base64 characters decoding to 32 bytes.
     pub fn aibot_media_url(&self, plaintext: &[u8], encoding_aes_key: &str, filename: Option<&str>) -> String {
-        let media = media::AibotMedia::new(plaintext, encoding_aes_key, filename);
+        let media = media_store::AibotMedia::new(plaintext, encoding_aes_key, filename);
         media::add_aibot(&mut self.state(), media)
     }
 
@@ -285,7 +286,7 @@ impl FakeWechat {
     /// ciphertext; the parameter holds `+`, `/` and `=`, so it must be percent-encoded. An unknown
     /// parameter answers 404 with an empty body.
     pub fn ilink_cdn_media(&self, plaintext: &[u8], key: [u8; 16]) -> String {
-        let ciphertext = media::ecb_encrypt(plaintext, &key);
+        let ciphertext = media_store::ecb_encrypt(plaintext, &key);
         media::add_cdn(&mut self.state(), ciphertext)
     }
 

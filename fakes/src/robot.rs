@@ -8,7 +8,8 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::media::{self, Platform};
+use crate::media;
+use crate::media_store::Platform;
 use crate::state::State;
 use crate::types::{Api, Delivery};
 use crate::upload;

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::media::MediaState;
+use crate::media_store::MediaState;
 use crate::types::{Delivery, Fault};
 use crate::wire::{random_string, Reject};
 

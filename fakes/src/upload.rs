@@ -16,7 +16,8 @@
 use axum::response::Response;
 use serde_json::json;
 
-use crate::media::{self, Media, Platform};
+use crate::media;
+use crate::media_store::{Media, Platform};
 use crate::state::State;
 use crate::wire::{unix_secs, wechat_json, Reject, Req};
 

@@ -6,7 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::media::{self, Platform};
+use crate::media;
+use crate::media_store::Platform;
 use crate::state::{AppChat, State};
 use crate::types::{Api, Delivery};
 use crate::upload;

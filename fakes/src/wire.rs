@@ -337,7 +337,7 @@ pub(crate) fn http_status_response(path: &str, code: u16) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match path {
         "/c2c/download" => return status.into_response(),
-        "/aibot/media" => return crate::media::cos_fault(status),
+        "/aibot/media" => return cos_fault(status),
         _ => {}
     }
     let reason = status.canonical_reason().unwrap_or("Error");
@@ -395,4 +395,29 @@ fn random_from(alphabet: &[u8], len: usize) -> String {
 
 pub(crate) fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `Fault::HttpStatus` on the AI bot's media path: COS's error for that status.
+pub(crate) fn cos_fault(status: StatusCode) -> Response {
+    let code = match status.as_u16() {
+        403 => "AccessDenied",
+        404 => "NoSuchKey",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
+    };
+    cos_error(status, code, status.canonical_reason().unwrap_or("Error"))
+}
+
+/// An error answer of Tencent Cloud COS, which holds the AI bot's media.
+pub(crate) fn cos_error(status: StatusCode, code: &str, message: &str) -> Response {
+    cos_reject(status, code, message, "").into_response(Family::Wecom)
+}
+
+pub(crate) fn cos_reject(status: StatusCode, code: &str, message: &str, detail: impl Into<String>) -> Reject {
+    let body = format!(
+        "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n\t<Code>{code}</Code>\n\t<Message>{message}</Message>\n\t<RequestId>{}</RequestId>\n\t<TraceId>{}</TraceId>\n</Error>\n",
+        random_alnum(32),
+        random_alnum(64)
+    );
+    Reject::page(status, Some("application/xml"), body, detail)
 }

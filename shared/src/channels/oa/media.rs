@@ -27,12 +27,6 @@ impl OaMedia {
     }
 }
 
-/// Where a `video_url` may point: http(s), no credentials in it.
-fn link_ok(url: &str) -> bool {
-    reqwest::Url::parse(url)
-        .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.username().is_empty() && u.password().is_none())
-}
-
 #[async_trait]
 impl MediaSource for OaMedia {
     async fn fetch(&self, inbound: &Inbound, media: &Media, spool: &mut Spool) -> Result<Fetched, FetchError> {
