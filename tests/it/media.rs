@@ -572,8 +572,12 @@ async fn a_stored_picture_is_uploaded_once_sent_by_its_id_and_uploaded_again_onc
     assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 1, "uploaded once");
     assert_eq!(rig.wx.deliveries_of(fakes::Api::WecomMessage)[1].body["image"]["media_id"], json!(id));
 
-    // WeCom forgets the id before its three days: one new upload, then the send goes through.
+    // WeCom forgets the id before its three days: the id is dropped and the message comes back
+    // at once, to upload again before its part is claimed; then it goes through.
     rig.wx.expire_media(&id);
+    let outcome = send(&sender, outbound("wecom_app", "out-3", image.clone())).await;
+    assert!(matches!(outcome, shared::services::sender::Outcome::Retry { min_backoff_s: 0, .. }), "{outcome:?}");
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 1, "no upload while the part is claimed");
     let outcome = send(&sender, outbound("wecom_app", "out-3", image)).await;
     assert!(sent(&outcome), "{outcome:?}");
     assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 2, "uploaded once more");
@@ -582,6 +586,13 @@ async fn a_stored_picture_is_uploaded_once_sent_by_its_id_and_uploaded_again_onc
     let fresh = sends[2].body["image"]["media_id"].as_str().unwrap();
     assert_ne!(fresh, id);
     assert_eq!(rig.wx.media(fresh).unwrap().1, photo);
+
+    // A redelivery of a sent message whose file is gone from the store is acknowledged, not
+    // dead-lettered.
+    rig.stack.media.client().delete_object().bucket(&rig.stack.names.bucket).key(&key).send().await.unwrap();
+    let outcome = send(&sender, outbound("wecom_app", "out-3", json!({"type": "image", "media": {"key": key}}))).await;
+    assert!(matches!(outcome, shared::services::sender::Outcome::Sent { already_sent: 1, .. }), "{outcome:?}");
+    assert_eq!(rig.wx.deliveries_of(fakes::Api::WecomMessage).len(), 3, "nothing sent twice");
 }
 
 #[tokio::test]
@@ -596,7 +607,12 @@ async fn files_go_by_base64_with_their_chinese_name_and_over_a_cap_or_in_the_wro
     let outcome = send(&sender, outbound("wecom_appchat", "f-1", file)).await;
     assert!(sent(&outcome), "{outcome:?}");
     let id = rig.wx.deliveries_of(fakes::Api::WecomAppchat)[0].body["file"]["media_id"].as_str().unwrap().to_owned();
-    assert_eq!(rig.wx.media(&id).unwrap(), ("季度报告.pdf".to_owned(), report), "raw UTF-8 name, same bytes");
+    assert_eq!(rig.wx.media(&id).unwrap(), ("季度报告.pdf".to_owned(), report.clone()), "raw UTF-8 name, same bytes");
+    // The same bytes under another name are another upload: WeCom shows the uploaded name.
+    let renamed = json!({"type": "file", "media": {"base64": base64::engine::general_purpose::STANDARD.encode(&report), "file_name": "副本.pdf"}});
+    assert!(sent(&send(&sender, outbound("wecom_appchat", "f-1c", renamed)).await));
+    let id = rig.wx.deliveries_of(fakes::Api::WecomAppchat)[1].body["file"]["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(rig.wx.media(&id).unwrap().0, "副本.pdf");
 
     let uploads = rig.wx.calls("/cgi-bin/media/upload");
     let big = store(&rig, &png(20 * 1024 * 1024 + 1, 62), "image/png").await;

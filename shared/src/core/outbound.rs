@@ -73,6 +73,11 @@ pub trait Delivery: Send + Sync {
         let _ = file;
         None
     }
+    /// Who a media id uploaded for `out` belongs to, for the id cache (WeCom: the corp; a
+    /// robot: its key's hash), so a renamed or re-keyed account never gets another's id.
+    fn media_scope(&self, out: &Outbound) -> String {
+        out.account.clone()
+    }
     /// Uploads `file` for `out`'s account: the channel's media id for it.
     async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
         let _ = (out, file);

@@ -96,6 +96,9 @@ impl OutFiles {
             .await
             .map_err(|e| Failure::transient(format!("media.url: {}", ApiError::transport(e))))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(Failure::permanent("media.url redirects (redirects are not followed; give the final URL)"));
+        }
         if !status.is_success() {
             let message = format!("media.url answered HTTP {}", status.as_u16());
             return Err(if status.is_client_error() {

@@ -75,7 +75,10 @@ const EXPIRED_MEDIA_ID: i64 = 40007;
 /// A part ready to send, and the cached media id it uses, if any.
 struct Attached {
     part: Content,
+    /// The media id's cache entry (scope, id).
     cached: Option<(String, String)>,
+    /// The id came from the cache (not this upload).
+    from_cache: bool,
 }
 
 impl Sender {
@@ -241,12 +244,23 @@ impl Sender {
                 let reason = format!("not enough time left to send part {} of {total}", index + 1);
                 return Outcome::Later { reason, delay_s: HAND_BACK_S };
             }
-            // Uploads first (safe to repeat; the id is cached), so the claim covers only the send.
-            let attached = match self.attach(delivery, out, part, false).await {
-                Ok(attached) => attached,
-                Err(failure) => return failed(failure, index, total),
-            };
             let key = sent_key(out.channel, &out.account, &part_key(&out.idempotency_key, index, total));
+            // Uploads first (safe to repeat; the id is cached), so the claim covers only the send.
+            let attached = match self.attach(delivery, out, part).await {
+                Ok(attached) => attached,
+                // A file gone (or a link expired) after the part was sent: it was sent.
+                Err(failure) => match self.sent_before(&key).await {
+                    Some(true) => {
+                        already_sent += 1;
+                        continue;
+                    }
+                    _ => return failed(failure, index, total),
+                },
+            };
+            if part.media().is_some() && self.out_of_time(deadline) {
+                let reason = format!("the file of part {} took the time left", index + 1);
+                return Outcome::Later { reason, delay_s: HAND_BACK_S };
+            }
             let now = self.clock.now();
             let (token, taken_over) = match self.sent.claim(&key, now, SEND_LEASE).await {
                 Err(err) => return store_unavailable(err),
@@ -277,20 +291,22 @@ impl Sender {
                 self.metrics.record(&SendMetric { channel: out.channel.as_str(), outcome, errcode: None });
             }
             let retry = receive_count > 1 || taken_over;
-            let mut delivered = delivery.deliver(out, &attached.part, &key, retry).await;
-            if let (Err(failure), Some((scope, id))) = (&delivered, &attached.cached) {
+            let delivered = delivery.deliver(out, &attached.part, &key, retry).await;
+            if let (Err(failure), Some((scope, id)), true) = (&delivered, &attached.cached, attached.from_cache) {
                 if failure.errcode == Some(EXPIRED_MEDIA_ID) {
-                    // The cached id ran out before its time: upload once more and send with it.
+                    // The cached id ran out before its time: forget it and come back at once, to
+                    // upload again before claiming (an upload inside the claim could outlast it).
                     tracing::info!(channel = out.channel.as_str(), "a cached media id was refused; uploading again");
                     if let Some(files) = &self.files {
                         if let Err(err) = files.ids.forget(scope, id).await {
                             tracing::warn!(error = %err, "could not forget the refused media id");
                         }
                     }
-                    delivered = match self.attach(delivery, out, part, true).await {
-                        Ok(fresh) => delivery.deliver(out, &fresh.part, &key, retry).await,
-                        Err(failure) => Err(failure),
-                    };
+                    if let Err(err) = self.sent.release(&key, &token).await {
+                        tracing::warn!(error = %err, "could not release the send claim; it expires with its lease");
+                    }
+                    let reason = "a cached media id expired early; uploading again".to_owned();
+                    return Outcome::Retry { reason, errcode: failure.errcode, min_backoff_s: 0 };
                 }
             }
             match delivered {
@@ -331,15 +347,11 @@ impl Sender {
     }
 
     /// `part` ready to send: a file it names loaded and uploaded (or inlined), with the media id
-    /// cached per channel, account, type and SHA-256; `fresh` skips the cache.
-    async fn attach(
-        &self,
-        delivery: &dyn Delivery,
-        out: &Outbound,
-        part: &Content,
-        fresh: bool,
-    ) -> Result<Attached, Failure> {
-        let Some((media_type, source)) = part.media() else { return Ok(Attached { part: part.clone(), cached: None }) };
+    /// cached per channel, owner (corp, robot key), type, SHA-256 and file name.
+    async fn attach(&self, delivery: &dyn Delivery, out: &Outbound, part: &Content) -> Result<Attached, Failure> {
+        let Some((media_type, source)) = part.media() else {
+            return Ok(Attached { part: part.clone(), cached: None, from_cache: false });
+        };
         let cap = delivery.media_cap(media_type).ok_or_else(|| {
             Failure::permanent(format!("{} cannot send {} files", out.channel.as_str(), media_type.as_str()))
         })?;
@@ -354,22 +366,45 @@ impl Sender {
         if delivery.inline_media(media_type) {
             use base64::Engine as _;
             let data = base64::engine::general_purpose::STANDARD.encode(&file.bytes);
-            return Ok(Attached { part: part.with_base64(data), cached: None });
+            return Ok(Attached { part: part.with_base64(data), cached: None, from_cache: false });
         }
-        let scope = format!("{}:{}:{}:{}", out.channel.as_str(), out.account, media_type.as_str(), file.sha256);
+        // WeCom shows a file by the name it was uploaded with: the name is part of the scope.
+        let scope = format!(
+            "{}:{}:{}:{}:{}",
+            out.channel.as_str(),
+            delivery.media_scope(out),
+            media_type.as_str(),
+            file.sha256,
+            outbound::short_hash(&file.file_name)
+        );
         let now = self.clock.now();
-        if !fresh {
-            match files.ids.get(&scope, now).await {
-                Ok(Some(id)) => return Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)) }),
-                Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "cannot read the media id cache; uploading"),
+        match files.ids.get(&scope, now).await {
+            Ok(Some(id)) => {
+                return Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)), from_cache: true })
             }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read the media id cache; uploading"),
         }
         let id = delivery.upload(out, &file).await?;
         if let Err(err) = files.ids.put(&scope, &id, now + delivery.media_id_ttl()).await {
             tracing::warn!(error = %err, "uploaded, but could not cache the media id");
         }
-        Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)) })
+        Ok(Attached { part: part.with_media_id(&id), cached: Some((scope, id)), from_cache: false })
+    }
+
+    /// Whether the part under `key` was sent by an earlier delivery (`None`: unknown). A claim
+    /// taken to look is given back.
+    async fn sent_before(&self, key: &str) -> Option<bool> {
+        match self.sent.claim(key, self.clock.now(), SEND_LEASE).await.ok()? {
+            Claim::Published => Some(true),
+            Claim::InFlight { .. } => None,
+            Claim::Claimed { token, .. } => {
+                if let Err(err) = self.sent.release(key, &token).await {
+                    tracing::warn!(error = %err, "could not release a claim taken to look; it expires with its lease");
+                }
+                Some(false)
+            }
+        }
     }
 
     /// Records a sent part, trying a few times: a lost record could mean a second send.

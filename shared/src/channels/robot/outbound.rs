@@ -88,6 +88,15 @@ impl Delivery for RobotDelivery {
         media_type == MediaType::Image
     }
 
+    /// A robot's media ids belong to its key.
+    fn media_scope(&self, out: &Outbound) -> String {
+        use secrecy::ExposeSecret as _;
+        self.robots
+            .iter()
+            .find(|r| r.name == out.account)
+            .map_or_else(|| out.account.clone(), |r| crate::core::outbound::short_hash(r.key.expose_secret()))
+    }
+
     fn refuse_file(&self, file: &OutFile) -> Option<String> {
         crate::channels::wecom::outbound::upload_refusal(file)
     }

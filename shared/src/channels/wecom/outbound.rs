@@ -149,6 +149,11 @@ impl Delivery for WecomDelivery {
         })
     }
 
+    /// WeCom media ids belong to the corp.
+    fn media_scope(&self, out: &Outbound) -> String {
+        self.apps.iter().find(|a| a.app == out.account).map_or_else(|| out.account.clone(), |a| a.corp_id.clone())
+    }
+
     fn refuse_file(&self, file: &OutFile) -> Option<String> {
         crate::channels::wecom::outbound::upload_refusal(file)
     }
