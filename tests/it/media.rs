@@ -667,3 +667,46 @@ async fn a_group_robot_sends_a_picture_inline_with_its_md5_and_a_file_by_its_own
     );
     assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
 }
+
+#[tokio::test]
+async fn a_file_by_url_is_fetched_with_the_cap_and_redirects_and_failures_are_refused() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use shared::core::envelope::{MediaType, OutMedia};
+    let photo = png(5000, 80);
+    let served = photo.clone();
+    let router = axum::Router::new()
+        .route("/ok.png", get(move || async move { served.clone() }))
+        .route("/moved", get(|| async { (StatusCode::FOUND, [("location", "https://example.com/x.png")], "") }))
+        .route("/gone", get(|| async { StatusCode::NOT_FOUND }))
+        .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route("/big", get(|| async { vec![0u8; 6000] }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().unwrap();
+    let files = |allow_loopback| shared::services::files::OutFiles {
+        store: Arc::new(shared::adapters::folder::FolderMediaStore::new(dir.path(), "http://127.0.0.1:1").unwrap()),
+        ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
+        http: Http::new(&HttpSettings::default()).unwrap(),
+        allow_loopback,
+    };
+    let by_url = |path: &str| OutMedia { url: Some(format!("{base}{path}")), ..OutMedia::default() };
+    let dev = files(true);
+    let file = dev.load(&by_url("/ok.png"), MediaType::Image, 5000).await.unwrap();
+    assert_eq!((file.bytes, file.mime.as_str()), (photo, "image/png"));
+    for (path, permanent, why) in [
+        ("/moved", true, "redirects"),
+        ("/gone", true, "HTTP 404"),
+        ("/big", true, "over this channel's"),
+        ("/busy", false, "HTTP 503"),
+    ] {
+        let failure = dev.load(&by_url(path), MediaType::Image, 5000).await.unwrap_err();
+        let is_permanent = failure.verdict == shared::core::retry::Verdict::Permanent;
+        assert_eq!(is_permanent, permanent, "{path}: {failure:?}");
+        assert!(failure.message.contains(why), "{path}: {}", failure.message);
+    }
+    // On Lambda a loopback URL (the runtime API) is never fetched.
+    let failure = files(false).load(&by_url("/ok.png"), MediaType::Image, 5000).await.unwrap_err();
+    assert!(failure.message.contains("public host"), "{}", failure.message);
+}
