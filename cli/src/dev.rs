@@ -142,14 +142,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             clock: Arc::new(SystemClock),
         };
         let callbacks = callback_services(&config, ports);
-        let (sender, dead) = crate::outbound::memory_sender(
-            shared_config,
-            &env,
-            contexts,
-            parked,
-            streams.clone(),
-            media_store.clone(),
-        )?;
+        // The sender's uploads and the dispatcher's passive replies share the media id cache.
+        let files = shared::services::files::OutFiles {
+            store: media_store.clone(),
+            ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
+            http: shared::services::bots::http_client()?,
+            allow_loopback: true,
+        };
+        let (sender, dead) =
+            crate::outbound::memory_sender(shared_config, &env, contexts, parked, streams.clone(), files.clone())?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let http = shared::services::bots::http_client()?;
@@ -170,6 +171,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             max_receives: None,
             streams: Some(streams),
             calls: dispatcher::bot_calls(&config, Arc::new(MemoryDedupe::default())),
+            files: Some(Arc::new(files)),
         };
         (callbacks, Some((rx, dispatcher)), OutboundSink::Memory(tx))
     };
@@ -190,7 +192,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route("/outbound", post(outbound_route))
         .route("/sandbox/sends", get(sandbox_sends))
         .route("/sandbox/aibot/response_url", post(sandbox_response_url))
-        .route("/sandbox/media/wecom/{app}", post(sandbox_wecom_media))
+        .route("/sandbox/media/{channel}/{account}", post(sandbox_media))
         .route("/sandbox/file/{media_id}", get(sandbox_file))
         .with_state(state)
         .merge(crate::media::routes(media_folder));
@@ -311,22 +313,42 @@ async fn sandbox_response_url(State(state): State<Arc<DevState>>) -> Response {
     }
 }
 
-/// `POST /sandbox/media/wecom/{app}?name=…`: keeps the body as media a member of the app's corp
-/// sent (as WeCom keeps it three days) and answers its `MediaId` (404 outside the sandbox).
-async fn sandbox_wecom_media(
+/// `POST /sandbox/media/{channel}/{account}?name=…`: keeps the body as a file a user sent, as
+/// the channel keeps it; answers what the channel's message names it by: a WeCom app's or an
+/// Official Account's `MediaId`, or an AI bot's encrypted 5-minute URL.
+async fn sandbox_media(
     State(state): State<Arc<DevState>>,
-    Path(app): Path<String>,
+    Path((channel, account)): Path<(String, String)>,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (Some(fake), Some(app)) = (&state.sandbox, state.config.wecom_app(&app)) else {
-        return (StatusCode::NOT_FOUND, "not in sandbox mode, or no such WeCom app\n").into_response();
+    let Some(fake) = &state.sandbox else {
+        return (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response();
     };
     let name =
         query.get("name").and_then(|n| shared::core::media::clean_file_name(n)).unwrap_or_else(|| "image".into());
-    let head = &body[..body.len().min(64)];
-    let mime = shared::core::media::sniff(head).unwrap_or("application/octet-stream");
-    fake.add_wecom_media(&app.corp_id, body.to_vec(), &name, mime).into_response()
+    let mime = shared::core::media::sniff(&body[..body.len().min(64)]).unwrap_or("application/octet-stream");
+    let config = &state.config;
+    let named = match channel.as_str() {
+        "wecom" => config.wecom_app(&account).map(|app| fake.add_wecom_media(&app.corp_id, body.to_vec(), &name, mime)),
+        "oa" => config
+            .oa
+            .iter()
+            .find(|oa| oa.app == account)
+            .map(|oa| fake.add_oa_media(&oa.app_id, body.to_vec(), &name, mime)),
+        "aibot" => config.aibots.iter().find(|bot| bot.name == account).map(|bot| {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bot.encoding_aes_key.bytes());
+            fake.aibot_media_url(&body, &key, Some(&name))
+        }),
+        _ => None,
+    };
+    match named {
+        Some(named) => named.into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, format!("no {channel} account named '{account}' in the config\n")).into_response()
+        }
+    }
 }
 
 /// `GET /sandbox/file/{media_id}`: a file the bridge uploaded to (or a member sent through) the

@@ -45,7 +45,7 @@ pub fn memory_sender(
     contexts: Arc<MemoryContextTokens>,
     parked: Arc<MemoryParkedReplies>,
     streams: Arc<dyn shared::core::ports::Streams>,
-    media: Arc<dyn shared::core::ports::MediaStore>,
+    files: shared::services::files::OutFiles,
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
     let queue = Arc::new(MemoryOutbound::default());
@@ -57,12 +57,6 @@ pub fn memory_sender(
         clock: clock.clone(),
     };
     let apis = Apis::from_env(env)?;
-    let files = shared::services::files::OutFiles {
-        store: media,
-        ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
-        http: apis.http.clone(),
-        allow_loopback: true,
-    };
     let sender = Sender {
         deliveries: Deliveries::new(&config, &apis, ports),
         sent: Arc::new(MemoryDedupe::keeping(shared::core::ports::SENT_TTL)),

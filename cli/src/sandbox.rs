@@ -123,10 +123,17 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// Hands a file to the sandbox as a WeCom app member's upload; returns its `MediaId`.
-pub async fn upload_media(base: &str, app: &str, name: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+/// Hands a file to the sandbox as one a user of `channel`'s `account` sent; returns what the
+/// channel's message names it by (a `MediaId`, or an AI bot's URL).
+pub async fn upload_media(
+    base: &str,
+    channel: &str,
+    account: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<String> {
     let response = reqwest::Client::new()
-        .post(format!("{base}/sandbox/media/wecom/{app}"))
+        .post(format!("{base}/sandbox/media/{channel}/{account}"))
         .query(&[("name", name)])
         .body(bytes)
         .timeout(Duration::from_secs(30))
@@ -139,6 +146,20 @@ pub async fn upload_media(base: &str, app: &str, name: &str, bytes: Vec<u8>) -> 
         anyhow::bail!("--image needs `wxbridge dev` in sandbox mode: {status} {}", text.trim());
     }
     Ok(text.trim().to_owned())
+}
+
+/// The size of a file the sandbox keeps (`GET /sandbox/file/{media_id}`), if it has it.
+pub async fn file_size(base: &str, media_id: &str) -> Option<u64> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/sandbox/file/{media_id}"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.bytes().await.ok().map(|b| b.len() as u64)
 }
 
 // The client side of `GET /sandbox/sends`, for `simulate` and `send`.

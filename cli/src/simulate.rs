@@ -121,6 +121,13 @@ fn message_id() -> u64 {
     u64::from_be_bytes(random_prefix()[..8].try_into().unwrap_or([1; 8])) >> 1
 }
 
+/// The file `--image` names: its name and bytes.
+fn read_image(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    Ok((name, bytes))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
@@ -139,10 +146,9 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
     let base = args.bridge.url.trim_end_matches('/');
     let (xml, said) = match (&args.text, &args.image) {
         (_, Some(path)) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (name, bytes) = read_image(path)?;
             let said = format!("[image {}]", crate::sandbox::size(bytes.len() as u64));
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-            let media_id = crate::sandbox::upload_media(base, &app.app, &name, bytes).await?;
+            let media_id = crate::sandbox::upload_media(base, "wecom", &app.app, &name, bytes).await?;
             (image_message(&app.corp_id, app.agent_id, &from, &media_id, msg_id, unix_now()), said)
         }
         (Some(text), None) => {
@@ -222,11 +228,22 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         (Some(_), None) => bail!("'{}' has no encoding_aes_key: only --mode plain works", account.app),
     };
     let from = args.from.clone().unwrap_or_else(|| "oDemoUser0000000000000000001".to_owned());
-    let Some(text) = args.text.clone() else { bail!("--image works with WeCom apps only so far; give --text") };
     let msg_id = message_id();
     let gh = format!("gh_{}", account.app);
-    let xml = shared::channels::oa::request::text_message(&gh, &from, &text, msg_id, unix_now());
     let base = args.bridge.url.trim_end_matches('/');
+    let (xml, said) = match (&args.text, &args.image) {
+        (_, Some(path)) => {
+            let (name, bytes) = read_image(path)?;
+            let said = format!("[image {}]", crate::sandbox::size(bytes.len() as u64));
+            let media_id = crate::sandbox::upload_media(base, "oa", &account.app, &name, bytes).await?;
+            let pic_url = format!("{base}/sandbox/file/{media_id}");
+            (shared::channels::oa::request::image_message(&gh, &from, &pic_url, &media_id, msg_id, unix_now()), said)
+        }
+        (Some(text), None) => {
+            (shared::channels::oa::request::text_message(&gh, &from, text, msg_id, unix_now()), format!("{text:?}"))
+        }
+        (None, None) => bail!("give --text or --image"),
+    };
     let id = format!("oa:{}:{msg_id}", account.app);
     let mode_name = match mode {
         Mode::Plain => "plain",
@@ -238,7 +255,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
             "{} → {} {:?}",
             ui::bold(&from),
             ui::dim(&format!("POST /oa/{} ({mode_name} mode)", account.app)),
-            text
+            said
         );
     }
     let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
@@ -293,6 +310,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         }
         bail!("← {status}: {}", body.trim());
     }
+    let mut reply_file = None;
     let reply = if body.trim().is_empty() || body.trim() == "success" {
         None
     } else {
@@ -300,12 +318,20 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
             .context("the passive reply does not open")?;
         let fields =
             shared::protocol::xml::parse(&xml).map_err(|e| anyhow::anyhow!("the passive reply is not XML: {e}"))?;
-        Some(
-            fields
-                .text("Content")
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("[{}]", fields.text("MsgType").unwrap_or("?"))),
-        )
+        let kind = fields.text("MsgType").unwrap_or("?");
+        // A media reply names the file by the id the account uploaded it under.
+        let media_id = ["Image", "Voice", "Video"]
+            .iter()
+            .find_map(|element| fields.get(element).and_then(|v| v.node()).and_then(|n| n.text("MediaId")));
+        match (fields.text("Content"), media_id) {
+            (Some(text), _) => Some(text.to_owned()),
+            (None, Some(id)) => {
+                reply_file = Some(format!("/sandbox/file/{id}"));
+                let bytes = crate::sandbox::file_size(base, id).await;
+                Some(bytes.map_or_else(|| format!("[{kind}]"), |n| format!("[{kind} {}]", crate::sandbox::size(n))))
+            }
+            (None, None) => Some(format!("[{kind}]")),
+        }
     };
     if !args.bridge.json {
         let when = format!("in {:.2} s, delivery {delivery}", elapsed.as_secs_f64());
@@ -331,7 +357,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({"id": id, "mode": mode_name, "status": status.as_u16(), "delivery": delivery,
-                   "elapsed_ms": elapsed.as_millis() as u64, "reply": reply, "sent": sent})
+                   "elapsed_ms": elapsed.as_millis() as u64, "reply": reply, "reply_file": reply_file, "sent": sent})
         );
     }
     Ok(())

@@ -742,3 +742,42 @@ fn sandbox_image_round_trip_echoes_the_same_picture() {
     let (ok, _, stderr) = cli(&["simulate", "wecom", "--image", "/nonexistent.png", "--url", &dev.url]);
     assert!(!ok && stderr.contains("cannot read /nonexistent.png"), "{stderr}");
 }
+
+/// A follower's picture reaches the Official Account's echo: the first time the account has no
+/// media id for it, so the callback answers at once and the picture goes by customer service
+/// (uploaded as temporary media); the same picture again goes as the passive reply, by the
+/// cached id, within WeChat's 5 seconds.
+#[test]
+fn sandbox_oa_picture_goes_by_customer_service_then_passively_by_its_cached_id() {
+    let dev = start_dev(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let picture: Vec<u8> =
+        [0xFF, 0xD8, 0xFF, 0xE0].iter().copied().chain((0..20_000u32).map(|i| (i * 7 % 253) as u8)).collect();
+    let path = dir.path().join("猫.jpg");
+    std::fs::write(&path, &picture).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fetch = |file: &str| {
+        runtime.block_on(async { reqwest::get(format!("{}{file}", dev.url)).await.unwrap().bytes().await.unwrap() })
+    };
+
+    let (ok, stdout, stderr) = cli(&["simulate", "oa", "--image", path.to_str().unwrap(), "--url", &dev.url, "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let first: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(first["reply"], serde_json::Value::Null, "no media id yet, so no passive reply: {first}");
+    assert!(first["elapsed_ms"].as_u64().unwrap() < 5_000, "answered within the first delivery: {first}");
+    assert_eq!(
+        (first["sent"]["channel"].as_str(), first["sent"]["text"].as_str()),
+        (Some("oa"), Some("[image 20 KB]"))
+    );
+    let sent = fetch(first["sent"]["file"].as_str().expect("a link to the uploaded file"));
+    assert!(sent.as_ref() == picture.as_slice(), "customer service sends the same picture");
+
+    let (ok, stdout, stderr) = cli(&["simulate", "oa", "--image", path.to_str().unwrap(), "--url", &dev.url, "--json"]);
+    assert!(ok, "{stdout}{stderr}");
+    let second: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(second["reply"], "[image 20 KB]", "{second}");
+    assert_eq!(second["delivery"], 1, "{second}");
+    let passive = fetch(second["reply_file"].as_str().expect("the passive reply's file"));
+    assert!(passive.as_ref() == picture.as_slice(), "the passive reply is the same picture");
+    assert_eq!(second["sent"], serde_json::Value::Null, "nothing else goes by customer service: {second}");
+}

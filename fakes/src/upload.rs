@@ -30,6 +30,11 @@ pub(crate) const WECOM_TYPES: &[(&str, usize)] =
 /// `(type, largest file)` of a group robot upload (media.md §2).
 pub(crate) const ROBOT_TYPES: &[(&str, usize)] = &[("file", 20 * MB), ("voice", 2 * MB)];
 
+/// `(type, largest file)` of an Official Account temporary media upload (media.md §3.3: images
+/// kept to 2 MB, the figure the page's notes and WxJava give; no `file` type).
+pub(crate) const OA_TYPES: &[(&str, usize)] =
+    &[("image", 2 * MB), ("voice", 2 * MB), ("video", 10 * MB), ("thumb", 64 * 1024)];
+
 /// Files of at most this many bytes are refused (every platform: "> 5 bytes").
 const MIN_EXCLUSIVE: usize = 5;
 
@@ -55,21 +60,33 @@ pub(crate) fn store(
     if len > cap {
         return Err(Reject::code(45001, format!("the {kind} is {len} bytes, over its cap of {cap}")));
     }
-    check_format(kind, &part.data)?;
+    check_format(platform, kind, &part.data)?;
     for note in &part.notes {
         st.problems.push(format!("{} {}: {note}", req.method, req.path));
     }
     let media = Media::uploaded(platform, account, kind, part.filename, part.content_type.as_deref(), part.data);
     let media_id = media::add(st, media);
+    if platform == Platform::Oa {
+        // The Official Account answers without errcode, `created_at` a number (media.md §3.3).
+        return Ok(wechat_json(&json!({"type": kind, "media_id": media_id, "created_at": unix_secs()})));
+    }
     Ok(wechat_json(&json!({
         "errcode": 0, "errmsg": "ok", "type": kind, "media_id": media_id, "created_at": unix_secs().to_string()
     })))
 }
 
-/// The formats each type takes, by magic bytes (media.md §1.3: JPG/PNG, AMR, MP4).
-fn check_format(kind: &str, data: &[u8]) -> Result<(), Reject> {
+/// The formats each type takes, by magic bytes (media.md §1.3: JPG/PNG, AMR, MP4; §3.3: the
+/// Official Account also takes GIF images and MP3 voice, and a JPG thumb).
+fn check_format(platform: Platform, kind: &str, data: &[u8]) -> Result<(), Reject> {
+    let jpg_png = data.starts_with(&[0xFF, 0xD8, 0xFF]) || data.starts_with(b"\x89PNG\r\n\x1a\n");
+    let oa = platform == Platform::Oa;
     let (fits, wanted) = match kind {
-        "image" => (data.starts_with(&[0xFF, 0xD8, 0xFF]) || data.starts_with(b"\x89PNG\r\n\x1a\n"), "JPG or PNG"),
+        "image" if oa => (jpg_png || data.starts_with(b"GIF8"), "JPG, PNG or GIF"),
+        "image" => (jpg_png, "JPG or PNG"),
+        "thumb" => (data.starts_with(&[0xFF, 0xD8, 0xFF]), "JPG"),
+        "voice" if oa => {
+            (data.starts_with(b"#!AMR") || data.starts_with(b"ID3") || data.starts_with(&[0xFF, 0xFB]), "AMR or MP3")
+        }
         "voice" => (data.starts_with(b"#!AMR"), "AMR (starting #!AMR)"),
         "video" => (data.get(4..8) == Some(b"ftyp"), "MP4 (an ftyp box first)"),
         _ => (true, ""),

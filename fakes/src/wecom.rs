@@ -417,6 +417,11 @@ pub(crate) fn appchat_update(st: &mut State, req: &Req) -> Result<Response, Reje
 /// the token's corp (upload.rs).
 pub(crate) fn media_upload(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
+    // The Official Account's API has the same path on its own host.
+    let owner = req.query("access_token").and_then(|t| st.tokens.get(t)).map(|t| &t.owner);
+    if matches!(owner, Some(crate::state::Owner::Oa { .. })) {
+        return crate::oa::media_upload(st, req).map_err(|reject| reject.in_family(crate::wire::Family::Oa));
+    }
     let (corp_id, _) = st.wecom_caller(req.query("access_token"))?;
     upload::store(st, req, Platform::Wecom, &corp_id, upload::WECOM_TYPES)
 }

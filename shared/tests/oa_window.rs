@@ -88,6 +88,7 @@ async fn a_dispatcher_that_runs_twice_fills_once_and_never_also_sends() {
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     };
     let now = std::time::SystemTime::now();
     slots.arrive("oa:news:9", now, now + Duration::from_secs(1)).await.unwrap();

@@ -232,6 +232,7 @@ async fn streamed_answer_costs() {
         max_receives: None,
         streams: Some(streams.clone()),
         calls: Some(BotCalls { leases: dedupe.clone(), timeout: Duration::from_secs(600) }),
+        files: None,
     };
     let crypt = crypt();
     let post = |payload: serde_json::Value| {

@@ -982,6 +982,7 @@ async fn in_memory(
         max_receives: None,
         streams: Some(streams.clone()),
         calls: None,
+        files: None,
     };
     let mut inbound = Inbound::direct(Channel::WecomAibot, BOT, inbound_id(msgid), USER, 0, 0, json!({}));
     inbound.kind = Kind::Text;

@@ -228,6 +228,7 @@ async fn a_dispatcher_run_twice_for_one_message_still_sends_each_reply_once() {
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     };
     for _ in 0..2 {
         dispatcher.dispatch(&inbound("wecom:hr:42")).await.unwrap();
@@ -263,6 +264,7 @@ async fn a_dispatcher_with_too_little_time_left_calls_no_bot_and_hands_the_batch
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     };
     let records = [Record {
         message_id: "m-9".into(),
@@ -320,6 +322,7 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
         max_receives: Some(5),
         streams: None,
         calls: None,
+        files: None,
     };
     let at = |receive_count| Record {
         message_id: "m-5".into(),
@@ -356,6 +359,7 @@ async fn a_failed_dispatch_comes_back_after_a_growing_backoff_not_the_queues_vis
         max_receives: Some(5),
         streams: None,
         calls: None,
+        files: None,
     };
     for receive_count in 1..=4 {
         let record = Record {

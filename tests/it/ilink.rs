@@ -327,6 +327,7 @@ async fn typing_that_fails_does_not_hold_up_the_answer() {
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     };
     let inbound = message_inbound(&rig.account.account, message(5, "hi", "c5", 5));
     assert_eq!(dispatcher.dispatch(&inbound).await.unwrap(), 1);

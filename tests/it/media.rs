@@ -503,6 +503,7 @@ async fn a_queue_bot_reads_each_resolved_inbound_once_and_the_dispatcher_answers
         max_receives: None,
         streams: Some(streams.clone()),
         calls: Some(BotCalls { leases: Arc::new(DynamoDedupe::new(&table)), timeout: Duration::from_secs(30) }),
+        files: None,
     };
     let body = resolved.to_json();
     assert_eq!(dispatcher.dispatch(&body).await.unwrap(), 0);
@@ -526,6 +527,7 @@ fn sender(rig: &Rig) -> shared::services::sender::Sender {
         ("WXBRIDGE_DLQ_URL", rig.stack.urls.outbound.clone()),
         ("WXBRIDGE_MEDIA_BUCKET", rig.stack.names.bucket.clone()),
         ("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone()),
+        ("WXBRIDGE_OA_API_BASE", rig.wx.base_url.clone()),
         ("AWS_ENDPOINT_URL", crate::support::endpoint()),
     ]);
     sender::build(rig.config.clone(), &env, &rig.stack.sdk).expect("the sender builds")
@@ -709,4 +711,74 @@ async fn a_file_by_url_is_fetched_with_the_cap_and_redirects_and_failures_are_re
     // On Lambda a loopback URL (the runtime API) is never fetched.
     let failure = files(false).load(&by_url("/ok.png"), MediaType::Image, 5000).await.unwrap_err();
     assert!(failure.message.contains("public host"), "{}", failure.message);
+}
+
+/// An Official Account follower's OpenID in these tests.
+const FOLLOWER: &str = "oFollower000000000000000001";
+
+fn oa_outbound(key: &str, content: Value) -> Value {
+    json!({"v": 1, "channel": "oa", "account": "news", "to": FOLLOWER, "content": content, "idempotency_key": key})
+}
+
+fn permanent_reason(outcome: shared::services::sender::Outcome) -> String {
+    match outcome {
+        shared::services::sender::Outcome::Permanent { reason, .. } => reason,
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_service() {
+    let rig = Rig::new().await;
+    rig.wx.add_oa_user(FOLLOWER);
+    let sender = sender(&rig);
+    let uploads = || rig.wx.calls("/cgi-bin/media/upload");
+
+    // An image by key: uploaded with the account's token, then sent by its id; the same
+    // picture again reuses the id.
+    let photo = png(150_000, 80);
+    let key = store(&rig, &photo, "image/png").await;
+    let image = json!({"type": "image", "media": {"key": key}});
+    assert!(sent(&send(&sender, oa_outbound("oa-1", image.clone())).await));
+    let sends = rig.wx.deliveries_of(fakes::Api::OaCustom);
+    let id = sends[0].body["image"]["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(rig.wx.media(&id).expect("the account's upload").1, photo, "the same bytes");
+    assert!(sent(&send(&sender, oa_outbound("oa-2", image)).await));
+    assert_eq!(uploads(), 1, "the cached id is reused");
+    assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom)[1].body["image"]["media_id"], json!(id));
+
+    // MP3 voice by base64 and an MP4 video with its title (no thumb).
+    use base64::Engine as _;
+    let mp3: Vec<u8> = b"ID3\x04\0\0\0\0\0\0".iter().copied().chain(png(8_000, 81)).collect();
+    let voice = json!({"type": "voice", "media": {"base64": base64::engine::general_purpose::STANDARD.encode(&mp3)}});
+    assert!(sent(&send(&sender, oa_outbound("oa-3", voice)).await));
+    let mp4: Vec<u8> = b"\0\0\0\x18ftypmp42".iter().copied().chain(png(40_000, 82)).collect();
+    let video_key = store(&rig, &mp4, "video/mp4").await;
+    let video = json!({"type": "video", "media": {"key": video_key}, "title": "演示"});
+    assert!(sent(&send(&sender, oa_outbound("oa-4", video)).await));
+    let sends = rig.wx.deliveries_of(fakes::Api::OaCustom);
+    assert_eq!(rig.wx.media(sends[2].body["voice"]["media_id"].as_str().unwrap()).unwrap().1, mp3);
+    assert_eq!(sends[3].body["video"]["title"], "演示");
+    assert_eq!(rig.wx.media(sends[3].body["video"]["media_id"].as_str().unwrap()).unwrap().1, mp4);
+    assert_eq!(uploads(), 3);
+
+    // Refused before any upload: files, an image over 2 MB, a WebP image, voice that is neither
+    // AMR nor MP3.
+    let reason =
+        permanent_reason(send(&sender, oa_outbound("oa-5", json!({"type": "file", "media": {"key": key}}))).await);
+    assert!(reason.contains("send no files"), "{reason}");
+    let big = store(&rig, &png(2 * 1024 * 1024 + 1, 83), "image/png").await;
+    let reason =
+        permanent_reason(send(&sender, oa_outbound("oa-6", json!({"type": "image", "media": {"key": big}}))).await);
+    assert!(reason.contains("2.0 MB"), "{reason}");
+    let webp: Vec<u8> = b"RIFF\0\0\0\0WEBPVP8 ".iter().copied().chain(png(1_000, 84)).collect();
+    let webp = store(&rig, &webp, "image/webp").await;
+    let reason =
+        permanent_reason(send(&sender, oa_outbound("oa-7", json!({"type": "image", "media": {"key": webp}}))).await);
+    assert!(reason.contains("JPG, PNG or GIF"), "{reason}");
+    let reason =
+        permanent_reason(send(&sender, oa_outbound("oa-8", json!({"type": "voice", "media": {"key": key}}))).await);
+    assert!(reason.contains("AMR or MP3"), "{reason}");
+    assert_eq!(uploads(), 3, "nothing refused was uploaded");
+    assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom).len(), 4);
 }

@@ -80,6 +80,7 @@ async fn dispatch_inbound(stack: &Stack, until: Duration) -> usize {
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     };
     let deadline = tokio::time::Instant::now() + until;
     let mut dispatched = 0;

@@ -179,6 +179,7 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
     let png = b"\x89PNG\r\n\x1a\n0123456789".to_vec();
     let image_id = world.fake.add_wecom_media(WECOM_CORP_ID, png, "p.png", "image/png");
     let file_id = world.fake.add_wecom_media(WECOM_CORP_ID, b"%PDF-1.7 report".to_vec(), "r.pdf", "application/pdf");
+    let oa_image_id = world.fake.add_oa_media(OA_APP_ID, b"\xFF\xD8\xFF\xE0 jpeg".to_vec(), "p.jpg", "image/jpeg");
     let cases = [
         ("wecom_app", "hr", "ZhangWei|WangFang", json!({"type": "text", "text": "你好 🚀"}), Api::WecomMessage, "text"),
         ("wecom_app", "hr", "ZhangWei", json!({"type": "markdown", "text": "**bold**"}), Api::WecomMessage, "markdown"),
@@ -228,7 +229,7 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
             "oa",
             "news",
             "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-            json!({"type": "image", "media_id": "MEDIA3"}),
+            json!({"type": "image", "media_id": oa_image_id}),
             Api::OaCustom,
             "image",
         ),

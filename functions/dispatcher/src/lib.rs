@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::aws::sqs::SqsRedeliver;
-use shared::adapters::aws::{DynamoDedupe, DynamoReplySlots, DynamoStreams, SdkConfig, SqsPublisher, Table};
+use shared::adapters::aws::{
+    DynamoDedupe, DynamoMediaIds, DynamoReplySlots, DynamoStreams, SdkConfig, SqsPublisher, Table,
+};
 use shared::channels::{Apis, Config};
 use shared::core::bot::{BotConfig, BotError};
 use shared::core::config::{ConfigError, Env};
@@ -12,6 +14,7 @@ use shared::core::http::Http;
 use shared::core::ports::{Dedupe, Typing};
 use shared::services::bots::QueueBot;
 use shared::services::dispatcher::{BotCalls, Dispatcher};
+use shared::services::files::OutFiles;
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,9 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
         max_receives: shared::adapters::aws::resources::INBOUND.max_receive_count,
         streams: Some(Arc::new(DynamoStreams::new(&table))),
         calls: bot_calls(config, Arc::new(DynamoDedupe::new(&table))),
+        files: media_store(env, sdk).map(|store| {
+            Arc::new(OutFiles { store, ids: Arc::new(DynamoMediaIds::new(&table)), http, allow_loopback: false })
+        }),
     })
 }
 

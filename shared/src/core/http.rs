@@ -196,6 +196,14 @@ pub fn check_errcode(body: Value) -> Result<Value, ApiError> {
     }
 }
 
+/// The multipart form WeChat's `media/upload` APIs take: the file as part `media`, its name as
+/// raw UTF-8 in `filename="…"` (percent-encoding, reqwest's default, would show the encoded
+/// name; RFC 2231 `filename*` is refused).
+pub fn media_form(file_name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+    reqwest::multipart::Form::new().percent_encode_noop().part("media", part)
+}
+
 /// A base URL without its trailing slash.
 pub fn base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()

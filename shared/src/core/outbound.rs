@@ -219,6 +219,23 @@ pub fn sent_key(channel: OutChannel, account: &str, part_key: &str) -> String {
     format!("sent:{}:{account}:{part_key}", channel.as_str())
 }
 
+/// The media id cache entry of a file: per channel, the id's owner ([`Delivery::media_scope`]),
+/// type and content; a `file` also per name, since a file message shows the name it was
+/// uploaded with (images, voice and video show none, so one upload serves every name).
+pub fn media_id_scope(
+    channel: OutChannel,
+    owner: &str,
+    media_type: MediaType,
+    sha256: &str,
+    file_name: &str,
+) -> String {
+    let scope = format!("{}:{owner}:{}:{sha256}", channel.as_str(), media_type.as_str());
+    match media_type {
+        MediaType::File => format!("{scope}:{}", short_hash(file_name)),
+        _ => scope,
+    }
+}
+
 /// A short, stable name for `text` (12 bytes of its SHA-1, hex): ids that must repeat across
 /// retries without showing what they name.
 pub fn short_hash(text: &str) -> String {

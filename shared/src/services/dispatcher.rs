@@ -12,11 +12,13 @@ use crate::channels::aibot::stream::{fit, stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
 use crate::core::bot::{AnswerSink, Bot, BotError};
 use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
-use crate::core::outbound::ReplyRoute;
+use crate::core::media::is_content_key;
+use crate::core::outbound::{media_id_scope, ReplyRoute};
 use crate::core::ports::{
     attribute_value, cut_utf8, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record, Redeliver,
     ReplySlots, SlotState, Streams, Typing,
 };
+use crate::services::files::OutFiles;
 
 /// How long past a slot's deadline a delivery may still be taking the reply.
 pub const TAKE_GRACE: Duration = Duration::from_secs(1);
@@ -100,6 +102,10 @@ pub struct Dispatcher {
     /// Leases on bot calls, so a slow agent is not started twice; none for a bot without side
     /// effects (echo).
     pub calls: Option<BotCalls>,
+    /// The media store and the media id cache: a file reply whose id is cached can be an
+    /// Official Account's passive reply, and an AI bot's answer images are stored for the
+    /// stream's last refresh. None: file replies go by the outbound queue only.
+    pub files: Option<Arc<OutFiles>>,
 }
 
 /// No bot call starts with less than this left in the invocation: the bot's timeout and the
@@ -336,11 +342,20 @@ impl Dispatcher {
             let key = format!("{}#{index}", inbound.id);
             if let (Some(fits_passive), 0) = (route.passive, index) {
                 let to_event = inbound.kind == Kind::Event;
+                // A file goes passively only by a media id already cached: an upload would not
+                // fit in the reply window.
+                let cached = self.cached_media_id(inbound, channel, content).await;
+                let content = cached.as_ref().unwrap_or(content);
                 let done = if fits_passive(content, to_event) {
                     self.try_passive(inbound, content, &key).await?
+                } else if self.filled_by(&inbound.id, &key).await? {
+                    // An earlier run put it in the slot: not sent again.
+                    true
                 } else {
-                    // Not passive-able; but a rerun must not send what an earlier run put in the slot.
-                    self.filled_by(&inbound.id, &key).await?
+                    // Not passive-able: the held delivery may answer WeChat now (closing fails
+                    // harmlessly when the slot is no longer open).
+                    self.slots.close(&inbound.id).await.map_err(DispatchError::Store)?;
+                    false
                 };
                 if done {
                     continue;
@@ -349,6 +364,24 @@ impl Dispatcher {
             self.queue(inbound, channel, content, &key).await?;
         }
         Ok(())
+    }
+
+    /// `content` with its file replaced by the media id `channel` has cached for it, if the
+    /// file is in the media store (`media.key`) and its id is cached for `inbound`'s account.
+    async fn cached_media_id(&self, inbound: &Inbound, channel: OutChannel, content: &Content) -> Option<Content> {
+        let (media_type, media) = content.media()?;
+        let sha256 = media.key.as_deref().filter(|k| is_content_key(k))?.strip_prefix("media/")?;
+        let files = self.files.as_ref()?;
+        // The channels with passive replies keep their media ids per account (the default
+        // `Delivery::media_scope`); a file message, named, never goes passively.
+        let scope = media_id_scope(channel, &inbound.account, media_type, sha256, "");
+        match files.ids.get(&scope, SystemTime::now()).await {
+            Ok(id) => id.map(|id| content.with_media_id(&id)),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the media id cache; the file goes by the outbound queue");
+                None
+            }
+        }
     }
 
     /// Starts "typing…" for a message when typing is on: it is renewed every few seconds until

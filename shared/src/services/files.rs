@@ -19,6 +19,7 @@ use crate::core::retry::Failure;
 const URL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the sender finds files and remembers their media ids.
+#[derive(Clone)]
 pub struct OutFiles {
     pub store: Arc<dyn MediaStore>,
     pub ids: Arc<dyn MediaIds>,

@@ -368,15 +368,8 @@ impl Sender {
             let data = base64::engine::general_purpose::STANDARD.encode(&file.bytes);
             return Ok(Attached { part: part.with_base64(data), cached: None, from_cache: false });
         }
-        // WeCom shows a file by the name it was uploaded with: the name is part of the scope.
-        let scope = format!(
-            "{}:{}:{}:{}:{}",
-            out.channel.as_str(),
-            delivery.media_scope(out),
-            media_type.as_str(),
-            file.sha256,
-            outbound::short_hash(&file.file_name)
-        );
+        let owner = delivery.media_scope(out);
+        let scope = outbound::media_id_scope(out.channel, &owner, media_type, &file.sha256, &file.file_name);
         let now = self.clock.now();
         match files.ids.get(&scope, now).await {
             Ok(Some(id)) => {

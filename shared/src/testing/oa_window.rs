@@ -115,6 +115,7 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
         max_receives: None,
         streams: None,
         calls: None,
+        files: None,
     });
     let bot = tokio::spawn(async move {
         let mut running = Vec::new();

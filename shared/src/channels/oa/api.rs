@@ -1,5 +1,5 @@
 //! The Official Account server API (`api.weixin.qq.com`): stable access tokens, customer-service
-//! messages and typing, and the Official Account's errcode table.
+//! messages and typing, temporary media (download and upload), and the Official Account's errcode table.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -70,6 +70,22 @@ impl OaApi {
             .query(&[("access_token", token.expose_secret()), ("media_id", media_id)])
             .timeout(crate::core::media::DOWNLOAD_TIMEOUT);
         crate::core::http::download(request).await
+    }
+
+    /// `POST cgi-bin/media/upload?type=image|voice|video`: a temporary media id, valid 3 days.
+    pub async fn media_upload(
+        &self,
+        token: &SecretString,
+        media_type: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let url = format!("{}/cgi-bin/media/upload", self.base);
+        let form = crate::core::http::media_form(file_name, bytes);
+        let query = [("access_token", token.expose_secret()), ("type", media_type)];
+        let request = self.http.client().post(url).query(&query).multipart(form);
+        let answer = Http::errcode_json(request.timeout(crate::core::media::DOWNLOAD_TIMEOUT)).await?;
+        crate::core::http::field(&answer, "media_id")
     }
 
     /// A plain GET of a download link the API gave (a video's `video_url`).

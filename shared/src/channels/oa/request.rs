@@ -21,6 +21,28 @@ pub fn text_message(to_account: &str, open_id: &str, text: &str, msg_id: u64, cr
     out.finish()
 }
 
+/// The XML of a follower's picture: its `PicUrl` and the `MediaId` that `media/get` serves.
+pub fn image_message(
+    to_account: &str,
+    open_id: &str,
+    pic_url: &str,
+    media_id: &str,
+    msg_id: u64,
+    create_time: u64,
+) -> String {
+    let mut out = XmlWriter::with_capacity(400);
+    out.raw("<xml>")
+        .cdata_element("ToUserName", to_account)
+        .cdata_element("FromUserName", open_id)
+        .text_element("CreateTime", &create_time.to_string())
+        .cdata_element("MsgType", "image")
+        .cdata_element("PicUrl", pic_url)
+        .cdata_element("MediaId", media_id)
+        .text_element("MsgId", &msg_id.to_string())
+        .raw("</xml>");
+    out.finish()
+}
+
 /// Signs (and in compatible and safe mode encrypts) `plaintext` into the callback WeChat would
 /// send. `crypt` is needed for the encrypted modes; without it the callback is plaintext.
 #[allow(clippy::too_many_arguments)]

@@ -35,6 +35,12 @@ pub fn passive(content: &Content, to_event: bool) -> Option<PassiveReply> {
     match content {
         Content::Text { text } | Content::Markdown { text } => Some(PassiveReply::Text { content: text.clone() }),
         Content::Image { media_id: Some(media_id), .. } => Some(PassiveReply::Image { media_id: media_id.clone() }),
+        Content::Voice { media_id: Some(media_id), .. } => Some(PassiveReply::Voice { media_id: media_id.clone() }),
+        Content::Video { media_id: Some(media_id), title, description, .. } => Some(PassiveReply::Video {
+            media_id: media_id.clone(),
+            title: title.clone(),
+            description: description.clone(),
+        }),
         Content::News { articles } if (1..=most_articles).contains(&articles.len()) => {
             Some(PassiveReply::News { articles: articles.clone() })
         }

@@ -84,10 +84,7 @@ impl WecomApi {
         file_name: &str,
         bytes: Vec<u8>,
     ) -> Result<Value, ApiError> {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
-        // WeCom reads the file name as raw UTF-8: percent-encoding (reqwest's default) would show
-        // the encoded name, and RFC 2231 `filename*` is refused.
-        let form = reqwest::multipart::Form::new().percent_encode_noop().part("media", part);
+        let form = crate::core::http::media_form(file_name, bytes);
         let request = self.http.client().post(self.url(path)).query(query).multipart(form);
         Http::errcode_json(request.timeout(crate::core::media::DOWNLOAD_TIMEOUT)).await
     }
