@@ -102,6 +102,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             parked: Arc::new(shared::adapters::aws::DynamoParkedReplies::new(&table)),
             streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
             clock: Arc::new(SystemClock),
+            media: dispatcher::media_store(&env, &sdk),
         };
         (callback_services(&config, ports), None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
     } else {
@@ -140,6 +141,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             parked: parked.clone(),
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
+            media: Some(media_store.clone()),
         };
         let callbacks = callback_services(&config, ports);
         // The sender's uploads and the dispatcher's passive replies share the media id cache.

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use fakes::aibot::{refresh, text_message as aibot_text_message};
+use fakes::aibot::{image_message as aibot_image_message, refresh, text_message as aibot_text_message};
 use fakes::{AibotWecom, Answer, Conversation};
 use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
@@ -96,8 +96,11 @@ pub struct AibotArgs {
     #[arg(long, value_name = "USERID", default_value = "WangFang")]
     pub user: String,
     /// The text the user sends; in a group it starts with the mention ("@DeployBot hi").
-    #[arg(long)]
-    pub text: String,
+    #[arg(long, required_unless_present = "image")]
+    pub text: Option<String>,
+    /// A picture the user sends instead (in a group, with the mention as its text).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub bridge: Bridge,
 }
@@ -251,12 +254,7 @@ async fn oa(args: OaArgs) -> anyhow::Result<()> {
         Mode::Safe => "safe",
     };
     if !args.bridge.json {
-        println!(
-            "{} → {} {:?}",
-            ui::bold(&from),
-            ui::dim(&format!("POST /oa/{} ({mode_name} mode)", account.app)),
-            said
-        );
+        println!("{} → {} {}", ui::bold(&from), ui::dim(&format!("POST /oa/{} ({mode_name} mode)", account.app)), said);
     }
     let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
     let client = reqwest::Client::new();
@@ -410,7 +408,7 @@ async fn sandbox_response_url(base: &str) -> Option<String> {
 }
 
 async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
-    let AibotArgs { bot, group, user, text, bridge } = args;
+    let AibotArgs { bot, group, user, text, image, bridge } = args;
     let env = Env::from_process();
     let loaded = crate::settings::load(bridge.config.clone(), &env)?;
     let bot = match &bot {
@@ -439,13 +437,25 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
             format!("{wecom_base}/cgi-bin/aibot/response?response_code={}", hex_id())
         }
     };
-    let message = aibot_text_message(&hex_id(), group.as_deref(), &user, &text, &response_url);
+    let (message, said) = match (&text, &image) {
+        (_, Some(path)) => {
+            let (name, bytes) = read_image(path)?;
+            let said = format!("[image {}]", crate::sandbox::size(bytes.len() as u64));
+            let url = crate::sandbox::upload_media(base, "aibot", &bot.name, &name, bytes).await?;
+            let mention = text.clone().unwrap_or_else(|| format!("@{}", bot.bot_name));
+            (aibot_image_message(&hex_id(), group.as_deref(), &user, &mention, &url, &response_url), said)
+        }
+        (Some(text), None) => {
+            (aibot_text_message(&hex_id(), group.as_deref(), &user, text, &response_url), format!("{text:?}"))
+        }
+        (None, None) => bail!("give --text or --image"),
+    };
     let chat = match &group {
         Some(chatid) => format!("group {chatid}"),
         None => "single chat".to_owned(),
     };
     if !bridge.json {
-        println!("{} → {} {text:?}", ui::bold(&user), ui::dim(&format!("POST {route} ({chat})")));
+        println!("{} → {} {said}", ui::bold(&user), ui::dim(&format!("POST {route} ({chat})")));
     }
     let mut shown = Shown { speaker: bot.bot_name.clone(), text: String::new(), line_open: false, quiet: bridge.json };
     let mut talk = Conversation { stream_id: String::new(), answers: Vec::new(), finished: false, refreshes: 0 };
@@ -464,10 +474,20 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
     };
     let final_text = talk.final_text().map(str::to_owned);
+    // The images the finished stream showed (msg_item), as the user sees them.
+    let images: Vec<Value> = talk
+        .final_images()
+        .iter()
+        .map(|bytes| {
+            use sha2::Digest as _;
+            let sha256 = shared::core::media::hex(&sha2::Sha256::digest(bytes));
+            json!({"size": bytes.len(), "sha256": sha256})
+        })
+        .collect();
     if bridge.json {
         let stream_id = (!talk.stream_id.is_empty()).then_some(&talk.stream_id);
         let mut doc = json!({"stream_id": stream_id, "snapshots": talk.snapshots(), "final": final_text,
-                             "finished": talk.finished, "refreshes": talk.refreshes});
+                             "images": images, "finished": talk.finished, "refreshes": talk.refreshes});
         if let Err(err) = &outcome {
             doc["error"] = json!(err.to_string());
         }
@@ -482,6 +502,10 @@ async fn aibot(args: AibotArgs) -> anyhow::Result<()> {
             ui::wechat(&format!("sees {text:?}")),
             ui::dim(&format!("(stream finished after {refreshes}, {:.1} s)", started.elapsed().as_secs_f64()))
         );
+        for image in &images {
+            let size = crate::sandbox::size(image["size"].as_u64().unwrap_or_default());
+            println!("           {}", ui::wechat(&format!("and [image {size}] in the stream")));
+        }
         if text.ends_with(GAVE_UP_NOTE) {
             println!(
                 "{}",

@@ -781,3 +781,33 @@ fn sandbox_oa_picture_goes_by_customer_service_then_passively_by_its_cached_id()
     assert!(passive.as_ref() == picture.as_slice(), "the passive reply is the same picture");
     assert_eq!(second["sent"], serde_json::Value::Null, "nothing else goes by customer service: {second}");
 }
+
+/// A picture sent to the AI bot, in a single chat and in a group (a `mixed` message with the
+/// mention), comes back in the finishing stream as a `msg_item` image with its md5 (the fake
+/// WeCom side checks it), byte for byte.
+#[test]
+fn sandbox_ai_bot_echoes_a_picture_in_its_finishing_stream() {
+    use sha2::Digest as _;
+    let dev = start_dev(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let picture: Vec<u8> =
+        b"\x89PNG\r\n\x1a\n".iter().copied().chain((0..30_000u32).map(|i| (i * 11 % 249) as u8)).collect();
+    let path = dir.path().join("截图.png");
+    std::fs::write(&path, &picture).unwrap();
+    let sha256: String = sha2::Sha256::digest(&picture).iter().map(|b| format!("{b:02x}")).collect();
+    for group in [None, Some("wrDemoGroup")] {
+        let mut args = vec!["simulate", "aibot", "--image", path.to_str().unwrap(), "--url", &dev.url, "--json"];
+        if let Some(group) = group {
+            args.extend(["--group", group]);
+        }
+        let (ok, stdout, stderr) = cli(&args);
+        assert!(ok, "{stdout}{stderr}");
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(result["finished"], true, "{result}");
+        assert_eq!(
+            result["images"],
+            serde_json::json!([{"size": picture.len(), "sha256": sha256}]),
+            "the same picture in the stream ({group:?}): {result}"
+        );
+    }
+}

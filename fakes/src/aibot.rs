@@ -110,6 +110,20 @@ impl Conversation {
         out
     }
 
+    /// The images of the finishing answer (`msg_item`, checked: JPG/PNG, md5 right), decoded.
+    pub fn final_images(&self) -> Vec<Vec<u8>> {
+        use base64::Engine as _;
+        let Some(Answer::Stream { finish: true, msg_item: Some(items), .. }) = self.answers.last() else {
+            return Vec::new();
+        };
+        let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
+        items
+            .iter()
+            .filter_map(|item| item["image"]["base64"].as_str())
+            .filter_map(|data| base64::engine::general_purpose::STANDARD.decode(data).ok())
+            .collect()
+    }
+
     /// The content of the finishing answer, if the stream finished.
     pub fn final_text(&self) -> Option<&str> {
         match self.answers.last() {
@@ -540,6 +554,30 @@ pub fn text_message(msgid: &str, chat: Option<&str>, userid: &str, content: &str
     message.insert("response_url".into(), json!(response_url));
     message.insert("msgtype".into(), json!("text"));
     message.insert("text".into(), json!({ "content": content }));
+    Value::Object(message)
+}
+
+/// A user's picture by its encrypted URL: in a single chat an `image` message; in a group a
+/// `mixed` one whose text carries the mention (`text`, e.g. "@Helper").
+pub fn image_message(
+    msgid: &str,
+    chat: Option<&str>,
+    userid: &str,
+    text: &str,
+    url: &str,
+    response_url: &str,
+) -> Value {
+    let mut message = envelope(msgid, chat, userid);
+    message.insert("response_url".into(), json!(response_url));
+    if chat.is_some() {
+        let items =
+            json!([{"msgtype": "text", "text": {"content": text}}, {"msgtype": "image", "image": {"url": url}}]);
+        message.insert("msgtype".into(), json!("mixed"));
+        message.insert("mixed".into(), json!({ "msg_item": items }));
+    } else {
+        message.insert("msgtype".into(), json!("image"));
+        message.insert("image".into(), json!({ "url": url }));
+    }
     Value::Object(message)
 }
 

@@ -112,9 +112,16 @@ impl Streams for CountingStreams {
         self.counts.write(ITEM_OVERHEAD + content.len());
         self.inner.write(key, content, version, finish).await
     }
-    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
-        self.counts.write(ITEM_OVERHEAD + content.len() + rest.len());
-        self.inner.finish(key, content, version, rest).await
+    async fn finish(
+        &self,
+        key: &str,
+        content: &str,
+        version: u64,
+        rest: &str,
+        images: &[String],
+    ) -> Result<bool, PortError> {
+        self.counts.write(ITEM_OVERHEAD + content.len() + rest.len() + images.iter().map(String::len).sum::<usize>());
+        self.inner.finish(key, content, version, rest, images).await
     }
     async fn record_answer(&self, key: &str, rest: &str) -> Result<bool, PortError> {
         self.counts.write(ITEM_OVERHEAD + rest.len());
@@ -219,6 +226,7 @@ async fn streamed_answer_costs() {
             dedupe: dedupe.clone(),
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
+            media: None,
         },
     );
     let (outbound, _rx) = MemoryQueue::new();
@@ -303,6 +311,7 @@ fn main() {
             dedupe: Arc::new(MemoryDedupe::default()),
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
+            media: None,
         },
     );
     let (key, stream_id) = stream_key("ops", "wecom_aibot:ops:m-bench");

@@ -26,7 +26,7 @@ use shared::channels::Config;
 use shared::core::callback::CallbackRequest;
 use shared::core::config::Env;
 use shared::core::envelope::{Channel, Content, ConversationKind, Inbound, Kind, OutChannel, Outbound};
-use shared::core::ports::{Claim, Dedupe, Record, Stream, Streams, UrlState};
+use shared::core::ports::{Claim, Dedupe, MediaStore as _, Record, Stream, Streams, UrlState};
 use shared::services::dispatcher::{DispatchError, Dispatcher, GAVE_UP_NOTE};
 use shared::services::sender::Sender;
 use shared::testing::fixtures::{WECOM_AES_KEY as KEY, WECOM_TOKEN as TOKEN};
@@ -112,6 +112,8 @@ impl Bridge {
             ("WXBRIDGE_OUTBOUND_QUEUE_URL", stack.urls.outbound.clone()),
             ("WXBRIDGE_DLQ_URL", stack.urls.outbound_dlq.clone()),
             ("WXBRIDGE_WECOM_API_BASE", fake.base_url.clone()),
+            ("WXBRIDGE_MEDIA_BUCKET", stack.names.bucket.clone()),
+            ("AWS_ENDPOINT_URL", crate::support::endpoint()),
         ]);
         let service = Arc::new(wecom_aibot::build(&config, &env, &stack.sdk).expect("the AI bot service builds"));
         let base = serve(Router::new().route("/aibot/{bot}", any(callback)).with_state(service)).await;
@@ -1046,17 +1048,98 @@ impl shared::core::bot::Bot for ImageFirst {
 }
 
 #[tokio::test]
-async fn the_first_text_of_an_answer_is_shown_and_replies_an_ai_bot_cannot_send_are_not_recorded() {
+async fn the_first_text_of_an_answer_is_shown_and_what_the_stream_cannot_show_goes_to_the_sender() {
     let (dispatcher, streams, mut queued, inbound, key) = in_memory(Arc::new(ImageFirst), "m-image", "回滚").await;
     // An answer can be recorded only on a finished stream.
     assert!(!streams.record_answer(&key, "[]").await.unwrap());
     dispatcher.dispatch(&inbound.to_json()).await.unwrap();
     let stream = streams.read(&key).await.unwrap().unwrap();
     assert_eq!((stream.content.as_str(), stream.finished), ("**已回滚**", true));
-    // The second text goes by response_url; the image (which would not fit an item) is dropped.
+    // The second text goes by response_url; the image (no media store here to keep it for the
+    // stream) goes to the sender, which dead-letters it with the reason.
     let rest: Vec<Content> = serde_json::from_str(stream.answer.as_deref().unwrap()).unwrap();
-    assert_eq!(rest, [Content::Markdown { text: "详情见部署记录。".into() }]);
-    let out = Outbound::parse(&queued.try_recv().unwrap().body).unwrap();
-    assert_eq!(out.content, rest[0]);
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert_eq!(rest[0], Content::Markdown { text: "详情见部署记录。".into() });
+    assert!(matches!(rest[1], Content::Image { .. }), "{rest:?}");
+    assert!(stream.images.is_empty());
+    for expected in &rest {
+        let out = Outbound::parse(&queued.try_recv().unwrap().body).unwrap();
+        assert_eq!(&out.content, expected);
+    }
     assert!(queued.try_recv().is_err());
+}
+
+/// Bytes that start as `magic` and are `len` long in all.
+fn picture(magic: &[u8], len: usize, seed: u32) -> Vec<u8> {
+    magic.iter().copied().chain((0..).map(|i: u32| (i.wrapping_mul(seed) % 251) as u8)).take(len).collect()
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+const JPG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0];
+
+/// An agent answering with text, pictures (by key and inline), a GIF and a file.
+struct Pictures {
+    stored: String,
+    inline: Vec<u8>,
+    over: Vec<u8>,
+}
+
+#[async_trait::async_trait]
+impl shared::core::bot::Bot for Pictures {
+    async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, shared::core::bot::BotError> {
+        let media = |m: Value| Some(serde_json::from_value(m).unwrap());
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        Ok(vec![
+            Content::Markdown { text: "部署拓扑如下：".into() },
+            Content::Image { media_id: None, base64: None, media: media(json!({"key": self.stored})) },
+            Content::Image { media_id: None, base64: None, media: media(json!({"base64": b64(&self.inline)})) },
+            // Past the 3 MB the stream's images may hold together.
+            Content::Image { media_id: None, base64: None, media: media(json!({"base64": b64(&self.over)})) },
+            Content::Image { media_id: None, base64: None, media: media(json!({"base64": b64(b"GIF89a-animated")})) },
+            Content::File { media_id: None, media: media(json!({"base64": b64(b"%PDF-1.7 report")})) },
+        ])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answers_pictures_come_with_its_finishing_stream_and_what_does_not_fit_is_dead_lettered_with_why() {
+    let bridge = Bridge::start(30, 5, "http://127.0.0.1:9", 30).await;
+    let stored = picture(PNG, 2_000_000, 7);
+    let key = format!("media/{}", shared::core::media::hex(&<sha2::Sha256 as sha2::Digest>::digest(&stored)));
+    bridge.stack.media.put_bytes(&key, stored.clone(), "image/png").await.unwrap();
+    let inline = picture(JPG, 900_000, 13);
+    // 2 000 000 + 900 000 bytes fit the 3 MiB; 300 000 more do not.
+    let bot = Pictures { stored: key.clone(), inline: inline.clone(), over: picture(PNG, 300_000, 17) };
+    let dispatcher = Dispatcher { bot: Arc::new(bot), calls: None, ..bridge.dispatcher() };
+    let message = text_message("m-pictures", None, USER, "拓扑图", &bridge.fake.aibot_response_url());
+    let dispatch = async {
+        let inbound = bridge.one_inbound().await;
+        dispatcher.dispatch(inbound.body().unwrap()).await
+    };
+    let (talk, dispatched) = tokio::join!(bridge.wecom.converse(&message), dispatch);
+    let talk = talk.expect("WeCom's side accepted every answer (msg_item md5 and formats checked)");
+    dispatched.expect("dispatched");
+    assert_eq!(talk.final_text(), Some("部署拓扑如下："));
+    let shown: Vec<usize> = talk.final_images().iter().map(Vec::len).collect();
+    assert!(talk.final_images() == vec![stored.clone(), inline.clone()], "both pictures, in order: {shown:?}");
+    assert!(bridge.wecom.problems().is_empty(), "{:#?}", bridge.wecom.problems());
+    // The stream keeps the keys (the inline one now stored too); a late refresh shows them again.
+    let stream = bridge.stream("m-pictures").await.unwrap();
+    let inline_key = format!("media/{}", shared::core::media::hex(&<sha2::Sha256 as sha2::Digest>::digest(&inline)));
+    assert_eq!(stream.images, [key, inline_key]);
+    let Answer::Stream { finish: true, msg_item: Some(items), .. } = bridge.refresh(&talk.stream_id).await else {
+        panic!("a finished stream with its images")
+    };
+    assert_eq!(items.as_array().unwrap().len(), 2);
+
+    // What the stream could not show goes to the sender, which dead-letters each with its reason.
+    let queued = bridge.take(&bridge.stack.urls.outbound, 3, Duration::from_secs(5)).await;
+    assert_eq!(queued.len(), 3, "the picture over 3 MB, the GIF and the file");
+    let sender = bridge.sender();
+    for message in &queued {
+        let (_, outcome) = sender.send_record(&record(message, 1)).await;
+        let shared::services::sender::Outcome::Permanent { reason, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(reason.contains("wecom_aibot cannot send"), "{reason}");
+    }
+    assert_eq!(bridge.fake.calls(RESPONSE_PATH), 0, "nothing went by the response_url");
 }

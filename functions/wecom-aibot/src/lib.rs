@@ -18,6 +18,11 @@ pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig)
         dedupe: Arc::new(DynamoDedupe::new(&table)),
         streams: Arc::new(DynamoStreams::new(&table)),
         clock: Arc::new(SystemClock),
+        // An answer's images, shown with its finished stream.
+        media: env.media_bucket.as_deref().map(|bucket| {
+            Arc::new(shared::adapters::aws::S3MediaStore::new(sdk, bucket, env.aws_endpoint_url.is_some()))
+                as Arc<dyn shared::core::ports::MediaStore>
+        }),
     };
     Ok(AibotService::new(&config.aibots, config.aibot_stream, config.replay_window_secs, ports))
 }

@@ -526,6 +526,7 @@ impl crate::core::ports::Streams for MemoryStreams {
                 opened_ms: unix_millis(opened),
                 url: if response_url.is_some() { UrlState::Unused } else { UrlState::None },
                 answer: None,
+                images: Vec::new(),
             },
             url: response_url.map(str::to_owned),
             url_expires_ms: unix_millis(url_expires),
@@ -549,12 +550,20 @@ impl crate::core::ports::Streams for MemoryStreams {
         Ok(true)
     }
 
-    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
+    async fn finish(
+        &self,
+        key: &str,
+        content: &str,
+        version: u64,
+        rest: &str,
+        images: &[String],
+    ) -> Result<bool, PortError> {
         let mut streams = self.lock();
         let Some(item) = streams.get_mut(key) else { return Ok(false) };
         if item.stream.finished || item.stream.version >= version || item.stream.answer.is_some() {
             return Ok(false);
         }
+        item.stream.images = images.to_vec();
         item.stream.content = content.to_owned();
         item.stream.version = version;
         item.stream.finished = true;

@@ -134,12 +134,14 @@ pub struct CallbackPorts {
     pub parked: Arc<dyn ParkedReplies>,
     pub streams: Arc<dyn Streams>,
     pub clock: Arc<dyn Clock>,
+    /// The media store, where the AI bot's finished streams find their images.
+    pub media: Option<Arc<dyn crate::core::ports::MediaStore>>,
 }
 
 /// Every callback service, with the first segment of its route (`/wecom/{app}`, …): what
 /// `wxbridge dev` serves in one process; on AWS each is its own function.
 pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static str, Arc<dyn CallbackService>)> {
-    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock } = ports;
+    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock, media } = ports;
     let replay = config.replay_window_secs;
     vec![
         (
@@ -171,7 +173,7 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
                 &config.aibots,
                 config.aibot_stream,
                 replay,
-                aibot::service::AibotPorts { publisher, dedupe, streams, clock },
+                aibot::service::AibotPorts { publisher, dedupe, streams, clock, media },
             )),
         ),
     ]

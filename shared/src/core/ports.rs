@@ -269,6 +269,8 @@ pub struct Stream {
     /// `[Content]`, empty list when the stream showed it all). A redelivered message finds it
     /// here and queues it again instead of asking the bot a second time.
     pub answer: Option<String>,
+    /// The answer's images (media store keys), shown with the finished stream.
+    pub images: Vec<String>,
 }
 
 /// A message's single-use `response_url`.
@@ -314,9 +316,17 @@ pub trait Streams: Send + Sync {
     /// holds a newer snapshot.
     async fn write(&self, key: &str, content: &str, version: u64, finish: bool) -> Result<bool, PortError>;
     /// Records the bot's answer and finishes the open stream with `content` (a version above
-    /// every snapshot's); `rest` is what the stream does not show (JSON of `[Content]`). False
-    /// when the stream is finished, missing, holds a newer snapshot or an answer is recorded.
-    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError>;
+    /// every snapshot's) and `images` (media store keys); `rest` is what the stream does not
+    /// show (JSON of `[Content]`). False when the stream is finished, missing, holds a newer
+    /// snapshot or an answer is recorded.
+    async fn finish(
+        &self,
+        key: &str,
+        content: &str,
+        version: u64,
+        rest: &str,
+        images: &[String],
+    ) -> Result<bool, PortError>;
     /// Records the bot's answer on a stream finished without it (handed over at the end of its
     /// window): `rest` is the whole answer. False when the stream is open, missing, or an
     /// answer was recorded first.

@@ -8,10 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::channels::aibot::stream::{fit, stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{self as aibot_stream, fit, stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
 use crate::core::bot::{AnswerSink, Bot, BotError};
-use crate::core::envelope::{Content, ConversationKind, Inbound, Kind, OutChannel, Outbound, OUTBOUND_VERSION};
+use crate::core::envelope::{
+    Content, ConversationKind, Inbound, Kind, MediaType, OutChannel, OutMedia, Outbound, OUTBOUND_VERSION,
+};
 use crate::core::media::is_content_key;
 use crate::core::outbound::{media_id_scope, ReplyRoute};
 use crate::core::ports::{
@@ -208,14 +210,16 @@ impl Dispatcher {
             None => {
                 let sink = StreamSink::new(streams.clone(), key.clone());
                 let replies = self.bot.answer_streaming(inbound, &sink).await?;
-                // The stream shows the first text; an AI bot answers with text only.
+                // The stream shows the first text and the images; anything else goes to the
+                // sender, which sends it or dead-letters it with the reason.
                 let mut texts = Vec::new();
+                let mut others = Vec::new();
+                let mut images = StreamImages::default();
                 for content in &replies {
                     match content {
                         Content::Text { text } | Content::Markdown { text } => texts.push(text.as_str()),
-                        other => {
-                            tracing::warn!(id = %inbound.id, kind = other.kind(), "an AI bot answers with text; a reply of this kind is dropped")
-                        }
+                        Content::Image { .. } if self.stream_image(content, &mut images).await => {}
+                        other => others.push(other.clone()),
                     }
                 }
                 let shown = cut_utf8(texts.first().copied().unwrap_or(""), MAX_CONTENT_BYTES);
@@ -224,14 +228,22 @@ impl Dispatcher {
                     rest.push(&first[shown.len()..]);
                     rest.extend(&texts[1..]);
                 }
-                let rest = to_json(&one_message(&rest))?;
-                let whole = to_json(&one_message(&texts))?;
+                let mut rest = one_message(&rest);
+                rest.extend(others.iter().cloned());
+                let rest = to_json(&rest)?;
+                // A stream finished first (handed over) shows none of it: every reply goes on.
+                let mut whole = one_message(&texts);
+                whole.extend(
+                    replies.iter().filter(|c| !matches!(c, Content::Text { .. } | Content::Markdown { .. })).cloned(),
+                );
+                let whole = to_json(&whole)?;
+                let images = images.keys;
                 // The answer is recorded before the lease is settled: a failing store is tried a
                 // few times (an error here means the agent is asked again on the retry).
                 let mut tries: u64 = 0;
                 let recorded = loop {
                     tries += 1;
-                    match self.record(streams, &key, shown, &sink, &rest, &whole).await {
+                    match self.record(streams, &key, shown, &sink, &rest, &whole, &images).await {
                         Ok(recorded) => break recorded,
                         Err(err) if tries < 3 => {
                             tracing::warn!(id = %inbound.id, error = %err, "could not record the bot's answer; trying again");
@@ -255,6 +267,7 @@ impl Dispatcher {
     /// Records the answer on its stream: finishes the open stream with `shown` and records `rest`;
     /// on a stream finished first (handed over) records `whole`; returns what was recorded (an
     /// earlier run's record, if it came first).
+    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         streams: &Arc<dyn Streams>,
@@ -263,11 +276,12 @@ impl Dispatcher {
         sink: &StreamSink,
         rest: &str,
         whole: &str,
+        images: &[String],
     ) -> Result<String, DispatchError> {
         let store = DispatchError::Store;
         for _ in 0..3 {
             let version = sink.next_version().await;
-            if streams.finish(key, shown, version, rest).await.map_err(store)? {
+            if streams.finish(key, shown, version, rest, images).await.map_err(store)? {
                 return Ok(rest.to_owned());
             }
             match streams.read(key).await.map_err(store)? {
@@ -284,6 +298,45 @@ impl Dispatcher {
             }
         }
         Err(DispatchError::Store(PortError::new("stream", "the stream kept changing while the answer was recorded")))
+    }
+
+    /// Keeps an AI bot's answer image for its finishing stream: loaded (a key, an https URL or
+    /// base64), a JPG or PNG, stored in the media store, within the stream's count and bytes;
+    /// false when it cannot go there (it goes to the sender, which dead-letters it with the
+    /// reason).
+    async fn stream_image(&self, content: &Content, images: &mut StreamImages) -> bool {
+        let Some(files) = &self.files else { return false };
+        let source = match content {
+            Content::Image { media: Some(media), .. } => media.clone(),
+            Content::Image { base64: Some(data), media: None, .. } => {
+                OutMedia { base64: Some(data.clone()), ..OutMedia::default() }
+            }
+            _ => return false,
+        };
+        let refuse = |why: String| {
+            tracing::warn!(reason = %why, "an answer image cannot go in the stream");
+            false
+        };
+        if images.keys.len() >= aibot_stream::MAX_IMAGES {
+            return refuse(format!("a stream shows at most {} images", aibot_stream::MAX_IMAGES));
+        }
+        let left = aibot_stream::MAX_IMAGES_TOTAL_BYTES.saturating_sub(images.bytes).min(aibot_stream::MAX_IMAGE_BYTES);
+        let file = match files.load(&source, MediaType::Image, left).await {
+            Ok(file) => file,
+            Err(failure) => return refuse(failure.message),
+        };
+        if !matches!(file.mime.as_str(), "image/jpeg" | "image/png") {
+            return refuse(format!("a stream shows JPG or PNG images, this is {}", file.mime));
+        }
+        let key = crate::core::media::content_key(&file.sha256);
+        if source.key.as_deref() != Some(key.as_str()) {
+            if let Err(err) = files.store.put_bytes(&key, file.bytes.clone(), &file.mime).await {
+                return refuse(format!("the media store: {err}"));
+            }
+        }
+        images.bytes += file.bytes.len() as u64;
+        images.keys.push(key);
+        true
     }
 
     /// Finishes the stream of an AI-bot message given up on, so the chat does not wait for an
@@ -533,6 +586,13 @@ impl Dispatcher {
 
 /// Text as an AI-bot message's `response_url` takes it: one markdown message of at most 20 480
 /// bytes, the texts joined, cut with a note when too long.
+/// The images an answer's stream will show: their keys and bytes so far.
+#[derive(Default)]
+struct StreamImages {
+    keys: Vec<String>,
+    bytes: u64,
+}
+
 fn one_message(texts: &[&str]) -> Vec<Content> {
     let texts: Vec<&str> = texts.iter().copied().filter(|t| !t.is_empty()).collect();
     if texts.is_empty() {

@@ -85,6 +85,10 @@ impl Delivery for AibotDelivery {
     fn refuse(&self, content: &Content) -> Option<&'static str> {
         match content {
             Content::Text { .. } | Content::Markdown { .. } => None,
+            Content::Image { .. } => Some(
+                "an AI bot shows images only in the stream the bot's answer finishes (JPG or PNG, \
+                 at most 10 and 3 MB together); this one did not fit there or came after the stream ended",
+            ),
             _ => Some("an AI bot answers with text or markdown"),
         }
     }

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 
 use crate::channels::aibot::config::{AiBot, StreamWindow};
 use crate::channels::aibot::message::{AibotCallback, AibotEvent, AibotMessage};
-use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES};
+use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES, MAX_IMAGE_BYTES};
 use crate::core::callback::{
     publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
 use crate::core::envelope::Inbound;
 use crate::core::ports::cut_utf8;
-use crate::core::ports::{Clock, Dedupe, Publisher, Streams};
+use crate::core::ports::{Clock, Dedupe, MediaStore, Publisher, Stream, Streams};
 use crate::protocol::crypto::{random_prefix, MsgCrypt};
 use crate::protocol::query::Query;
 
@@ -51,6 +51,7 @@ pub struct AibotService {
     dedupe: Arc<dyn Dedupe>,
     streams: Arc<dyn Streams>,
     clock: Arc<dyn Clock>,
+    media: Option<Arc<dyn MediaStore>>,
 }
 
 /// The ports the service works on.
@@ -59,6 +60,8 @@ pub struct AibotPorts {
     pub dedupe: Arc<dyn Dedupe>,
     pub streams: Arc<dyn Streams>,
     pub clock: Arc<dyn Clock>,
+    /// Where an answer's images are (none: a finished stream shows its text only).
+    pub media: Option<Arc<dyn MediaStore>>,
 }
 
 /// The stream answer WeCom shows.
@@ -66,9 +69,25 @@ fn stream_reply(id: &str, finish: bool, content: &str) -> Value {
     json!({"msgtype": "stream", "stream": {"id": id, "finish": finish, "content": content}})
 }
 
+/// `msg_item` of a finished stream: each image as base64 with the MD5 of its bytes.
+pub fn image_items(images: &[Vec<u8>]) -> Value {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    Value::Array(
+        images
+            .iter()
+            .map(|bytes| {
+                let md5 = crate::core::media::hex(&md5::Md5::digest(bytes));
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                json!({"msgtype": "image", "image": {"base64": data, "md5": md5}})
+            })
+            .collect(),
+    )
+}
+
 impl AibotService {
     pub fn new(bots: &[AiBot], window: StreamWindow, replay_window_secs: u64, ports: AibotPorts) -> Self {
-        let AibotPorts { publisher, dedupe, streams, clock } = ports;
+        let AibotPorts { publisher, dedupe, streams, clock, media } = ports;
         Self {
             bots: bots.iter().map(|bot| (bot.name.clone(), (bot.clone(), bot.msg_crypt()))).collect(),
             window,
@@ -77,7 +96,26 @@ impl AibotService {
             dedupe,
             streams,
             clock,
+            media,
         }
+    }
+
+    /// What WeCom shows of a finished stream: its content and its images. An image gone from the
+    /// store is left out; a store that cannot be read is an error (WeCom asks again).
+    async fn finished_reply(&self, id: &str, stream: &Stream) -> Result<Value, CallbackError> {
+        let mut reply = stream_reply(id, true, &stream.content);
+        let Some(media) = self.media.as_ref().filter(|_| !stream.images.is_empty()) else { return Ok(reply) };
+        let mut images = Vec::new();
+        for key in &stream.images {
+            match media.get(key, MAX_IMAGE_BYTES).await.map_err(CallbackError::Dedupe)? {
+                Some(bytes) => images.push(bytes),
+                None => tracing::warn!("an answer image is gone from the media store; the stream shows the rest"),
+            }
+        }
+        if !images.is_empty() {
+            reply["stream"]["msg_item"] = image_items(&images);
+        }
+        Ok(reply)
     }
 
     /// Handles one request; always answers.
@@ -169,7 +207,10 @@ impl AibotService {
             // WeCom did not get the first answer: show the stream as it stands now.
             let stream = self.streams.read(&key).await.map_err(CallbackError::Dedupe)?;
             if let Some(stream) = stream.filter(|s| s.finished || !s.content.is_empty()) {
-                return Ok((outcome, Some(stream_reply(&id, stream.finished, &stream.content))));
+                if stream.finished {
+                    return Ok((outcome, Some(self.finished_reply(&id, &stream).await?)));
+                }
+                return Ok((outcome, Some(stream_reply(&id, false, &stream.content))));
             }
         }
         Ok((outcome, Some(stream_reply(&id, false, &bot.placeholder))))
@@ -201,7 +242,7 @@ impl AibotService {
             return Ok(("unknown_stream", Some(stream_reply(stream_id, true, ""))));
         };
         if stream.finished {
-            return Ok(("finished", Some(stream_reply(stream_id, true, &stream.content))));
+            return Ok(("finished", Some(self.finished_reply(stream_id, &stream).await?)));
         }
         let hand_over_at = stream.opened_ms + self.window.hand_over_after().as_millis() as u64;
         if crate::core::ports::unix_millis(self.clock.now()) < hand_over_at {
@@ -218,9 +259,10 @@ impl AibotService {
             return Ok(("handed_over", Some(stream_reply(stream_id, true, &content))));
         }
         // The answer finished it a moment ago: show that.
-        let stream = self.streams.read(&key).await.map_err(CallbackError::Dedupe)?;
-        let content = stream.map(|s| s.content).unwrap_or_default();
-        Ok(("finished", Some(stream_reply(stream_id, true, &content))))
+        match self.streams.read(&key).await.map_err(CallbackError::Dedupe)? {
+            Some(stream) => Ok(("finished", Some(self.finished_reply(stream_id, &stream).await?))),
+            None => Ok(("finished", Some(stream_reply(stream_id, true, "")))),
+        }
     }
 
     /// `enter_chat` is answered with the welcome; card clicks and feedback go to the bot.

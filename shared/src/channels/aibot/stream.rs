@@ -15,6 +15,14 @@ pub fn fit(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}{CUT_NOTE}", crate::core::ports::cut_utf8(text, MAX_CONTENT_BYTES - CUT_NOTE.len())).into()
 }
 
+/// The most images a finished stream shows (`msg_item`, WeCom's limit).
+pub const MAX_IMAGES: usize = 10;
+/// The largest image WeCom shows in a stream (before base64).
+pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024;
+/// The images of one answer together, in bytes: the refresh answer carries them base64-encoded
+/// inside encrypted, base64-encoded JSON (×16/9), and a Lambda response is at most 6 MB.
+pub const MAX_IMAGES_TOTAL_BYTES: u64 = 3 * 1024 * 1024;
+
 /// The stream of the message with Inbound id `inbound_id` to bot `bot`: its item key and the id
 /// WeCom sees. Derived, so every delivery of a message names the same stream and the dispatcher
 /// finds it from the Inbound alone.

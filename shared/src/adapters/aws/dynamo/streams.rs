@@ -1,6 +1,7 @@
 //! AI-bot answer streams: `pk = stream#<key>` with `content`, `finished`, `handed_over`,
 //! `version`, `opened_ms`, the message's `response_url` (`url`, `url_state`, `url_expires_ms`)
-//! and, once the bot answered, `answer` (what the stream does not show).
+//! and, once the bot answered, `answer` (what the stream does not show) and `images` (the
+//! answer's images: media store keys).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -43,6 +44,11 @@ impl DynamoStreams {
             opened_ms: number("opened_ms")?,
             url,
             answer: item.get("answer").and_then(|v| v.as_s().ok()).cloned(),
+            images: item
+                .get("images")
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -101,18 +107,26 @@ impl Streams for DynamoStreams {
         .await
     }
 
-    async fn finish(&self, key: &str, content: &str, version: u64, rest: &str) -> Result<bool, PortError> {
+    async fn finish(
+        &self,
+        key: &str,
+        content: &str,
+        version: u64,
+        rest: &str,
+        images: &[String],
+    ) -> Result<bool, PortError> {
         let values = [
             (":content", s(content)),
             (":version", n(version)),
             (":yes", AttributeValue::Bool(true)),
             (":no", AttributeValue::Bool(false)),
             (":answer", s(rest)),
+            (":images", AttributeValue::L(images.iter().map(|k| s(k)).collect())),
         ];
         update_if(
             &self.table,
             Self::pk(key),
-            "SET content = :content, version = :version, finished = :yes, answer = :answer",
+            "SET content = :content, version = :version, finished = :yes, answer = :answer, images = :images",
             Some("attribute_exists(pk) AND finished = :no AND version < :version AND attribute_not_exists(answer)"),
             &values,
         )
