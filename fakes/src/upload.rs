@@ -6,6 +6,10 @@
 //!   `media/get`).
 //! * `POST /cgi-bin/webhook/upload_media?key=&type=file|voice` (group robot): the media_id is usable
 //!   only by that key's `webhook/send`.
+//! * `POST /cgi-bin/media/upload?access_token=&type=image|voice|video|thumb` with an Official
+//!   Account token (§3.3): the account's temporary media (image ≤ 2 MB JPG/PNG/GIF, voice AMR or
+//!   MP3, video MP4, thumb ≤ 64 KB JPG; no `file`), answered without errcode, `created_at` a
+//!   number.
 //!
 //! The body is `multipart/form-data` with one part named `media` carrying a raw
 //! `filename="…"` (UTF-8 bytes, as reqwest's `percent_encode_noop` sends it). WeCom does not read

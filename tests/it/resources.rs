@@ -131,7 +131,11 @@ fn each_function_may_touch_only_what_it_uses() {
     let publishing = ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "secret"];
     assert_eq!(policy_targets(&t, "WecomCallbackFunction"), publishing);
     assert_eq!(policy_targets(&t, "OaCallbackFunction"), publishing);
-    assert_eq!(policy_targets(&t, "WecomAibotFunction"), publishing);
+    // The AI bot's finished streams read the answer's images.
+    assert_eq!(
+        policy_targets(&t, "WecomAibotFunction"),
+        ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "${MediaBucket.Arn}/media/*", "MediaBucket.Arn", "secret"]
+    );
     assert_eq!(policy_targets(&t, "IlinkPollerFunction"), publishing);
     assert_eq!(
         policy_targets(&t, "MediaFunction"),
@@ -146,6 +150,7 @@ fn each_function_may_touch_only_what_it_uses() {
             "InboundDeadLetterQueue.Arn",
             "BotQueue.Arn",
             "${MediaBucket.Arn}/media/*",
+            "MediaBucket.Arn",
             "secret"
         ]
     );
@@ -161,7 +166,7 @@ fn each_function_may_touch_only_what_it_uses() {
         ]
     );
     // Each function that reads or writes media knows the bucket.
-    for function in ["MediaFunction", "DispatcherFunction", "SenderFunction"] {
+    for function in ["MediaFunction", "DispatcherFunction", "SenderFunction", "WecomAibotFunction"] {
         let variables = &resource(&t, function)["Properties"]["Environment"]["Variables"];
         assert!(variables.get("WXBRIDGE_MEDIA_BUCKET").is_some(), "{function} has no WXBRIDGE_MEDIA_BUCKET");
     }

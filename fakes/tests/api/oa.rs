@@ -84,9 +84,10 @@ async fn custom_send_accepts_text_image_and_one_article() {
     let token = stable_token(&wx, false).await;
     assert_eq!(token["expires_in"], 300);
     let url = send_url(&wx, token["access_token"].as_str().unwrap());
+    let image_id = wx.add_oa_media(APP, b"\xFF\xD8\xFF\xE0 jpeg".to_vec(), "p.jpg", "image/jpeg");
     let bodies = [
         text("hello"),
-        json!({"touser": USER, "msgtype": "image", "image": {"media_id": "MEDIA_ID"}}),
+        json!({"touser": USER, "msgtype": "image", "image": {"media_id": image_id}}),
         json!({"touser": USER, "msgtype": "news", "news": {"articles": [{"title": "t", "url": "https://example.com"}]}}),
     ];
     for body in &bodies {
@@ -126,7 +127,8 @@ async fn custom_send_checks() {
         (json!({"msgtype": "text", "text": {"content": "x"}}), 40003),
         (text(""), 44004),
         (text(&"x".repeat(2049)), 45002),
-        (json!({"touser": USER, "msgtype": "voice", "voice": {"media_id": "m"}}), 40008),
+        (json!({"touser": USER, "msgtype": "file", "file": {"media_id": "m"}}), 40008),
+        (json!({"touser": USER, "msgtype": "voice", "voice": {"media_id": "m"}}), 40007),
         (json!({"touser": USER, "msgtype": "image", "image": {}}), 40007),
         (json!({"touser": USER, "msgtype": "news", "news": {"articles": []}}), 44003),
         (

@@ -348,3 +348,41 @@ async fn robot_inline_images_are_checked() {
     }
     assert_eq!(wx.deliveries().len(), 2);
 }
+
+/// The Official Account's temporary media share WeCom's path on their own host: the account's
+/// token, its own types and caps (images JPG/PNG/GIF ≤ 2 MB, voice AMR/MP3, no files), an answer
+/// without errcode and a numeric `created_at`; a send checks the id is the account's.
+#[tokio::test]
+async fn official_account_uploads_take_its_types_and_caps_and_sends_take_only_its_ids() {
+    const APP: &str = "wx1234567890abcdef";
+    const FOLLOWER: &str = "oFollower1";
+    let (wx, _) = setup().await;
+    wx.add_oa(APP, "oa-secret");
+    wx.add_oa_user(FOLLOWER);
+    let body = json!({"grant_type": "client_credential", "appid": APP, "secret": "oa-secret"});
+    let token = post_json(&format!("{}/cgi-bin/stable_token", wx.base_url), &body).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gif = b"GIF89a animated";
+    let answer = upload_to(&upload_url(&wx, &token, "image"), "a.gif", gif).await;
+    assert!(answer.get("errcode").is_none() && answer["created_at"].is_u64(), "{answer}");
+    let image_id = answer["media_id"].as_str().unwrap().to_owned();
+    assert_eq!(wx.media(&image_id).unwrap().1, gif);
+    let mp3 = b"ID3\x04\0\0\0\0\0\0 frames";
+    assert!(upload_to(&upload_url(&wx, &token, "voice"), "v.mp3", mp3).await["media_id"].is_string());
+    let over: Vec<u8> = PNG.iter().copied().chain(std::iter::repeat(0).take(2 * 1024 * 1024)).collect();
+    for (kind, name, bytes, code) in
+        [("file", "r.pdf", PDF, 40005), ("image", "big.png", over.as_slice(), 45001), ("voice", "x.png", PNG, 40004)]
+    {
+        let answer = upload_to(&upload_url(&wx, &token, kind), name, bytes).await;
+        assert_errcode(&answer, code);
+    }
+    let send = format!("{}/cgi-bin/message/custom/send?access_token={token}", wx.base_url);
+    let image = |id: &str| json!({"touser": FOLLOWER, "msgtype": "image", "image": {"media_id": id}});
+    assert_errcode(&post_json(&send, &image(&image_id)).await, 0);
+    let wecom_token = token_for(&wx, CORP, SECRET).await;
+    let wecom_id = upload_id(&upload_url(&wx, &wecom_token, "image"), "p.png", PNG).await;
+    assert_errcode(&post_json(&send, &image(&wecom_id)).await, 40007);
+    assert_eq!(wx.deliveries_of(Api::OaCustom).len(), 1);
+}
