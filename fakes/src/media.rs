@@ -110,12 +110,19 @@ pub(crate) fn add_aibot(st: &mut State, mut media: AibotMedia) -> String {
 /// Stores bytes on the iLink CDN; returns their `encrypt_query_param`: base64 with a `+`, a `/`
 /// and `=` padding, so only a client that percent-encodes it gets the file back.
 pub(crate) fn add_cdn(st: &mut State, bytes: Vec<u8>) -> String {
+    let param = cdn_param();
+    st.media.cdn.insert(param.clone(), Bytes::from(bytes));
+    param
+}
+
+/// A fresh CDN parameter: base64 with a `+`, a `/` and `=` padding, so only a client that
+/// percent-encodes it where it goes in a URL gets through.
+pub(crate) fn cdn_param() -> String {
     let mut rng = rand::rng();
     let raw: Vec<u8> = (0..100).map(|_| rng.random_range(0..=u8::MAX)).collect();
     let mut param = base64::engine::general_purpose::STANDARD.encode(raw);
     param.replace_range(10..11, "+");
     param.replace_range(20..21, "/");
-    st.media.cdn.insert(param.clone(), Bytes::from(bytes));
     param
 }
 

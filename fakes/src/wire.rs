@@ -336,7 +336,7 @@ pub(crate) fn ilink_json(body: &Value) -> Response {
 pub(crate) fn http_status_response(path: &str, code: u16) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match path {
-        "/c2c/download" => return status.into_response(),
+        "/c2c/download" | "/c2c/upload" => return status.into_response(),
         "/aibot/media" => return cos_fault(status),
         _ => {}
     }
