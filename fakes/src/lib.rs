@@ -231,7 +231,8 @@ impl FakeWechat {
 
     /// What was uploaded (`media/upload`, `webhook/upload_media`) or added (`add_wecom_media`,
     /// `add_oa_media`) under `media_id`: the file name (the raw `filename` of the multipart part,
-    /// as UTF-8) and the bytes. Expired media are still here.
+    /// as UTF-8) and the bytes. Expired media are still here. An iLink CDN upload is found by its
+    /// `x-encrypted-param`, decrypted, named as the last file item that sent it named it.
     ///
     /// Uploads are checked as media.md §1.3 and §2 describe (part `media` with a raw
     /// `filename="…"`; `filename*=` alone is 44001; more than 5 bytes, else 40006; at most 10 MB
