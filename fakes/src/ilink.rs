@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::ilink_upload;
 use crate::state::State;
 use crate::types::{Api, Delivery};
-use crate::wire::{ilink_json, kind, Reject, Req};
+use crate::wire::{ilink_json, kind, show, Reject, Req};
 
 /// First `message_id` handed out: above 2^53, so a client that parses ids as f64 loses digits.
 const FIRST_MESSAGE_ID: u64 = 7_300_000_000_000_000_000;
@@ -252,10 +252,6 @@ fn check_msg_shape(msg: &Map<String, Value>) -> Result<(), Reject> {
         Some(Value::String(t)) if !t.is_empty() => Ok(()),
         other => Err(Reject::ilink_invalid(format!("text_item.text must be a non-empty string, got {}", show(other)))),
     }
-}
-
-fn show(v: Option<&Value>) -> String {
-    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
 }
 
 fn cursor_of(offset: usize) -> String {

@@ -29,14 +29,15 @@ use crate::media::{add_cdn, cdn_param};
 use crate::media_store::ecb_decrypt;
 use crate::state::State;
 use crate::types::{CdnUploadFault, IlinkMediaSend, IlinkUpload, IlinkUploadAnswer};
-use crate::wire::{ilink_json, random_hex, Reject, Req};
+use crate::wire::{ilink_json, random_hex, show, Reject, Req};
 
 fn is_hex32(value: &str) -> bool {
     value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn show(v: Option<&Value>) -> String {
-    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
+/// The ciphertext size of `rawsize` bytes under AES-128-ECB with PKCS#7.
+fn sealed_size(rawsize: u64) -> u64 {
+    rawsize / 16 * 16 + 16
 }
 
 /// `getuploadurl` once the bot POST checks passed: checks the fields, reserves the upload and
@@ -61,7 +62,7 @@ pub(crate) fn reserve(st: &mut State, req: &Req, bot: &str, top: &Map<String, Va
         return Err(Reject::ilink_invalid(format!("rawsize must be a byte count, got {}", show(top.get("rawsize")))));
     };
     let filesize = top.get("filesize").and_then(Value::as_u64);
-    let sealed = rawsize / 16 * 16 + 16;
+    let sealed = sealed_size(rawsize);
     if filesize != Some(sealed) {
         return Err(Reject::ilink_invalid(format!(
             "filesize must be the AES-128-ECB/PKCS#7 ciphertext size of {rawsize} bytes, {sealed}, got {}",
@@ -178,7 +179,7 @@ pub(crate) fn cdn_upload(st: &mut State, req: &Req) -> Result<Response, Reject> 
             format!("Content-Type must be application/octet-stream, got {:?}", req.header("content-type")),
         ));
     }
-    let sealed = upload.rawsize / 16 * 16 + 16;
+    let sealed = sealed_size(upload.rawsize);
     if req.body.len() as u64 != sealed {
         return Err(refused(
             StatusCode::BAD_REQUEST,
@@ -284,7 +285,7 @@ pub(crate) fn check_item(
     if let Some(kind) = media.get("encrypt_type").filter(|t| !matches!(t.as_u64(), Some(0 | 1))) {
         return Err(Reject::ilink_invalid(format!("{field}.media.encrypt_type must be 0 or 1, got {kind}")));
     }
-    let sealed = upload.rawsize / 16 * 16 + 16;
+    let sealed = sealed_size(upload.rawsize);
     let mut file_name = None;
     match item_type {
         2 | 5 => {

@@ -373,6 +373,11 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A field's JSON for problem lines, or `nothing`.
+pub(crate) fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
+}
+
 const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A random token in the URL-safe alphabet real access tokens use.
