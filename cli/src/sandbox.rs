@@ -62,16 +62,42 @@ pub fn describe(delivery: &Delivery, fake: &FakeWechat) -> Value {
         Api::IlinkTyping => ("ilink_typing", b["ilink_user_id"].clone(), None),
         Api::AibotResponse => ("wecom_aibot", json!("(response_url)"), content_text(b)),
     };
-    let kind = b["msgtype"].as_str().unwrap_or_default();
-    let media_id = b[kind]["media_id"].as_str();
-    let (text, file) = match (media_id.and_then(|id| fake.media(id)), b[kind]["base64"].as_str()) {
-        (Some((_, bytes)), _) => {
-            (Some(format!("[{kind} {}]", size(bytes.len() as u64))), media_id.map(|id| format!("/sandbox/file/{id}")))
+    // A file: WeCom names it by its media_id, iLink by its item's CDN parameter.
+    let (kind, media_id) = match delivery.api {
+        Api::Ilink => ilink_file(&b["msg"]["item_list"][0]),
+        _ => {
+            let kind = b["msgtype"].as_str().unwrap_or_default();
+            (kind, b[kind]["media_id"].as_str())
         }
+    };
+    let (text, file) = match (media_id.and_then(|id| fake.media(id)), b[kind]["base64"].as_str()) {
+        (Some((_, bytes)), _) => (Some(format!("[{kind} {}]", size(bytes.len() as u64))), media_id.map(file_path)),
         (None, Some(data)) => (Some(format!("[{kind} {}]", size(data.len() as u64 / 4 * 3))), None),
         _ => (text, None),
     };
     json!({"channel": channel, "to": to, "text": text, "file": file, "body": b})
+}
+
+/// The kind and CDN parameter of an iLink media item (none for text).
+fn ilink_file(item: &Value) -> (&'static str, Option<&str>) {
+    let kind = match item["type"].as_i64() {
+        Some(2) => "image",
+        Some(3) => "voice",
+        Some(4) => "file",
+        Some(5) => "video",
+        _ => return ("", None),
+    };
+    (kind, item[format!("{kind}_item")]["media"]["encrypt_query_param"].as_str())
+}
+
+/// Where `wxbridge dev` serves a sandbox file: `/sandbox/file/<id>`, the id percent-encoded (an
+/// iLink parameter holds `/`).
+fn file_path(media_id: &str) -> String {
+    let mut url = reqwest::Url::parse("http://sandbox/sandbox/file/").expect("a literal URL");
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push(media_id);
+    }
+    url.path().to_owned()
 }
 
 /// The text of a WeCom / OA message body, or its type in brackets.
@@ -208,4 +234,69 @@ pub async fn wait_for_send(base: &str, before: usize, to: &str, quiet: bool) -> 
         println!("{}", ui::warn(&format!("  no send to {to} within {} s", SEND_WAIT.as_secs())));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shared::channels::ilink::outbound::IlinkDelivery;
+    use shared::core::envelope::{Content, MediaType, OutChannel, Outbound};
+    use shared::core::outbound::{Delivery, OutFile};
+    use shared::core::ports::ContextTokens;
+
+    use super::*;
+
+    /// An iLink picture shows as `[image 34 KB]` with a link that names its upload, and that
+    /// link's id survives the trip through the route `wxbridge dev` serves it at.
+    #[tokio::test]
+    async fn an_ilink_picture_shows_its_size_and_a_link_to_the_file() {
+        let fake = FakeWechat::start().await;
+        fake.add_ilink_bot("bot-token");
+        fake.add_ilink_user("bot-token", "u@im.wechat", "ctx");
+        let config = Config::parse(&format!(
+            r#"{{"ilink": [{{"account": "b@im.bot", "bot_token": "bot-token", "base_url": "{}"}}]}}"#,
+            fake.base_url
+        ))
+        .unwrap();
+        let contexts = Arc::new(shared::adapters::memory::MemoryContextTokens::default());
+        contexts.store("b@im.bot", "u@im.wechat", "ctx", 1).await.unwrap();
+        let apis =
+            shared::channels::Apis::from_env(&Env::from_vars([("WXBRIDGE_ILINK_CDN_BASE", fake.base_url.clone())]))
+                .unwrap();
+        let delivery = IlinkDelivery::new(&config.ilink, &apis.ilink, contexts, &apis.http, &apis.ilink_cdn);
+        let out = Outbound {
+            v: 1,
+            channel: OutChannel::Ilink,
+            account: "b@im.bot".into(),
+            to: "u@im.wechat".into(),
+            content: Content::Text { text: String::new() },
+            idempotency_key: "k".into(),
+            in_reply_to: None,
+        };
+        let picture: Vec<u8> = b"\x89PNG\r\n\x1a\n".iter().copied().chain(std::iter::repeat_n(7, 34_000)).collect();
+        let file = OutFile {
+            media_type: MediaType::Image,
+            bytes: picture.clone(),
+            sha256: String::new(),
+            mime: "image/png".into(),
+            file_name: "a.png".into(),
+        };
+        let id = delivery.upload(&out, &file).await.unwrap();
+        let part = Content::Image { media_id: Some(id), base64: None, media: None };
+        delivery.deliver(&out, &part, "k", false).await.unwrap();
+
+        let shown = describe(&fake.deliveries()[0], &fake);
+        assert_eq!(shown["text"], "[image 34 KB]", "{shown}");
+        let link = shown["file"].as_str().expect("a link");
+        let route = axum::Router::new().route(
+            "/sandbox/file/{id}",
+            axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, route).await });
+        let id = reqwest::get(format!("{base}{link}")).await.unwrap().text().await.unwrap();
+        assert_eq!(fake.media(&id), Some(("image".to_owned(), picture)), "{link}");
+    }
 }

@@ -1,6 +1,7 @@
-//! iLink bot endpoints: `getupdates` (long poll), `sendmessage`, `getconfig` and `sendtyping`,
-//! each checked for the headers, auth and `base_info` every bot POST carries, then for its own
-//! fields. QR login lives in `ilink_login`.
+//! iLink bot endpoints: `getupdates` (long poll), `sendmessage`, `getuploadurl`, `getconfig` and
+//! `sendtyping`, each checked for the headers, auth and `base_info` every bot POST carries, then
+//! for its own fields. QR login lives in `ilink_login`; uploads and media items in
+//! `ilink_upload`.
 //!
 //! Business errors are HTTP 200 with `ret`/`errcode` in the body, as on the real service. An
 //! unknown token is `-14 session timeout`; a malformed request `-2 invalid arguments`; a message
@@ -12,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use crate::ilink_upload;
 use crate::state::State;
 use crate::types::{Api, Delivery};
-use crate::wire::{ilink_json, kind, Reject, Req};
+use crate::wire::{ilink_json, kind, show, Reject, Req};
 
 /// First `message_id` handed out: above 2^53, so a client that parses ids as f64 loses digits.
 const FIRST_MESSAGE_ID: u64 = 7_300_000_000_000_000_000;
@@ -70,10 +72,23 @@ pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject>
         }
     }
 
+    let item = msg.get("item_list").and_then(|items| items.get(0)).cloned().unwrap_or_default();
+    let media = match item.get("type").and_then(Value::as_i64) {
+        Some(1) => None,
+        _ => Some(ilink_upload::check_item(st, req, &bot, to_user, &item)?),
+    };
+
     let n = st.ilink_sent;
     st.ilink_sent += 1;
+    st.media.ilink.sends.extend(media);
     st.deliveries.push(Delivery { api: Api::Ilink, account: bot, body: Value::Object(top) });
     Ok(success_body(n))
+}
+
+/// `getuploadurl`: reserves a CDN upload (checked in `ilink_upload`).
+pub(crate) fn getuploadurl(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    let (bot, top) = bot_post(st, req)?;
+    ilink_upload::reserve(st, req, &bot, &top)
 }
 
 /// `getconfig`: a typing ticket for a user who has written to the bot.
@@ -186,7 +201,8 @@ fn check_uin(st: &mut State, req: &Req) -> Result<(), Reject> {
     }
 }
 
-/// The fixed fields of a bot message (§5.1) and its single text item.
+/// The fixed fields of a bot message (§5.1) and its single item: text here, media in
+/// `ilink_upload` (which needs the uploads).
 fn check_msg_shape(msg: &Map<String, Value>) -> Result<(), Reject> {
     if msg.get("from_user_id") != Some(&json!("")) {
         return Err(Reject::ilink_invalid(format!(
@@ -222,20 +238,20 @@ fn check_msg_shape(msg: &Map<String, Value>) -> Result<(), Reject> {
         other => return Err(Reject::ilink_invalid(format!("msg.item_list must be an array, got {}", show(other)))),
     };
     let item = &items[0];
-    if item.get("type").and_then(Value::as_i64) != Some(1) {
-        return Err(Reject::ilink_invalid(format!(
-            "item type {} is not supported by this fake (text, type 1, only)",
-            show(item.get("type"))
-        )));
+    match item.get("type").and_then(Value::as_i64) {
+        Some(1) => {}
+        Some(2..=5) => return Ok(()),
+        _ => {
+            return Err(Reject::ilink_invalid(format!(
+                "item type {} is not one of 1 (text), 2 (image), 3 (voice), 4 (file), 5 (video)",
+                show(item.get("type"))
+            )))
+        }
     }
     match item.get("text_item").and_then(|t| t.get("text")) {
         Some(Value::String(t)) if !t.is_empty() => Ok(()),
         other => Err(Reject::ilink_invalid(format!("text_item.text must be a non-empty string, got {}", show(other)))),
     }
-}
-
-fn show(v: Option<&Value>) -> String {
-    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
 }
 
 fn cursor_of(offset: usize) -> String {

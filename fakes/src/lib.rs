@@ -2,10 +2,12 @@
 //!
 //! [`FakeWechat`] is one HTTP server on 127.0.0.1 that plays WeCom (`gettoken`, `message/send`,
 //! `appchat/*`), the WeCom group robot webhook, the WeCom AI bot's `response_url`, the Official
-//! Account (`stable_token`, `message/custom/*`) and iLink (`getupdates`, `sendmessage`, typing, QR
-//! login) at once, plus the hosts inbound media is downloaded from (`media/get`, the AI bot's COS
-//! URLs, the iLink CDN) and the media uploads (`media/upload`, `webhook/upload_media`, whose bytes
-//! [`FakeWechat::media`] gives back); their paths do not collide.
+//! Account (`stable_token`, `message/custom/*`) and iLink (`getupdates`, `sendmessage`,
+//! `getuploadurl`, typing, QR login) at once, plus the hosts inbound media is downloaded from
+//! (`media/get`, the AI bot's COS URLs, the iLink CDN) and the media uploads (`media/upload`,
+//! `webhook/upload_media`, whose bytes [`FakeWechat::media`] gives back, and the iLink CDN's
+//! `/c2c/upload`, whose files [`FakeWechat::ilink_uploads`] gives back decrypted); their paths do
+//! not collide.
 //! It checks each request the way the real server does (credentials, token lifetimes, field types
 //! and limits) and answers with real-shaped bodies, so a client that passes here has been held to
 //! the platforms' rules rather than to a mock's assumptions.
@@ -32,6 +34,7 @@ mod aibot_crypto;
 mod aibot_response;
 mod ilink;
 mod ilink_login;
+mod ilink_upload;
 mod media;
 mod media_store;
 mod oa;
@@ -49,7 +52,7 @@ use std::time::Duration;
 pub use aibot::{AibotWecom, Answer, Conversation};
 use server::{lock, Shared};
 use state::{OaApp, State, WecomApp};
-pub use types::{Api, Delivery, Fault};
+pub use types::{Api, CdnUploadFault, Delivery, Fault, IlinkMediaSend, IlinkUpload, IlinkUploadAnswer};
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeWechat {
@@ -228,7 +231,8 @@ impl FakeWechat {
 
     /// What was uploaded (`media/upload`, `webhook/upload_media`) or added (`add_wecom_media`,
     /// `add_oa_media`) under `media_id`: the file name (the raw `filename` of the multipart part,
-    /// as UTF-8) and the bytes. Expired media are still here.
+    /// as UTF-8) and the bytes. Expired media are still here. An iLink CDN upload is found by its
+    /// `x-encrypted-param`, decrypted, named as the last file item that sent it named it.
     ///
     /// Uploads are checked as media.md §1.3 and §2 describe (part `media` with a raw
     /// `filename="…"`; `filename*=` alone is 44001; more than 5 bytes, else 40006; at most 10 MB
@@ -293,6 +297,29 @@ impl FakeWechat {
     /// As [`FakeWechat::ilink_cdn_media`] for an image sent without a key: served as it is.
     pub fn ilink_cdn_plain(&self, plaintext: &[u8]) -> String {
         media::add_cdn(&mut self.state(), plaintext.to_vec())
+    }
+
+    /// How `getuploadurl` answers from now on (default: `upload_full_url` on this fake).
+    pub fn set_ilink_upload_answer(&self, answer: IlinkUploadAnswer) {
+        self.state().media.ilink.answer = answer;
+    }
+
+    /// The next `times` CDN uploads (`POST /c2c/upload`) answer `fault` instead of taking the
+    /// file; the reservation stays pending, so a retry of the same upload may succeed.
+    pub fn fail_ilink_cdn_uploads(&self, times: usize, fault: CdnUploadFault) {
+        self.state().media.ilink.faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Every upload reserved with `getuploadurl`, in order, with its file (decrypted with the
+    /// announced key) once the CDN took it. Checks: see `ilink_upload`'s module notes.
+    pub fn ilink_uploads(&self) -> Vec<IlinkUpload> {
+        self.state().media.ilink.uploads.clone()
+    }
+
+    /// Every accepted `sendmessage` of an uploaded file (image, file, video, voice), in order:
+    /// the item type, the file name a file item shows, and the file's bytes.
+    pub fn ilink_media_sends(&self) -> Vec<IlinkMediaSend> {
+        self.state().media.ilink.sends.clone()
     }
 
     /// Queues a fault for `path` (e.g. `"/cgi-bin/message/send"`); each request to that path takes

@@ -48,9 +48,21 @@ pub(crate) fn add(st: &mut State, mut media: Media) -> String {
     media_id
 }
 
-/// The file name and bytes stored under `media_id` (expired or not).
+/// The file name and bytes stored under `media_id` (expired or not), or uploaded to the iLink
+/// CDN under that `x-encrypted-param` (named as its last file item named it, else by its type).
 pub(crate) fn lookup(st: &State, media_id: &str) -> Option<(String, Vec<u8>)> {
-    st.media.files.get(media_id).map(|m| (m.filename.clone(), m.bytes.to_vec()))
+    if let Some(media) = st.media.files.get(media_id) {
+        return Some((media.filename.clone(), media.bytes.to_vec()));
+    }
+    let ilink = &st.media.ilink;
+    let upload = ilink.uploads.iter().find(|u| u.encrypt_query_param.as_deref() == Some(media_id))?;
+    let named = ilink.sends.iter().rev().find(|s| s.encrypt_query_param == media_id).and_then(|s| s.file_name.clone());
+    let kind = match upload.media_type {
+        1 => "image",
+        2 => "video",
+        _ => "file",
+    };
+    Some((named.unwrap_or_else(|| kind.to_owned()), upload.bytes.clone()?))
 }
 
 /// Makes `media_id` (or, with `None`, every media_id) answer 40007 from now on.
@@ -110,12 +122,19 @@ pub(crate) fn add_aibot(st: &mut State, mut media: AibotMedia) -> String {
 /// Stores bytes on the iLink CDN; returns their `encrypt_query_param`: base64 with a `+`, a `/`
 /// and `=` padding, so only a client that percent-encodes it gets the file back.
 pub(crate) fn add_cdn(st: &mut State, bytes: Vec<u8>) -> String {
+    let param = cdn_param();
+    st.media.cdn.insert(param.clone(), Bytes::from(bytes));
+    param
+}
+
+/// A fresh CDN parameter: base64 with a `+`, a `/` and `=` padding, so only a client that
+/// percent-encodes it where it goes in a URL gets through.
+pub(crate) fn cdn_param() -> String {
     let mut rng = rand::rng();
     let raw: Vec<u8> = (0..100).map(|_| rng.random_range(0..=u8::MAX)).collect();
     let mut param = base64::engine::general_purpose::STANDARD.encode(raw);
     param.replace_range(10..11, "+");
     param.replace_range(20..21, "/");
-    st.media.cdn.insert(param.clone(), Bytes::from(bytes));
     param
 }
 

@@ -1,14 +1,17 @@
-//! What the fake keeps of media: files added by tests or uploaded by clients, and the AI bot's
-//! encrypted media URLs. The handlers that serve and take media are in `media` and `upload`.
+//! What the fake keeps of media: files added by tests or uploaded by clients (the iLink CDN's
+//! uploads too), and the AI bot's encrypted media URLs. The handlers that serve and take media
+//! are in `media`, `upload` and `ilink_upload`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use aes::cipher::{BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit};
+use aes::cipher::{BlockDecrypt, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit};
 use aes::{Aes128, Aes256};
 use axum::body::Bytes;
 use axum::http::HeaderValue;
+
+use crate::types::{CdnUploadFault, IlinkMediaSend, IlinkUpload, IlinkUploadAnswer};
 
 /// Largest file WeCom's media/get sends without `Range` (media.md §1.2: 20 MB per chunk).
 pub(crate) const WECOM_GET_LIMIT: usize = 20 * 1024 * 1024;
@@ -170,6 +173,40 @@ pub(crate) fn ecb_encrypt(plaintext: &[u8], key: &[u8; 16]) -> Vec<u8> {
     buf
 }
 
+/// The inverse of [`ecb_encrypt`]; `None` when the length is not whole blocks or the padding is
+/// wrong (a wrong key, most likely).
+pub(crate) fn ecb_decrypt(ciphertext: &[u8], key: &[u8; 16]) -> Option<Vec<u8>> {
+    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        return None;
+    }
+    let cipher = Aes128::new(&(*key).into());
+    let mut buf = ciphertext.to_vec();
+    for block in buf.chunks_exact_mut(16) {
+        cipher.decrypt_block(aes::Block::from_mut_slice(block));
+    }
+    let pad = usize::from(*buf.last()?);
+    if pad == 0 || pad > 16 || !buf[buf.len() - pad..].iter().all(|&b| usize::from(b) == pad) {
+        return None;
+    }
+    buf.truncate(buf.len() - pad);
+    Some(buf)
+}
+
+/// What the iLink CDN's upload side holds (ilink_upload.rs).
+#[derive(Debug, Default)]
+pub(crate) struct CdnUploads {
+    /// How `getuploadurl` answers.
+    pub(crate) answer: IlinkUploadAnswer,
+    /// Faults the next uploads answer with, oldest first.
+    pub(crate) faults: std::collections::VecDeque<CdnUploadFault>,
+    /// Every reserved upload, in order.
+    pub(crate) uploads: Vec<IlinkUpload>,
+    /// `upload_param` → index into `uploads`, while the upload waits for its file.
+    pub(crate) pending: HashMap<String, usize>,
+    /// Accepted sends of uploaded files.
+    pub(crate) sends: Vec<IlinkMediaSend>,
+}
+
 /// `plaintext` followed by PKCS#7 padding to a multiple of `block` (≤ 255): 1..=`block` bytes,
 /// each holding their count.
 pub(crate) fn pkcs7(plaintext: &[u8], block: usize) -> Vec<u8> {
@@ -212,6 +249,8 @@ pub(crate) struct MediaState {
     pub aibot_expired_hits: usize,
     /// `encrypted_query_param` → the bytes the iLink CDN sends.
     pub(crate) cdn: HashMap<String, Bytes>,
+    /// The iLink CDN's uploads.
+    pub(crate) ilink: CdnUploads,
 }
 
 impl Default for MediaState {
@@ -225,6 +264,7 @@ impl Default for MediaState {
             aibot_ttl: AIBOT_MEDIA_TTL,
             aibot_expired_hits: 0,
             cdn: HashMap::new(),
+            ilink: CdnUploads::default(),
         }
     }
 }

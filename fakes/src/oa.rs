@@ -12,7 +12,7 @@ use crate::media_store::Platform;
 use crate::state::State;
 use crate::types::{Api, Delivery};
 use crate::upload;
-use crate::wire::{kind, wechat_json, Reject, Req};
+use crate::wire::{kind, show, wechat_json, Reject, Req};
 
 type Object = Map<String, Value>;
 
@@ -200,9 +200,4 @@ fn object<'a>(body: &'a Object, key: &str, missing_code: i64) -> Result<&'a Obje
 
 fn string_field<'a>(body: &'a Object, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-/// A field's value for a problem line; `absent` when missing.
-fn show(v: Option<&Value>) -> String {
-    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
 }

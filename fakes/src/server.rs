@@ -15,7 +15,7 @@ use axum::response::Response;
 use crate::state::State;
 use crate::types::Fault;
 use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
-use crate::{aibot_response, ilink, ilink_login, media, oa, robot, wecom};
+use crate::{aibot_response, ilink, ilink_login, ilink_upload, media, oa, robot, wecom};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
@@ -142,6 +142,7 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/oa/video" => media::oa_video(st, req),
         "/aibot/media" => media::aibot_media(st, req),
         "/c2c/download" => media::cdn_download(st, req),
+        "/c2c/upload" => ilink_upload::cdn_upload(st, req),
         "/cgi-bin/webhook/upload_media" => robot::upload_media(st, req),
         "/cgi-bin/webhook/send" => robot::send(st, req),
         "/cgi-bin/aibot/response" => aibot_response::response(st, req),
@@ -150,6 +151,7 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/cgi-bin/message/custom/send" => oa::custom_send(st, req),
         "/cgi-bin/message/custom/typing" => oa::typing(st, req),
         "/ilink/bot/sendmessage" => ilink::sendmessage(st, req),
+        "/ilink/bot/getuploadurl" => ilink::getuploadurl(st, req),
         "/ilink/bot/getconfig" => ilink::getconfig(st, req),
         "/ilink/bot/sendtyping" => ilink::sendtyping(st, req),
         "/ilink/bot/get_bot_qrcode" => ilink_login::get_bot_qrcode(st, req),

@@ -336,7 +336,7 @@ pub(crate) fn ilink_json(body: &Value) -> Response {
 pub(crate) fn http_status_response(path: &str, code: u16) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match path {
-        "/c2c/download" => return status.into_response(),
+        "/c2c/download" | "/c2c/upload" => return status.into_response(),
         "/aibot/media" => return cos_fault(status),
         _ => {}
     }
@@ -371,6 +371,11 @@ pub(crate) fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// A field's JSON for problem lines, or `nothing`.
+pub(crate) fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "nothing".to_owned(), Value::to_string)
 }
 
 const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

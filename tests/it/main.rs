@@ -8,6 +8,7 @@ mod crash;
 mod dedupe;
 mod ilink;
 mod media;
+mod media_out_ilink;
 mod oa;
 mod resources;
 mod sender;

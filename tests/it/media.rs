@@ -34,7 +34,7 @@ fn now() -> u64 {
 }
 
 /// `len` bytes that read as a PNG, different for each `seed`.
-fn png(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn png(len: usize, seed: u64) -> Vec<u8> {
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     while bytes.len() < len {
@@ -47,7 +47,7 @@ fn png(len: usize, seed: u64) -> Vec<u8> {
     bytes
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -533,7 +533,10 @@ fn sender(rig: &Rig) -> shared::services::sender::Sender {
     sender::build(rig.config.clone(), &env, &rig.stack.sdk).expect("the sender builds")
 }
 
-async fn send(sender: &shared::services::sender::Sender, outbound: Value) -> shared::services::sender::Outcome {
+pub(crate) async fn send(
+    sender: &shared::services::sender::Sender,
+    outbound: Value,
+) -> shared::services::sender::Outcome {
     let record =
         Record { message_id: "m".into(), receipt_handle: "r".into(), body: outbound.to_string(), receive_count: 1 };
     sender.send_record(&record).await.1
@@ -551,7 +554,7 @@ async fn store(rig: &Rig, bytes: &[u8], mime: &str) -> String {
     key
 }
 
-fn sent(outcome: &shared::services::sender::Outcome) -> bool {
+pub(crate) fn sent(outcome: &shared::services::sender::Outcome) -> bool {
     matches!(outcome, shared::services::sender::Outcome::Sent { .. })
 }
 

@@ -130,7 +130,7 @@ async fn unknown_paths_are_404_and_reported() {
     let wx = FakeWechat::start().await;
     let resp = client().post(format!("{}/cgi-bin/nothing/here", wx.base_url)).send().await.unwrap();
     assert_eq!(resp.status(), 404);
-    let resp = client().post(format!("{}/ilink/bot/getuploadurl", wx.base_url)).send().await.unwrap();
+    let resp = client().post(format!("{}/ilink/bot/msg/notifystart", wx.base_url)).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(wx.calls("/cgi-bin/nothing/here"), 1);
     assert_eq!(wx.problems().len(), 2, "{:?}", wx.problems());

@@ -8,6 +8,7 @@ mod aibot;
 mod aibot_wecom;
 mod faults;
 mod ilink;
+mod ilink_upload;
 mod media;
 mod oa;
 mod robot;

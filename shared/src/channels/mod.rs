@@ -224,7 +224,13 @@ impl Deliveries {
             wecom_appchat: wecom::outbound::WecomDelivery::appchat(&config.wecom, &apis.wecom, &tokens),
             robot: robot::outbound::RobotDelivery::new(&config.robots, &apis.robot),
             oa: oa::outbound::OaDelivery::new(&config.oa, &apis.oa, &tokens, parked, clock.clone()),
-            ilink: ilink::outbound::IlinkDelivery::new(&config.ilink, &apis.ilink, contexts),
+            ilink: ilink::outbound::IlinkDelivery::new(
+                &config.ilink,
+                &apis.ilink,
+                contexts,
+                &apis.http,
+                &apis.ilink_cdn,
+            ),
             aibot: aibot::outbound::AibotDelivery::new(&config.aibots, &apis.aibot, streams, clock),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aes::cipher::{BlockDecrypt, BlockDecryptMut, KeyInit, KeyIvInit};
+use aes::cipher::{BlockDecrypt, BlockDecryptMut, BlockEncrypt, KeyInit, KeyIvInit};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -46,6 +46,20 @@ impl std::fmt::Debug for Cipher {
             Self::Ecb128 { .. } => "Ecb128 { key: <redacted> }",
         })
     }
+}
+
+/// Encrypts `plain` as the iLink CDN keeps files: AES-128-ECB with PKCS#7 padding (1 to 16
+/// bytes, so `floor(n / 16) * 16 + 16` bytes come out). The inverse of [`Cipher::Ecb128`].
+pub fn ecb_encrypt(key: &[u8; 16], plain: &[u8]) -> Vec<u8> {
+    let aes = aes::Aes128::new(key.into());
+    let pad = 16 - plain.len() % 16;
+    let mut data = Vec::with_capacity(plain.len() + pad);
+    data.extend_from_slice(plain);
+    data.resize(plain.len() + pad, pad as u8);
+    for block in data.chunks_exact_mut(16) {
+        aes.encrypt_block(aes::Block::from_mut_slice(block));
+    }
+    data
 }
 
 enum Decrypting {
@@ -495,7 +509,7 @@ pub fn attachment(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use aes::cipher::{BlockEncrypt, BlockEncryptMut};
+    use aes::cipher::BlockEncryptMut;
 
     use super::*;
 
@@ -511,15 +525,6 @@ mod tests {
         let mut data = pkcs7(plain.to_vec(), 32);
         for block in data.chunks_exact_mut(16) {
             enc.encrypt_block_mut(aes::Block::from_mut_slice(block));
-        }
-        data
-    }
-
-    fn ecb_encrypt(key: &[u8; 16], plain: &[u8]) -> Vec<u8> {
-        let aes = aes::Aes128::new(key.into());
-        let mut data = pkcs7(plain.to_vec(), 16);
-        for block in data.chunks_exact_mut(16) {
-            aes.encrypt_block(aes::Block::from_mut_slice(block));
         }
         data
     }
@@ -560,6 +565,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ecb_encryption_matches_the_openssl_vector_of_the_ilink_notes() {
+        // ilink.md §6.6, generated with OpenSSL.
+        let key: [u8; 16] = std::array::from_fn(|i| (i as u8) * 0x11);
+        assert_eq!(hex(&ecb_encrypt(&key, b"hello ilink")), "b7b86f6a7e5ca4c39d8da094d17d2f95");
+        assert_eq!(
+            hex(&ecb_encrypt(&key, b"0123456789abcdef")),
+            "aebdd39b144089d5e31cacd35b7a113a00657ea140655a44782747705d422fad"
+        );
+        assert_eq!(ecb_encrypt(&key, b"").len(), 16);
     }
 
     #[tokio::test]

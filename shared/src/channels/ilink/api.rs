@@ -1,5 +1,5 @@
-//! The iLink bot API (personal WeChat): `getupdates` long polls, `sendmessage`, typing
-//! (`getconfig` → `typing_ticket` → `sendtyping`) and QR login (`get_bot_qrcode` →
+//! The iLink bot API (personal WeChat): `getupdates` long polls, `sendmessage`, `getuploadurl`,
+//! typing (`getconfig` → `typing_ticket` → `sendtyping`) and QR login (`get_bot_qrcode` →
 //! `get_qrcode_status`), and iLink's error table. Each bot has its own host (`base_url`).
 
 use std::time::Duration;
@@ -45,6 +45,24 @@ pub struct Updates {
     pub cursor: Option<String>,
     /// The server's hint for the next poll's hold time.
     pub hold_hint: Option<Duration>,
+}
+
+/// Where `getuploadurl` says to POST a file's ciphertext: a whole URL (what the service answers
+/// since about 2.1.1), or only the parameter to build one from; empty fields are `None`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct UploadUrls {
+    pub full_url: Option<String>,
+    pub param: Option<String>,
+}
+
+impl std::fmt::Debug for UploadUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The parameters authorise an upload: shown only as present or not.
+        f.debug_struct("UploadUrls")
+            .field("full_url", &self.full_url.as_ref().map(|_| "<set>"))
+            .field("param", &self.param.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// The headers of every iLink POST: a fresh `X-WECHAT-UIN` (base64 of a random uint32's
@@ -127,6 +145,19 @@ impl IlinkApi {
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
         })
+    }
+
+    /// `getuploadurl`: reserves a CDN upload of one file for one recipient (`body` without
+    /// `base_info`, which every call adds).
+    pub async fn getuploadurl(
+        &self,
+        base_url: &str,
+        bot_token: &SecretString,
+        body: Value,
+    ) -> Result<UploadUrls, ApiError> {
+        let answer = self.call(base_url, bot_token, "getuploadurl", body, None).await?;
+        let text = |name: &str| answer.get(name).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+        Ok(UploadUrls { full_url: text("upload_full_url"), param: text("upload_param") })
     }
 
     async fn call(

@@ -24,17 +24,13 @@ pub struct IlinkMedia {
 impl IlinkMedia {
     /// Media from the CDN host `cdn_base` (a URL; WeChat's when it does not parse).
     pub fn new(http: &Http, cdn_base: &str) -> Self {
-        let parse = |u: &str| reqwest::Url::parse(&format!("{}/c2c/", u.trim_end_matches('/')));
-        let cdn = parse(cdn_base).or_else(|_| parse(DEFAULT_CDN_BASE)).unwrap_or_else(|_| unreachable_cdn());
-        Self { http: http.clone(), cdn }
+        Self { http: http.clone(), cdn: cdn_root(cdn_base) }
     }
 
     /// Where to GET a file: the server's `full_url` only when it is on the CDN's own host (it
     /// could point anywhere otherwise), else the CDN's download URL for the query param.
     fn url(&self, media: &super::message::CdnMedia) -> Option<reqwest::Url> {
-        let same_host = |u: &reqwest::Url| {
-            u.scheme() == self.cdn.scheme() && u.host() == self.cdn.host() && u.port() == self.cdn.port()
-        };
+        let same_host = |u: &reqwest::Url| on_cdn_host(&self.cdn, u);
         if let Some(full) = media.full_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).filter(same_host) {
             return Some(full);
         }
@@ -43,6 +39,20 @@ impl IlinkMedia {
         url.query_pairs_mut().append_pair("encrypted_query_param", param);
         Some(url)
     }
+}
+
+/// Where the CDN keeps files: `<cdn_base>/c2c/` (WeChat's CDN when `cdn_base` does not parse).
+pub fn cdn_root(cdn_base: &str) -> reqwest::Url {
+    let parse = |u: &str| reqwest::Url::parse(&format!("{}/c2c/", u.trim_end_matches('/')));
+    parse(cdn_base).or_else(|_| parse(DEFAULT_CDN_BASE)).unwrap_or_else(|_| unreachable_cdn())
+}
+
+/// Whether `url` is on the CDN's own scheme, host and port: URLs the server hands out are
+/// followed only there (they could point anywhere, the instance metadata included).
+pub fn on_cdn_host(cdn: &reqwest::Url, url: &reqwest::Url) -> bool {
+    url.scheme() == cdn.scheme()
+        && url.host() == cdn.host()
+        && url.port_or_known_default() == cdn.port_or_known_default()
 }
 
 /// A fixed, valid URL for the impossible case that neither base parses.

@@ -1,5 +1,6 @@
 //! iLink bots (personal WeChat, 1:1): the `ilink` config section, inbound messages, the API
-//! (long polls, sends, typing, QR login), the poller and outbound delivery.
+//! (long polls, sends, uploads, typing, QR login), the poller, outbound delivery and the CDN
+//! uploads of the files it sends.
 
 pub mod api;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod message;
 pub mod outbound;
 pub mod poller;
 pub mod typing;
+pub mod upload;
 
 pub use api::{IlinkLogin, QrCode, QrStatus};
 pub use config::IlinkAccount;
