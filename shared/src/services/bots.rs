@@ -57,7 +57,7 @@ impl Bot for EchoBot {
 }
 
 /// The channels whose replies can carry an uploaded file (the rest answer with text only).
-const ECHOES_FILES: [Channel; 3] = [Channel::Wecom, Channel::Oa, Channel::WecomAibot];
+const ECHOES_FILES: [Channel; 4] = [Channel::Wecom, Channel::Oa, Channel::WecomAibot, Channel::Ilink];
 
 /// Puts each `Inbound` (its media fetched) on the bot queue; the bot's own consumer answers
 /// with `Outbound` messages.
