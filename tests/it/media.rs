@@ -785,3 +785,84 @@ async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_s
     assert_eq!(uploads(), 3, "nothing refused was uploaded");
     assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom).len(), 4);
 }
+
+/// The media step dies after it stored the file and passed the message on, before SQS learned
+/// it was done: the message comes back, is fetched and passed on again, and the echo still
+/// reaches the user once, its picture uploaded once.
+#[tokio::test]
+async fn a_media_step_that_dies_after_passing_the_message_on_leads_to_one_answer() {
+    use shared::adapters::aws::DynamoMediaIds;
+    use shared::adapters::memory::MemoryReplySlots;
+    use shared::services::bots::EchoBot;
+    use shared::services::dispatcher::Dispatcher;
+    use shared::services::files::OutFiles;
+    let rig = Rig::new().await;
+    let photo = png(20_000, 90);
+    let media_id = rig.wx.add_wecom_media(WECOM_CORP_ID, photo.clone(), "p.png", "image/png");
+    use shared::core::envelope::{Channel, Kind, MediaType};
+    let id = "wecom:hr:7450000000000000090".to_owned();
+    let mut inbound = Inbound::direct(Channel::Wecom, "hr", id, "WangFang", now(), now(), json!({}));
+    inbound.kind = Kind::Image;
+    inbound.media = Some(Media { media_id: Some(media_id), media_type: Some(MediaType::Image), ..Media::default() });
+    rig.publish(&inbound).await;
+    for run in 1..=2 {
+        let records = receive(&rig.stack, &rig.stack.urls.media, 2).await;
+        assert_eq!(records.len(), 1, "run {run}: the media message");
+        assert!(rig.service.handle_batch(&records).await.is_empty(), "run {run}: handled");
+        if run == 1 {
+            // Killed before the batch answer: the message is not deleted and comes back once
+            // its visibility ends (made to end now).
+            rig.stack
+                .sqs
+                .change_message_visibility()
+                .queue_url(&rig.stack.urls.media)
+                .receipt_handle(&records[0].receipt_handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let resolved = rig.resolved().await;
+    assert_eq!(resolved.len(), 2, "passed on twice, as the same message");
+    assert_eq!(resolved[0], resolved[1]);
+
+    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
+    let files = OutFiles {
+        store: Arc::new(rig.stack.media.clone()),
+        ids: Arc::new(DynamoMediaIds::new(&table)),
+        http: Http::new(&HttpSettings::default()).unwrap(),
+        allow_loopback: false,
+    };
+    let dispatcher = Dispatcher {
+        bot: Arc::new(EchoBot),
+        slots: Arc::new(MemoryReplySlots::default()),
+        outbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.outbound)),
+        typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
+        streams: None,
+        calls: None,
+        files: Some(Arc::new(files)),
+    };
+    for copy in &resolved {
+        dispatcher.dispatch(&copy.to_json()).await.unwrap();
+    }
+    let sender = sender(&rig);
+    let queued = rig.stack.drain(&rig.stack.urls.outbound).await;
+    assert_eq!(queued.len(), 2, "the echo was queued by both runs, under one key");
+    for message in &queued {
+        let record = Record {
+            message_id: message.message_id().unwrap().into(),
+            receipt_handle: "r".into(),
+            body: message.body().unwrap().into(),
+            receive_count: 1,
+        };
+        assert!(sent(&sender.send_record(&record).await.1));
+    }
+    let sends = rig.wx.deliveries_of(fakes::Api::WecomMessage);
+    assert_eq!(sends.len(), 1, "the user gets the picture once");
+    assert_eq!(rig.wx.media(sends[0].body["image"]["media_id"].as_str().unwrap()).unwrap().1, photo);
+    assert_eq!(rig.wx.calls("/cgi-bin/media/upload"), 1);
+}

@@ -272,11 +272,13 @@ async fn a_file_over_twenty_megabytes_or_a_cached_id_of_another_format_goes_to_t
 
     // An id cached by another version (the scope as the sender builds it) is refused, unread.
     let photo = png(3_000, 11);
-    let scope = format!(
-        "ilink:{BOT}:{}:image:{}:{}",
-        shared::core::outbound::short_hash(ALICE),
-        sha256(&photo),
-        shared::core::outbound::short_hash("old.png")
+    let owner = format!("{BOT}:{}", shared::core::outbound::short_hash(ALICE));
+    let scope = shared::core::outbound::media_id_scope(
+        shared::core::envelope::OutChannel::Ilink,
+        &owner,
+        shared::core::envelope::MediaType::Image,
+        &sha256(&photo),
+        "old.png",
     );
     let ids = DynamoMediaIds::new(&Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table));
     let until = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
