@@ -194,7 +194,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route("/outbound", post(outbound_route))
         .route("/sandbox/sends", get(sandbox_sends))
         .route("/sandbox/aibot/response_url", post(sandbox_response_url))
-        .route("/sandbox/media/{channel}/{account}", post(sandbox_media))
+        .route(
+            "/sandbox/media/{channel}/{account}",
+            // A user's file may be as large as the platforms send (the media step's 100 MB cap).
+            post(sandbox_media).layer(axum::extract::DefaultBodyLimit::max(SANDBOX_FILE_MAX)),
+        )
         .route("/sandbox/file/{media_id}", get(sandbox_file))
         .with_state(state)
         .merge(crate::media::routes(media_folder));
@@ -314,6 +318,9 @@ async fn sandbox_response_url(State(state): State<Arc<DevState>>) -> Response {
         None => (StatusCode::NOT_FOUND, "not in sandbox mode\n").into_response(),
     }
 }
+
+/// The largest file `simulate --image` hands to the sandbox.
+const SANDBOX_FILE_MAX: usize = 100 * 1024 * 1024;
 
 /// `POST /sandbox/media/{channel}/{account}?name=…`: keeps the body as a file a user sent, as
 /// the channel keeps it; answers what the channel's message names it by: a WeCom app's or an
