@@ -390,7 +390,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// 32 random hex digits: a message id, or a made-up `response_code`.
 fn hex_id() -> String {
-    random_prefix().iter().map(|b| format!("{b:02x}")).collect()
+    shared::protocol::hex::hex(&random_prefix())
 }
 
 /// A response_url from `wxbridge dev`'s sandbox, if the bridge is one.

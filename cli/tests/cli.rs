@@ -794,7 +794,7 @@ fn sandbox_ai_bot_echoes_a_picture_in_its_finishing_stream() {
         b"\x89PNG\r\n\x1a\n".iter().copied().chain((0..30_000u32).map(|i| (i * 11 % 249) as u8)).collect();
     let path = dir.path().join("截图.png");
     std::fs::write(&path, &picture).unwrap();
-    let sha256: String = sha2::Sha256::digest(&picture).iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = shared::protocol::hex::hex(&sha2::Sha256::digest(&picture));
     for group in [None, Some("wrDemoGroup")] {
         let mut args = vec!["simulate", "aibot", "--image", path.to_str().unwrap(), "--url", &dev.url, "--json"];
         if let Some(group) = group {

@@ -537,7 +537,7 @@ async fn the_openai_bot_sends_the_messages_image_inline_and_text_only_when_it_ca
     let photo: Vec<u8> = b"\x89PNG\r\n\x1a\n".iter().copied().chain((0..5000u32).map(|i| (i * 7) as u8)).collect();
     let sha = {
         use sha2::Digest;
-        sha2::Sha256::digest(&photo).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        shared::protocol::hex::hex(&sha2::Sha256::digest(&photo))
     };
     let key = format!("media/{sha}");
     store.put_bytes(&key, photo.clone(), "image/png").await.unwrap();

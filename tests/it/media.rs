@@ -49,7 +49,7 @@ pub(crate) fn png(len: usize, seed: u64) -> Vec<u8> {
 
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    shared::protocol::hex::hex(&sha2::Sha256::digest(bytes))
 }
 
 fn config(wx: &FakeWechat) -> Config {
@@ -384,7 +384,7 @@ async fn ilink_cdn_files_decrypt_with_every_key_form_and_plain_images_pass_as_se
     let b64 = base64::engine::general_purpose::STANDARD;
     let rig = Rig::new().await;
     let key: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(3));
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = shared::protocol::hex::hex(&key);
     let cases = [
         ("image aeskey", json!({"aeskey": hex}), None),
         ("base64 of the raw key", json!({}), Some(b64.encode(key))),
@@ -649,7 +649,7 @@ async fn a_group_robot_sends_a_picture_inline_with_its_md5_and_a_file_by_its_own
     let body = &rig.wx.deliveries_of(fakes::Api::WecomWebhook)[0].body;
     let inline = base64::engine::general_purpose::STANDARD.decode(body["image"]["base64"].as_str().unwrap()).unwrap();
     assert_eq!(inline, photo);
-    let md5: String = <md5::Md5 as md5::Digest>::digest(&photo).iter().map(|b| format!("{b:02x}")).collect();
+    let md5 = shared::protocol::hex::hex(&<md5::Md5 as md5::Digest>::digest(&photo));
     assert_eq!(body["image"]["md5"], json!(md5));
     assert_eq!(rig.wx.calls("/cgi-bin/webhook/upload_media"), 0, "a robot image needs no upload");
 

@@ -259,10 +259,7 @@ pub struct Spooled {
     pub head: Vec<u8>,
 }
 
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::protocol::hex::hex;
 
 /// The MIME type the first bytes of a file tell, if they do.
 pub fn sniff(head: &[u8]) -> Option<&'static str> {

@@ -240,7 +240,7 @@ pub fn media_id_scope(
 /// retries without showing what they name.
 pub fn short_hash(text: &str) -> String {
     use sha1::Digest as _;
-    sha1::Sha1::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex::hex(&sha1::Sha1::digest(text.as_bytes())[..12])
 }
 
 /// News articles as WeCom and the Official Account take them.

@@ -129,7 +129,7 @@ pub fn unix_millis(t: SystemTime) -> u64 {
 
 /// A unique claim token: 128 random bits as hex.
 pub fn claim_token() -> String {
-    crate::protocol::crypto::random_prefix().iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex::hex(&crate::protocol::crypto::random_prefix())
 }
 
 /// A queue's redelivery control: when a received message comes again.

@@ -3,5 +3,6 @@
 
 pub mod crypto;
 pub mod fields;
+pub mod hex;
 pub mod query;
 pub mod xml;

@@ -30,7 +30,7 @@ pub fn webhook_signature(secret: &SecretString, timestamp: &str, body: &str) -> 
     mac.update(b".");
     mac.update(body.as_bytes());
     let digest = mac.finalize().into_bytes();
-    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256={}", crate::protocol::hex::hex(&digest))
 }
 
 /// Answers text with the same text (and a voice message with its transcript).
@@ -535,7 +535,7 @@ mod tests {
         assert_ne!(sig, webhook_signature(&SecretString::from("Jefe".to_owned()), "what do ya want", " for nothing?"));
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want .for nothing?");
-        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let expected = crate::protocol::hex::hex(&mac.finalize().into_bytes());
         assert_eq!(sig, format!("sha256={expected}"));
     }
 

@@ -29,7 +29,7 @@ pub const MAX_IMAGES_TOTAL_BYTES: u64 = 3 * 1024 * 1024;
 pub fn stream_key(bot: &str, inbound_id: &str) -> (String, String) {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(inbound_id.as_bytes());
-    let id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let id = crate::protocol::hex::hex(&digest[..16]);
     (format!("{bot}#{id}"), id)
 }
 

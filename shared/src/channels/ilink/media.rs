@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn reads_every_key_form() {
         let raw: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
-        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::protocol::hex::hex(&raw);
         let b64 = base64::engine::general_purpose::STANDARD;
         for (item, why) in [
             (item(Some(&hex), None), "image aeskey"),

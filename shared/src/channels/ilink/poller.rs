@@ -30,7 +30,7 @@ const MAX_CONSECUTIVE_FAILURES: u32 = 3;
 pub fn token_fingerprint(token: &secrecy::SecretString) -> String {
     use secrecy::ExposeSecret as _;
     use sha2::Digest as _;
-    sha2::Sha256::digest(token.expose_secret().trim().as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex::hex(&sha2::Sha256::digest(token.expose_secret().trim().as_bytes())[..8])
 }
 
 /// How one account's turn ended.

@@ -17,7 +17,7 @@ pub fn body(content: &Content) -> Value {
         Content::Image { base64: Some(data), .. } => {
             use base64::Engine as _;
             let raw = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default();
-            let md5: String = <md5::Md5 as md5::Digest>::digest(&raw).iter().map(|b| format!("{b:02x}")).collect();
+            let md5 = crate::protocol::hex::hex(&<md5::Md5 as md5::Digest>::digest(&raw));
             json!({"msgtype": "image", "image": {"base64": data, "md5": md5}})
         }
         other => {
