@@ -232,3 +232,55 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
     let opened = open_with_wechatpy(&response.body);
     assert_eq!(shared::protocol::xml::parse(&opened).unwrap().text("Content"), Some("the answer you waited for"));
 }
+
+/// An earlier run put a picture (by its cached media id) in the slot and died before WeChat took
+/// it or the run took it back; by the rerun the id is no longer cached, so the picture is not
+/// passive-able now. The rerun must take the untaken reply back and send it by customer service,
+/// not count it as answered.
+#[tokio::test]
+async fn a_reply_an_earlier_run_left_untaken_in_the_slot_goes_by_customer_service() {
+    use shared::core::envelope::{Channel, Content, Inbound, Kind, Media, MediaType, OutMedia, Outbound};
+    use shared::core::ports::ReplySlots;
+    let stack = Stack::new().await;
+    let table = shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table);
+    let slots = Arc::new(DynamoReplySlots::new(&table));
+    let key = format!("media/{}", "ab".repeat(32));
+    let id = "oa:news:88000000000000777".to_owned();
+    let mut inbound = Inbound::direct(Channel::Oa, "news", id.clone(), "oUser", 0, 0, serde_json::json!({}));
+    inbound.kind = Kind::Image;
+    inbound.media = Some(Media { key: Some(key.clone()), media_type: Some(MediaType::Image), ..Media::default() });
+    // The earlier run: the slot filled with the picture by id, never taken.
+    let now = SystemTime::now();
+    slots.arrive(&id, now, now + Duration::from_millis(300)).await.unwrap();
+    let earlier = Content::Image { media_id: Some("MEDIA_GONE".into()), base64: None, media: None };
+    assert!(slots.fill(&id, &serde_json::to_string(&earlier).unwrap(), &format!("{id}#0"), now).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let files = shared::services::files::OutFiles {
+        store: Arc::new(stack.media.clone()),
+        ids: Arc::new(shared::adapters::aws::DynamoMediaIds::new(&table)),
+        http: shared::core::http::Http::new(&shared::core::http::HttpSettings::default()).unwrap(),
+        allow_loopback: false,
+    };
+    let dispatcher = Dispatcher {
+        bot: Arc::new(EchoBot),
+        slots: slots.clone(),
+        outbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.outbound)),
+        typing: None,
+        requeue: None,
+        dead_letter: None,
+        max_receives: None,
+        streams: None,
+        calls: None,
+        files: Some(Arc::new(files)),
+    };
+    dispatcher.dispatch(&inbound.to_json()).await.unwrap();
+    let queued = stack.drain(&stack.urls.outbound).await;
+    assert_eq!(queued.len(), 1, "the picture goes by customer service");
+    let out = Outbound::parse(queued[0].body().unwrap()).unwrap();
+    assert_eq!(out.idempotency_key, format!("{id}#0"));
+    let expected = OutMedia { key: Some(key), ..OutMedia::default() };
+    assert_eq!(out.content, Content::Image { media_id: None, base64: None, media: Some(expected) });
+    let slot = slots.read(&id).await.unwrap().unwrap();
+    assert!(!slot.taken && slot.state == shared::core::ports::SlotState::Closed, "taken back: {slot:?}");
+}

@@ -419,6 +419,17 @@ impl Content {
         }
     }
 
+    /// The channel's media id a file content names, if any.
+    pub fn media_id(&self) -> Option<&str> {
+        match self {
+            Self::Image { media_id, .. }
+            | Self::File { media_id, .. }
+            | Self::Voice { media_id, .. }
+            | Self::Video { media_id, .. } => media_id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The content with the file replaced by the channel's `media_id` for it.
     pub fn with_media_id(&self, id: &str) -> Self {
         let id = Some(id.to_owned());

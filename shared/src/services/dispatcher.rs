@@ -402,8 +402,9 @@ impl Dispatcher {
                 let done = if fits_passive(content, to_event) {
                     self.try_passive(inbound, content, &key).await?
                 } else if self.filled_by(&inbound.id, &key).await? {
-                    // An earlier run put it in the slot: not sent again.
-                    true
+                    // An earlier run put it in the slot (as it was passive-able then): sent if a
+                    // delivery takes it, else taken back for customer service.
+                    self.await_take(&inbound.id, &key).await?
                 } else {
                     // Not passive-able: the held delivery may answer WeChat now (closing fails
                     // harmlessly when the slot is no longer open).
@@ -466,23 +467,30 @@ impl Dispatcher {
     async fn try_passive(&self, inbound: &Inbound, content: &Content, key: &str) -> Result<bool, DispatchError> {
         let json = serde_json::to_string(content).map_err(|e| DispatchError::Invalid(e.to_string()))?;
         self.slots.fill(&inbound.id, &json, key, SystemTime::now()).await.map_err(DispatchError::Store)?;
+        self.await_take(&inbound.id, key).await
+    }
+
+    /// Waits until a delivery takes the reply `key` put in slot `slot`; false when it must go by
+    /// customer service: the slot was closed, holds another reply, or nobody took it by the
+    /// slot's deadline (then it is taken back, unless a delivery takes it that instant).
+    async fn await_take(&self, slot: &str, key: &str) -> Result<bool, DispatchError> {
         loop {
-            let Some(slot) = self.slots.read(&inbound.id).await.map_err(DispatchError::Store)? else {
+            let Some(slot_now) = self.slots.read(slot).await.map_err(DispatchError::Store)? else {
                 return Ok(false);
             };
             // Another reply (a parked one, say) is in the slot: this one goes by customer service.
-            if slot.filled_by.as_deref() != Some(key) {
+            if slot_now.filled_by.as_deref() != Some(key) {
                 return Ok(false);
             }
-            match slot.state {
-                SlotState::Filled if slot.taken => return Ok(true),
+            match slot_now.state {
+                SlotState::Filled if slot_now.taken => return Ok(true),
                 // Revoked by an earlier run: customer service (the idempotency key sends it once).
                 SlotState::Closed => return Ok(false),
                 _ => {}
             }
-            if unix_millis(SystemTime::now()) > slot.deadline_ms + TAKE_GRACE.as_millis() as u64 {
+            if unix_millis(SystemTime::now()) > slot_now.deadline_ms + TAKE_GRACE.as_millis() as u64 {
                 // Nobody took it: take it back unless a delivery takes it this instant.
-                return Ok(!self.slots.revoke(&inbound.id).await.map_err(DispatchError::Store)?);
+                return Ok(!self.slots.revoke(slot).await.map_err(DispatchError::Store)?);
             }
             tokio::time::sleep(TAKE_POLL).await;
         }

@@ -170,7 +170,12 @@ impl Delivery for OaDelivery {
             .await;
         match sent {
             Ok(_) => Ok(Delivered::Sent { undelivered: Vec::new() }),
-            Err(failure) if failure.errcode == Some(NO_PERMISSION) && passive(part, false).is_some() => {
+            // Not a file: its media id lives three days, a parked reply up to seven.
+            Err(failure)
+                if failure.errcode == Some(NO_PERMISSION)
+                    && passive(part, false).is_some()
+                    && part.media_id().is_none() =>
+            {
                 // No customer-service permission: the user gets it as the next passive reply.
                 let json = serde_json::to_string(part).unwrap_or_default();
                 self.parked
