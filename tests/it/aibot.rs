@@ -1108,8 +1108,10 @@ async fn an_answers_pictures_come_with_its_finishing_stream_and_what_does_not_fi
     let key = format!("media/{}", shared::core::media::hex(&<sha2::Sha256 as sha2::Digest>::digest(&stored)));
     bridge.stack.media.put_bytes(&key, stored.clone(), "image/png").await.unwrap();
     let inline = picture(JPG, 900_000, 13);
-    // 2 000 000 + 900 000 bytes fit the 3 MiB; 300 000 more do not.
-    let bot = Pictures { stored: key.clone(), inline: inline.clone(), over: picture(PNG, 300_000, 17) };
+    // 2 000 000 + 900 000 bytes fit the 3 MiB; 600 000 more do not (and as base64 they would
+    // not fit the answer's record, a DynamoDB item of 400 KB, either: they go by key).
+    let over = picture(PNG, 600_000, 17);
+    let bot = Pictures { stored: key.clone(), inline: inline.clone(), over: over.clone() };
     let dispatcher = Dispatcher { bot: Arc::new(bot), calls: None, ..bridge.dispatcher() };
     let message = text_message("m-pictures", None, USER, "拓扑图", &bridge.fake.aibot_response_url());
     let dispatch = async {
@@ -1135,6 +1137,10 @@ async fn an_answers_pictures_come_with_its_finishing_stream_and_what_does_not_fi
     // What the stream could not show goes to the sender, which dead-letters each with its reason.
     let queued = bridge.take(&bridge.stack.urls.outbound, 3, Duration::from_secs(5)).await;
     assert_eq!(queued.len(), 3, "the picture over 3 MB, the GIF and the file");
+    assert!(queued.iter().all(|m| m.body().unwrap().len() < 2048), "no bytes on the queue");
+    let over_key = format!("media/{}", shared::core::media::hex(&<sha2::Sha256 as sha2::Digest>::digest(&over)));
+    assert!(queued.iter().any(|m| m.body().unwrap().contains(&over_key)), "the refused picture is named by its key");
+    assert_eq!(bridge.stack.media.get(&over_key, 1 << 20).await.unwrap(), Some(over));
     let sender = bridge.sender();
     for message in &queued {
         let (_, outcome) = sender.send_record(&record(message, 1)).await;

@@ -442,6 +442,18 @@ impl Content {
         }
     }
 
+    /// The content with its file given by `media` (no media id, no inline base64).
+    pub fn with_media(&self, media: OutMedia) -> Self {
+        let media = Some(media);
+        match self.clone() {
+            Self::Image { .. } => Self::Image { media_id: None, base64: None, media },
+            Self::File { .. } => Self::File { media_id: None, media },
+            Self::Voice { .. } => Self::Voice { media_id: None, media },
+            Self::Video { title, description, .. } => Self::Video { media_id: None, media, title, description },
+            other => other,
+        }
+    }
+
     /// The content with the file inline as base64 (group robot images).
     pub fn with_base64(&self, data: String) -> Self {
         match self {

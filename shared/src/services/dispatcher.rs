@@ -213,13 +213,23 @@ impl Dispatcher {
                 // The stream shows the first text and the images; anything else goes to the
                 // sender, which sends it or dead-letters it with the reason.
                 let mut texts = Vec::new();
-                let mut others = Vec::new();
+                // What the stream does not show, and every non-text reply (for a stream handed
+                // over first), each as it is recorded: files by key, never inline.
+                let (mut others, mut files) = (Vec::new(), Vec::new());
                 let mut images = StreamImages::default();
                 for content in &replies {
                     match content {
                         Content::Text { text } | Content::Markdown { text } => texts.push(text.as_str()),
-                        Content::Image { .. } if self.stream_image(content, &mut images).await => {}
-                        other => others.push(other.clone()),
+                        other => match self.stream_image(other, &mut images).await {
+                            Some(key) => {
+                                files.push(other.with_media(OutMedia { key: Some(key), ..OutMedia::default() }))
+                            }
+                            None => {
+                                let recorded = self.by_key(other).await;
+                                others.push(recorded.clone());
+                                files.push(recorded);
+                            }
+                        },
                     }
                 }
                 let shown = cut_utf8(texts.first().copied().unwrap_or(""), MAX_CONTENT_BYTES);
@@ -233,9 +243,7 @@ impl Dispatcher {
                 let rest = to_json(&rest)?;
                 // A stream finished first (handed over) shows none of it: every reply goes on.
                 let mut whole = one_message(&texts);
-                whole.extend(
-                    replies.iter().filter(|c| !matches!(c, Content::Text { .. } | Content::Markdown { .. })).cloned(),
-                );
+                whole.extend(files);
                 let whole = to_json(&whole)?;
                 let images = images.keys;
                 // The answer is recorded before the lease is settled: a failing store is tried a
@@ -300,22 +308,60 @@ impl Dispatcher {
         Err(DispatchError::Store(PortError::new("stream", "the stream kept changing while the answer was recorded")))
     }
 
+    /// A reply as it is recorded and queued: a file given inline (over a few KB) is stored and
+    /// named by its key, since bytes never travel on a queue and the record is one DynamoDB
+    /// item (400 KB at most). One that cannot be stored keeps no bytes (the sender refuses it).
+    async fn by_key(&self, content: &Content) -> Content {
+        const INLINE_KEPT: usize = 4096;
+        let data = match (content, content.media()) {
+            (Content::Image { base64: Some(data), media: None, .. }, _) => data.as_str(),
+            (_, Some((_, OutMedia { base64: Some(data), .. }))) => data.as_str(),
+            _ => return content.clone(),
+        };
+        if data.len() <= INLINE_KEPT {
+            return content.clone();
+        }
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim());
+        let key = match (&self.files, bytes) {
+            (Some(files), Ok(bytes)) => {
+                use sha2::Digest as _;
+                let key = crate::core::media::content_key(&crate::protocol::hex::hex(&sha2::Sha256::digest(&bytes)));
+                let mime =
+                    crate::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream");
+                match files.store.put_bytes(&key, bytes, mime).await {
+                    Ok(()) => Some(key),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "an inline file of the answer could not be stored; it is not sent");
+                        None
+                    }
+                }
+            }
+            _ => {
+                tracing::warn!("an inline file of the answer is not base64 or has no media store; it is not sent");
+                None
+            }
+        };
+        let file_name = content.media().and_then(|(_, m)| m.file_name.clone());
+        content.with_media(OutMedia { key, file_name, ..OutMedia::default() })
+    }
+
     /// Keeps an AI bot's answer image for its finishing stream: loaded (a key, an https URL or
     /// base64), a JPG or PNG, stored in the media store, within the stream's count and bytes;
-    /// false when it cannot go there (it goes to the sender, which dead-letters it with the
-    /// reason).
-    async fn stream_image(&self, content: &Content, images: &mut StreamImages) -> bool {
-        let Some(files) = &self.files else { return false };
+    /// its key, or `None` when it cannot go there (it goes to the sender, which dead-letters it
+    /// with the reason).
+    async fn stream_image(&self, content: &Content, images: &mut StreamImages) -> Option<String> {
+        let files = self.files.as_ref()?;
         let source = match content {
             Content::Image { media: Some(media), .. } => media.clone(),
             Content::Image { base64: Some(data), media: None, .. } => {
                 OutMedia { base64: Some(data.clone()), ..OutMedia::default() }
             }
-            _ => return false,
+            _ => return None,
         };
         let refuse = |why: String| {
             tracing::warn!(reason = %why, "an answer image cannot go in the stream");
-            false
+            None
         };
         if images.keys.len() >= aibot_stream::MAX_IMAGES {
             return refuse(format!("a stream shows at most {} images", aibot_stream::MAX_IMAGES));
@@ -335,8 +381,8 @@ impl Dispatcher {
             }
         }
         images.bytes += file.bytes.len() as u64;
-        images.keys.push(key);
-        true
+        images.keys.push(key.clone());
+        Some(key)
     }
 
     /// Finishes the stream of an AI-bot message given up on, so the chat does not wait for an
