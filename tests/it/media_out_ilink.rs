@@ -152,6 +152,12 @@ async fn a_file_keeps_its_chinese_name_audio_goes_as_a_file_and_a_video_as_a_vid
         [(4, Some("季度报告.pdf"), &report[..]), (4, Some(amr_name.as_str()), &amr[..]), (5, None, &movie[..])]
     );
     assert!(rig.wx.problems().is_empty(), "no voice item, no mismatch: {:#?}", rig.wx.problems());
+
+    // The same audio under another name: a file item shows its name, so it is another upload.
+    let renamed = json!({"type": "voice", "media": {"base64": base64(&amr), "file_name": "语音.amr"}});
+    assert!(sent(&rig.send("v-2", ALICE, renamed).await));
+    assert_eq!(rig.uploads().len(), 4);
+    assert_eq!(rig.wx.ilink_media_sends()[3].file_name.as_deref(), Some("语音.amr"));
 }
 
 #[tokio::test]
@@ -278,7 +284,7 @@ async fn a_file_over_twenty_megabytes_or_a_cached_id_of_another_format_goes_to_t
         &owner,
         shared::core::envelope::MediaType::Image,
         &sha256(&photo),
-        "old.png",
+        None,
     );
     let ids = DynamoMediaIds::new(&Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table));
     let until = std::time::SystemTime::now() + std::time::Duration::from_secs(600);

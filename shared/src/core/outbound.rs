@@ -73,6 +73,11 @@ pub trait Delivery: Send + Sync {
         let _ = file;
         None
     }
+    /// Whether a message with a file of `media_type` shows the name it was uploaded with (then
+    /// the name is part of the media id cache entry).
+    fn shows_file_name(&self, media_type: MediaType) -> bool {
+        media_type == MediaType::File
+    }
     /// Who a media id uploaded for `out` belongs to, for the id cache (WeCom: the corp; a
     /// robot: its key's hash), so a renamed or re-keyed account never gets another's id.
     fn media_scope(&self, out: &Outbound) -> String {
@@ -220,19 +225,19 @@ pub fn sent_key(channel: OutChannel, account: &str, part_key: &str) -> String {
 }
 
 /// The media id cache entry of a file: per channel, the id's owner ([`Delivery::media_scope`]),
-/// type and content; a `file` also per name, since a file message shows the name it was
-/// uploaded with (images, voice and video show none, so one upload serves every name).
+/// type and content, and the file's name where the message shows it
+/// ([`Delivery::shows_file_name`]; `None` elsewhere, so one upload serves every name).
 pub fn media_id_scope(
     channel: OutChannel,
     owner: &str,
     media_type: MediaType,
     sha256: &str,
-    file_name: &str,
+    shown_name: Option<&str>,
 ) -> String {
     let scope = format!("{}:{owner}:{}:{sha256}", channel.as_str(), media_type.as_str());
-    match media_type {
-        MediaType::File => format!("{scope}:{}", short_hash(file_name)),
-        _ => scope,
+    match shown_name {
+        Some(name) => format!("{scope}:{}", short_hash(name)),
+        None => scope,
     }
 }
 

@@ -473,8 +473,8 @@ impl Dispatcher {
         let sha256 = media.key.as_deref().filter(|k| is_content_key(k))?.strip_prefix("media/")?;
         let files = self.files.as_ref()?;
         // The channels with passive replies keep their media ids per account (the default
-        // `Delivery::media_scope`); a file message, named, never goes passively.
-        let scope = media_id_scope(channel, &inbound.account, media_type, sha256, "");
+        // `Delivery::media_scope`) and show no names (a file message never goes passively).
+        let scope = media_id_scope(channel, &inbound.account, media_type, sha256, None);
         match files.ids.get(&scope, SystemTime::now()).await {
             Ok(id) => id.map(|id| content.with_media_id(&id)),
             Err(err) => {

@@ -369,7 +369,8 @@ impl Sender {
             return Ok(Attached { part: part.with_base64(data), cached: None, from_cache: false });
         }
         let owner = delivery.media_scope(out);
-        let scope = outbound::media_id_scope(out.channel, &owner, media_type, &file.sha256, &file.file_name);
+        let name = delivery.shows_file_name(media_type).then_some(file.file_name.as_str());
+        let scope = outbound::media_id_scope(out.channel, &owner, media_type, &file.sha256, name);
         let now = self.clock.now();
         match files.ids.get(&scope, now).await {
             Ok(Some(id)) => {

@@ -154,6 +154,11 @@ impl Delivery for IlinkDelivery {
         Some(20 * MB)
     }
 
+    /// A file item, and voice (sent as one), shows its name.
+    fn shows_file_name(&self, media_type: MediaType) -> bool {
+        matches!(media_type, MediaType::File | MediaType::Voice)
+    }
+
     /// An upload is bound to its recipient (`to_user_id`): never shared with another user.
     fn media_scope(&self, out: &Outbound) -> String {
         format!("{}:{}", out.account, short_hash(&out.to))
