@@ -69,6 +69,10 @@ pub struct Sender {
     pub files: Option<OutFiles>,
 }
 
+/// File parts loaded and uploaded at once in this process: one, so that a batch of large files
+/// to different recipients never holds more than one in memory (the sender has 256 MB).
+static FILE_PARTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// The errcode WeCom and the Official Account answer for an unknown or expired media id.
 const EXPIRED_MEDIA_ID: i64 = 40007;
 
@@ -246,7 +250,16 @@ impl Sender {
             }
             let key = sent_key(out.channel, &out.account, &part_key(&out.idempotency_key, index, total));
             // Uploads first (safe to repeat; the id is cached), so the claim covers only the send.
-            let attached = match self.attach(delivery, out, part).await {
+            let attached = {
+                // One file in memory at a time per process (a 20 MB file is held as its bytes,
+                // its upload body and, for iLink, its ciphertext); the rest of a batch waits.
+                let _one_file = match part.media() {
+                    Some(_) => FILE_PARTS.acquire().await.ok(),
+                    None => None,
+                };
+                self.attach(delivery, out, part).await
+            };
+            let attached = match attached {
                 Ok(attached) => attached,
                 // A file gone (or a link expired) after the part was sent: it was sent.
                 Err(failure) => match self.sent_before(&key).await {
