@@ -50,9 +50,16 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
         max_receives: shared::adapters::aws::resources::INBOUND.max_receive_count,
         streams: Some(Arc::new(DynamoStreams::new(&table))),
         calls: bot_calls(config, Arc::new(DynamoDedupe::new(&table))),
-        files: media_store(env, sdk).map(|store| {
-            Arc::new(OutFiles { store, ids: Arc::new(DynamoMediaIds::new(&table)), http, allow_loopback: false })
-        }),
+        // An answer's images named by URL are fetched only from public addresses.
+        files: match media_store(env, sdk) {
+            Some(store) => Some(Arc::new(OutFiles {
+                store,
+                ids: Arc::new(DynamoMediaIds::new(&table)),
+                http: Http::public_only(&shared::core::http::HttpSettings::default())?,
+                allow_loopback: false,
+            })),
+            None => None,
+        },
     })
 }
 

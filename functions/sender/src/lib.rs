@@ -10,7 +10,7 @@ use shared::adapters::aws::{
 use shared::adapters::metrics::EmfMetrics;
 use shared::channels::{Apis, Config, Deliveries, DeliveryPorts};
 use shared::core::config::{ConfigError, Env};
-use shared::core::http::ApiError;
+use shared::core::http::{ApiError, Http, HttpSettings};
 use shared::core::ports::{SystemClock, SENT_TTL};
 use shared::core::tokens::Tokens;
 use shared::services::files::OutFiles;
@@ -39,10 +39,12 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
     };
     let apis = Apis::from_env(env)?;
     // Without a bucket (an older stack) file contents that need an upload are refused.
+    // Files bots name by URL are fetched only from public addresses.
+    let public = Http::public_only(&HttpSettings::default())?;
     let files = env.media_bucket.as_deref().map(|bucket| OutFiles {
         store: Arc::new(S3MediaStore::new(sdk, bucket, env.aws_endpoint_url.is_some())),
         ids: Arc::new(DynamoMediaIds::new(&table)),
-        http: apis.http.clone(),
+        http: public,
         allow_loopback: false,
     });
     Ok(Sender {

@@ -115,6 +115,21 @@ impl Http {
         Ok(Self { client })
     }
 
+    /// A client for URLs a bot names: a host name that resolves to an internal address
+    /// ([`is_internal`]: the instance metadata, the VPC, loopback) is refused, so a name like
+    /// `10.0.0.5.nip.io` reaches nothing inside.
+    pub fn public_only(settings: &HttpSettings) -> Result<Self, ApiError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(PublicOnly)
+            .build()
+            .map_err(ApiError::transport)?;
+        Ok(Self { client })
+    }
+
     /// The client, to build requests with.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
@@ -196,6 +211,54 @@ pub fn check_errcode(body: Value) -> Result<Value, ApiError> {
     }
 }
 
+/// Whether `ip` is inside a private network: loopback, link-local (the instance metadata
+/// service), RFC 1918, carrier-grade NAT, "this network", broadcast, IPv6 unique-local and
+/// link-local, and any of these written as IPv4-mapped IPv6 (`::ffff:127.0.0.1`).
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    let internal_v4 = |ip: std::net::Ipv4Addr| {
+        let [a, b, ..] = ip.octets();
+        ip.is_private()
+            || ip.is_loopback()
+            || ip.is_link_local()
+            || ip.is_broadcast()
+            || a == 0
+            || (a == 100 && (b & 0xc0) == 64)
+    };
+    match ip {
+        std::net::IpAddr::V4(ip) => internal_v4(ip),
+        std::net::IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            ip.to_ipv4_mapped().is_some_and(internal_v4)
+                || ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves names with the system resolver and keeps only public addresses.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public = public_addrs(found);
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The public addresses of `addrs`.
+fn public_addrs(addrs: impl IntoIterator<Item = std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+    addrs.into_iter().filter(|a| !is_internal(a.ip())).collect()
+}
+
 /// The multipart form WeChat's `media/upload` APIs take: the file as part `media`, its name as
 /// raw UTF-8 in `filename="…"` (percent-encoding, reqwest's default, would show the encoded
 /// name; RFC 2231 `filename*` is refused).
@@ -221,6 +284,20 @@ pub fn field(answer: &Value, name: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_resolving_inside_is_left_with_its_public_addresses_only() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let found = ["10.0.0.5:0", "169.254.169.254:0", "[::ffff:127.0.0.1]:0", "[fd00::1]:0", "203.0.113.7:0"];
+        assert_eq!(public_addrs(found.map(addr)), [addr("203.0.113.7:0")]);
+    }
+
+    #[tokio::test]
+    async fn the_public_only_client_refuses_a_name_of_this_machine() {
+        let http = Http::public_only(&HttpSettings::default()).unwrap();
+        let err = http.client().get("http://localhost:9/x").send().await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+    }
 
     #[tokio::test]
     async fn transport_errors_never_carry_the_token_or_key_in_the_url() {

@@ -410,27 +410,8 @@ pub fn link_allowed(url: &reqwest::Url, trusted: &[String]) -> bool {
         return false;
     }
     let Some(host) = url.host_str() else { return false };
-    let internal_v4 = |ip: std::net::Ipv4Addr| {
-        let [a, b, ..] = ip.octets();
-        // 0.0.0.0/8 ("this network"), 100.64.0.0/10 (carrier-grade NAT), broadcast.
-        ip.is_private()
-            || ip.is_loopback()
-            || ip.is_link_local()
-            || ip.is_broadcast()
-            || a == 0
-            || (a == 100 && (b & 0xc0) == 64)
-    };
     let internal = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => internal_v4(ip),
-        Ok(std::net::IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            // An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is that IPv4 address.
-            ip.to_ipv4_mapped().is_some_and(internal_v4)
-                || ip.is_loopback()
-                || ip.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
+        Ok(ip) => crate::core::http::is_internal(ip),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
     !internal || url.host_str().is_some_and(|h| trusted.iter().any(|t| t.eq_ignore_ascii_case(h)))
