@@ -269,7 +269,7 @@ async fn an_upload_is_reused_for_its_recipient_but_never_for_another() {
 }
 
 #[tokio::test]
-async fn a_file_over_twenty_megabytes_or_a_cached_id_of_another_format_goes_to_the_dlq() {
+async fn a_file_over_twenty_megabytes_goes_to_the_dlq_and_a_cached_id_of_another_format_is_uploaded_anew() {
     let rig = Rig::new().await;
     let big = rig.store(&png(20 * 1024 * 1024 + 1, 10), "image/png").await;
     let outcome = rig.send("b-1", ALICE, json!({"type": "file", "media": {"key": big}})).await;
@@ -290,10 +290,14 @@ async fn a_file_over_twenty_megabytes_or_a_cached_id_of_another_format_goes_to_t
     let until = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
     ids.put(&scope, "3a1b2c-old-format-id", until).await.unwrap();
     let image = json!({"type": "image", "media": {"base64": base64(&photo), "file_name": "old.png"}});
-    let outcome = rig.send("b-2", ALICE, image).await;
-    let Outcome::Permanent { reason, .. } = &outcome else { panic!("{outcome:?}") };
-    assert!(reason.contains("cached iLink media id"), "{reason}");
+    let outcome = rig.send("b-2", ALICE, image.clone()).await;
+    // Forgotten, and the message comes back at once to upload again; nothing uploaded yet.
+    let Outcome::Retry { reason, min_backoff_s: 0, .. } = &outcome else { panic!("{outcome:?}") };
     assert!(!reason.contains("3a1b2c"), "{reason}");
-    assert_eq!(rig.calls(), (0, 0), "nothing uploaded");
+    assert_eq!(rig.calls(), (0, 0), "nothing uploaded while the part was claimed");
     assert!(rig.wx.deliveries().is_empty());
+    let outcome = rig.send("b-2", ALICE, image).await;
+    assert!(sent(&outcome), "{outcome:?}");
+    assert_eq!(rig.uploads().len(), 1, "uploaded anew");
+    assert_eq!(rig.wx.ilink_media_sends().len(), 1);
 }

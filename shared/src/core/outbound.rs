@@ -88,6 +88,12 @@ pub trait Delivery: Send + Sync {
         let _ = (out, file);
         Err(Failure::permanent(format!("{} uploads no files", out.channel.as_str())))
     }
+    /// Whether `failure` of a send means the media id it named is no good (unknown, expired):
+    /// a cached one is then forgotten and the file uploaded again. WeCom and the Official
+    /// Account answer 40007.
+    fn refuses_media_id(&self, failure: &Failure) -> bool {
+        failure.errcode == Some(40007)
+    }
     /// How long a media id of this channel stays valid (WeCom's and the Official Account's
     /// temporary media: three days; kept six hours less).
     fn media_id_ttl(&self) -> std::time::Duration {

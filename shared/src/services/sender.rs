@@ -73,9 +73,6 @@ pub struct Sender {
 /// to different recipients never holds more than one in memory (the sender has 256 MB).
 static FILE_PARTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
-/// The errcode WeCom and the Official Account answer for an unknown or expired media id.
-const EXPIRED_MEDIA_ID: i64 = 40007;
-
 /// A part ready to send, and the cached media id it uses, if any.
 struct Attached {
     part: Content,
@@ -306,7 +303,7 @@ impl Sender {
             let retry = receive_count > 1 || taken_over;
             let delivered = delivery.deliver(out, &attached.part, &key, retry).await;
             if let (Err(failure), Some((scope, id)), true) = (&delivered, &attached.cached, attached.from_cache) {
-                if failure.errcode == Some(EXPIRED_MEDIA_ID) {
+                if delivery.refuses_media_id(failure) {
                     // The cached id ran out before its time: forget it and come back at once, to
                     // upload again before claiming (an upload inside the claim could outlast it).
                     tracing::info!(channel = out.channel.as_str(), "a cached media id was refused; uploading again");

@@ -154,6 +154,11 @@ impl Delivery for IlinkDelivery {
         Some(20 * MB)
     }
 
+    /// An unreadable cached id (another version's) is uploaded anew, like an expired one.
+    fn refuses_media_id(&self, failure: &Failure) -> bool {
+        failure.message == crate::channels::ilink::upload::UNREADABLE_ID
+    }
+
     /// A file item, and voice (sent as one), shows its name.
     fn shows_file_name(&self, media_type: MediaType) -> bool {
         matches!(media_type, MediaType::File | MediaType::Voice)

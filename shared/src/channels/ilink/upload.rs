@@ -22,6 +22,8 @@ use crate::core::retry::{Failure, Verdict};
 
 /// CDN upload attempts before the part is retried later (with a new `getuploadurl`).
 pub const CDN_ATTEMPTS: u32 = 3;
+/// Why a cached media id cannot be sent (the sender then forgets it and uploads again).
+pub const UNREADABLE_ID: &str = "the cached iLink media id is not one this version writes (an older entry?)";
 /// The pause before the second attempt; the third waits twice as long.
 const CDN_PAUSE: Duration = Duration::from_millis(500);
 /// The most of the CDN's `x-error-message` a reason quotes.
@@ -242,8 +244,7 @@ impl UploadedMedia {
     /// Reads a media id [`Self::to_id`] wrote. Anything else (an entry of another format) is a
     /// permanent failure whose reason shows nothing of the id.
     pub fn from_id(id: &str) -> Result<Self, Failure> {
-        let unreadable =
-            || Failure::permanent("the cached iLink media id is not one this version writes (an older entry?)");
+        let unreadable = || Failure::permanent(UNREADABLE_ID);
         let media: Self = serde_json::from_str(id).map_err(|_| unreadable())?;
         let hex_key = media.aes_key.len() == 32 && media.aes_key.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_key || media.encrypt_query_param.is_empty() {
