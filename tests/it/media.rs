@@ -746,9 +746,19 @@ async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_s
     let sends = rig.wx.deliveries_of(fakes::Api::OaCustom);
     let id = sends[0].body["image"]["media_id"].as_str().unwrap().to_owned();
     assert_eq!(rig.wx.media(&id).expect("the account's upload").1, photo, "the same bytes");
-    assert!(sent(&send(&sender, oa_outbound("oa-2", image)).await));
+    assert!(sent(&send(&sender, oa_outbound("oa-2", image.clone())).await));
     assert_eq!(uploads(), 1, "the cached id is reused");
     assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom)[1].body["image"]["media_id"], json!(id));
+    // The account forgets the id early: 40007, the id is dropped, the message comes back at once
+    // and goes with a fresh upload.
+    rig.wx.expire_media(&id);
+    let outcome = send(&sender, oa_outbound("oa-2b", image.clone())).await;
+    assert!(matches!(outcome, shared::services::sender::Outcome::Retry { min_backoff_s: 0, .. }), "{outcome:?}");
+    assert!(sent(&send(&sender, oa_outbound("oa-2b", image)).await));
+    let fresh = rig.wx.deliveries_of(fakes::Api::OaCustom)[2].body["image"]["media_id"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, id);
+    assert_eq!(rig.wx.media(&fresh).unwrap().1, photo);
+    assert_eq!(uploads(), 2);
 
     // MP3 voice by base64 and an MP4 video with its title (no thumb).
     use base64::Engine as _;
@@ -760,10 +770,10 @@ async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_s
     let video = json!({"type": "video", "media": {"key": video_key}, "title": "演示"});
     assert!(sent(&send(&sender, oa_outbound("oa-4", video)).await));
     let sends = rig.wx.deliveries_of(fakes::Api::OaCustom);
-    assert_eq!(rig.wx.media(sends[2].body["voice"]["media_id"].as_str().unwrap()).unwrap().1, mp3);
-    assert_eq!(sends[3].body["video"]["title"], "演示");
-    assert_eq!(rig.wx.media(sends[3].body["video"]["media_id"].as_str().unwrap()).unwrap().1, mp4);
-    assert_eq!(uploads(), 3);
+    assert_eq!(rig.wx.media(sends[3].body["voice"]["media_id"].as_str().unwrap()).unwrap().1, mp3);
+    assert_eq!(sends[4].body["video"]["title"], "演示");
+    assert_eq!(rig.wx.media(sends[4].body["video"]["media_id"].as_str().unwrap()).unwrap().1, mp4);
+    assert_eq!(uploads(), 4);
 
     // Refused before any upload: files, an image over 2 MB, a WebP image, voice that is neither
     // AMR nor MP3.
@@ -782,8 +792,8 @@ async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_s
     let reason =
         permanent_reason(send(&sender, oa_outbound("oa-8", json!({"type": "voice", "media": {"key": key}}))).await);
     assert!(reason.contains("AMR or MP3"), "{reason}");
-    assert_eq!(uploads(), 3, "nothing refused was uploaded");
-    assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom).len(), 4);
+    assert_eq!(uploads(), 4, "nothing refused was uploaded");
+    assert_eq!(rig.wx.deliveries_of(fakes::Api::OaCustom).len(), 5);
 }
 
 /// The media step dies after it stored the file and passed the message on, before SQS learned
