@@ -103,30 +103,25 @@ pub struct Http {
 
 impl Http {
     pub fn new(settings: &HttpSettings) -> Result<Self, ApiError> {
-        let client = reqwest::Client::builder()
+        let client = Self::builder(settings).build().map_err(ApiError::transport)?;
+        Ok(Self { client })
+    }
+
+    fn builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .user_agent(USER_AGENT)
             // WeChat's APIs do not redirect; a redirect would carry tokens and bodies elsewhere
             // (and make a failed next hop look like a request that never reached WeChat).
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ApiError::transport)?;
-        Ok(Self { client })
     }
 
     /// A client for URLs a bot names: a host name that resolves to an internal address
     /// ([`is_internal`]: the instance metadata, the VPC, loopback) is refused, so a name like
     /// `10.0.0.5.nip.io` reaches nothing inside.
     pub fn public_only(settings: &HttpSettings) -> Result<Self, ApiError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(PublicOnly)
-            .build()
-            .map_err(ApiError::transport)?;
+        let client = Self::builder(settings).dns_resolver(PublicOnly).build().map_err(ApiError::transport)?;
         Ok(Self { client })
     }
 

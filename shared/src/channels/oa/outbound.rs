@@ -97,6 +97,16 @@ pub struct OaDelivery {
 }
 
 impl OaDelivery {
+    /// The account `out` names and its AppSecret, or why it cannot be used.
+    fn credentials(&self, out: &Outbound) -> Result<(&OaApp, secrecy::SecretString), Failure> {
+        let oa = account_of(&self.accounts, out)?;
+        let secret = oa
+            .app_secret
+            .clone()
+            .ok_or_else(|| Failure::permanent(format!("Official Account '{}' has no app_secret configured", oa.app)))?;
+        Ok((oa, secret))
+    }
+
     pub fn new(
         accounts: &[OaApp],
         api: &OaApi,
@@ -140,11 +150,7 @@ impl Delivery for OaDelivery {
     /// `media/upload` with the account's stable token. Unverified accounts may not upload
     /// temporary media (48001, permanent: such an account sends text).
     async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
-        let oa = account_of(&self.accounts, out)?;
-        let secret = oa
-            .app_secret
-            .clone()
-            .ok_or_else(|| Failure::permanent(format!("Official Account '{}' has no app_secret configured", oa.app)))?;
+        let (oa, secret) = self.credentials(out)?;
         let fetch = || self.api.stable_token(&oa.app_id, &secret);
         self.tokens
             .call(&oa.token_key(), errcodes, fetch, |token| async move {
@@ -154,11 +160,7 @@ impl Delivery for OaDelivery {
     }
 
     async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, _retry: bool) -> Result<Delivered, Failure> {
-        let oa = account_of(&self.accounts, out)?;
-        let secret = oa
-            .app_secret
-            .clone()
-            .ok_or_else(|| Failure::permanent(format!("Official Account '{}' has no app_secret configured", oa.app)))?;
+        let (oa, secret) = self.credentials(out)?;
         let fetch = || self.api.stable_token(&oa.app_id, &secret);
         let body = body(&out.to, part);
         let sent = self

@@ -110,6 +110,16 @@ pub struct WecomDelivery {
 }
 
 impl WecomDelivery {
+    /// The app `out` names and its secret, or why it cannot be used.
+    fn credentials(&self, out: &Outbound) -> Result<(&WecomApp, secrecy::SecretString), Failure> {
+        let app = account_of(&self.apps, out)?;
+        let secret = app
+            .secret
+            .clone()
+            .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+        Ok((app, secret))
+    }
+
     /// App messages to users.
     pub fn app(apps: &[WecomApp], api: &WecomApi, tokens: &Arc<Tokens>) -> Self {
         Self { apps: apps.to_vec(), api: api.clone(), tokens: tokens.clone(), appchat: false }
@@ -159,11 +169,7 @@ impl Delivery for WecomDelivery {
     }
 
     async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
-        let app = account_of(&self.apps, out)?;
-        let secret = app
-            .secret
-            .clone()
-            .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+        let (app, secret) = self.credentials(out)?;
         let fetch = || self.api.token(&app.corp_id, &secret);
         self.tokens
             .call(&app.token_key(), errcodes, fetch, |token| async move {
@@ -173,11 +179,7 @@ impl Delivery for WecomDelivery {
     }
 
     async fn deliver(&self, out: &Outbound, part: &Content, _key: &str, retry: bool) -> Result<Delivered, Failure> {
-        let app = account_of(&self.apps, out)?;
-        let secret = app
-            .secret
-            .clone()
-            .ok_or_else(|| Failure::permanent(format!("WeCom app '{}' has no secret configured", app.app)))?;
+        let (app, secret) = self.credentials(out)?;
         let (path, mut body) = if self.appchat {
             ("appchat/send", appchat_body(&out.to, part))
         } else {
