@@ -61,6 +61,8 @@ pub fn describe(delivery: &Delivery, fake: &FakeWechat) -> Value {
         ),
         Api::IlinkTyping => ("ilink_typing", b["ilink_user_id"].clone(), None),
         Api::AibotResponse => ("wecom_aibot", json!("(response_url)"), content_text(b)),
+        Api::KfSend => ("wecom_kf", b["touser"].clone(), content_text(b)),
+        Api::KfEvent => ("wecom_kf_welcome", json!("(welcome)"), content_text(b)),
     };
     // A file: WeCom names it by its media_id, iLink by its item's CDN parameter.
     let (kind, media_id) = match delivery.api {

@@ -35,6 +35,8 @@ mod aibot_response;
 mod ilink;
 mod ilink_login;
 mod ilink_upload;
+mod kf;
+mod kf_store;
 mod media;
 mod media_store;
 mod oa;
@@ -347,6 +349,72 @@ impl FakeWechat {
     }
 
     /// Accepted sends, in arrival order.
+    /// A 微信客服 account of `corp_id` (its corp's app tokens may pull and send for it).
+    pub fn add_kf_account(&self, corp_id: &str, open_kfid: &str) {
+        let account = kf_store::KfAccount { corp_id: corp_id.to_owned(), ..kf_store::KfAccount::default() };
+        self.state().kf.accounts.insert(open_kfid.to_owned(), account);
+    }
+
+    /// A customer's text to the kf account, sent now; returns its msgid. It opens the
+    /// customer's 48 h window for five messages.
+    ///
+    /// # Panics
+    /// If the account was not added.
+    pub fn kf_customer_says(&self, open_kfid: &str, external_userid: &str, text: &str) -> String {
+        let msgid = wire::random_alnum(44);
+        let item = serde_json::json!({"msgid": msgid, "open_kfid": open_kfid, "external_userid": external_userid,
+            "send_time": wire::unix_secs(), "origin": 3, "msgtype": "text", "text": {"content": text}});
+        kf::push(&mut self.state(), open_kfid, item);
+        msgid
+    }
+
+    /// Any item (a servicer's message, an event, an old message, a repeat), as given.
+    ///
+    /// # Panics
+    /// If the account was not added.
+    pub fn kf_push_item(&self, open_kfid: &str, item: serde_json::Value) {
+        kf::push(&mut self.state(), open_kfid, item);
+    }
+
+    /// A customer opening the chat now: an `enter_session` event with a fresh welcome code
+    /// (valid 20 s, once); returns the code.
+    ///
+    /// # Panics
+    /// If the account was not added.
+    pub fn kf_enter_session(&self, open_kfid: &str, external_userid: &str) -> String {
+        let code = wire::random_alnum(32);
+        let item = serde_json::json!({"msgid": wire::random_alnum(44), "send_time": wire::unix_secs(), "origin": 4,
+            "msgtype": "event", "event": {"event_type": "enter_session", "open_kfid": open_kfid,
+            "external_userid": external_userid, "scene": "demo", "welcome_code": code}});
+        kf::push(&mut self.state(), open_kfid, item);
+        code
+    }
+
+    /// The `Token` of a `kf_msg_or_event` callback for the account, valid 10 minutes.
+    ///
+    /// # Panics
+    /// If the account was not added.
+    pub fn kf_callback_token(&self, open_kfid: &str) -> String {
+        kf::callback_token(&mut self.state(), open_kfid)
+    }
+
+    /// Items per `sync_msg` page from now on (default 1000).
+    pub fn set_kf_page_size(&self, size: usize) {
+        self.state().kf.page_size = size.max(1);
+    }
+
+    /// The next `n` pulls of the account answer an empty page with `has_more` 1.
+    pub fn kf_empty_pages(&self, open_kfid: &str, n: usize) {
+        if let Some(account) = self.state().kf.accounts.get_mut(open_kfid) {
+            account.empty_pages = n;
+        }
+    }
+
+    /// `sync_msg` calls made without a callback token.
+    pub fn kf_tokenless_pulls(&self) -> usize {
+        self.state().kf.tokenless_pulls
+    }
+
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.state().deliveries.clone()
     }

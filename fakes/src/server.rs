@@ -15,7 +15,7 @@ use axum::response::Response;
 use crate::state::State;
 use crate::types::Fault;
 use crate::wire::{dropped_connection, errcode_response, family, http_status_response, Reject, Req};
-use crate::{aibot_response, ilink, ilink_login, ilink_upload, media, oa, robot, wecom};
+use crate::{aibot_response, ilink, ilink_login, ilink_upload, kf, media, oa, robot, wecom};
 
 pub(crate) type Shared = Arc<Mutex<State>>;
 
@@ -146,6 +146,9 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/cgi-bin/webhook/upload_media" => robot::upload_media(st, req),
         "/cgi-bin/webhook/send" => robot::send(st, req),
         "/cgi-bin/aibot/response" => aibot_response::response(st, req),
+        "/cgi-bin/kf/sync_msg" => kf::sync_msg(st, req),
+        "/cgi-bin/kf/send_msg" => kf::send_msg(st, req),
+        "/cgi-bin/kf/send_msg_on_event" => kf::send_msg_on_event(st, req),
         "/cgi-bin/stable_token" => oa::stable_token(st, req),
         "/cgi-bin/token" => oa::plain_token(st, req),
         "/cgi-bin/message/custom/send" => oa::custom_send(st, req),

@@ -119,6 +119,8 @@ pub(crate) struct State {
     pub aibot_response_refusals: usize,
     /// Inbound media the download endpoints serve (media.rs).
     pub media: MediaState,
+    /// 微信客服 accounts (kf.rs).
+    pub kf: crate::kf_store::KfState,
     /// Every WeCom user id and Official Account OpenID exists (the sandbox of `wxbridge dev`).
     pub open_directory: bool,
     pub tokens: HashMap<String, Token>,
@@ -172,6 +174,7 @@ impl Default for State {
             aibot_response_ttl: AIBOT_RESPONSE_TTL,
             aibot_response_refusals: 0,
             media: MediaState::default(),
+            kf: crate::kf_store::KfState::default(),
             open_directory: false,
             tokens: HashMap::new(),
             ttl_secs: DEFAULT_TTL_SECS,

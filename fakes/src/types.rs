@@ -43,6 +43,10 @@ pub enum Api {
     IlinkTyping,
     /// A WeCom AI bot's `response_url` (one message per URL).
     AibotResponse,
+    /// 微信客服 `kf/send_msg`.
+    KfSend,
+    /// 微信客服 `kf/send_msg_on_event` (a welcome).
+    KfEvent,
 }
 
 /// How the fake iLink answers `getuploadurl` (both forms occur in the wild, media.md §4.5).

@@ -7,6 +7,7 @@ mod bots;
 mod crash;
 mod dedupe;
 mod ilink;
+mod kf;
 mod media;
 mod media_out_ilink;
 mod oa;

@@ -371,7 +371,7 @@ async fn official_account_uploads_take_its_types_and_caps_and_sends_take_only_it
     assert_eq!(wx.media(&image_id).unwrap().1, gif);
     let mp3 = b"ID3\x04\0\0\0\0\0\0 frames";
     assert!(upload_to(&upload_url(&wx, &token, "voice"), "v.mp3", mp3).await["media_id"].is_string());
-    let over: Vec<u8> = PNG.iter().copied().chain(std::iter::repeat(0).take(2 * 1024 * 1024)).collect();
+    let over: Vec<u8> = PNG.iter().copied().chain(std::iter::repeat_n(0, 2 * 1024 * 1024)).collect();
     for (kind, name, bytes, code) in
         [("file", "r.pdf", PDF, 40005), ("image", "big.png", over.as_slice(), 45001), ("voice", "x.png", PNG, 40004)]
     {

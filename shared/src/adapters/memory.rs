@@ -327,6 +327,28 @@ impl crate::core::ports::Leases for MemoryLeases {
     }
 }
 
+/// Versioned cursors in a map, with the DynamoDB adapter's condition.
+#[derive(Debug, Default)]
+pub struct MemoryCursors {
+    cursors: Mutex<HashMap<String, (String, u64)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::Cursors for MemoryCursors {
+    async fn load(&self, key: &str) -> Result<Option<(String, u64)>, PortError> {
+        Ok(self.cursors.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned())
+    }
+
+    async fn save(&self, key: &str, cursor: &str, previous: Option<u64>) -> Result<bool, PortError> {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        if cursors.get(key).map(|(_, v)| *v) != previous {
+            return Ok(false);
+        }
+        cursors.insert(key.to_owned(), (cursor.to_owned(), previous.map_or(1, |v| v + 1)));
+        Ok(true)
+    }
+}
+
 /// iLink poll state in a map.
 #[derive(Debug, Default)]
 pub struct MemoryPollState {

@@ -7,6 +7,7 @@
 
 pub mod aibot;
 pub mod ilink;
+pub mod kf;
 pub mod oa;
 pub mod robot;
 pub mod wecom;
@@ -31,6 +32,7 @@ pub struct Config {
     pub ilink: Vec<ilink::IlinkAccount>,
     pub robots: Vec<robot::Robot>,
     pub aibots: Vec<aibot::AiBot>,
+    pub kf: Vec<kf::KfAccount>,
     pub aibot_stream: aibot::StreamWindow,
     pub bot: BotConfig,
     pub oa_window: oa::OaWindow,
@@ -53,11 +55,29 @@ impl Config {
             ilink: doc.list(),
             robots: doc.list(),
             aibots: doc.list(),
+            kf: doc.list(),
             aibot_stream: aibot::StreamWindow::from_document(&mut doc),
             bot: BotConfig::from_document(&mut doc),
             oa_window: oa::OaWindow::from_document(&mut doc),
             replay_window_secs: crate::core::callback::replay_window(&mut doc),
         };
+        for (i, account) in config.kf.iter().enumerate() {
+            match config.wecom.iter().find(|app| app.app == account.app) {
+                None => doc.problem(crate::core::config::invalid(
+                    format!("kf[{i}].app"),
+                    format!("names no app of the wecom section ('{}')", account.app),
+                )),
+                Some(app) if app.corp_id != account.corp_id => doc.problem(crate::core::config::invalid(
+                    format!("kf[{i}].corp_id"),
+                    "differs from the corp_id of its WeCom app",
+                )),
+                Some(app) if app.secret.is_none() => doc.problem(crate::core::config::invalid(
+                    format!("kf[{i}].app"),
+                    "its WeCom app needs a secret to pull and send",
+                )),
+                Some(_) => {}
+            }
+        }
         doc.finish(config)
     }
 
@@ -194,6 +214,7 @@ pub fn reply_route(channel: Channel) -> ReplyRoute {
         Channel::Oa => oa::REPLIES,
         Channel::Ilink => ilink::REPLIES,
         Channel::WecomAibot => aibot::REPLIES,
+        Channel::WecomKf => kf::REPLIES,
     }
 }
 
@@ -214,6 +235,7 @@ pub struct Deliveries {
     oa: oa::outbound::OaDelivery,
     ilink: ilink::outbound::IlinkDelivery,
     aibot: aibot::outbound::AibotDelivery,
+    kf: kf::outbound::KfDelivery,
 }
 
 impl Deliveries {
@@ -232,6 +254,7 @@ impl Deliveries {
                 &apis.ilink_cdn,
             ),
             aibot: aibot::outbound::AibotDelivery::new(&config.aibots, &apis.aibot, streams, clock),
+            kf: kf::outbound::KfDelivery::new(&config.kf, &config.wecom, &apis.wecom, &tokens),
         }
     }
 
@@ -244,6 +267,7 @@ impl Deliveries {
             OutChannel::Oa => &self.oa,
             OutChannel::Ilink => &self.ilink,
             OutChannel::WecomAibot => &self.aibot,
+            OutChannel::WecomKf => &self.kf,
         }
     }
 }
@@ -254,6 +278,7 @@ pub struct MediaSources {
     oa: oa::media::OaMedia,
     ilink: ilink::media::IlinkMedia,
     aibot: aibot::media::AibotMedia,
+    kf: kf::media::KfMedia,
 }
 
 impl MediaSources {
@@ -265,6 +290,7 @@ impl MediaSources {
             oa: oa::media::OaMedia::new(&config.oa, &apis.oa, tokens, trusted.clone()),
             ilink: ilink::media::IlinkMedia::new(&apis.http, &apis.ilink_cdn),
             aibot: aibot::media::AibotMedia::new(&config.aibots, &apis.http, trusted),
+            kf: kf::media::KfMedia::new(&config.kf, wecom::media::WecomMedia::new(&config.wecom, &apis.wecom, tokens)),
         }
     }
 
@@ -281,6 +307,7 @@ impl MediaSources {
             Channel::Oa => &self.oa,
             Channel::Ilink => &self.ilink,
             Channel::WecomAibot => &self.aibot,
+            Channel::WecomKf => &self.kf,
         }
     }
 }

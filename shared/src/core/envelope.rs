@@ -16,6 +16,8 @@ pub enum Channel {
     Ilink,
     /// A WeCom AI bot (智能机器人, API mode): direct chats and group @-mentions.
     WecomAibot,
+    /// 微信客服 (WeCom Customer Service): a personal WeChat user writing to a kf account.
+    WecomKf,
 }
 
 /// Whom a reply is addressed to.
@@ -304,6 +306,8 @@ pub enum OutChannel {
     /// The answer to a WeCom AI bot message (`in_reply_to`: its Inbound id): into the message's
     /// stream while it is open, else once through its `response_url`.
     WecomAibot,
+    /// A 微信客服 message to a customer (`account`: the kf account; `to`: the external user id).
+    WecomKf,
 }
 
 impl OutChannel {
@@ -315,6 +319,7 @@ impl OutChannel {
             Self::Oa => "oa",
             Self::Ilink => "ilink",
             Self::WecomAibot => "wecom_aibot",
+            Self::WecomKf => "wecom_kf",
         }
     }
 }

@@ -248,6 +248,18 @@ pub trait PollState: Send + Sync {
     async fn resume(&self, account: &str) -> Result<(), PortError>;
 }
 
+/// Versioned cursors of pulled feeds (a 微信客服 account's `sync_msg`): a cursor is saved only
+/// after what it passes was published, and each save names the version it replaces, so a
+/// slower puller never moves a cursor back.
+#[async_trait]
+pub trait Cursors: Send + Sync {
+    /// The cursor under `key` and its version, read consistently.
+    async fn load(&self, key: &str) -> Result<Option<(String, u64)>, PortError>;
+    /// Stores `cursor` as the version after `previous` (`None`: no cursor stored yet), if that
+    /// is still the stored one; false when another save came first.
+    async fn save(&self, key: &str, cursor: &str, previous: Option<u64>) -> Result<bool, PortError>;
+}
+
 /// One WeCom AI-bot message's answer stream, shared by the callbacks (which answer WeCom's
 /// refreshes from it) and the dispatcher (which writes the growing answer into it).
 #[derive(Debug, Clone, PartialEq, Eq)]

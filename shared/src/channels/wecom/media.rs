@@ -61,10 +61,18 @@ fn content_range(response: &reqwest::Response) -> Option<(u64, u64, u64)> {
 #[async_trait]
 impl MediaSource for WecomMedia {
     async fn fetch(&self, inbound: &Inbound, media: &Media, spool: &mut Spool) -> Result<Fetched, FetchError> {
+        self.fetch_for(&inbound.account, media, spool).await
+    }
+}
+
+impl WecomMedia {
+    /// Fetches `media` with the token of app `app_name` (the app itself, or the one serving a
+    /// 微信客服 account).
+    pub async fn fetch_for(&self, app_name: &str, media: &Media, spool: &mut Spool) -> Result<Fetched, FetchError> {
         let media_id = media.media_id.as_deref().filter(|m| !m.is_empty());
         let media_id = media_id.ok_or_else(|| FetchError::permanent("refused", "the message carries no MediaId"))?;
-        let app = self.apps.iter().find(|a| a.app == inbound.account);
-        let app = app.ok_or_else(|| FetchError::permanent("refused", format!("no WeCom app '{}'", inbound.account)))?;
+        let app = self.apps.iter().find(|a| a.app == app_name);
+        let app = app.ok_or_else(|| FetchError::permanent("refused", format!("no WeCom app '{app_name}'")))?;
         let secret = app.secret.clone().ok_or_else(|| {
             FetchError::permanent("refused", format!("WeCom app '{}' has no secret: media cannot be fetched", app.app))
         })?;

@@ -2,6 +2,7 @@
 //! (partition key `pk`, TTL attribute `expires_at`), on one client per process ([`Table`]).
 
 mod contexts;
+mod cursors;
 mod dedupe;
 mod leases;
 mod media_ids;
@@ -13,6 +14,7 @@ mod table;
 mod tokens;
 
 pub use contexts::DynamoContextTokens;
+pub use cursors::DynamoCursors;
 pub use dedupe::DynamoDedupe;
 pub use leases::DynamoLeases;
 pub use media_ids::DynamoMediaIds;

@@ -1,0 +1,99 @@
+//! Replies to 微信客服 customers (`kf/send_msg`): text, each part with a `msgid` derived from
+//! its idempotency key, so a redelivered part names the same message to WeChat too.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::api::errcodes;
+use super::config::KfAccount;
+use crate::channels::wecom::api::WecomApi;
+use crate::channels::wecom::WecomApp;
+use crate::core::envelope::{Content, Outbound};
+use crate::core::outbound::{account_of, has_account, short_hash, Delivered, Delivery, Unit};
+use crate::core::retry::Failure;
+use crate::core::tokens::Tokens;
+
+/// The `msgid` of the part with marker key `key`: at most 32 characters of `[0-9a-z]`.
+pub fn msgid(key: &str) -> String {
+    format!("wxb{}", &short_hash(key)[..24])
+}
+
+/// Sends as the kf accounts (`wecom_kf`; `to` is the customer's external user id).
+pub struct KfDelivery {
+    accounts: Vec<KfAccount>,
+    apps: Vec<WecomApp>,
+    api: WecomApi,
+    tokens: Arc<Tokens>,
+}
+
+impl KfDelivery {
+    pub fn new(accounts: &[KfAccount], apps: &[WecomApp], api: &WecomApi, tokens: &Arc<Tokens>) -> Self {
+        Self { accounts: accounts.to_vec(), apps: apps.to_vec(), api: api.clone(), tokens: tokens.clone() }
+    }
+}
+
+#[async_trait]
+impl Delivery for KfDelivery {
+    fn has_account(&self, account: &str) -> bool {
+        has_account(&self.accounts, account)
+    }
+
+    fn refuse(&self, content: &Content) -> Option<&'static str> {
+        match content {
+            Content::Text { .. } | Content::Markdown { .. } => None,
+            _ => Some("微信客服 replies are text for now"),
+        }
+    }
+
+    /// 2048 bytes of text per message.
+    fn text_limit(&self, _markdown: bool) -> (usize, Unit) {
+        (2048, Unit::Bytes)
+    }
+
+    /// WeChat renders no markdown here: it goes as its text.
+    fn markdown_as_text(&self) -> bool {
+        true
+    }
+
+    /// A repeated `msgid` is WeChat's own duplicate check.
+    fn drops_repeats(&self) -> bool {
+        true
+    }
+
+    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, _retry: bool) -> Result<Delivered, Failure> {
+        let account = account_of(&self.accounts, out)?;
+        let app = self.apps.iter().find(|a| a.app == account.app);
+        let (app, secret) = match app.and_then(|a| a.secret.clone().map(|s| (a, s))) {
+            Some(found) => found,
+            None => {
+                return Err(Failure::permanent(format!("kf account '{}': its WeCom app has no secret", account.name)))
+            }
+        };
+        let Content::Text { text } = part else {
+            return Err(Failure::permanent("微信客服 replies are text for now"));
+        };
+        let body = json!({"touser": out.to, "open_kfid": account.open_kfid, "msgid": msgid(key),
+                          "msgtype": "text", "text": {"content": text}});
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        self.tokens
+            .call(&app.token_key(), errcodes, fetch, |token| {
+                let body = &body;
+                async move { self.api.post("kf/send_msg", &token, body).await }
+            })
+            .await
+            .map(|_| Delivered::Sent { undelivered: Vec::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_part_always_names_the_same_short_msgid() {
+        let id = super::msgid("sent:wecom_kf:support:wecom_kf:support:m1#0");
+        assert_eq!(id, super::msgid("sent:wecom_kf:support:wecom_kf:support:m1#0"));
+        assert_ne!(id, super::msgid("sent:wecom_kf:support:wecom_kf:support:m1#1"));
+        assert!(id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+    }
+}

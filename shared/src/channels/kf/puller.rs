@@ -1,0 +1,267 @@
+//! The 微信客服 puller (wecom-kf.md §9): on each `kf_msg_or_event`, pull the account's items
+//! with `sync_msg` until `has_more` is 0 (an empty page with `has_more` 1 does not stop it),
+//! handle each item once, and save the cursor only after the page's items were handled.
+//!
+//! Exactly once towards the bot: every item is claimed under its `msgid` (kept longer than the
+//! three days WeChat replays), published (a customer message) or recorded (the rest), then
+//! marked done. A puller that dies between publishing and saving the cursor leaves the cursor
+//! behind; the next pull gets the same items again and the markers drop them. A pull that
+//! starts without a cursor (the first, or one lost) dispatches only customer messages newer than
+//! the account's `history_horizon_s`: WeChat would otherwise replay up to three days to the bot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::api::{errcodes, send_msg_on_event, sync_msg, INVALID_MSG_TOKEN};
+use super::config::KfAccount;
+use super::message::{KfItem, Origin};
+use crate::channels::wecom::api::WecomApi;
+use crate::channels::wecom::WecomApp;
+use crate::core::callback::inbound_message;
+use crate::core::outbound::short_hash;
+use crate::core::ports::{Claim, Clock, Cursors, Dedupe, PortError, Publisher};
+use crate::core::retry::Failure;
+use crate::core::tokens::Tokens;
+
+/// How long an item's marker is kept: past the three days `sync_msg` replays.
+pub const SEEN_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
+/// How long a claim on an item protects its handling (a publish, a welcome: seconds).
+const ITEM_LEASE: Duration = Duration::from_secs(60);
+/// A welcome code works 20 s from the event: an older `enter_session` gets none.
+const WELCOME_CODE_LIFE_S: u64 = 20;
+/// Pages one pull reads at most (a thousand items each); the rest waits for the next pull,
+/// which starts from the saved cursor.
+pub const MAX_PAGES: usize = 50;
+
+/// What a pull did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    pub pages: usize,
+    /// Customer messages put on the inbound queue.
+    pub published: usize,
+    /// Customer messages older than the horizon of a pull without a cursor: recorded only.
+    pub too_old: usize,
+    /// Items handled by an earlier pull.
+    pub duplicates: usize,
+    /// Servicer messages (a human has the conversation).
+    pub servicer: usize,
+    /// Welcomes sent for `enter_session`.
+    pub welcomed: usize,
+    /// Other events and item types, recorded.
+    pub other: usize,
+    /// Another pull moved the cursor first: this one stopped.
+    pub overtaken: bool,
+}
+
+/// Why a pull stopped early; the pull is tried again (its trigger stays on the queue), from the
+/// last saved cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("no kf account with open_kfid '{0}' in the config")]
+    UnknownAccount(String),
+    #[error("kf account '{0}': its WeCom app is not configured or has no secret")]
+    NoApp(String),
+    #[error("kf/sync_msg: {}", .0.message)]
+    Api(Failure),
+    #[error(transparent)]
+    Store(#[from] PortError),
+    #[error("another puller is handling item {0}")]
+    InFlight(String),
+    #[error("more than {MAX_PAGES} pages; the rest comes with the next pull")]
+    TooManyPages,
+    #[error("the cursor did not move although has_more is 1")]
+    Stuck,
+}
+
+/// The puller's dependencies.
+pub struct KfPuller {
+    pub accounts: Vec<KfAccount>,
+    pub apps: Vec<WecomApp>,
+    pub api: WecomApi,
+    pub tokens: Arc<Tokens>,
+    pub cursors: Arc<dyn Cursors>,
+    /// Item markers (kept [`SEEN_TTL`]).
+    pub seen: Arc<dyn Dedupe>,
+    /// The inbound queues (a message with a file goes by the media step).
+    pub publisher: Arc<dyn Publisher>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl KfPuller {
+    /// Pulls what account `open_kfid` has, with the callback's `token` (`None`: a pull without
+    /// one, rate-limited by WeChat).
+    pub async fn pull(&self, open_kfid: &str, token: Option<&str>) -> Result<PullReport, PullError> {
+        let account = self
+            .accounts
+            .iter()
+            .find(|a| a.open_kfid == open_kfid)
+            .ok_or_else(|| PullError::UnknownAccount(open_kfid.to_owned()))?;
+        let app = self
+            .apps
+            .iter()
+            .find(|a| a.app == account.app && a.secret.is_some())
+            .ok_or_else(|| PullError::NoApp(account.name.clone()))?;
+        let state = account.state_key();
+        let mut stored = self.cursors.load(&state).await?;
+        let horizon = match stored {
+            Some(_) => None,
+            None => Some(self.clock.unix().saturating_sub(account.history_horizon_s)),
+        };
+        let mut token = token.map(str::to_owned);
+        let mut report = PullReport::default();
+        loop {
+            if report.pages == MAX_PAGES {
+                return Err(PullError::TooManyPages);
+            }
+            let cursor = stored.as_ref().map(|(c, _)| c.as_str());
+            let page = match self.sync(app, account, cursor, token.as_deref()).await {
+                // An expired callback token: the pull goes on without one.
+                Err(failure) if failure.errcode == Some(INVALID_MSG_TOKEN) && token.is_some() => {
+                    tracing::info!(account = %account.name, "the callback token expired; pulling without it");
+                    token = None;
+                    continue;
+                }
+                other => other.map_err(PullError::Api)?,
+            };
+            report.pages += 1;
+            for item in &page.items {
+                self.handle(account, item, horizon, &mut report).await?;
+            }
+            if let Some(next) = &page.next_cursor {
+                if Some(next.as_str()) != cursor {
+                    let previous = stored.as_ref().map(|(_, v)| *v);
+                    if !self.cursors.save(&state, next, previous).await? {
+                        tracing::info!(account = %account.name, "another pull moved the cursor; stopping");
+                        report.overtaken = true;
+                        return Ok(report);
+                    }
+                    stored = Some((next.clone(), previous.map_or(1, |v| v + 1)));
+                } else if page.has_more {
+                    return Err(PullError::Stuck);
+                }
+            }
+            if !page.has_more {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn sync(
+        &self,
+        app: &WecomApp,
+        account: &KfAccount,
+        cursor: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<super::message::SyncPage, Failure> {
+        let secret = app.secret.clone().unwrap_or_else(|| secrecy::SecretString::from(String::new()));
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        self.tokens
+            .call(&app.token_key(), errcodes, fetch, |access| async move {
+                sync_msg(&self.api, &access, &account.open_kfid, cursor, token).await
+            })
+            .await
+    }
+
+    /// Handles one item once: claimed under its msgid, then published or recorded, then done.
+    async fn handle(
+        &self,
+        account: &KfAccount,
+        item: &KfItem,
+        horizon: Option<u64>,
+        report: &mut PullReport,
+    ) -> Result<(), PullError> {
+        let key = format!("kfseen:{}:{}", account.state_key(), item.msgid);
+        let now = self.clock.now();
+        let claim = match self.seen.claim(&key, now, ITEM_LEASE).await? {
+            Claim::Published => {
+                report.duplicates += 1;
+                return Ok(());
+            }
+            Claim::InFlight { .. } => return Err(PullError::InFlight(item.msgid.clone())),
+            Claim::Claimed { token, .. } => token,
+        };
+        let handled = self.route(account, item, horizon, report).await;
+        match handled {
+            Ok(()) => self.seen.complete(&key, &claim, self.clock.now()).await.map_err(PullError::Store),
+            Err(err) => {
+                if let Err(release) = self.seen.release(&key, &claim).await {
+                    tracing::warn!(error = %release, "could not release an item's claim; it expires with its lease");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        account: &KfAccount,
+        item: &KfItem,
+        horizon: Option<u64>,
+        report: &mut PullReport,
+    ) -> Result<(), PullError> {
+        match item.origin {
+            Origin::Customer if horizon.is_some_and(|h| item.send_time < h) => {
+                report.too_old += 1;
+                Ok(())
+            }
+            Origin::Customer => match item.to_inbound(&account.name, self.clock.unix()) {
+                Some(inbound) => {
+                    self.publisher.publish(inbound_message(&inbound)).await.map_err(PullError::Store)?;
+                    report.published += 1;
+                    Ok(())
+                }
+                None => {
+                    report.other += 1;
+                    Ok(())
+                }
+            },
+            Origin::Servicer => {
+                tracing::info!(account = %account.name, "a servicer answered from the WeCom client: a human has the conversation");
+                report.servicer += 1;
+                Ok(())
+            }
+            Origin::Event if item.event_type() == Some("enter_session") => {
+                if self.welcome(account, item).await {
+                    report.welcomed += 1;
+                } else {
+                    report.other += 1;
+                }
+                Ok(())
+            }
+            Origin::Event | Origin::Other(_) => {
+                tracing::info!(account = %account.name, event = item.event_type().unwrap_or(item.msgtype.as_str()), "kf item recorded");
+                report.other += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the account's welcome with the event's code, inline (the code works 20 s); false
+    /// when there is no welcome, no code, the code is too old, or WeChat refused it (a code
+    /// works once: nothing to retry).
+    async fn welcome(&self, account: &KfAccount, item: &KfItem) -> bool {
+        let (Some(text), Some(code)) = (&account.welcome, item.event_field("welcome_code")) else { return false };
+        if self.clock.unix().saturating_sub(item.send_time) > WELCOME_CODE_LIFE_S {
+            tracing::info!(account = %account.name, "an enter_session too old for its welcome code");
+            return false;
+        }
+        let Some(app) = self.apps.iter().find(|a| a.app == account.app) else { return false };
+        let Some(secret) = app.secret.clone() else { return false };
+        let msgid = format!("w{}", &short_hash(&item.msgid)[..24]);
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        let sent = self
+            .tokens
+            .call(&app.token_key(), errcodes, fetch, |access| {
+                let msgid = msgid.clone();
+                async move { send_msg_on_event(&self.api, &access, code, &msgid, text).await }
+            })
+            .await;
+        match sent {
+            Ok(_) => true,
+            Err(failure) => {
+                tracing::warn!(account = %account.name, errcode = failure.errcode, reason = %failure.message, "the welcome was refused");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! 微信客服 against the emulator: the puller pulls a kf account's items from the fake with
+//! `sync_msg`, publishes each customer message once (markers and cursor in DynamoDB, the inbound
+//! queue on SQS), and the sender answers through `kf/send_msg`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fakes::{Api, FakeWechat};
+use serde_json::json;
+use shared::adapters::aws::{DynamoCursors, DynamoDedupe, DynamoTokenStore, SqsPublisher, Table};
+use shared::channels::kf::puller::{PullError, SEEN_TTL};
+use shared::channels::kf::KfPuller;
+use shared::channels::{Apis, Config};
+use shared::core::callback::InboundQueues;
+use shared::core::config::Env;
+use shared::core::envelope::{Channel, Inbound};
+use shared::core::http::{Http, HttpSettings};
+use shared::core::ports::{Cursors, PortError, Record, SystemClock};
+use shared::core::tokens::Tokens;
+use shared::services::sender::Outcome;
+use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
+
+use crate::support::Stack;
+
+const KFID: &str = "wkDemoAAAA0000000000000000001";
+const CUSTOMER: &str = "wmDemoCustomer000000000000001";
+
+fn config(welcome: bool) -> Config {
+    let welcome = if welcome { r#", "welcome": "您好，我是智能助手。""# } else { "" };
+    Config::parse(&format!(
+        r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1000002, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}", "secret": "wecom-secret"}}],
+             "kf": [{{"name": "support", "corp_id": "{WECOM_CORP_ID}", "open_kfid": "{KFID}", "app": "hr", "history_horizon_s": 600{welcome}}}]}}"#
+    ))
+    .unwrap()
+}
+
+/// Cursors that fail every save while `broken` (a puller dying before it saved its cursor).
+struct Breakable {
+    inner: DynamoCursors,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl Cursors for Breakable {
+    async fn load(&self, key: &str) -> Result<Option<(String, u64)>, PortError> {
+        self.inner.load(key).await
+    }
+    async fn save(&self, key: &str, cursor: &str, previous: Option<u64>) -> Result<bool, PortError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(PortError::new("test", "the puller died before saving its cursor"));
+        }
+        self.inner.save(key, cursor, previous).await
+    }
+}
+
+struct Rig {
+    stack: Stack,
+    wx: FakeWechat,
+    config: Config,
+    cursors: Arc<Breakable>,
+    puller: KfPuller,
+}
+
+impl Rig {
+    async fn new(welcome: bool) -> Self {
+        let stack = Stack::new().await;
+        let wx = FakeWechat::start().await;
+        wx.add_wecom_app(WECOM_CORP_ID, "wecom-secret", 1_000_002);
+        wx.add_kf_account(WECOM_CORP_ID, KFID);
+        let config = config(welcome);
+        let env = Env::from_vars([("WXBRIDGE_WECOM_API_BASE", wx.base_url.clone())]);
+        let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
+        let table = Table::from_sdk(&stack.sdk, &stack.names.table);
+        let cursors = Arc::new(Breakable { inner: DynamoCursors::new(&table), broken: AtomicBool::new(false) });
+        let puller = KfPuller {
+            accounts: config.kf.clone(),
+            apps: config.wecom.clone(),
+            api: apis.wecom.clone(),
+            tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock))),
+            cursors: cursors.clone(),
+            seen: Arc::new(DynamoDedupe::new(&table).keeping(SEEN_TTL)),
+            publisher: Arc::new(InboundQueues {
+                inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+                media: Some(Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.media))),
+            }),
+            clock: Arc::new(SystemClock),
+        };
+        Self { stack, wx, config, cursors, puller }
+    }
+
+    async fn published(&self) -> Vec<Inbound> {
+        let messages = self.stack.drain(&self.stack.urls.inbound).await;
+        messages.iter().map(|m| serde_json::from_str(m.body().unwrap()).unwrap()).collect()
+    }
+}
+
+fn texts(inbounds: &[Inbound]) -> Vec<String> {
+    let mut texts: Vec<String> = inbounds.iter().filter_map(|i| i.text.clone()).collect();
+    texts.sort();
+    texts
+}
+
+#[tokio::test]
+async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_and_overlapping_pulls() {
+    let rig = Rig::new(false).await;
+    rig.wx.set_kf_page_size(2);
+    let said: Vec<String> = (1..=5).map(|i| format!("第{i}句")).collect();
+    for text in &said {
+        rig.wx.kf_customer_says(KFID, CUSTOMER, text);
+    }
+    // The service repeats an item on a later page now and then.
+    let first = rig.wx.kf_customer_says(KFID, CUSTOMER, "重复");
+    rig.wx.kf_push_item(
+        KFID,
+        json!({"msgid": first, "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": 1, "origin": 3,
+               "msgtype": "text", "text": {"content": "重复"}}),
+    );
+    rig.wx.kf_empty_pages(KFID, 2);
+    let token = rig.wx.kf_callback_token(KFID);
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!((report.published, report.duplicates), (6, 1), "{report:?}");
+    assert!(report.pages >= 6, "two empty pages with has_more 1 did not stop the pull: {report:?}");
+    let published = rig.published().await;
+    let mut expected = said.clone();
+    expected.push("重复".into());
+    expected.sort();
+    assert_eq!(texts(&published), expected);
+    let inbound = &published[0];
+    assert_eq!(
+        (inbound.channel, inbound.account.as_str(), inbound.conversation.id.as_str()),
+        (Channel::WecomKf, "support", CUSTOMER)
+    );
+    assert!(inbound.id.starts_with("wecom_kf:support:"));
+
+    // WeChat retries the callback (same token) and another arrives: nothing new to publish.
+    rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    let token = rig.wx.kf_callback_token(KFID);
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!(report.published, 0, "{report:?}");
+    assert!(rig.published().await.is_empty());
+    // A new message is the only one the next pull publishes.
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "还有一个问题");
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!(report.published, 1);
+    assert_eq!(texts(&rig.published().await), ["还有一个问题"]);
+    assert_eq!(rig.wx.kf_tokenless_pulls(), 0);
+}
+
+#[tokio::test]
+async fn a_puller_dying_before_it_saved_its_cursor_loses_and_repeats_nothing() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "一");
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "二");
+    rig.cursors.broken.store(true, Ordering::SeqCst);
+    let token = rig.wx.kf_callback_token(KFID);
+    let err = rig.puller.pull(KFID, Some(&token)).await.unwrap_err();
+    assert!(matches!(err, PullError::Store(_)), "{err}");
+    assert_eq!(texts(&rig.published().await), ["一", "二"], "published before the cursor");
+    assert!(rig.cursors.load(&rig.config.kf[0].state_key()).await.unwrap().is_none());
+
+    rig.cursors.broken.store(false, Ordering::SeqCst);
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "三");
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!((report.published, report.duplicates), (1, 2), "{report:?}");
+    assert_eq!(texts(&rig.published().await), ["三"]);
+    assert!(rig.cursors.load(&rig.config.kf[0].state_key()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_pull_without_a_cursor_answers_only_what_is_newer_than_the_horizon() {
+    let rig = Rig::new(false).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (i, age) in [7200u64, 3600, 601].into_iter().enumerate() {
+        rig.wx.kf_push_item(
+            KFID,
+            json!({"msgid": format!("old{i}"), "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": now - age,
+                   "origin": 3, "msgtype": "text", "text": {"content": format!("旧{i}")}}),
+        );
+    }
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "新的");
+    let report = rig.puller.pull(KFID, None).await.unwrap();
+    assert_eq!((report.published, report.too_old), (1, 3), "{report:?}");
+    assert_eq!(texts(&rig.published().await), ["新的"]);
+    assert_eq!(rig.wx.kf_tokenless_pulls(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_callback_token_pulls_on_without_it_and_servicer_messages_are_not_dispatched() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "有人吗");
+    rig.wx.kf_push_item(
+        KFID,
+        json!({"msgid": "servicer-1", "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": 1_900_000_000u64,
+               "origin": 5, "servicer_userid": "zhangsan", "msgtype": "text", "text": {"content": "我是人工客服"}}),
+    );
+    let report = rig.puller.pull(KFID, Some("ENCnot-a-token-wechat-issued")).await.unwrap();
+    assert_eq!((report.published, report.servicer), (1, 1), "{report:?}");
+    assert_eq!(texts(&rig.published().await), ["有人吗"]);
+    assert_eq!(rig.wx.kf_tokenless_pulls(), 1, "once the token was refused (95007)");
+}
+
+#[tokio::test]
+async fn a_customer_entering_the_session_gets_the_welcome_inline_once() {
+    let rig = Rig::new(true).await;
+    let code = rig.wx.kf_enter_session(KFID, CUSTOMER);
+    let token = rig.wx.kf_callback_token(KFID);
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!((report.welcomed, report.published), (1, 0), "{report:?}");
+    let welcomes = rig.wx.deliveries_of(Api::KfEvent);
+    assert_eq!(welcomes.len(), 1);
+    assert_eq!(welcomes[0].body["code"], code.as_str());
+    assert_eq!(welcomes[0].body["text"]["content"], "您好，我是智能助手。");
+    rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!(rig.wx.deliveries_of(Api::KfEvent).len(), 1, "an event is handled once");
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn a_reply_goes_once_with_a_stable_msgid_and_the_sixth_per_customer_message_is_refused() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "在吗");
+    let env = Env::from_vars([
+        ("WXBRIDGE_TABLE", rig.stack.names.table.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", rig.stack.urls.outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", rig.stack.urls.outbound_dlq.clone()),
+        ("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone()),
+    ]);
+    let sender = sender::build(rig.config.clone(), &env, &rig.stack.sdk).unwrap();
+    let record = |key: &str| Record {
+        message_id: key.into(),
+        receipt_handle: "r".into(),
+        body: json!({"v": 1, "channel": "wecom_kf", "account": "support", "to": CUSTOMER,
+                     "content": {"type": "text", "text": format!("回复 {key}")}, "idempotency_key": key})
+        .to_string(),
+        receive_count: 1,
+    };
+    let sent = |o: &Outcome| matches!(o, Outcome::Sent { .. });
+    assert!(sent(&sender.send_record(&record("r1")).await.1));
+    assert!(matches!(sender.send_record(&record("r1")).await.1, Outcome::Sent { already_sent: 1, .. }));
+    let sends = rig.wx.deliveries_of(Api::KfSend);
+    assert_eq!(sends.len(), 1, "a redelivery is sent once");
+    let msgid = sends[0].body["msgid"].as_str().unwrap();
+    assert_eq!(msgid, shared::channels::kf::outbound::msgid("sent:wecom_kf:support:r1"));
+    for key in ["r2", "r3", "r4", "r5"] {
+        assert!(sent(&sender.send_record(&record(key)).await.1), "{key}");
+    }
+    let (_, outcome) = sender.send_record(&record("r6")).await;
+    let Outcome::Permanent { errcode, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(errcode, Some(95001), "over the five messages per customer message");
+}
