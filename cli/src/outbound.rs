@@ -54,6 +54,7 @@ pub fn memory_sender(
         contexts,
         parked,
         streams,
+        windows: Arc::new(shared::adapters::memory::MemoryCustomerWindows::default()),
         clock: clock.clone(),
     };
     let apis = Apis::from_env(env)?;

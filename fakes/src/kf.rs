@@ -115,6 +115,35 @@ pub(crate) fn send_msg_on_event(st: &mut State, req: &Req) -> Result<Response, R
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid").cloned().unwrap_or(Value::Null)})))
 }
 
+/// `POST /cgi-bin/kf/service_state/get?access_token=` `{open_kfid, external_userid}`.
+pub(crate) fn service_state_get(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    req.require_post()?;
+    let body = req.json_object()?;
+    let open_kfid = body.get("open_kfid").and_then(Value::as_str).map(str::to_owned);
+    let user = body.get("external_userid").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let account = account(st, req, open_kfid.as_deref())?;
+    let state = account.states.get(&user).copied().unwrap_or(0);
+    Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "service_state": state, "servicer_userid": ""})))
+}
+
+/// `POST /cgi-bin/kf/service_state/trans?access_token=` `{open_kfid, external_userid,
+/// service_state, servicer_userid?}`: 0 → 1, 2, 3; 1 → 2, 3; 2 → 3; 3 → 4 (wecom-kf.md §5).
+pub(crate) fn service_state_trans(st: &mut State, req: &Req) -> Result<Response, Reject> {
+    req.require_post()?;
+    let body = req.json_object()?;
+    let open_kfid = body.get("open_kfid").and_then(Value::as_str).map(str::to_owned);
+    let user = body.get("external_userid").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let to = body.get("service_state").and_then(Value::as_i64).unwrap_or(-1);
+    let account = account(st, req, open_kfid.as_deref())?;
+    let from = account.states.get(&user).copied().unwrap_or(0);
+    let allowed = matches!((from, to), (0, 1..=3) | (1, 2..=3) | (2, 3) | (3, 4));
+    if !allowed {
+        return Err(Reject::code(95014, format!("a session in state {from} cannot move to {to}")));
+    }
+    account.states.insert(user, to);
+    Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
+}
+
 /// `POST /cgi-bin/kf/send_msg?access_token=` `{touser, open_kfid, msgid?, msgtype: "text", text}`.
 pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
@@ -126,6 +155,11 @@ pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
     let corp_id = st.wecom_caller(req.query("access_token"))?.0;
     let account = account(st, req, open_kfid.as_deref())?;
     let now = unix_secs();
+    // Only a new session (0) or the API's (1) takes API messages; sending makes it the API's.
+    match account.states.get(&user).copied().unwrap_or(0) {
+        0 | 1 => {}
+        state => return Err(Reject::code(95018, format!("send msg session status invalid (state {state})"))),
+    }
     match account.customers.get_mut(&user) {
         Some((last, _)) if *last + WINDOW_S < now => {
             return Err(Reject::code(95002, "the customer last wrote more than 48 h ago"))
@@ -136,6 +170,7 @@ pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
         Some((_, sent)) => *sent += 1,
         None => return Err(Reject::code(95024, format!("{user:?} has not written to this kf account"))),
     }
+    account.states.insert(user, 1);
     st.deliveries.push(Delivery { api: Api::KfSend, account: corp_id, body: Value::Object(body.clone()) });
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid").cloned().unwrap_or(Value::Null)})))
 }

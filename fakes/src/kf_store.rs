@@ -19,6 +19,8 @@ pub(crate) struct KfAccount {
     pub customers: HashMap<String, (u64, u32)>,
     /// Empty pages with `has_more` 1 the next pulls answer first.
     pub empty_pages: usize,
+    /// Session state per customer (absent: 0, new).
+    pub states: HashMap<String, i64>,
 }
 
 /// The fake's 微信客服 state.

@@ -410,6 +410,19 @@ impl FakeWechat {
         }
     }
 
+    /// The session state of a customer (0 new, 1 the API's assistant, 2 queued, 3 a human
+    /// servicer, 4 ended), as a servicer taking it over would set it.
+    pub fn set_kf_service_state(&self, open_kfid: &str, external_userid: &str, state: i64) {
+        if let Some(account) = self.state().kf.accounts.get_mut(open_kfid) {
+            account.states.insert(external_userid.to_owned(), state);
+        }
+    }
+
+    /// The session state of a customer.
+    pub fn kf_service_state(&self, open_kfid: &str, external_userid: &str) -> i64 {
+        self.state().kf.accounts.get(open_kfid).and_then(|a| a.states.get(external_userid).copied()).unwrap_or(0)
+    }
+
     /// `sync_msg` calls made without a callback token.
     pub fn kf_tokenless_pulls(&self) -> usize {
         self.state().kf.tokenless_pulls

@@ -149,6 +149,8 @@ fn route(st: &mut State, req: &Req) -> Result<Response, Reject> {
         "/cgi-bin/kf/sync_msg" => kf::sync_msg(st, req),
         "/cgi-bin/kf/send_msg" => kf::send_msg(st, req),
         "/cgi-bin/kf/send_msg_on_event" => kf::send_msg_on_event(st, req),
+        "/cgi-bin/kf/service_state/get" => kf::service_state_get(st, req),
+        "/cgi-bin/kf/service_state/trans" => kf::service_state_trans(st, req),
         "/cgi-bin/stable_token" => oa::stable_token(st, req),
         "/cgi-bin/token" => oa::plain_token(st, req),
         "/cgi-bin/message/custom/send" => oa::custom_send(st, req),

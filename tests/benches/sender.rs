@@ -92,6 +92,7 @@ async fn setup() -> Setup {
         contexts: Arc::new(DynamoContextTokens::new(&table)),
         parked: Arc::new(shared::adapters::memory::MemoryParkedReplies::default()),
         streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
+        windows: Arc::new(shared::adapters::aws::DynamoCustomerWindows::new(&table)),
         clock: clock.clone(),
     };
     let sender = Sender {

@@ -59,6 +59,7 @@ async fn rig() -> Rig {
         contexts: Arc::new(MemoryContextTokens::default()),
         parked: Arc::new(MemoryParkedReplies::default()),
         streams: Arc::new(shared::adapters::memory::MemoryStreams::default()),
+        windows: Arc::new(shared::adapters::memory::MemoryCustomerWindows::default()),
         clock: clock.clone(),
     };
     let (sent, queue, metrics) = (

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fakes::{Api, FakeWechat};
 use serde_json::json;
-use shared::adapters::aws::{DynamoCursors, DynamoDedupe, DynamoTokenStore, SqsPublisher, Table};
+use shared::adapters::aws::{
+    DynamoCursors, DynamoCustomerWindows, DynamoDedupe, DynamoTokenStore, SqsPublisher, Table,
+};
 use shared::channels::kf::puller::{PullError, SEEN_TTL};
 use shared::channels::kf::KfPuller;
 use shared::channels::{Apis, Config};
@@ -84,6 +86,7 @@ impl Rig {
                 inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
                 media: Some(Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.media))),
             }),
+            windows: Arc::new(DynamoCustomerWindows::new(&table)),
             clock: Arc::new(SystemClock),
         };
         Self { stack, wx, config, cursors, puller }
@@ -217,7 +220,7 @@ async fn a_customer_entering_the_session_gets_the_welcome_inline_once() {
 }
 
 #[tokio::test]
-async fn a_reply_goes_once_with_a_stable_msgid_and_the_sixth_per_customer_message_is_refused() {
+async fn a_reply_goes_once_with_a_stable_msgid_takes_a_new_session_and_a_sixth_part_is_refused_unsent() {
     let rig = Rig::new(false).await;
     rig.wx.kf_customer_says(KFID, CUSTOMER, "在吗");
     let env = Env::from_vars([
@@ -235,17 +238,36 @@ async fn a_reply_goes_once_with_a_stable_msgid_and_the_sixth_per_customer_messag
         .to_string(),
         receive_count: 1,
     };
+    let permanent = |o: Outcome| match o {
+        Outcome::Permanent { reason, .. } => reason,
+        other => panic!("{other:?}"),
+    };
+    // Before any pull, the customer has not written as far as the bridge knows: refused unsent.
+    let reason = permanent(sender.send_record(&record("r0")).await.1);
+    assert!(reason.contains("48 hours"), "{reason}");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+
     let sent = |o: &Outcome| matches!(o, Outcome::Sent { .. });
     assert!(sent(&sender.send_record(&record("r1")).await.1));
+    assert_eq!(rig.wx.kf_service_state(KFID, CUSTOMER), 1, "the new session was taken (0 → 1)");
     assert!(matches!(sender.send_record(&record("r1")).await.1, Outcome::Sent { already_sent: 1, .. }));
     let sends = rig.wx.deliveries_of(Api::KfSend);
     assert_eq!(sends.len(), 1, "a redelivery is sent once");
-    let msgid = sends[0].body["msgid"].as_str().unwrap();
-    assert_eq!(msgid, shared::channels::kf::outbound::msgid("sent:wecom_kf:support:r1"));
+    assert_eq!(sends[0].body["msgid"], shared::channels::kf::outbound::msgid("sent:wecom_kf:support:r1").as_str());
     for key in ["r2", "r3", "r4", "r5"] {
         assert!(sent(&sender.send_record(&record(key)).await.1), "{key}");
     }
-    let (_, outcome) = sender.send_record(&record("r6")).await;
-    let Outcome::Permanent { errcode, .. } = outcome else { panic!("{outcome:?}") };
-    assert_eq!(errcode, Some(95001), "over the five messages per customer message");
+    let reason = permanent(sender.send_record(&record("r6")).await.1);
+    assert!(reason.contains("5 messages"), "{reason}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 5, "the sixth was never sent");
+
+    // The customer writes again: a fresh allowance. A servicer then takes the session over.
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "还有");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert!(sent(&sender.send_record(&record("r7")).await.1));
+    rig.wx.set_kf_service_state(KFID, CUSTOMER, 3);
+    let reason = permanent(sender.send_record(&record("r8")).await.1);
+    assert!(reason.ends_with("a human servicer has the session"), "{reason}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 6);
+    assert!(rig.wx.problems().is_empty(), "nothing reached WeChat that it refused: {:#?}", rig.wx.problems());
 }

@@ -35,6 +35,7 @@ pub fn build(config: Config, env: &Env, sdk: &SdkConfig) -> Result<Sender, Build
         contexts: Arc::new(DynamoContextTokens::new(&table)),
         parked: Arc::new(DynamoParkedReplies::new(&table)),
         streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
+        windows: Arc::new(shared::adapters::aws::DynamoCustomerWindows::new(&table)),
         clock: clock.clone(),
     };
     let apis = Apis::from_env(env)?;

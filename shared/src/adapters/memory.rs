@@ -327,6 +327,44 @@ impl crate::core::ports::Leases for MemoryLeases {
     }
 }
 
+/// 微信客服 reply windows in a map, with the DynamoDB adapter's rules.
+#[derive(Debug, Default)]
+pub struct MemoryCustomerWindows {
+    windows: Mutex<HashMap<String, (u64, String, std::collections::HashSet<String>)>>,
+}
+
+#[async_trait]
+impl crate::core::ports::CustomerWindows for MemoryCustomerWindows {
+    async fn customer_wrote(&self, key: &str, msgid: &str, at: u64) -> Result<(), PortError> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.get(key).is_none_or(|(last, last_msgid, _)| *last < at || (*last == at && last_msgid != msgid)) {
+            windows.insert(key.to_owned(), (at, msgid.to_owned(), Default::default()));
+        }
+        Ok(())
+    }
+
+    async fn count(
+        &self,
+        key: &str,
+        part: &str,
+        now: u64,
+        window_s: u64,
+        most: u32,
+    ) -> Result<crate::core::ports::WindowVerdict, PortError> {
+        use crate::core::ports::WindowVerdict;
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((last, _, parts)) = windows.get_mut(key) else { return Ok(WindowVerdict::Closed) };
+        if *last < now.saturating_sub(window_s) {
+            return Ok(WindowVerdict::Closed);
+        }
+        if !parts.contains(part) && parts.len() >= most as usize {
+            return Ok(WindowVerdict::Spent);
+        }
+        parts.insert(part.to_owned());
+        Ok(WindowVerdict::Counted)
+    }
+}
+
 /// Versioned cursors in a map, with the DynamoDB adapter's condition.
 #[derive(Debug, Default)]
 pub struct MemoryCursors {

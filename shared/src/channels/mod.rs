@@ -224,6 +224,8 @@ pub struct DeliveryPorts {
     pub contexts: Arc<dyn ContextTokens>,
     pub parked: Arc<dyn ParkedReplies>,
     pub streams: Arc<dyn Streams>,
+    /// 微信客服 reply windows.
+    pub windows: Arc<dyn crate::core::ports::CustomerWindows>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -240,7 +242,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn new(config: &Config, apis: &Apis, ports: DeliveryPorts) -> Self {
-        let DeliveryPorts { tokens, contexts, parked, streams, clock } = ports;
+        let DeliveryPorts { tokens, contexts, parked, streams, windows, clock } = ports;
         Self {
             wecom_app: wecom::outbound::WecomDelivery::app(&config.wecom, &apis.wecom, &tokens),
             wecom_appchat: wecom::outbound::WecomDelivery::appchat(&config.wecom, &apis.wecom, &tokens),
@@ -253,8 +255,8 @@ impl Deliveries {
                 &apis.http,
                 &apis.ilink_cdn,
             ),
+            kf: kf::outbound::KfDelivery::new(&config.kf, &config.wecom, &apis.wecom, &tokens, windows, clock.clone()),
             aibot: aibot::outbound::AibotDelivery::new(&config.aibots, &apis.aibot, streams, clock),
-            kf: kf::outbound::KfDelivery::new(&config.kf, &config.wecom, &apis.wecom, &tokens),
         }
     }
 

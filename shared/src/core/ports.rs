@@ -248,6 +248,35 @@ pub trait PollState: Send + Sync {
     async fn resume(&self, account: &str) -> Result<(), PortError>;
 }
 
+/// What a 微信客服 customer's reply window says of one more part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowVerdict {
+    /// Counted (or counted before, by an earlier try of the same part): send it.
+    Counted,
+    /// The customer has not written in the window (48 h).
+    Closed,
+    /// The allowance since the customer's last message is used up.
+    Spent,
+}
+
+/// 微信客服 reply windows, per (account, customer): a customer's message opens an allowance
+/// of a few messages for 48 h; each part sent counts once, whatever the retries.
+#[async_trait]
+pub trait CustomerWindows: Send + Sync {
+    /// The customer wrote message `msgid` at `at` (unix seconds): a fresh allowance, never
+    /// moved back by an older message, and not renewed by the same message handled again.
+    async fn customer_wrote(&self, key: &str, msgid: &str, at: u64) -> Result<(), PortError>;
+    /// Counts `part` at `now` against a window of `window_s` and `most` parts.
+    async fn count(
+        &self,
+        key: &str,
+        part: &str,
+        now: u64,
+        window_s: u64,
+        most: u32,
+    ) -> Result<WindowVerdict, PortError>;
+}
+
 /// Versioned cursors of pulled feeds (a 微信客服 account's `sync_msg`): a cursor is saved only
 /// after what it passes was published, and each save names the version it replaces, so a
 /// slower puller never moves a cursor back.

@@ -60,6 +60,33 @@ pub async fn send_msg_on_event(
     api.post("kf/send_msg_on_event", access_token, &body).await
 }
 
+/// `POST cgi-bin/kf/service_state/get`: who has the customer's session (0 new, 1 the API's
+/// assistant, 2 queued, 3 a human servicer, 4 ended).
+pub async fn service_state(
+    api: &WecomApi,
+    access_token: &SecretString,
+    open_kfid: &str,
+    customer: &str,
+) -> Result<i64, ApiError> {
+    let body = json!({"open_kfid": open_kfid, "external_userid": customer});
+    let answer = api.post("kf/service_state/get", access_token, &body).await?;
+    answer
+        .get("service_state")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::Decode("kf/service_state/get: no service_state".into()))
+}
+
+/// `POST cgi-bin/kf/service_state/trans` to state 1: the API's assistant takes a new session.
+pub async fn take_session(
+    api: &WecomApi,
+    access_token: &SecretString,
+    open_kfid: &str,
+    customer: &str,
+) -> Result<(), ApiError> {
+    let body = json!({"open_kfid": open_kfid, "external_userid": customer, "service_state": 1});
+    api.post("kf/service_state/trans", access_token, &body).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,30 @@
 //! Replies to 微信客服 customers (`kf/send_msg`): text, each part with a `msgid` derived from
 //! its idempotency key, so a redelivered part names the same message to WeChat too.
+//!
+//! Before a part goes: the session must be the API's (state 0 is taken, moved to 1; a queued,
+//! human-served or ended session is left alone, the reply dead-lettered with the reason), and
+//! the customer's window must allow it (48 h since their last message, 5 parts per message,
+//! each part counted once in DynamoDB whatever the retries): else permanent, no send call.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::api::errcodes;
+use super::api::{errcodes, service_state, take_session};
 use super::config::KfAccount;
 use crate::channels::wecom::api::WecomApi;
 use crate::channels::wecom::WecomApp;
 use crate::core::envelope::{Content, Outbound};
 use crate::core::outbound::{account_of, has_account, short_hash, Delivered, Delivery, Unit};
+use crate::core::ports::{Clock, CustomerWindows, WindowVerdict};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
+
+/// How long after a customer's message the account may answer.
+pub const WINDOW_S: u64 = 48 * 3600;
+/// Messages the account may send per customer message.
+pub const PER_CUSTOMER_MESSAGE: u32 = 5;
 
 /// The `msgid` of the part with marker key `key`: at most 32 characters of `[0-9a-z]`.
 pub fn msgid(key: &str) -> String {
@@ -26,12 +37,33 @@ pub struct KfDelivery {
     apps: Vec<WecomApp>,
     api: WecomApi,
     tokens: Arc<Tokens>,
+    windows: Arc<dyn CustomerWindows>,
+    clock: Arc<dyn Clock>,
 }
 
 impl KfDelivery {
-    pub fn new(accounts: &[KfAccount], apps: &[WecomApp], api: &WecomApi, tokens: &Arc<Tokens>) -> Self {
-        Self { accounts: accounts.to_vec(), apps: apps.to_vec(), api: api.clone(), tokens: tokens.clone() }
+    pub fn new(
+        accounts: &[KfAccount],
+        apps: &[WecomApp],
+        api: &WecomApi,
+        tokens: &Arc<Tokens>,
+        windows: Arc<dyn CustomerWindows>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            accounts: accounts.to_vec(),
+            apps: apps.to_vec(),
+            api: api.clone(),
+            tokens: tokens.clone(),
+            windows,
+            clock,
+        }
     }
+}
+
+/// The reply window key of `customer` of `account`.
+pub fn window_key(account: &KfAccount, customer: &str) -> String {
+    format!("{}:{customer}", account.state_key())
 }
 
 #[async_trait]
@@ -74,9 +106,43 @@ impl Delivery for KfDelivery {
         let Content::Text { text } = part else {
             return Err(Failure::permanent("微信客服 replies are text for now"));
         };
-        let body = json!({"touser": out.to, "open_kfid": account.open_kfid, "msgid": msgid(key),
-                          "msgtype": "text", "text": {"content": text}});
         let fetch = || self.api.token(&app.corp_id, &secret);
+        let (kfid, customer) = (account.open_kfid.as_str(), out.to.as_str());
+        let state = self
+            .tokens
+            .call(&app.token_key(), errcodes, fetch, |token| async move {
+                service_state(&self.api, &token, kfid, customer).await
+            })
+            .await?;
+        match state {
+            0 => {
+                self.tokens
+                    .call(&app.token_key(), errcodes, fetch, |token| async move {
+                        take_session(&self.api, &token, kfid, customer).await
+                    })
+                    .await?
+            }
+            1 => {}
+            2 => return Err(Failure::permanent("the session is queued for a human servicer")),
+            3 => return Err(Failure::permanent("a human servicer has the session")),
+            _ => return Err(Failure::permanent("the session has ended; the customer must write again")),
+        }
+        let verdict = self
+            .windows
+            .count(&window_key(account, customer), key, self.clock.unix(), WINDOW_S, PER_CUSTOMER_MESSAGE)
+            .await
+            .map_err(|e| Failure::transient(e.to_string()))?;
+        match verdict {
+            WindowVerdict::Counted => {}
+            WindowVerdict::Closed => {
+                return Err(Failure::permanent("the customer has not written in the last 48 hours"))
+            }
+            WindowVerdict::Spent => {
+                return Err(Failure::permanent("5 messages were sent since the customer's last message"))
+            }
+        }
+        let body = json!({"touser": customer, "open_kfid": kfid, "msgid": msgid(key),
+                          "msgtype": "text", "text": {"content": text}});
         self.tokens
             .call(&app.token_key(), errcodes, fetch, |token| {
                 let body = &body;

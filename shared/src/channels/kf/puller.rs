@@ -19,7 +19,7 @@ use crate::channels::wecom::api::WecomApi;
 use crate::channels::wecom::WecomApp;
 use crate::core::callback::inbound_message;
 use crate::core::outbound::short_hash;
-use crate::core::ports::{Claim, Clock, Cursors, Dedupe, PortError, Publisher};
+use crate::core::ports::{Claim, Clock, Cursors, CustomerWindows, Dedupe, PortError, Publisher};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
 
@@ -84,6 +84,8 @@ pub struct KfPuller {
     pub seen: Arc<dyn Dedupe>,
     /// The inbound queues (a message with a file goes by the media step).
     pub publisher: Arc<dyn Publisher>,
+    /// The customers' reply windows, opened by each of their messages.
+    pub windows: Arc<dyn CustomerWindows>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -206,6 +208,10 @@ impl KfPuller {
             }
             Origin::Customer => match item.to_inbound(&account.name, self.clock.unix()) {
                 Some(inbound) => {
+                    // The window opens first: a crash after it leaves an allowance unused, never
+                    // a published message whose reply is refused.
+                    let window = super::outbound::window_key(account, &inbound.conversation.id);
+                    self.windows.customer_wrote(&window, &item.msgid, item.send_time).await?;
                     self.publisher.publish(inbound_message(&inbound)).await.map_err(PullError::Store)?;
                     report.published += 1;
                     Ok(())

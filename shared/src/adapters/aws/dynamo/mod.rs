@@ -12,6 +12,7 @@ mod slots;
 mod streams;
 mod table;
 mod tokens;
+mod windows;
 
 pub use contexts::DynamoContextTokens;
 pub use cursors::DynamoCursors;
@@ -24,3 +25,4 @@ pub use slots::DynamoReplySlots;
 pub use streams::DynamoStreams;
 pub use table::Table;
 pub use tokens::DynamoTokenStore;
+pub use windows::DynamoCustomerWindows;
