@@ -116,7 +116,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (media_queue, media_rx) = MemoryQueue::new();
         let media = crate::media::memory_media(&config, &env, media_store.clone(), queue.clone())?;
         tokio::spawn(crate::media::run_memory(Arc::new(media), media_rx));
-        let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)) });
+        let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)), kf: None });
         let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());

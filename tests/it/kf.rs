@@ -85,6 +85,7 @@ impl Rig {
             publisher: Arc::new(InboundQueues {
                 inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
                 media: Some(Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.media))),
+                kf: None,
             }),
             windows: Arc::new(DynamoCustomerWindows::new(&table)),
             clock: Arc::new(SystemClock),
@@ -270,4 +271,90 @@ async fn a_reply_goes_once_with_a_stable_msgid_takes_a_new_session_and_a_sixth_p
     assert!(reason.ends_with("a human servicer has the session"), "{reason}");
     assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 6);
     assert!(rig.wx.problems().is_empty(), "nothing reached WeChat that it refused: {:#?}", rig.wx.problems());
+}
+
+/// A pull without a cursor fails after its first page: the retry still has the horizon (kept
+/// with the saved cursor), so the old history the first page did not reach is not answered.
+#[tokio::test]
+async fn a_first_pull_failing_midway_keeps_its_horizon_for_the_retry() {
+    let rig = Rig::new(false).await;
+    rig.wx.set_kf_page_size(1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..3u64 {
+        rig.wx.kf_push_item(
+            KFID,
+            json!({"msgid": format!("old{i}"), "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": now - 7200 + i,
+                   "origin": 3, "msgtype": "text", "text": {"content": format!("旧{i}")}}),
+        );
+    }
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "新的");
+    rig.wx.inject("/cgi-bin/kf/sync_msg", fakes::Fault::Delay(std::time::Duration::ZERO));
+    rig.wx.inject("/cgi-bin/kf/sync_msg", fakes::Fault::Errcode(-1));
+    let token = rig.wx.kf_callback_token(KFID);
+    let err = rig.puller.pull(KFID, Some(&token)).await.unwrap_err();
+    assert!(matches!(err, PullError::Api(_)), "{err}");
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!((report.published, report.too_old), (1, 2), "{report:?}");
+    assert_eq!(texts(&rig.published().await), ["新的"]);
+    // Once the end was reached, the cursor is WeChat's alone: later items are all answered.
+    let (stored, _) = rig.cursors.load(&rig.config.kf[0].state_key()).await.unwrap().unwrap();
+    assert!(stored.starts_with("kfc"), "{stored}");
+}
+
+/// WeChat's `kf_msg_or_event` on the serving app's route is answered at once after the pull it
+/// asks for is queued (to the FIFO pull queue, grouped per kf account); a retried callback
+/// (the same Token) queues nothing new, another Token queues another pull.
+#[tokio::test]
+async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
+    use shared::channels::wecom::{simulate, WecomCallback};
+    use shared::core::callback::{CallbackRequest, CallbackService};
+    use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
+    let rig = Rig::new(false).await;
+    let fifo = rig
+        .stack
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-kf.fifo", rig.stack.names.table))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
+    let queues = InboundQueues {
+        inbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.inbound)),
+        media: None,
+        kf: Some(Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &fifo))),
+    };
+    let service = WecomCallback::new(
+        &rig.config.wecom,
+        300,
+        Arc::new(queues),
+        Arc::new(DynamoDedupe::new(&table)),
+        Arc::new(SystemClock),
+    );
+    let crypt = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let callback = |token: &str, nonce: &str| {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{WECOM_CORP_ID}]]></ToUserName><CreateTime>{now}</CreateTime>\
+             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+             <Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{KFID}]]></OpenKfId></xml>"
+        );
+        simulate::sign_callback(&crypt, &xml, now, nonce, [7; 16])
+    };
+    let token = rig.wx.kf_callback_token(KFID);
+    for (i, token) in [token.as_str(), token.as_str(), "ENCanotherCallbackToken"].into_iter().enumerate() {
+        let signed = callback(token, &format!("n{i}"));
+        let request =
+            CallbackRequest { method: "POST", app: "hr", raw_query: &signed.query, body: signed.body.as_bytes() };
+        assert_eq!(service.serve(request).await.status, 200);
+    }
+    let pulls = rig.stack.drain(&fifo).await;
+    assert_eq!(pulls.len(), 2, "one pull per Token");
+    let inbound: Inbound = serde_json::from_str(pulls[0].body().unwrap()).unwrap();
+    assert_eq!(inbound.raw["OpenKfId"], KFID);
+    assert!(!inbound.id.contains(&token), "the Token is not in the id: {}", inbound.id);
+    assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "no event for the bots");
 }

@@ -115,6 +115,7 @@ impl Rig {
         InboundQueues {
             inbound: Arc::new(SqsPublisher::from_sdk(&self.stack.sdk, &self.stack.urls.inbound)),
             media: Some(Arc::new(SqsPublisher::from_sdk(&self.stack.sdk, &self.stack.urls.media))),
+            kf: None,
         }
     }
 

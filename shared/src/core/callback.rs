@@ -180,13 +180,24 @@ pub async fn publish_once(
     clock: &dyn Clock,
     inbound: &crate::core::envelope::Inbound,
 ) -> Result<Published, CallbackError> {
-    let id = &inbound.id;
+    publish_message_once(dedupe, publisher, clock, &inbound.id, inbound_message(inbound)).await
+}
+
+/// [`publish_once`] of any queue message under `id` (a callback that queues something other
+/// than a plain `Inbound`, such as a 微信客服 pull).
+pub async fn publish_message_once(
+    dedupe: &dyn Dedupe,
+    publisher: &dyn Publisher,
+    clock: &dyn Clock,
+    id: &str,
+    message: QueueMessage,
+) -> Result<Published, CallbackError> {
     let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
         Claim::Published => return Ok(Published::Before),
         Claim::InFlight { .. } => return Ok(Published::ByAnother),
         Claim::Claimed { token, .. } => token,
     };
-    if let Err(err) = publisher.publish(inbound_message(inbound)).await {
+    if let Err(err) = publisher.publish(message).await {
         // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
         if let Err(release) = dedupe.release(id, &token).await {
             tracing::warn!(id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
@@ -223,18 +234,32 @@ pub struct InboundQueues {
     pub inbound: std::sync::Arc<dyn Publisher>,
     /// Without it (a set-up with no media store), media stays unfetched.
     pub media: Option<std::sync::Arc<dyn Publisher>>,
+    /// The 微信客服 pull queue (FIFO, one group per kf account); without it a pull request
+    /// goes to the inbound queue as the event it is.
+    pub kf: Option<std::sync::Arc<dyn Publisher>>,
 }
 
 #[async_trait::async_trait]
 impl Publisher for InboundQueues {
     async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
-        let wants_media = message.attributes.iter().any(|(k, v)| *k == MEDIA_ATTRIBUTE && v == MEDIA_FETCH);
-        match &self.media {
-            Some(media) if wants_media => media.publish(message).await,
+        let has = |name: &str, value: &str| message.attributes.iter().any(|(k, v)| *k == name && v == value);
+        let (wants_media, kf_pull) = (has(MEDIA_ATTRIBUTE, MEDIA_FETCH), has(QUEUE_ATTRIBUTE, KF_PULL));
+        match (&self.media, &self.kf) {
+            (_, Some(kf)) if kf_pull => kf.publish(message).await,
+            (Some(media), _) if wants_media => media.publish(message).await,
             _ => self.inbound.publish(message).await,
         }
     }
 }
+
+/// The attribute that names another queue than the inbound one.
+pub const QUEUE_ATTRIBUTE: &str = "queue";
+/// ... the 微信客服 pull queue.
+pub const KF_PULL: &str = "kf_pull";
+/// Attributes a FIFO queue takes as its message group and deduplication id (not sent as
+/// message attributes).
+pub const FIFO_GROUP: &str = "fifo_group";
+pub const FIFO_DEDUP: &str = "fifo_dedup";
 
 /// GET URL verification (WeCom apps and AI bots): checks the signature over the encrypted
 /// `echostr` and returns its plaintext, which the console expects as the whole answer.

@@ -262,6 +262,8 @@ pub struct Env {
     pub inbound_dlq_url: Option<String>,
     /// The media queue: new messages with files to fetch go here first.
     pub media_queue_url: Option<String>,
+    /// `WXBRIDGE_KF_QUEUE_URL`: the 微信客服 pull queue (FIFO).
+    pub kf_queue_url: Option<String>,
     /// The media bucket.
     pub media_bucket: Option<String>,
     /// The bot queue of a `queue` bot.
@@ -297,6 +299,7 @@ impl Env {
             dlq_url: get("WXBRIDGE_DLQ_URL"),
             inbound_dlq_url: get("WXBRIDGE_INBOUND_DLQ_URL"),
             media_queue_url: get("WXBRIDGE_MEDIA_QUEUE_URL"),
+            kf_queue_url: get("WXBRIDGE_KF_QUEUE_URL"),
             media_bucket: get("WXBRIDGE_MEDIA_BUCKET"),
             bot_queue_url: get("WXBRIDGE_BOT_QUEUE_URL"),
             aws_endpoint_url: get("AWS_ENDPOINT_URL"),

@@ -100,6 +100,13 @@ impl Fields {
         self.get(name).and_then(XmlValue::text)
     }
 
+    /// Adds a leaf child `name` with `text` unless one is there.
+    pub fn or_insert_text(&mut self, name: &'static str, text: &str) {
+        if self.get(name).is_none() {
+            self.0.push((Cow::Borrowed(name), XmlValue::Text(text.to_owned())));
+        }
+    }
+
     /// The text of a leaf child, `None` when absent or empty.
     pub fn non_empty(&self, name: &str) -> Option<&str> {
         self.text(name).filter(|text| !text.is_empty())

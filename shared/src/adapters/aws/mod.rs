@@ -43,7 +43,10 @@ pub fn inbound_queues(sdk: &SdkConfig, env: &Env) -> Result<crate::core::callbac
     if media.is_none() {
         tracing::warn!("WXBRIDGE_MEDIA_QUEUE_URL is not set: media reaches the bot unfetched");
     }
-    Ok(crate::core::callback::InboundQueues { inbound, media })
+    let kf = env.kf_queue_url.as_deref().map(|url| {
+        std::sync::Arc::new(SqsPublisher::from_sdk(sdk, url)) as std::sync::Arc<dyn crate::core::ports::Publisher>
+    });
+    Ok(crate::core::callback::InboundQueues { inbound, media, kf })
 }
 
 /// Loads the configuration from the file or Secrets Manager secret that `env` names.

@@ -29,6 +29,15 @@ impl Publisher for SqsPublisher {
     async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
         let mut request = self.client.send_message().queue_url(&self.queue_url).message_body(message.body);
         for (name, value) in message.attributes {
+            // A FIFO queue's group and deduplication id travel as the send's own fields.
+            if name == crate::core::callback::FIFO_GROUP {
+                request = request.message_group_id(value);
+                continue;
+            }
+            if name == crate::core::callback::FIFO_DEDUP {
+                request = request.message_deduplication_id(value);
+                continue;
+            }
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)

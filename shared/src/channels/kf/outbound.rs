@@ -1,10 +1,13 @@
 //! Replies to 微信客服 customers (`kf/send_msg`): text, each part with a `msgid` derived from
 //! its idempotency key, so a redelivered part names the same message to WeChat too.
 //!
-//! Before a part goes: the session must be the API's (state 0 is taken, moved to 1; a queued,
-//! human-served or ended session is left alone, the reply dead-lettered with the reason), and
-//! the customer's window must allow it (48 h since their last message, 5 parts per message,
-//! each part counted once in DynamoDB whatever the retries): else permanent, no send call.
+//! Before a part goes: the customer's window must allow it (48 h since their last message, 5
+//! parts per message, each part counted once in DynamoDB whatever the retries; else permanent,
+//! no WeChat call), and the session must be the API's (state 0 is taken, moved to 1; a queued,
+//! human-served or ended session is left alone, the reply dead-lettered with the reason).
+//!
+//! The `msgid` makes WeChat refuse a repeat, with an errcode the documentation does not give;
+//! so a part whose first send has an unknown outcome is not counted as deduplicated.
 
 use std::sync::Arc;
 
@@ -89,11 +92,6 @@ impl Delivery for KfDelivery {
         true
     }
 
-    /// A repeated `msgid` is WeChat's own duplicate check.
-    fn drops_repeats(&self) -> bool {
-        true
-    }
-
     async fn deliver(&self, out: &Outbound, part: &Content, key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let account = account_of(&self.accounts, out)?;
         let app = self.apps.iter().find(|a| a.app == account.app);
@@ -108,25 +106,7 @@ impl Delivery for KfDelivery {
         };
         let fetch = || self.api.token(&app.corp_id, &secret);
         let (kfid, customer) = (account.open_kfid.as_str(), out.to.as_str());
-        let state = self
-            .tokens
-            .call(&app.token_key(), errcodes, fetch, |token| async move {
-                service_state(&self.api, &token, kfid, customer).await
-            })
-            .await?;
-        match state {
-            0 => {
-                self.tokens
-                    .call(&app.token_key(), errcodes, fetch, |token| async move {
-                        take_session(&self.api, &token, kfid, customer).await
-                    })
-                    .await?
-            }
-            1 => {}
-            2 => return Err(Failure::permanent("the session is queued for a human servicer")),
-            3 => return Err(Failure::permanent("a human servicer has the session")),
-            _ => return Err(Failure::permanent("the session has ended; the customer must write again")),
-        }
+        // The window first: a part it refuses costs no WeChat call at all.
         let verdict = self
             .windows
             .count(&window_key(account, customer), key, self.clock.unix(), WINDOW_S, PER_CUSTOMER_MESSAGE)
@@ -140,6 +120,33 @@ impl Delivery for KfDelivery {
             WindowVerdict::Spent => {
                 return Err(Failure::permanent("5 messages were sent since the customer's last message"))
             }
+        }
+        let state = || async {
+            self.tokens
+                .call(&app.token_key(), errcodes, fetch, |token| async move {
+                    service_state(&self.api, &token, kfid, customer).await
+                })
+                .await
+        };
+        let mut current = state().await?;
+        if current == 0 {
+            let taken = self
+                .tokens
+                .call(&app.token_key(), errcodes, fetch, |token| async move {
+                    take_session(&self.api, &token, kfid, customer).await
+                })
+                .await;
+            // Another reply may have taken it a moment before: what matters is the state now.
+            current = match taken {
+                Ok(()) => 1,
+                Err(_) => state().await?,
+            };
+        }
+        match current {
+            1 => {}
+            2 => return Err(Failure::permanent("the session is queued for a human servicer")),
+            3 => return Err(Failure::permanent("a human servicer has the session")),
+            _ => return Err(Failure::permanent("the session has ended; the customer must write again")),
         }
         let body = json!({"touser": customer, "open_kfid": kfid, "msgid": msgid(key),
                           "msgtype": "text", "text": {"content": text}});

@@ -33,6 +33,18 @@ const WELCOME_CODE_LIFE_S: u64 = 20;
 /// which starts from the saved cursor.
 pub const MAX_PAGES: usize = 50;
 
+/// Marks a stored cursor whose pull started without one: `h<unix>|<cursor>`.
+const HORIZON_PREFIX: &str = "h";
+
+/// The horizon a stored cursor carries, and the cursor itself.
+fn split_horizon(stored: &str) -> (Option<u64>, &str) {
+    stored
+        .strip_prefix(HORIZON_PREFIX)
+        .and_then(|rest| rest.split_once('|'))
+        .and_then(|(h, cursor)| h.parse().ok().map(|h| (Some(h), cursor)))
+        .unwrap_or((None, stored))
+}
+
 /// What a pull did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullReport {
@@ -104,18 +116,21 @@ impl KfPuller {
             .find(|a| a.app == account.app && a.secret.is_some())
             .ok_or_else(|| PullError::NoApp(account.name.clone()))?;
         let state = account.state_key();
+        // (stored value, version): the value is the cursor, prefixed with the horizon while a
+        // pull that started without a cursor has not reached the end (a retry keeps it).
         let mut stored = self.cursors.load(&state).await?;
-        let horizon = match stored {
-            Some(_) => None,
+        let horizon = match &stored {
+            Some((value, _)) => split_horizon(value).0,
             None => Some(self.clock.unix().saturating_sub(account.history_horizon_s)),
         };
         let mut token = token.map(str::to_owned);
         let mut report = PullReport::default();
+        let mut unmoved = 0;
         loop {
             if report.pages == MAX_PAGES {
                 return Err(PullError::TooManyPages);
             }
-            let cursor = stored.as_ref().map(|(c, _)| c.as_str());
+            let cursor = stored.as_ref().map(|(value, _)| split_horizon(value).1);
             let page = match self.sync(app, account, cursor, token.as_deref()).await {
                 // An expired callback token: the pull goes on without one.
                 Err(failure) if failure.errcode == Some(INVALID_MSG_TOKEN) && token.is_some() => {
@@ -130,16 +145,27 @@ impl KfPuller {
                 self.handle(account, item, horizon, &mut report).await?;
             }
             if let Some(next) = &page.next_cursor {
-                if Some(next.as_str()) != cursor {
+                // Until the end is reached, the horizon stays with the cursor.
+                let value = match horizon.filter(|_| page.has_more) {
+                    Some(h) => format!("{HORIZON_PREFIX}{h}|{next}"),
+                    None => next.clone(),
+                };
+                let unchanged = stored.as_ref().is_some_and(|(v, _)| *v == value);
+                if !unchanged {
                     let previous = stored.as_ref().map(|(_, v)| *v);
-                    if !self.cursors.save(&state, next, previous).await? {
+                    if !self.cursors.save(&state, &value, previous).await? {
                         tracing::info!(account = %account.name, "another pull moved the cursor; stopping");
                         report.overtaken = true;
                         return Ok(report);
                     }
-                    stored = Some((next.clone(), previous.map_or(1, |v| v + 1)));
+                    stored = Some((value, previous.map_or(1, |v| v + 1)));
+                    unmoved = 0;
                 } else if page.has_more {
-                    return Err(PullError::Stuck);
+                    // The same cursor again with more to come: ask again a few times.
+                    unmoved += 1;
+                    if unmoved > 3 {
+                        return Err(PullError::Stuck);
+                    }
                 }
             }
             if !page.has_more {

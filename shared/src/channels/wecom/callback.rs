@@ -11,7 +11,7 @@ use crate::channels::wecom::message::WecomCallbackMessage;
 use crate::core::callback::{
     publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
-use crate::core::ports::{Clock, Dedupe, Publisher};
+use crate::core::ports::{Clock, Dedupe, Publisher, QueueMessage};
 use crate::protocol::crypto::MsgCrypt;
 use crate::protocol::query::Query;
 use crate::protocol::xml;
@@ -114,13 +114,37 @@ impl WecomCallback {
         let message = WecomCallbackMessage::parse(&plaintext)?;
         let inbound = message.to_inbound(app, now);
         let id = inbound.id.clone();
-
-        match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await? {
+        let published = match kf_pull(&message, &inbound) {
+            // A 微信客服 account has news: a pull, queued once per callback Token.
+            Some(pull) => {
+                let (dedupe, publisher, clock) = (self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref());
+                crate::core::callback::publish_message_once(dedupe, publisher, clock, &id, pull).await?
+            }
+            None => publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?,
+        };
+        match published {
             Published::Now => Ok(Accepted::Published { id }),
             Published::Before => Ok(Accepted::Duplicate { id }),
             Published::ByAnother => Err(CallbackError::InFlight),
         }
     }
+}
+
+/// The pull a `kf_msg_or_event` asks for: the event's `Inbound` (its `raw` has `Token` and
+/// `OpenKfId`), bound for the 微信客服 pull queue, grouped per kf account there.
+fn kf_pull(message: &WecomCallbackMessage, inbound: &crate::core::envelope::Inbound) -> Option<QueueMessage> {
+    let fields = &message.fields;
+    if fields.text("Event") != Some("kf_msg_or_event") {
+        return None;
+    }
+    let open_kfid = fields.non_empty("OpenKfId")?;
+    let mut pull = crate::core::callback::inbound_message(inbound);
+    pull.attributes.extend([
+        (crate::core::callback::QUEUE_ATTRIBUTE, crate::core::callback::KF_PULL.to_owned()),
+        (crate::core::callback::FIFO_GROUP, format!("{}:{open_kfid}", message.header.to)),
+        (crate::core::callback::FIFO_DEDUP, crate::core::outbound::short_hash(&inbound.id)),
+    ]);
+    Some(pull)
 }
 
 #[async_trait::async_trait]

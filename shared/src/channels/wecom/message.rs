@@ -150,7 +150,12 @@ impl WecomCallbackMessage {
     }
 
     /// Types already-parsed fields.
-    pub fn from_fields(fields: Fields) -> Result<Self, MessageError> {
+    pub fn from_fields(mut fields: Fields) -> Result<Self, MessageError> {
+        // A 微信客服 callback (`kf_msg_or_event`) may come without FromUserName (the doc's
+        // example has none): an event from the system.
+        if fields.text("MsgType") == Some("event") {
+            fields.or_insert_text("FromUserName", "sys");
+        }
         let Common { to, from, create_time, msg_type } = common(&fields)?;
         let header = Header {
             to,
@@ -216,11 +221,17 @@ impl WecomCallbackMessage {
             key.push(':');
             key.push_str(event);
         }
-        for name in ["ChangeType", "UserID", "ExternalUserID", "ChatId", "Id", "TaskId", "ResponseCode"] {
+        for name in ["ChangeType", "UserID", "ExternalUserID", "ChatId", "Id", "TaskId", "ResponseCode", "OpenKfId"] {
             if let Some(value) = self.fields.non_empty(name) {
                 key.push(':');
                 key.push_str(value);
             }
+        }
+        // A 微信客服 callback's Token names it (a retry carries the same); it is a pull
+        // credential, so only its hash goes into the id.
+        if let Some(token) = self.fields.non_empty("Token") {
+            key.push(':');
+            key.push_str(&crate::core::outbound::short_hash(token));
         }
         key
     }
