@@ -108,7 +108,7 @@ fn texts(inbounds: &[Inbound]) -> Vec<String> {
 #[tokio::test]
 async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_and_overlapping_pulls() {
     let rig = Rig::new(false).await;
-    rig.wx.set_kf_page_size(2);
+    rig.wx.set_kf_page_size(3);
     let said: Vec<String> = (1..=5).map(|i| format!("第{i}句")).collect();
     for text in &said {
         rig.wx.kf_customer_says(KFID, CUSTOMER, text);
@@ -124,7 +124,7 @@ async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_and
     let token = rig.wx.kf_callback_token(KFID);
     let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
     assert_eq!((report.published, report.duplicates), (6, 1), "{report:?}");
-    assert!(report.pages >= 6, "two empty pages with has_more 1 did not stop the pull: {report:?}");
+    assert_eq!(report.pages, 5, "two empty pages with has_more 1 did not stop the pull: {report:?}");
     let published = rig.published().await;
     let mut expected = said.clone();
     expected.push("重复".into());
@@ -357,4 +357,33 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
     assert_eq!(inbound.raw["OpenKfId"], KFID);
     assert!(!inbound.id.contains(&token), "the Token is not in the id: {}", inbound.id);
     assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "no event for the bots");
+}
+
+/// The puller function's batch: the pull requests of one account are served by one pull with
+/// the freshest Token; one without an account is dropped, not retried.
+#[tokio::test]
+async fn a_batch_pulls_each_account_once_with_its_freshest_token() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "你好");
+    let stale = "ENCexpiredLongAgo";
+    let fresh = rig.wx.kf_callback_token(KFID);
+    let record = |id: &str, raw: serde_json::Value| Record {
+        message_id: id.into(),
+        receipt_handle: "r".into(),
+        body: json!({"raw": raw}).to_string(),
+        receive_count: 1,
+    };
+    let records = [
+        record("a", json!({"OpenKfId": KFID, "Token": stale})),
+        record("b", json!({"OpenKfId": KFID, "Token": fresh})),
+        record("c", json!({"Event": "kf_msg_or_event"})),
+    ];
+    let failed = rig.puller.handle_batch(&records).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(rig.wx.calls("/cgi-bin/kf/sync_msg"), 1, "one pull, with the fresh Token (no 95007)");
+    assert_eq!(texts(&rig.published().await), ["你好"]);
+    // A pull that fails reports every request of its account.
+    rig.wx.inject("/cgi-bin/kf/sync_msg", fakes::Fault::Errcode(-1));
+    let failed = rig.puller.handle_batch(&records[..2]).await;
+    assert_eq!(failed, ["a", "b"]);
 }

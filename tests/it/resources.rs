@@ -3,8 +3,8 @@
 
 use serde_yaml::Value as Yaml;
 use shared::adapters::aws::resources::{
-    QueueSpec, BOT, BOT_DLQ, INBOUND, INBOUND_DLQ, MEDIA, MEDIA_DLQ, OUTBOUND, OUTBOUND_DLQ, TABLE_PARTITION_KEY,
-    TABLE_TTL_ATTRIBUTE,
+    QueueSpec, BOT, BOT_DLQ, INBOUND, INBOUND_DLQ, KF_PULL, KF_PULL_DLQ, MEDIA, MEDIA_DLQ, OUTBOUND, OUTBOUND_DLQ,
+    TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE,
 };
 use shared::core::config::Env;
 use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
@@ -74,6 +74,11 @@ fn the_queues_match_the_local_set_up_and_each_has_a_dlq() {
     check_queue(&t, "MediaDeadLetterQueue", MEDIA_DLQ, None);
     check_queue(&t, "BotQueue", BOT, Some("BotDeadLetterQueue"));
     check_queue(&t, "BotDeadLetterQueue", BOT_DLQ, None);
+    check_queue(&t, "KfPullQueue", KF_PULL, Some("KfPullDeadLetterQueue"));
+    check_queue(&t, "KfPullDeadLetterQueue", KF_PULL_DLQ, None);
+    for fifo in ["KfPullQueue", "KfPullDeadLetterQueue"] {
+        assert_eq!(resource(&t, fifo)["Properties"]["FifoQueue"], true, "{fifo}");
+    }
     let resources = t["Resources"].as_mapping().unwrap();
     let dlqs: Vec<String> = resources
         .values()
@@ -129,7 +134,12 @@ fn policy_targets(template: &Yaml, function: &str) -> Vec<String> {
 fn each_function_may_touch_only_what_it_uses() {
     let t = template();
     let publishing = ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "secret"];
-    assert_eq!(policy_targets(&t, "WecomCallbackFunction"), publishing);
+    // The WeCom callback also queues 微信客服 pulls.
+    assert_eq!(
+        policy_targets(&t, "WecomCallbackFunction"),
+        ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "KfPullQueue.Arn", "secret"]
+    );
+    assert_eq!(policy_targets(&t, "KfPullerFunction"), publishing);
     assert_eq!(policy_targets(&t, "OaCallbackFunction"), publishing);
     // The AI bot's finished streams read the answer's images.
     assert_eq!(
@@ -252,7 +262,11 @@ fn queues_outlast_their_consumers_and_the_poller_runs_within_its_schedule() {
             let (_, queue) = tagged(&event["Properties"]["Queue"]).unwrap();
             let queue = queue.trim_end_matches(".Arn");
             let visibility = number(&resource(&t, queue)["Properties"]["VisibilityTimeout"]);
-            if function == "MediaFunction" {
+            if function == "KfPullerFunction" {
+                // A pull is idempotent (item markers, the cursor's version): a crashed run's
+                // request returns just after the timeout, holding its account's group no longer.
+                assert!(visibility > timeout, "{queue}: visibility {visibility} s within {function}'s {timeout} s");
+            } else if function == "MediaFunction" {
                 // The media step sets its own short backoff on a failed fetch; a crashed run's
                 // record returns just after the timeout, while an AI bot's URL may still work.
                 assert!(visibility > timeout, "{queue}: visibility {visibility} s within {function}'s {timeout} s");

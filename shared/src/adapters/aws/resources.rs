@@ -59,6 +59,16 @@ pub const BOT_DLQ: QueueSpec =
 pub const BOT: QueueSpec =
     QueueSpec { suffix: "bot", visibility_timeout_s: 120, retention_s: 345_600, max_receive_count: Some(5) };
 
+/// Where 微信客服 pull requests end up after five failed pulls (FIFO, like its queue).
+pub const KF_PULL_DLQ: QueueSpec =
+    QueueSpec { suffix: "kf-pull-dlq.fifo", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+
+/// The 微信客服 pull queue: FIFO, one message group per kf account, so pulls of one account
+/// never overlap. The visibility timeout is just past the puller's (300 s). Kept a day: a pull
+/// request is only a nudge (its Token lives 10 minutes; a later pull goes without one).
+pub const KF_PULL: QueueSpec =
+    QueueSpec { suffix: "kf-pull.fifo", visibility_timeout_s: 330, retention_s: 86_400, max_receive_count: Some(5) };
+
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
@@ -71,6 +81,8 @@ pub struct ResourceNames {
     pub media_dlq: String,
     pub bot: String,
     pub bot_dlq: String,
+    pub kf_pull: String,
+    pub kf_pull_dlq: String,
     /// The media bucket.
     pub bucket: String,
 }
@@ -87,6 +99,8 @@ impl ResourceNames {
             media_dlq: format!("{prefix}-{}", MEDIA_DLQ.suffix),
             bot: format!("{prefix}-{}", BOT.suffix),
             bot_dlq: format!("{prefix}-{}", BOT_DLQ.suffix),
+            kf_pull: format!("{prefix}-{}", KF_PULL.suffix),
+            kf_pull_dlq: format!("{prefix}-{}", KF_PULL_DLQ.suffix),
             // Bucket names are lower case.
             bucket: format!("{}-media", prefix.to_ascii_lowercase()),
         }
@@ -102,6 +116,7 @@ pub struct QueueUrls {
     pub outbound_dlq: String,
     pub media: String,
     pub bot: String,
+    pub kf_pull: String,
 }
 
 /// Why the set-up failed.
@@ -166,6 +181,9 @@ async fn create_queue(
         .queue_name(name)
         .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout_s.to_string())
         .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
+    if spec.suffix.ends_with(".fifo") {
+        request = request.attributes(QueueAttributeName::FifoQueue, "true");
+    }
     if let (Some(arn), Some(count)) = (dlq_arn, spec.max_receive_count) {
         let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": count.to_string()});
         request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
@@ -204,7 +222,9 @@ pub async fn create_all(
     let media = create_queue(sqs, &names.media, MEDIA, Some(&queue_arn(sqs, &media_dlq).await?)).await?;
     let bot_dlq = create_queue(sqs, &names.bot_dlq, BOT_DLQ, None).await?;
     let bot = create_queue(sqs, &names.bot, BOT, Some(&queue_arn(sqs, &bot_dlq).await?)).await?;
-    Ok(QueueUrls { inbound, inbound_dlq, outbound, outbound_dlq, media, bot })
+    let kf_pull_dlq = create_queue(sqs, &names.kf_pull_dlq, KF_PULL_DLQ, None).await?;
+    let kf_pull = create_queue(sqs, &names.kf_pull, KF_PULL, Some(&queue_arn(sqs, &kf_pull_dlq).await?)).await?;
+    Ok(QueueUrls { inbound, inbound_dlq, outbound, outbound_dlq, media, bot, kf_pull })
 }
 
 /// Creates the media bucket; idempotent.
