@@ -330,8 +330,11 @@ impl crate::core::ports::Leases for MemoryLeases {
 /// 微信客服 reply windows in a map, with the DynamoDB adapter's rules.
 #[derive(Debug, Default)]
 pub struct MemoryCustomerWindows {
-    windows: Mutex<HashMap<String, (u64, String, std::collections::HashSet<String>)>>,
+    windows: Mutex<HashMap<String, Window>>,
 }
+
+/// A customer's last message (time, msgid) and the parts counted since.
+type Window = (u64, String, std::collections::HashSet<String>);
 
 #[async_trait]
 impl crate::core::ports::CustomerWindows for MemoryCustomerWindows {
