@@ -94,6 +94,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
+        if let (false, Some(kf_url)) = (config.kf.is_empty(), env.kf_queue_url.clone()) {
+            let puller = kf_puller::build(&config, &env, &sdk)?;
+            tokio::spawn(crate::outbound::run_sqs(Arc::new(puller), sqs.clone(), kf_url));
+        }
         let table = shared::adapters::aws::Table::from_sdk(&sdk, env.require_table()?);
         let ports = CallbackPorts {
             publisher: Arc::new(shared::adapters::aws::inbound_queues(&sdk, &env)?),
@@ -116,7 +120,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (media_queue, media_rx) = MemoryQueue::new();
         let media = crate::media::memory_media(&config, &env, media_store.clone(), queue.clone())?;
         tokio::spawn(crate::media::run_memory(Arc::new(media), media_rx));
-        let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)), kf: None });
+        // 微信客服: callbacks queue pulls; the puller opens the reply windows the sender checks.
+        let windows: Arc<dyn shared::core::ports::CustomerWindows> =
+            Arc::new(shared::adapters::memory::MemoryCustomerWindows::default());
+        let kf = if config.kf.is_empty() {
+            None
+        } else {
+            let (kf_queue, kf_rx) = MemoryQueue::new();
+            let inbound = Arc::new(InboundQueues {
+                inbound: queue.clone(),
+                media: Some(Arc::new(media_queue.clone())),
+                kf: None,
+            });
+            let puller = crate::kf::memory_puller(&config, &env, inbound, windows.clone())?;
+            tokio::spawn(crate::kf::run_memory(Arc::new(puller), kf_rx));
+            Some(Arc::new(kf_queue) as Arc<dyn shared::core::ports::Publisher>)
+        };
+        let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)), kf });
         let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());
@@ -151,8 +171,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             http: shared::services::bots::http_client()?,
             allow_loopback: true,
         };
-        let (sender, dead) =
-            crate::outbound::memory_sender(shared_config, &env, contexts, parked, streams.clone(), files.clone())?;
+        let (sender, dead) = crate::outbound::memory_sender(
+            shared_config,
+            &env,
+            contexts,
+            parked,
+            streams.clone(),
+            windows,
+            files.clone(),
+        )?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let http = shared::services::bots::http_client()?;
@@ -200,6 +227,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             post(sandbox_media).layer(axum::extract::DefaultBodyLimit::max(SANDBOX_FILE_MAX)),
         )
         .route("/sandbox/file/{media_id}", get(sandbox_file))
+        .route("/sandbox/kf/{account}", post(sandbox_kf))
         .with_state(state)
         .merge(crate::media::routes(media_folder));
     axum::serve(listener, router)
@@ -250,6 +278,7 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
     env.media_queue_url.get_or_insert(urls.media);
     env.media_bucket.get_or_insert(names.bucket);
     env.bot_queue_url.get_or_insert(urls.bot);
+    env.kf_queue_url.get_or_insert(urls.kf_pull);
     println!("local emulator: table {table}, inbound queue {inbound}, outbound queue {outbound}");
     Ok(env)
 }
@@ -358,6 +387,27 @@ async fn sandbox_media(
             (StatusCode::NOT_FOUND, format!("no {channel} account named '{account}' in the config\n")).into_response()
         }
     }
+}
+
+/// `POST /sandbox/kf/{account}?user=…` with the text as body: a WeChat user writes to the 微信客服
+/// account; answers the Token of the `kf_msg_or_event` callback WeChat would send next.
+async fn sandbox_kf(
+    State(state): State<Arc<DevState>>,
+    Path(account): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    body: String,
+) -> Response {
+    let (Some(fake), Some(kf)) = (&state.sandbox, state.config.kf.iter().find(|k| k.name == account)) else {
+        return (StatusCode::NOT_FOUND, "not in sandbox mode, or no such kf account\n").into_response();
+    };
+    let Some(user) = query.get("user").filter(|u| !u.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "give ?user=\n").into_response();
+    };
+    if body.is_empty() {
+        return (StatusCode::BAD_REQUEST, "the body is the text the user writes\n").into_response();
+    }
+    fake.kf_customer_says(&kf.open_kfid, user, &body);
+    fake.kf_callback_token(&kf.open_kfid).into_response()
 }
 
 /// `GET /sandbox/file/{media_id}`: a file the bridge uploaded to (or a member sent through) the

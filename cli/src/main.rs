@@ -3,6 +3,7 @@
 mod check;
 mod dev;
 mod ilink;
+mod kf;
 mod media;
 mod outbound;
 mod sandbox;

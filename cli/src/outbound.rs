@@ -45,6 +45,7 @@ pub fn memory_sender(
     contexts: Arc<MemoryContextTokens>,
     parked: Arc<MemoryParkedReplies>,
     streams: Arc<dyn shared::core::ports::Streams>,
+    windows: Arc<dyn shared::core::ports::CustomerWindows>,
     files: shared::services::files::OutFiles,
 ) -> anyhow::Result<(Sender, Arc<MemoryOutbound>)> {
     let clock = Arc::new(SystemClock);
@@ -54,7 +55,7 @@ pub fn memory_sender(
         contexts,
         parked,
         streams,
-        windows: Arc::new(shared::adapters::memory::MemoryCustomerWindows::default()),
+        windows,
         clock: clock.clone(),
     };
     let apis = Apis::from_env(env)?;

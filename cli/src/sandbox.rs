@@ -30,6 +30,9 @@ pub async fn start(config: &mut Config, env: &mut Env) -> Arc<FakeWechat> {
             fake.add_oa(&oa.app_id, secret.expose_secret());
         }
     }
+    for kf in &config.kf {
+        fake.add_kf_account(&kf.corp_id, &kf.open_kfid);
+    }
     for robot in &config.robots {
         fake.add_robot(robot.key.expose_secret());
     }

@@ -40,6 +40,24 @@ pub enum Channel {
     /// A WeCom AI bot message (encrypted JSON), then WeCom's stream refreshes until the answer
     /// finishes, shown as it grows.
     Aibot(AibotArgs),
+    /// A personal WeChat user writing to a 微信客服 account (against `wxbridge dev`'s sandbox):
+    /// the message, WeChat's `kf_msg_or_event` callback to the serving app, the pull, the reply.
+    Kf(KfArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KfArgs {
+    /// The kf account (default: the first configured one).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// The text the customer sends.
+    #[arg(long)]
+    pub text: String,
+    /// The customer's external user id.
+    #[arg(long, default_value = "wmDemoCustomer0000000000001")]
+    pub from: String,
+    #[command(flatten)]
+    pub bridge: Bridge,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +135,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         Channel::Wecom(args) => wecom(args).await,
         Channel::Oa(args) => oa(args).await,
         Channel::Aibot(args) => aibot(args).await,
+        Channel::Kf(args) => kf(args).await,
     }
 }
 
@@ -202,6 +221,80 @@ async fn wecom(args: Common) -> anyhow::Result<()> {
             "{}",
             json!({"id": id, "status": status.as_u16(), "elapsed_ms": elapsed.as_millis() as u64, "sent": sent})
         );
+    }
+    Ok(())
+}
+
+async fn kf(args: KfArgs) -> anyhow::Result<()> {
+    let KfArgs { account, text, from, bridge } = args;
+    let loaded = crate::settings::load(bridge.config.clone(), &Env::from_process())?;
+    let kf = match &account {
+        Some(name) => loaded
+            .config
+            .kf
+            .iter()
+            .find(|k| &k.name == name)
+            .with_context(|| format!("no kf account named '{name}' in {}", loaded.origin))?,
+        None => loaded.config.kf.first().with_context(|| format!("no kf account in {}", loaded.origin))?,
+    };
+    let app = loaded.config.wecom_app(&kf.app).with_context(|| format!("no WeCom app '{}'", kf.app))?;
+    let base = bridge.url.trim_end_matches('/');
+    if !bridge.json {
+        println!("{} → {} {text:?}", ui::bold(&from), ui::dim(&format!("微信客服 {}", kf.name)));
+    }
+    let sends_before = crate::sandbox::sends(base).await.map(|s| s.len());
+    // The sandbox keeps the message as WeChat does and issues the callback's Token.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/sandbox/kf/{}", kf.name))
+        .query(&[("user", from.as_str())])
+        .body(text.clone())
+        .timeout(WECHAT_WAIT)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {} (is `wxbridge dev` running?)", bridge.url))?;
+    let status = response.status();
+    let token = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("simulate kf needs `wxbridge dev` in sandbox mode: {status} {}", token.trim());
+    }
+    let now = unix_now();
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><CreateTime>{now}</CreateTime>\
+         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+         <Token><![CDATA[{}]]></Token><OpenKfId><![CDATA[{}]]></OpenKfId></xml>",
+        app.corp_id,
+        token.trim(),
+        kf.open_kfid
+    );
+    let nonce = (message_id() % 10_000_000_000).to_string();
+    let callback = sign_callback(&app.msg_crypt(), &xml, now, &nonce, random_prefix());
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/wecom/{}?{}", app.app, callback.query))
+        .header("content-type", "text/xml")
+        .body(callback.body)
+        .timeout(WECHAT_WAIT)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", bridge.url))?;
+    let status = answer.status();
+    if !status.is_success() {
+        bail!("← {status}: {}", answer.text().await.unwrap_or_default().trim());
+    }
+    if !bridge.json {
+        println!(
+            "{} {} in {} ms: kf_msg_or_event, a pull is queued",
+            ui::ok("←"),
+            ui::ok(&status.to_string()),
+            started.elapsed().as_millis()
+        );
+    }
+    let sent = match sends_before {
+        Some(before) => crate::sandbox::wait_for_send(base, before, &from, bridge.json).await,
+        None => None,
+    };
+    if bridge.json {
+        println!("{}", json!({"status": status.as_u16(), "sent": sent}));
     }
     Ok(())
 }

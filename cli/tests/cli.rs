@@ -578,6 +578,8 @@ fn check_names_every_broken_field_and_the_ready_channels() {
     let good = dir.path().join("good.json");
     let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
     config["wecom"][0].as_object_mut().unwrap().remove("secret");
+    // A kf account needs its app's secret: without one it is a config problem of its own.
+    config.as_object_mut().unwrap().remove("kf");
     std::fs::write(&good, config.to_string()).unwrap();
     let (ok, stdout, stderr) = cli(&["check", "--config", good.to_str().unwrap()]);
     assert!(ok, "{stdout}{stderr}");
@@ -810,4 +812,25 @@ fn sandbox_ai_bot_echoes_a_picture_in_its_finishing_stream() {
             "the same picture in the stream ({group:?}): {result}"
         );
     }
+}
+
+/// A WeChat user writes to the demo 微信客服 account: the callback queues a pull, the puller
+/// publishes the message, the echo goes back by kf/send_msg with a msgid; the same text again
+/// is a new message and is answered again.
+#[test]
+fn sandbox_kf_round_trip_answers_the_customer() {
+    let dev = start_dev(&[], &[]);
+    for text in ["退货怎么办理", "退货怎么办理"] {
+        let (ok, stdout, stderr) = cli(&["simulate", "kf", "--text", text, "--url", &dev.url, "--json"]);
+        assert!(ok, "{stdout}{stderr}");
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(
+            (result["sent"]["channel"].as_str(), result["sent"]["text"].as_str()),
+            (Some("wecom_kf"), Some(text))
+        );
+        let msgid = result["sent"]["body"]["msgid"].as_str().unwrap();
+        assert!(msgid.len() <= 32 && msgid.bytes().all(|b| b.is_ascii_alphanumeric()), "{msgid}");
+    }
+    let (ok, _, stderr) = cli(&["simulate", "kf", "--account", "nope", "--text", "x", "--url", &dev.url]);
+    assert!(!ok && stderr.contains("no kf account named 'nope'"), "{stderr}");
 }
