@@ -159,6 +159,17 @@ fn readiness(config: &Config) -> Vec<Ready> {
             ),
         });
     }
+    for kf in &config.kf {
+        out.push(Ready {
+            what: format!("微信客服 {}", kf.name),
+            receive: Some(true),
+            send: true,
+            note: format!(
+                "callbacks on <API>/wecom/{} pull {}; replies within 48 h of the customer's message, 5 per message",
+                kf.app, kf.open_kfid
+            ),
+        });
+    }
     for robot in &config.robots {
         out.push(Ready { what: format!("group robot {}", robot.name), receive: None, send: true, note: String::new() });
     }
