@@ -321,27 +321,20 @@ impl Dispatcher {
         if data.len() <= INLINE_KEPT {
             return content.clone();
         }
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim());
-        let key = match (&self.files, bytes) {
-            (Some(files), Ok(bytes)) => {
-                use sha2::Digest as _;
-                let key = crate::core::media::content_key(&crate::protocol::hex::hex(&sha2::Sha256::digest(&bytes)));
-                let mime =
-                    crate::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream");
-                match files.store.put_bytes(&key, bytes, mime).await {
-                    Ok(()) => Some(key),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "an inline file of the answer could not be stored; it is not sent");
-                        None
-                    }
-                }
-            }
-            _ => {
-                tracing::warn!("an inline file of the answer is not base64 or has no media store; it is not sent");
-                None
-            }
+        let (media_type, _) = content.media().unwrap_or((MediaType::Image, &OutMedia::default()));
+        let inline = OutMedia { base64: Some(data.to_owned()), ..OutMedia::default() };
+        let key = match &self.files {
+            Some(files) => match files.load(&inline, media_type, u64::MAX).await {
+                Ok(file) => files.keep(&file).await.map_err(|err| err.to_string()),
+                Err(failure) => Err(failure.message),
+            },
+            None => Err("no media store".to_owned()),
         };
+        let key = key
+            .map_err(
+                |why| tracing::warn!(reason = %why, "an inline file of the answer cannot be stored; it is not sent"),
+            )
+            .ok();
         let file_name = content.media().and_then(|(_, m)| m.file_name.clone());
         content.with_media(OutMedia { key, file_name, ..OutMedia::default() })
     }
@@ -376,7 +369,7 @@ impl Dispatcher {
         }
         let key = crate::core::media::content_key(&file.sha256);
         if source.key.as_deref() != Some(key.as_str()) {
-            if let Err(err) = files.store.put_bytes(&key, file.bytes.clone(), &file.mime).await {
+            if let Err(err) = files.keep(&file).await {
                 return refuse(format!("the media store: {err}"));
             }
         }

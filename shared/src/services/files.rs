@@ -84,6 +84,13 @@ impl OutFiles {
         Ok(OutFile { media_type, bytes, sha256, mime, file_name })
     }
 
+    /// Keeps `file` in the media store under its content key; returns the key.
+    pub async fn keep(&self, file: &OutFile) -> Result<String, crate::core::ports::PortError> {
+        let key = crate::core::media::content_key(&file.sha256);
+        self.store.put_bytes(&key, file.bytes.clone(), &file.mime).await?;
+        Ok(key)
+    }
+
     /// GETs a bot's file by URL, at most `cap` bytes.
     async fn fetch(&self, url: &str, cap: u64) -> Result<Vec<u8>, Failure> {
         let parsed = reqwest::Url::parse(url).ok().filter(|u| url_allowed(u, self.allow_loopback));

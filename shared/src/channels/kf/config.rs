@@ -84,6 +84,15 @@ impl ListSection for KfAccount {
 }
 
 impl KfAccount {
+    /// The WeCom app serving this account, and its secret (`None` without one).
+    pub fn serving_app<'a>(
+        &self,
+        apps: &'a [crate::channels::wecom::WecomApp],
+    ) -> Option<(&'a crate::channels::wecom::WecomApp, secrecy::SecretString)> {
+        let app = apps.iter().find(|a| a.app == self.app)?;
+        Some((app, app.secret.clone()?))
+    }
+
     /// The state key prefix of this account: per corp and `open_kfid`, so a renamed account
     /// keeps its cursor and dedupe markers.
     pub fn state_key(&self) -> String {

@@ -94,13 +94,9 @@ impl Delivery for KfDelivery {
 
     async fn deliver(&self, out: &Outbound, part: &Content, key: &str, _retry: bool) -> Result<Delivered, Failure> {
         let account = account_of(&self.accounts, out)?;
-        let app = self.apps.iter().find(|a| a.app == account.app);
-        let (app, secret) = match app.and_then(|a| a.secret.clone().map(|s| (a, s))) {
-            Some(found) => found,
-            None => {
-                return Err(Failure::permanent(format!("kf account '{}': its WeCom app has no secret", account.name)))
-            }
-        };
+        let (app, secret) = account
+            .serving_app(&self.apps)
+            .ok_or_else(|| Failure::permanent(format!("kf account '{}': its WeCom app has no secret", account.name)))?;
         let Content::Text { text } = part else {
             return Err(Failure::permanent("微信客服 replies are text for now"));
         };

@@ -110,11 +110,7 @@ impl KfPuller {
             .iter()
             .find(|a| a.open_kfid == open_kfid)
             .ok_or_else(|| PullError::UnknownAccount(open_kfid.to_owned()))?;
-        let app = self
-            .apps
-            .iter()
-            .find(|a| a.app == account.app && a.secret.is_some())
-            .ok_or_else(|| PullError::NoApp(account.name.clone()))?;
+        let (app, secret) = account.serving_app(&self.apps).ok_or_else(|| PullError::NoApp(account.name.clone()))?;
         let state = account.state_key();
         // (stored value, version): the value is the cursor, prefixed with the horizon while a
         // pull that started without a cursor has not reached the end (a retry keeps it).
@@ -131,7 +127,7 @@ impl KfPuller {
                 return Err(PullError::TooManyPages);
             }
             let cursor = stored.as_ref().map(|(value, _)| split_horizon(value).1);
-            let page = match self.sync(app, account, cursor, token.as_deref()).await {
+            let page = match self.sync(app, &secret, account, cursor, token.as_deref()).await {
                 // An expired callback token: the pull goes on without one.
                 Err(failure) if failure.errcode == Some(INVALID_MSG_TOKEN) && token.is_some() => {
                     tracing::info!(account = %account.name, "the callback token expired; pulling without it");
@@ -177,12 +173,12 @@ impl KfPuller {
     async fn sync(
         &self,
         app: &WecomApp,
+        secret: &secrecy::SecretString,
         account: &KfAccount,
         cursor: Option<&str>,
         token: Option<&str>,
     ) -> Result<super::message::SyncPage, Failure> {
-        let secret = app.secret.clone().unwrap_or_else(|| secrecy::SecretString::from(String::new()));
-        let fetch = || self.api.token(&app.corp_id, &secret);
+        let fetch = || self.api.token(&app.corp_id, secret);
         self.tokens
             .call(&app.token_key(), errcodes, fetch, |access| async move {
                 sync_msg(&self.api, &access, &account.open_kfid, cursor, token).await
@@ -277,8 +273,7 @@ impl KfPuller {
             tracing::info!(account = %account.name, "an enter_session too old for its welcome code");
             return false;
         }
-        let Some(app) = self.apps.iter().find(|a| a.app == account.app) else { return false };
-        let Some(secret) = app.secret.clone() else { return false };
+        let Some((app, secret)) = account.serving_app(&self.apps) else { return false };
         let msgid = format!("w{}", &short_hash(&item.msgid)[..24]);
         let fetch = || self.api.token(&app.corp_id, &secret);
         let sent = self
