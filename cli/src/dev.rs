@@ -165,10 +165,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         let callbacks = callback_services(&config, ports);
         // The sender's uploads and the dispatcher's passive replies share the media id cache.
+        let http = shared::services::bots::http_client()?;
         let files = shared::services::files::OutFiles {
             store: media_store.clone(),
             ids: Arc::new(shared::adapters::memory::MemoryMediaIds::default()),
-            http: shared::services::bots::http_client()?,
+            http: http.clone(),
             allow_loopback: true,
         };
         let (sender, dead) = crate::outbound::memory_sender(
@@ -182,7 +183,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         )?;
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
-        let http = shared::services::bots::http_client()?;
         let dispatcher = Dispatcher {
             bot: match config.bot {
                 shared::core::bot::BotConfig::Queue => {
