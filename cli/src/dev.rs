@@ -107,6 +107,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
             clock: Arc::new(SystemClock),
             media: dispatcher::media_store(&env, &sdk),
+            metrics: Arc::new(crate::outbound::PrintMetrics),
         };
         (callback_services(&config, ports), None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
     } else {
@@ -162,6 +163,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
             media: Some(media_store.clone()),
+            metrics: Arc::new(crate::outbound::PrintMetrics),
         };
         let callbacks = callback_services(&config, ports);
         // The sender's uploads and the dispatcher's passive replies share the media id cache.

@@ -38,6 +38,7 @@ pub fn memory_puller(
         seen: Arc::new(MemoryDedupe::default()),
         publisher: inbound,
         windows,
+        metrics: Arc::new(crate::outbound::PrintMetrics),
         clock: Arc::new(SystemClock),
     })
 }

@@ -23,7 +23,7 @@ const MAX_RECEIVES: u32 = match shared::adapters::aws::resources::OUTBOUND.max_r
 const DEV_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Prints each outcome as a line instead of an EMF document.
-struct PrintMetrics;
+pub(crate) struct PrintMetrics;
 
 impl Metrics for PrintMetrics {
     fn record(&self, metric: &SendMetric) {
@@ -34,6 +34,11 @@ impl Metrics for PrintMetrics {
             other => crate::ui::bad(other),
         };
         println!("outbound → {} {outcome}{code}", metric.channel);
+    }
+
+    fn count(&self, name: &'static str, properties: &[(&str, &str)]) {
+        let properties: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("metric → {} {}", crate::ui::warn(name), properties.join(" "));
     }
 }
 

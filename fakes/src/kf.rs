@@ -8,9 +8,11 @@
 //!   at the oldest item of the last three days. Pages hold `page_size` items (default 1000); a
 //!   test can make the next pulls answer empty pages with `has_more` 1 first, as the service does.
 //! * `send_msg_on_event`: a welcome code from an `enter_session` item, used once, within 20 s.
-//! * `send_msg`: text to a customer of the account who wrote in the last 48 h, at most 5
-//!   messages per customer message (95002, 95001 otherwise); `msgid` at most 32 characters of
-//!   `[0-9A-Za-z_-]`.
+//! * `send_msg`: text, or an image, voice, video or file the corp uploaded, to a customer of
+//!   the account who wrote in the last 48 h, at most 5 messages per customer message (95002,
+//!   95001 otherwise); `msgid` at most 32 characters of `[0-9A-Za-z_-]`, unique in the account.
+//!   The errcode of a reused msgid is undocumented; this fake answers [`MSGID_REUSED`] with an
+//!   errmsg that names the msgid (the shape of the Official Account's `clientmsgid exist`).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,9 @@ const TOKEN_LIFE: Duration = Duration::from_secs(600);
 const WELCOME_CODE_LIFE: Duration = Duration::from_secs(20);
 const WINDOW_S: u64 = 48 * 3600;
 const MESSAGES_PER_CUSTOMER_MESSAGE: u32 = 5;
+/// What this fake answers a `send_msg` whose msgid the account used before (the real errcode
+/// is undocumented: a test must not depend on the number, only on the refusal).
+pub const MSGID_REUSED: i64 = 95099;
 
 fn cursor_of(position: usize) -> String {
     format!("kfc{position:08}x{}", random_alnum(6))
@@ -144,16 +149,20 @@ pub(crate) fn service_state_trans(st: &mut State, req: &Req) -> Result<Response,
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 
-/// `POST /cgi-bin/kf/send_msg?access_token=` `{touser, open_kfid, msgid?, msgtype: "text", text}`.
+/// `POST /cgi-bin/kf/send_msg?access_token=` `{touser, open_kfid, msgid?, msgtype, <msgtype>}`.
 pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
     let body = req.json_object()?;
     check_msgid(&body)?;
-    check_text(&body)?;
+    let corp_id = st.wecom_caller(req.query("access_token"))?.0;
+    check_content(st, &corp_id, &body)?;
     let open_kfid = body.get("open_kfid").and_then(Value::as_str).map(str::to_owned);
     let user = body.get("touser").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let corp_id = st.wecom_caller(req.query("access_token"))?.0;
+    let msgid = body.get("msgid").and_then(Value::as_str).map(str::to_owned);
     let account = account(st, req, open_kfid.as_deref())?;
+    if let Some(id) = msgid.as_ref().filter(|id| account.msgids.contains(*id)) {
+        return Err(Reject::code(MSGID_REUSED, format!("msgid exist: {id} was used in this kf account")));
+    }
     let now = unix_secs();
     // Only a new session (0) or the API's (1) takes API messages; sending makes it the API's.
     match account.states.get(&user).copied().unwrap_or(0) {
@@ -171,6 +180,7 @@ pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
         None => return Err(Reject::code(95024, format!("{user:?} has not written to this kf account"))),
     }
     account.states.insert(user, 1);
+    account.msgids.extend(msgid);
     st.deliveries.push(Delivery { api: Api::KfSend, account: corp_id, body: Value::Object(body.clone()) });
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid").cloned().unwrap_or(Value::Null)})))
 }
@@ -189,9 +199,23 @@ fn check_msgid(body: &serde_json::Map<String, Value>) -> Result<(), Reject> {
     }
 }
 
+/// Text, or a file message naming a media id the corp uploaded, of the message's type.
+fn check_content(st: &State, corp_id: &str, body: &serde_json::Map<String, Value>) -> Result<(), Reject> {
+    match body.get("msgtype").and_then(Value::as_str) {
+        Some(kind @ ("image" | "voice" | "video" | "file")) => {
+            let media_id = body.get(kind).and_then(|m| m.get("media_id")).and_then(Value::as_str);
+            let media_id = media_id.ok_or_else(|| Reject::code(40007, format!("{kind}.media_id is missing")))?;
+            let wanted = (kind != "file").then_some(kind);
+            let at = format!("{kind}.media_id");
+            crate::media::check_sendable(st, crate::media_store::Platform::Wecom, corp_id, &at, media_id, wanted)
+        }
+        _ => check_text(body),
+    }
+}
+
 fn check_text(body: &serde_json::Map<String, Value>) -> Result<(), Reject> {
     if body.get("msgtype").and_then(Value::as_str) != Some("text") {
-        return Err(Reject::code(40008, "this fake takes msgtype text"));
+        return Err(Reject::code(40008, "msgtype must be text, image, voice, video or file here"));
     }
     match body.get("text").and_then(|t| t.get("content")).and_then(Value::as_str) {
         Some(s) if !s.is_empty() && s.len() <= 2048 => Ok(()),

@@ -21,6 +21,8 @@ pub(crate) struct KfAccount {
     pub empty_pages: usize,
     /// Session state per customer (absent: 0, new).
     pub states: HashMap<String, i64>,
+    /// The msgids `send_msg` accepted (unique per account).
+    pub msgids: std::collections::HashSet<String>,
 }
 
 /// The fake's 微信客服 state.

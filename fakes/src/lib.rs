@@ -376,6 +376,38 @@ impl FakeWechat {
         kf::push(&mut self.state(), open_kfid, item);
     }
 
+    /// A servicer takes the customer's session in the WeCom client: state 3 and the
+    /// `session_status_change` event (change_type 2, transferred to `servicer`) WeChat records.
+    pub fn kf_servicer_takes_over(&self, open_kfid: &str, external_userid: &str, servicer: &str) {
+        let item = serde_json::json!({"msgid": wire::random_alnum(44), "send_time": wire::unix_secs(), "origin": 4,
+            "msgtype": "event", "event": {"event_type": "session_status_change", "open_kfid": open_kfid,
+            "external_userid": external_userid, "change_type": 2, "new_servicer_userid": servicer}});
+        let mut st = self.state();
+        kf::push(&mut st, open_kfid, item);
+        if let Some(account) = st.kf.accounts.get_mut(open_kfid) {
+            account.states.insert(external_userid.to_owned(), 3);
+        }
+    }
+
+    /// A servicer's message from the WeCom client (origin 5); returns its msgid.
+    pub fn kf_servicer_says(&self, open_kfid: &str, external_userid: &str, servicer: &str, text: &str) -> String {
+        let msgid = wire::random_alnum(44);
+        let item = serde_json::json!({"msgid": msgid, "open_kfid": open_kfid, "external_userid": external_userid,
+            "send_time": wire::unix_secs(), "origin": 5, "servicer_userid": servicer, "msgtype": "text",
+            "text": {"content": text}});
+        kf::push(&mut self.state(), open_kfid, item);
+        msgid
+    }
+
+    /// WeChat could not deliver the accepted `send_msg` `msgid` after all: the `msg_send_fail`
+    /// event it records (`fail_type` as wecom-kf.md §6: 10 the user rejected, 4 expired, …).
+    pub fn kf_send_fails(&self, open_kfid: &str, external_userid: &str, msgid: &str, fail_type: i64) {
+        let item = serde_json::json!({"msgid": wire::random_alnum(44), "send_time": wire::unix_secs(), "origin": 4,
+            "msgtype": "event", "event": {"event_type": "msg_send_fail", "open_kfid": open_kfid,
+            "external_userid": external_userid, "fail_msgid": msgid, "fail_type": fail_type}});
+        kf::push(&mut self.state(), open_kfid, item);
+    }
+
     /// A customer opening the chat now: an `enter_session` event with a fresh welcome code
     /// (valid 20 s, once); returns the code.
     ///

@@ -37,11 +37,13 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
         *st.calls.entry(path.clone()).or_default() += 1;
         st.faults.get_mut(&path).and_then(VecDeque::pop_front)
     };
+    let mut lose_answer = None;
     match fault {
         Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
         Some(Fault::Drop) => return dropped_connection(),
         Some(Fault::HttpStatus(code)) => return http_status_response(&path, code),
         Some(Fault::Errcode(code)) => return errcode_response(family(&path), code, None),
+        Some(Fault::LoseAnswer(code)) => lose_answer = Some(code),
         None => {}
     }
 
@@ -71,7 +73,11 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
             Err(Reject::http(StatusCode::PAYLOAD_TOO_LARGE, format!("body unreadable or over {MAX_BODY} bytes: {e}")))
         }
     };
-    outcome.unwrap_or_else(|reject| refuse(&mut st, &parts.method, &path, reject))
+    let answer = outcome.unwrap_or_else(|reject| refuse(&mut st, &parts.method, &path, reject));
+    match lose_answer {
+        Some(code) => http_status_response(&path, code),
+        None => answer,
+    }
 }
 
 /// Answers a rejection in the platform's shape and reports it in `problems()`.

@@ -18,6 +18,9 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without a complete HTTP response.
     Drop,
+    /// Handle the request (it takes effect), then answer this HTTP status instead: a send whose
+    /// outcome the client cannot know.
+    LoseAnswer(u16),
 }
 
 /// One accepted send.

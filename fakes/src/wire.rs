@@ -248,6 +248,16 @@ fn stock_errmsg(family: Family, code: i64) -> &'static str {
             86215 => "chatid already exists",
             86216 => "invalid chat member",
             93000 => "invalid webhook url",
+            95000 => "invalid open_kfid",
+            95001 => "send msg count limit",
+            95002 => "send msg time limit",
+            95004 => "open_kfid not exist",
+            95007 => "invalid msg token",
+            95014 => "invalid service state transition",
+            95018 => "send msg session status invalid",
+            95024 => "no customer message in 48 hours",
+            // Made up: the errcode of a reused kf msgid is undocumented (wecom-kf.md §4).
+            95099 => "msgid exist",
             830002 => "file too large, use Range",
             // Made up: the AI bot's response_url has no documented errcodes (wecom-aibot.md §5).
             846601 => "invalid response_code",

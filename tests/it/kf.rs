@@ -11,6 +11,7 @@ use serde_json::json;
 use shared::adapters::aws::{
     DynamoCursors, DynamoCustomerWindows, DynamoDedupe, DynamoTokenStore, SqsPublisher, Table,
 };
+use shared::adapters::memory::MemoryMetrics;
 use shared::channels::kf::puller::{PullError, SEEN_TTL};
 use shared::channels::kf::KfPuller;
 use shared::channels::{Apis, Config};
@@ -18,7 +19,7 @@ use shared::core::callback::InboundQueues;
 use shared::core::config::Env;
 use shared::core::envelope::{Channel, Inbound};
 use shared::core::http::{Http, HttpSettings};
-use shared::core::ports::{Cursors, PortError, Record, SystemClock};
+use shared::core::ports::{Cursors, MediaStore, PortError, Record, SystemClock};
 use shared::core::tokens::Tokens;
 use shared::services::sender::Outcome;
 use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
@@ -61,6 +62,7 @@ struct Rig {
     wx: FakeWechat,
     config: Config,
     cursors: Arc<Breakable>,
+    metrics: Arc<MemoryMetrics>,
     puller: KfPuller,
 }
 
@@ -75,6 +77,7 @@ impl Rig {
         let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
         let table = Table::from_sdk(&stack.sdk, &stack.names.table);
         let cursors = Arc::new(Breakable { inner: DynamoCursors::new(&table), broken: AtomicBool::new(false) });
+        let metrics = Arc::new(MemoryMetrics::default());
         let puller = KfPuller {
             accounts: config.kf.clone(),
             apps: config.wecom.clone(),
@@ -88,9 +91,10 @@ impl Rig {
                 kf: None,
             }),
             windows: Arc::new(DynamoCustomerWindows::new(&table)),
+            metrics: metrics.clone(),
             clock: Arc::new(SystemClock),
         };
-        Self { stack, wx, config, cursors, puller }
+        Self { stack, wx, config, cursors, metrics, puller }
     }
 
     async fn published(&self) -> Vec<Inbound> {
@@ -333,7 +337,8 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
         Arc::new(queues),
         Arc::new(DynamoDedupe::new(&table)),
         Arc::new(SystemClock),
-    );
+    )
+    .with_metrics(rig.metrics.clone());
     let crypt = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let callback = |token: &str, nonce: &str| {
@@ -357,6 +362,21 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
     assert_eq!(inbound.raw["OpenKfId"], KFID);
     assert!(!inbound.id.contains(&token), "the Token is not in the id: {}", inbound.id);
     assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "no event for the bots");
+
+    // The account's API management moves to this app: logged and counted, nothing queued.
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[{WECOM_CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[kf_account_auth_change]]></Event><AuthAddOpenKfId><![CDATA[{KFID}]]></AuthAddOpenKfId></xml>"
+    );
+    let signed = simulate::sign_callback(&crypt, &xml, now, "auth", [9; 16]);
+    let request = CallbackRequest { method: "POST", app: "hr", raw_query: &signed.query, body: signed.body.as_bytes() };
+    assert_eq!(service.serve(request).await.status, 200);
+    let counted = rig.metrics.counts("KfAccountAuthChange");
+    assert_eq!(counted.len(), 1);
+    assert!(counted[0].contains(&("added".to_owned(), KFID.to_owned())), "{counted:?}");
+    assert!(rig.stack.drain(&fifo).await.is_empty(), "no pull");
+    assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "nothing for the bots");
 }
 
 /// The puller function's batch: the pull requests of one account are served by one pull with
@@ -386,4 +406,196 @@ async fn a_batch_pulls_each_account_once_with_its_freshest_token() {
     rig.wx.inject("/cgi-bin/kf/sync_msg", fakes::Fault::Errcode(-1));
     let failed = rig.puller.handle_batch(&records[..2]).await;
     assert_eq!(failed, ["a", "b"]);
+}
+
+/// The sender on the test's stack, with the media bucket.
+fn kf_sender(rig: &Rig) -> shared::services::sender::Sender {
+    let env = Env::from_vars([
+        ("WXBRIDGE_TABLE", rig.stack.names.table.clone()),
+        ("WXBRIDGE_OUTBOUND_QUEUE_URL", rig.stack.urls.outbound.clone()),
+        ("WXBRIDGE_DLQ_URL", rig.stack.urls.outbound_dlq.clone()),
+        ("WXBRIDGE_MEDIA_BUCKET", rig.stack.names.bucket.clone()),
+        ("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone()),
+        ("AWS_ENDPOINT_URL", crate::support::endpoint()),
+    ]);
+    sender::build(rig.config.clone(), &env, &rig.stack.sdk).unwrap()
+}
+
+/// A reply to the customer on the outbound queue, received for the `receive_count`th time.
+fn reply(key: &str, content: serde_json::Value, receive_count: u32) -> Record {
+    Record {
+        message_id: key.into(),
+        receipt_handle: "r".into(),
+        body: json!({"v": 1, "channel": "wecom_kf", "account": "support", "to": CUSTOMER, "content": content,
+                     "idempotency_key": key})
+        .to_string(),
+        receive_count,
+    }
+}
+
+fn text(text: &str) -> serde_json::Value {
+    json!({"type": "text", "text": text})
+}
+
+/// WeChat takes a reply but its answer is lost (a gateway error after the send): the retry
+/// names the same msgid, WeChat refuses the repeat, and the reply counts as sent: the customer
+/// got it once, and it took one of the five messages, not two.
+#[tokio::test]
+async fn a_reply_whose_answer_was_lost_is_sent_once_and_counted_once() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "在吗");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    let sender = kf_sender(&rig);
+    rig.wx.inject("/cgi-bin/kf/send_msg", fakes::Fault::LoseAnswer(502));
+    let outcome = sender.send_record(&reply("r1", text("您好"), 1)).await.1;
+    assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 1, "WeChat has it");
+
+    let outcome = sender.send_record(&reply("r1", text("您好"), 2)).await.1;
+    assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 1, "the customer got it once");
+    let problems = rig.wx.problems();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].contains("msgid exist"), "the repeat was refused by its msgid: {problems:?}");
+
+    for key in ["r2", "r3", "r4", "r5"] {
+        let outcome = sender.send_record(&reply(key, text(key), 1)).await.1;
+        assert!(matches!(outcome, Outcome::Sent { .. }), "{key}: {outcome:?}");
+    }
+    let outcome = sender.send_record(&reply("r6", text("r6"), 1)).await.1;
+    assert!(matches!(&outcome, Outcome::Permanent { reason, .. } if reason.contains("5 messages")), "{outcome:?}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 5);
+}
+
+/// A servicer takes the session in the WeCom client and writes: the pull stores the session
+/// as a human's (with who), dispatches nothing of theirs, and the bot's next reply is refused
+/// with the reason, unsent.
+#[tokio::test]
+async fn a_human_takeover_is_stored_and_the_bots_next_reply_goes_to_the_dlq_unsent() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "我要退货");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    let sender = kf_sender(&rig);
+    assert!(matches!(sender.send_record(&reply("r1", text("好的"), 1)).await.1, Outcome::Sent { .. }));
+
+    rig.wx.kf_servicer_takes_over(KFID, CUSTOMER, "zhangsan");
+    rig.wx.kf_servicer_says(KFID, CUSTOMER, "zhangsan", "您好，我是张三");
+    let report = rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!((report.sessions, report.servicer, report.published), (1, 1, 0), "{report:?}");
+    assert!(rig.published().await.iter().all(|i| i.text.as_deref() != Some("您好，我是张三")));
+    let window = shared::channels::kf::outbound::window_key(&rig.config.kf[0], CUSTOMER);
+    let (state, servicer, _) = rig.puller.windows.last_session(&window).await.unwrap().expect("stored");
+    assert_eq!((state, servicer.as_deref()), (3, Some("zhangsan")));
+
+    let outcome = sender.send_record(&reply("r2", text("还需要什么？"), 1)).await.1;
+    assert!(
+        matches!(&outcome, Outcome::Permanent { reason, .. } if reason.ends_with("a human servicer has the session")),
+        "{outcome:?}"
+    );
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 1, "only the reply before the takeover");
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+/// WeChat accepted a reply and later reports it undelivered (`msg_send_fail`): the pull marks
+/// the part's send record with the failure type and counts it.
+#[tokio::test]
+async fn a_reply_wechat_could_not_deliver_marks_its_send_record_and_is_counted() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "你好");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    let sender = kf_sender(&rig);
+    assert!(matches!(sender.send_record(&reply("r1", text("您好"), 1)).await.1, Outcome::Sent { .. }));
+    let msgid = rig.wx.deliveries_of(Api::KfSend)[0].body["msgid"].as_str().unwrap().to_owned();
+
+    rig.wx.kf_send_fails(KFID, CUSTOMER, &msgid, 10);
+    let report = rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!(report.send_failed, 1, "{report:?}");
+    let counted = rig.metrics.counts("KfSendFailed");
+    assert_eq!(counted.len(), 1);
+    assert!(counted[0].contains(&("fail_type".to_owned(), "10".to_owned())), "{counted:?}");
+    assert!(counted[0].contains(&("reason".to_owned(), "the customer refused the message".to_owned())));
+
+    let window = shared::channels::kf::outbound::window_key(&rig.config.kf[0], CUSTOMER);
+    let item = aws_sdk_dynamodb::Client::new(&rig.stack.sdk)
+        .get_item()
+        .table_name(&rig.stack.names.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("kfsent#{window}:{msgid}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the send was recorded");
+    assert_eq!(item["fail_type"].as_n().unwrap(), "10");
+    assert_eq!(item["part"].as_s().unwrap(), "sent:wecom_kf:support:r1");
+    // The event is handled once: the next pull counts nothing more.
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!(rig.metrics.counts("KfSendFailed").len(), 1);
+}
+
+/// Pictures and files go to the customer by the serving app's upload; a customer's picture
+/// comes in by the media step.
+#[tokio::test]
+async fn a_picture_reply_is_uploaded_by_the_serving_app_and_sent_by_its_media_id() {
+    let rig = Rig::new(false).await;
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "发张图");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    let sender = kf_sender(&rig);
+    let photo = crate::media::png(40_000, 9);
+    let key = format!("media/{}", crate::media::sha256(&photo));
+    rig.stack.media.put_bytes(&key, photo.clone(), "image/png").await.unwrap();
+    let outcome = sender.send_record(&reply("p1", json!({"type": "image", "media": {"key": key}}), 1)).await.1;
+    assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+    let sends = rig.wx.deliveries_of(Api::KfSend);
+    assert_eq!(sends[0].body["msgtype"], "image");
+    let media_id = sends[0].body["image"]["media_id"].as_str().unwrap();
+    assert_eq!(rig.wx.media(media_id).expect("uploaded").1, photo, "WeChat got the picture");
+    // A card is not a kf message: refused before anything is sent.
+    let card = json!({"type": "textcard", "title": "t", "description": "d", "url": "https://example.com/"});
+    let outcome = sender.send_record(&reply("p2", card, 1)).await.1;
+    assert!(matches!(&outcome, Outcome::Permanent { reason, .. } if reason.contains("微信客服")), "{outcome:?}");
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 1);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+/// A customer's picture: the pull puts it on the media queue, the media step fetches it with
+/// the serving app's `media/get` into the bucket, and the bot gets it with its link.
+#[tokio::test]
+async fn a_customers_picture_goes_by_the_media_step_to_the_bot_with_its_link() {
+    use shared::services::media::{MediaService, MediaSettings};
+    let rig = Rig::new(false).await;
+    let photo = crate::media::png(30_000, 4);
+    let media_id = rig.wx.add_wecom_media(WECOM_CORP_ID, photo.clone(), "photo.png", "image/png");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    rig.wx.kf_push_item(
+        KFID,
+        json!({"msgid": "img-1", "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": now, "origin": 3,
+               "msgtype": "image", "image": {"media_id": media_id}}),
+    );
+    let report = rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!(report.published, 1, "{report:?}");
+    assert!(rig.published().await.is_empty(), "nothing reaches the bot unfetched");
+
+    let env = Env::from_vars([("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone())]);
+    let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
+    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
+    let tokens = Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock)));
+    let media = MediaService {
+        sources: Arc::new(shared::channels::MediaSources::new(&rig.config, &apis, &tokens, Vec::new())),
+        store: Arc::new(rig.stack.media.clone()),
+        inbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.inbound)),
+        clock: Arc::new(SystemClock),
+        settings: MediaSettings::default(),
+        requeue: None,
+        max_receives: Some(6),
+    };
+    let records = crate::media::receive(&rig.stack, &rig.stack.urls.media, 2).await;
+    assert_eq!(records.len(), 1);
+    assert!(media.handle_batch(&records).await.is_empty());
+    let resolved = rig.published().await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].channel, Channel::WecomKf);
+    crate::media::assert_stored(resolved[0].media.as_ref().expect("the picture"), &photo).await;
+    crate::media::assert_valid(&resolved[0]);
+    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
 }

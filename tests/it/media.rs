@@ -148,7 +148,7 @@ impl Rig {
     }
 }
 
-async fn receive(stack: &Stack, url: &str, wait_s: i32) -> Vec<Record> {
+pub(crate) async fn receive(stack: &Stack, url: &str, wait_s: i32) -> Vec<Record> {
     let out = stack
         .sqs
         .receive_message()
@@ -174,7 +174,7 @@ async fn receive(stack: &Stack, url: &str, wait_s: i32) -> Vec<Record> {
         .collect()
 }
 
-fn assert_valid(inbound: &Inbound) {
+pub(crate) fn assert_valid(inbound: &Inbound) {
     let schema: Value = serde_json::from_str(INBOUND_SCHEMA).unwrap();
     let value = serde_json::to_value(inbound).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -183,7 +183,7 @@ fn assert_valid(inbound: &Inbound) {
 }
 
 /// The stored media: its link serves the original bytes, named and hashed as they are.
-async fn assert_stored(media: &Media, original: &[u8]) {
+pub(crate) async fn assert_stored(media: &Media, original: &[u8]) {
     assert_eq!(media.error, None, "{media:#?}");
     assert_eq!(media.sha256.as_deref(), Some(sha256(original).as_str()));
     assert_eq!(media.size, Some(original.len() as u64));

@@ -36,6 +36,7 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<KfPuller, Bu
         seen: Arc::new(DynamoDedupe::new(&table).keeping(SEEN_TTL)),
         publisher: Arc::new(shared::adapters::aws::inbound_queues(sdk, env)?),
         windows: Arc::new(DynamoCustomerWindows::new(&table)),
+        metrics: Arc::new(shared::adapters::metrics::EmfMetrics),
         clock: Arc::new(SystemClock),
     })
 }

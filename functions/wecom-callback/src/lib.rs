@@ -19,7 +19,8 @@ pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig)
         Arc::new(publisher),
         Arc::new(dedupe),
         Arc::new(SystemClock),
-    ))
+    )
+    .with_metrics(Arc::new(shared::adapters::metrics::EmfMetrics)))
 }
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.

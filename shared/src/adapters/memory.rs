@@ -188,11 +188,26 @@ impl crate::core::ports::ContextTokens for MemoryContextTokens {
 #[derive(Debug, Default)]
 pub struct MemoryMetrics {
     pub recorded: Mutex<Vec<crate::core::ports::SendMetric>>,
+    /// Counts by name, each with its properties.
+    pub counted: Mutex<Vec<(&'static str, Vec<(String, String)>)>>,
+}
+
+impl MemoryMetrics {
+    /// The properties of each count of `name`.
+    pub fn counts(&self, name: &str) -> Vec<Vec<(String, String)>> {
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        counted.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.clone()).collect()
+    }
 }
 
 impl crate::core::ports::Metrics for MemoryMetrics {
     fn record(&self, metric: &crate::core::ports::SendMetric) {
         self.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(metric.clone());
+    }
+
+    fn count(&self, name: &'static str, properties: &[(&str, &str)]) {
+        let properties = properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.counted.lock().unwrap_or_else(|p| p.into_inner()).push((name, properties));
     }
 }
 
@@ -331,6 +346,9 @@ impl crate::core::ports::Leases for MemoryLeases {
 #[derive(Debug, Default)]
 pub struct MemoryCustomerWindows {
     windows: Mutex<HashMap<String, Window>>,
+    /// Per `key:msgid`: (the part sent, the failure type WeChat reported).
+    sends: Mutex<HashMap<String, (Option<String>, Option<i64>)>>,
+    sessions: Mutex<HashMap<String, (i64, Option<String>, u64)>>,
 }
 
 /// A customer's last message (time, msgid) and the parts counted since.
@@ -365,6 +383,31 @@ impl crate::core::ports::CustomerWindows for MemoryCustomerWindows {
         }
         parts.insert(part.to_owned());
         Ok(WindowVerdict::Counted)
+    }
+
+    async fn sent(&self, key: &str, msgid: &str, part: &str, _at: u64) -> Result<(), PortError> {
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        sends.entry(format!("{key}:{msgid}")).or_default().0 = Some(part.to_owned());
+        Ok(())
+    }
+
+    async fn send_failed(&self, key: &str, msgid: &str, fail_type: i64, _at: u64) -> Result<Option<String>, PortError> {
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        let record = sends.entry(format!("{key}:{msgid}")).or_default();
+        record.1 = Some(fail_type);
+        Ok(record.0.clone())
+    }
+
+    async fn session(&self, key: &str, state: i64, servicer: Option<&str>, at: u64) -> Result<(), PortError> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.get(key).is_none_or(|(_, _, last)| *last <= at) {
+            sessions.insert(key.to_owned(), (state, servicer.map(str::to_owned), at));
+        }
+        Ok(())
+    }
+
+    async fn last_session(&self, key: &str) -> Result<Option<(i64, Option<String>, u64)>, PortError> {
+        Ok(self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned())
     }
 }
 

@@ -56,4 +56,8 @@ impl Metrics for EmfMetrics {
     fn record(&self, metric: &SendMetric) {
         println!("{}", Self::line(metric, unix_millis(SystemTime::now())));
     }
+
+    fn count(&self, name: &'static str, properties: &[(&str, &str)]) {
+        println!("{}", Self::count_line(name, 1, properties, unix_millis(SystemTime::now())));
+    }
 }

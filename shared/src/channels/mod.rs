@@ -156,23 +156,22 @@ pub struct CallbackPorts {
     pub clock: Arc<dyn Clock>,
     /// The media store, where the AI bot's finished streams find their images.
     pub media: Option<Arc<dyn crate::core::ports::MediaStore>>,
+    /// Where the events a callback only notes are counted.
+    pub metrics: Arc<dyn crate::core::ports::Metrics>,
 }
 
 /// Every callback service, with the first segment of its route (`/wecom/{app}`, …): what
 /// `wxbridge dev` serves in one process; on AWS each is its own function.
 pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static str, Arc<dyn CallbackService>)> {
-    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock, media } = ports;
+    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock, media, metrics } = ports;
     let replay = config.replay_window_secs;
     vec![
         (
             wecom::ROUTE,
-            Arc::new(wecom::WecomCallback::new(
-                &config.wecom,
-                replay,
-                publisher.clone(),
-                dedupe.clone(),
-                clock.clone(),
-            )),
+            Arc::new(
+                wecom::WecomCallback::new(&config.wecom, replay, publisher.clone(), dedupe.clone(), clock.clone())
+                    .with_metrics(metrics),
+            ),
         ),
         (
             oa::ROUTE,

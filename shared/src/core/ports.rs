@@ -168,6 +168,9 @@ pub struct SendMetric {
 /// Where metrics go: CloudWatch Embedded Metric Format lines on Lambda, a list in tests.
 pub trait Metrics: Send + Sync {
     fn record(&self, metric: &SendMetric);
+    /// One more of `name` (a metric an alarm or a dashboard watches), with `properties` kept
+    /// beside it for searching the logs (never secrets or message text).
+    fn count(&self, name: &'static str, properties: &[(&str, &str)]);
 }
 
 /// Where an Official Account message's reply stands.
@@ -259,8 +262,9 @@ pub enum WindowVerdict {
     Spent,
 }
 
-/// 微信客服 reply windows, per (account, customer): a customer's message opens an allowance
-/// of a few messages for 48 h; each part sent counts once, whatever the retries.
+/// 微信客服 customers, per (account, customer) `key`: the reply window (a customer's message
+/// opens an allowance of a few messages for 48 h; each part sent counts once, whatever the
+/// retries), the session as WeChat last reported it, and a record of each part sent.
 #[async_trait]
 pub trait CustomerWindows: Send + Sync {
     /// The customer wrote message `msgid` at `at` (unix seconds): a fresh allowance, never
@@ -275,6 +279,16 @@ pub trait CustomerWindows: Send + Sync {
         window_s: u64,
         most: u32,
     ) -> Result<WindowVerdict, PortError>;
+    /// `msgid` went to the customer at `at`: the reply part `part` (its idempotency key and index).
+    async fn sent(&self, key: &str, msgid: &str, part: &str, at: u64) -> Result<(), PortError>;
+    /// WeChat reported `msgid` undelivered after all (`msg_send_fail`, `fail_type`): its record
+    /// marked failed; the part it was, when the record has it.
+    async fn send_failed(&self, key: &str, msgid: &str, fail_type: i64, at: u64) -> Result<Option<String>, PortError>;
+    /// The session moved to `state` (WeChat's `service_state`: 3 a human servicer, 4 ended)
+    /// with `servicer` at `at`; an older report never overwrites a newer one.
+    async fn session(&self, key: &str, state: i64, servicer: Option<&str>, at: u64) -> Result<(), PortError>;
+    /// The session as last reported: (state, servicer, at).
+    async fn last_session(&self, key: &str) -> Result<Option<(i64, Option<String>, u64)>, PortError>;
 }
 
 /// Versioned cursors of pulled feeds (a 微信客服 account's `sync_msg`): a cursor is saved only

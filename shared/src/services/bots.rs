@@ -57,7 +57,7 @@ impl Bot for EchoBot {
 }
 
 /// The channels whose replies can carry an uploaded file (the rest answer with text only).
-const ECHOES_FILES: [Channel; 4] = [Channel::Wecom, Channel::Oa, Channel::WecomAibot, Channel::Ilink];
+const ECHOES_FILES: [Channel; 5] = [Channel::Wecom, Channel::Oa, Channel::WecomAibot, Channel::Ilink, Channel::WecomKf];
 
 /// Puts each `Inbound` (its media fetched) on the bot queue; the bot's own consumer answers
 /// with `Outbound` messages.

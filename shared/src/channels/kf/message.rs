@@ -110,6 +110,11 @@ impl KfItem {
         self.raw.get("event")?.get(name)?.as_str().filter(|s| !s.is_empty())
     }
 
+    /// A number field of the event.
+    pub fn event_number(&self, name: &str) -> Option<i64> {
+        self.raw.get("event")?.get(name)?.as_i64()
+    }
+
     /// The `Inbound` of a customer's message to kf account `account` (its id is
     /// `wecom_kf:<account>:<msgid>`, the conversation the customer); `None` without a customer.
     pub fn to_inbound(&self, account: &str, received_at: u64) -> Option<Inbound> {

@@ -1,13 +1,15 @@
-//! Replies to 微信客服 customers (`kf/send_msg`): text, each part with a `msgid` derived from
-//! its idempotency key, so a redelivered part names the same message to WeChat too.
+//! Replies to 微信客服 customers (`kf/send_msg`): text, images, voice, video and files (uploaded
+//! with the serving app's `media/upload`), each part with a `msgid` derived from its
+//! idempotency key, so a redelivered part names the same message to WeChat too.
 //!
 //! Before a part goes: the customer's window must allow it (48 h since their last message, 5
 //! parts per message, each part counted once in DynamoDB whatever the retries; else permanent,
 //! no WeChat call), and the session must be the API's (state 0 is taken, moved to 1; a queued,
 //! human-served or ended session is left alone, the reply dead-lettered with the reason).
 //!
-//! The `msgid` makes WeChat refuse a repeat, with an errcode the documentation does not give;
-//! so a part whose first send has an unknown outcome is not counted as deduplicated.
+//! WeChat refuses a `msgid` the account used before. The errcode is undocumented, so a retry
+//! (an earlier attempt may have reached WeChat) takes a refusal whose errmsg says the msgid
+//! exists as "sent" ([`repeat_refused`]); a first attempt never does.
 
 use std::sync::Arc;
 
@@ -18,8 +20,8 @@ use super::api::{errcodes, service_state, take_session};
 use super::config::KfAccount;
 use crate::channels::wecom::api::WecomApi;
 use crate::channels::wecom::WecomApp;
-use crate::core::envelope::{Content, Outbound};
-use crate::core::outbound::{account_of, has_account, short_hash, Delivered, Delivery, Unit};
+use crate::core::envelope::{Content, MediaType, Outbound};
+use crate::core::outbound::{account_of, has_account, short_hash, Delivered, Delivery, OutFile, Unit};
 use crate::core::ports::{Clock, CustomerWindows, WindowVerdict};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
@@ -69,54 +71,67 @@ pub fn window_key(account: &KfAccount, customer: &str) -> String {
     format!("{}:{customer}", account.state_key())
 }
 
-#[async_trait]
-impl Delivery for KfDelivery {
-    fn has_account(&self, account: &str) -> bool {
-        has_account(&self.accounts, account)
-    }
+/// Whether `failure` is WeChat refusing a `msgid` the account already used: an errcode answer
+/// whose errmsg names the msgid as existing or repeated (`msgid exist`, the Official Account's
+/// `clientmsgid exist` shape; the kf errcode itself is undocumented).
+pub fn repeat_refused(failure: &Failure) -> bool {
+    let message = failure.message.to_ascii_lowercase();
+    failure.errcode.is_some()
+        && message.contains("msgid")
+        && ["exist", "duplicat", "repeat", "used", "重复"].iter().any(|word| message.contains(word))
+}
 
-    fn refuse(&self, content: &Content) -> Option<&'static str> {
-        match content {
-            Content::Text { .. } | Content::Markdown { .. } => None,
-            _ => Some("微信客服 replies are text for now"),
-        }
+/// `msgtype` and its object for a part: text, or a file message by media id.
+fn payload(part: &Content) -> Result<(&'static str, serde_json::Value), Failure> {
+    let by_id = |kind: &'static str, media_id: &Option<String>| match media_id {
+        Some(id) => Ok((kind, json!({"media_id": id}))),
+        None => Err(Failure::permanent(format!("the {kind} was not uploaded"))),
+    };
+    match part {
+        Content::Text { text } | Content::Markdown { text } => Ok(("text", json!({"content": text}))),
+        Content::Image { media_id, .. } => by_id("image", media_id),
+        Content::Voice { media_id, .. } => by_id("voice", media_id),
+        Content::Video { media_id, .. } => by_id("video", media_id),
+        Content::File { media_id, .. } => by_id("file", media_id),
+        _ => Err(Failure::permanent(UNSUPPORTED)),
     }
+}
 
-    /// 2048 bytes of text per message.
-    fn text_limit(&self, _markdown: bool) -> (usize, Unit) {
-        (2048, Unit::Bytes)
-    }
+const UNSUPPORTED: &str = "微信客服 replies are text, images, voice, video or files";
 
-    /// WeChat renders no markdown here: it goes as its text.
-    fn markdown_as_text(&self) -> bool {
-        true
-    }
-
-    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, _retry: bool) -> Result<Delivered, Failure> {
+impl KfDelivery {
+    /// The account `out` names, its serving app and the app's secret.
+    fn credentials(&self, out: &Outbound) -> Result<(&KfAccount, &WecomApp, secrecy::SecretString), Failure> {
         let account = account_of(&self.accounts, out)?;
         let (app, secret) = account
             .serving_app(&self.apps)
             .ok_or_else(|| Failure::permanent(format!("kf account '{}': its WeCom app has no secret", account.name)))?;
-        let Content::Text { text } = part else {
-            return Err(Failure::permanent("微信客服 replies are text for now"));
-        };
-        let fetch = || self.api.token(&app.corp_id, &secret);
-        let (kfid, customer) = (account.open_kfid.as_str(), out.to.as_str());
-        // The window first: a part it refuses costs no WeChat call at all.
+        Ok((account, app, secret))
+    }
+
+    /// Counts the part in the customer's window: permanent when it is closed or spent.
+    async fn count(&self, account: &KfAccount, customer: &str, key: &str) -> Result<(), Failure> {
         let verdict = self
             .windows
             .count(&window_key(account, customer), key, self.clock.unix(), WINDOW_S, PER_CUSTOMER_MESSAGE)
             .await
             .map_err(|e| Failure::transient(e.to_string()))?;
         match verdict {
-            WindowVerdict::Counted => {}
-            WindowVerdict::Closed => {
-                return Err(Failure::permanent("the customer has not written in the last 48 hours"))
-            }
-            WindowVerdict::Spent => {
-                return Err(Failure::permanent("5 messages were sent since the customer's last message"))
-            }
+            WindowVerdict::Counted => Ok(()),
+            WindowVerdict::Closed => Err(Failure::permanent("the customer has not written in the last 48 hours")),
+            WindowVerdict::Spent => Err(Failure::permanent("5 messages were sent since the customer's last message")),
         }
+    }
+
+    /// Makes sure the session is the API's: 0 is taken (moved to 1); 2, 3 and 4 are refusals.
+    async fn take(
+        &self,
+        app: &WecomApp,
+        secret: &secrecy::SecretString,
+        kfid: &str,
+        customer: &str,
+    ) -> Result<(), Failure> {
+        let fetch = || self.api.token(&app.corp_id, secret);
         let state = || async {
             self.tokens
                 .call(&app.token_key(), errcodes, fetch, |token| async move {
@@ -139,20 +154,108 @@ impl Delivery for KfDelivery {
             };
         }
         match current {
-            1 => {}
-            2 => return Err(Failure::permanent("the session is queued for a human servicer")),
-            3 => return Err(Failure::permanent("a human servicer has the session")),
-            _ => return Err(Failure::permanent("the session has ended; the customer must write again")),
+            1 => Ok(()),
+            2 => Err(Failure::permanent("the session is queued for a human servicer")),
+            3 => Err(Failure::permanent("a human servicer has the session")),
+            _ => Err(Failure::permanent("the session has ended; the customer must write again")),
         }
-        let body = json!({"touser": customer, "open_kfid": kfid, "msgid": msgid(key),
-                          "msgtype": "text", "text": {"content": text}});
+    }
+}
+
+#[async_trait]
+impl Delivery for KfDelivery {
+    fn has_account(&self, account: &str) -> bool {
+        has_account(&self.accounts, account)
+    }
+
+    fn refuse(&self, content: &Content) -> Option<&'static str> {
+        match content {
+            Content::Text { .. } | Content::Markdown { .. } => None,
+            Content::Image { .. } | Content::Voice { .. } | Content::Video { .. } | Content::File { .. } => {
+                crate::channels::wecom::outbound::refuse(content, false)
+            }
+            _ => Some(UNSUPPORTED),
+        }
+    }
+
+    /// 2048 bytes of text per message.
+    fn text_limit(&self, _markdown: bool) -> (usize, Unit) {
+        (2048, Unit::Bytes)
+    }
+
+    /// WeChat renders no markdown here: it goes as its text.
+    fn markdown_as_text(&self) -> bool {
+        true
+    }
+
+    /// Each part names its `msgid`, which WeChat takes once per account.
+    fn drops_repeats(&self) -> bool {
+        true
+    }
+
+    /// The serving app's `media/upload`: WeCom's caps.
+    fn media_cap(&self, media_type: MediaType) -> Option<u64> {
+        const MB: u64 = 1024 * 1024;
+        Some(match media_type {
+            MediaType::Image | MediaType::Video => 10 * MB,
+            MediaType::Voice => 2 * MB,
+            MediaType::File => 20 * MB,
+        })
+    }
+
+    /// Media ids belong to the serving app's corp.
+    fn media_scope(&self, out: &Outbound) -> String {
+        match self.credentials(out) {
+            Ok((_, app, _)) => app.corp_id.clone(),
+            Err(_) => out.account.clone(),
+        }
+    }
+
+    fn refuse_file(&self, file: &OutFile) -> Option<String> {
+        crate::channels::wecom::outbound::upload_refusal(file)
+    }
+
+    async fn upload(&self, out: &Outbound, file: &OutFile) -> Result<String, Failure> {
+        let (_, app, secret) = self.credentials(out)?;
+        let fetch = || self.api.token(&app.corp_id, &secret);
         self.tokens
+            .call(&app.token_key(), errcodes, fetch, |token| async move {
+                self.api.media_upload(&token, file.media_type.as_str(), &file.file_name, file.bytes.clone()).await
+            })
+            .await
+    }
+
+    async fn deliver(&self, out: &Outbound, part: &Content, key: &str, retry: bool) -> Result<Delivered, Failure> {
+        let (account, app, secret) = self.credentials(out)?;
+        let (msgtype, object) = payload(part)?;
+        let (kfid, customer) = (account.open_kfid.as_str(), out.to.as_str());
+        // The window first: a part it refuses costs no WeChat call at all.
+        self.count(account, customer, key).await?;
+        self.take(app, &secret, kfid, customer).await?;
+        let msgid = msgid(key);
+        let mut body = json!({"touser": customer, "open_kfid": kfid, "msgid": msgid, "msgtype": msgtype});
+        body[msgtype] = object;
+        let fetch = || self.api.token(&app.corp_id, &secret);
+        let sent = self
+            .tokens
             .call(&app.token_key(), errcodes, fetch, |token| {
                 let body = &body;
                 async move { self.api.post("kf/send_msg", &token, body).await }
             })
-            .await
-            .map(|_| Delivered::Sent { undelivered: Vec::new() })
+            .await;
+        match sent {
+            Ok(_) => {}
+            // An earlier attempt reached WeChat after all: this part is sent.
+            Err(failure) if retry && repeat_refused(&failure) => {
+                tracing::info!(account = %account.name, "WeChat already has this part's msgid: sent before");
+            }
+            Err(failure) => return Err(failure),
+        }
+        // The record a later `msg_send_fail` marks; the part is sent whether or not it is kept.
+        if let Err(err) = self.windows.sent(&window_key(account, customer), &msgid, key, self.clock.unix()).await {
+            tracing::warn!(account = %account.name, error = %err, "could not record a sent part");
+        }
+        Ok(Delivered::Sent { undelivered: Vec::new() })
     }
 }
 
@@ -164,5 +267,20 @@ mod tests {
         assert_eq!(id, super::msgid("sent:wecom_kf:support:wecom_kf:support:m1#0"));
         assert_ne!(id, super::msgid("sent:wecom_kf:support:wecom_kf:support:m1#1"));
         assert!(id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+    }
+
+    #[test]
+    fn only_an_errcode_naming_an_existing_msgid_is_a_repeat() {
+        use crate::core::retry::Failure;
+        let refused = |code: Option<i64>, message: &str| {
+            let mut failure = Failure::permanent(message);
+            failure.errcode = code;
+            super::repeat_refused(&failure)
+        };
+        assert!(refused(Some(95099), "errcode 95099: msgid exist: wxb1 was used"));
+        assert!(refused(Some(40058), "errcode 40058: duplicate msgid"));
+        assert!(!refused(Some(95018), "errcode 95018: send msg session status invalid"));
+        assert!(!refused(Some(40058), "errcode 40058: invalid msgid format"));
+        assert!(!refused(None, "timed out after msgid exist"), "a transport error is not WeChat's answer");
     }
 }

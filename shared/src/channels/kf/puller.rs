@@ -19,7 +19,7 @@ use crate::channels::wecom::api::WecomApi;
 use crate::channels::wecom::WecomApp;
 use crate::core::callback::inbound_message;
 use crate::core::outbound::short_hash;
-use crate::core::ports::{Claim, Clock, Cursors, CustomerWindows, Dedupe, PortError, Publisher};
+use crate::core::ports::{Claim, Clock, Cursors, CustomerWindows, Dedupe, Metrics, PortError, Publisher};
 use crate::core::retry::Failure;
 use crate::core::tokens::Tokens;
 
@@ -32,6 +32,28 @@ const WELCOME_CODE_LIFE_S: u64 = 20;
 /// Pages one pull reads at most (a thousand items each, about 30 ms an item to publish: within
 /// the function's 300 s); the rest comes when the failed request returns, from the saved cursor.
 pub const MAX_PAGES: usize = 5;
+
+/// `service_state` of a session a human servicer has.
+const HUMAN: i64 = 3;
+/// `service_state` of an ended session.
+const ENDED: i64 = 4;
+
+/// What a `msg_send_fail`'s `fail_type` means (wecom-kf.md §6).
+fn send_fail_reason(fail_type: i64) -> &'static str {
+    match fail_type {
+        1 => "the kf account was deleted",
+        2 => "the app was closed",
+        4 => "the session expired (more than 48 h)",
+        5 => "the session was closed",
+        6 => "more than 5 messages since the customer's last",
+        7 | 8 | 9 => "the corp is not verified or has no bound 视频号",
+        10 => "the customer refused the message",
+        11 => "no member is logged in to the WeCom app",
+        12 => "the kf account may not send this type",
+        13 => "a security restriction",
+        _ => "unknown",
+    }
+}
 
 /// Marks a stored cursor whose pull started without one: `h<unix>|<cursor>`.
 const HORIZON_PREFIX: &str = "h";
@@ -55,8 +77,12 @@ pub struct PullReport {
     pub too_old: usize,
     /// Items handled by an earlier pull.
     pub duplicates: usize,
-    /// Servicer messages (a human has the conversation).
+    /// Servicer messages (a human has the conversation: recorded as the customer's session).
     pub servicer: usize,
+    /// Session changes (`session_status_change`) stored.
+    pub sessions: usize,
+    /// Sends WeChat reported undelivered (`msg_send_fail`): their records marked, counted.
+    pub send_failed: usize,
     /// Welcomes sent for `enter_session`.
     pub welcomed: usize,
     /// Other events and item types, recorded.
@@ -96,8 +122,9 @@ pub struct KfPuller {
     pub seen: Arc<dyn Dedupe>,
     /// The inbound queues (a message with a file goes by the media step).
     pub publisher: Arc<dyn Publisher>,
-    /// The customers' reply windows, opened by each of their messages.
+    /// The customers' reply windows (opened by each of their messages), sessions and sends.
     pub windows: Arc<dyn CustomerWindows>,
+    pub metrics: Arc<dyn Metrics>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -245,7 +272,22 @@ impl KfPuller {
             },
             Origin::Servicer => {
                 tracing::info!(account = %account.name, "a servicer answered from the WeCom client: a human has the conversation");
+                if let Some(customer) = &item.external_userid {
+                    let window = super::outbound::window_key(account, customer);
+                    let servicer = item.servicer_userid.as_deref();
+                    self.windows.session(&window, HUMAN, servicer, item.send_time).await?;
+                }
                 report.servicer += 1;
+                Ok(())
+            }
+            Origin::Event if item.event_type() == Some("session_status_change") => {
+                self.session_changed(account, item).await?;
+                report.sessions += 1;
+                Ok(())
+            }
+            Origin::Event if item.event_type() == Some("msg_send_fail") => {
+                self.send_failed(account, item).await?;
+                report.send_failed += 1;
                 Ok(())
             }
             Origin::Event if item.event_type() == Some("enter_session") => {
@@ -262,6 +304,40 @@ impl KfPuller {
                 Ok(())
             }
         }
+    }
+
+    /// Stores a `session_status_change`: picked from the queue (1), transferred (2) or re-opened
+    /// (4) by a servicer is a human's session (3); ended (3) is state 4.
+    async fn session_changed(&self, account: &KfAccount, item: &KfItem) -> Result<(), PullError> {
+        let Some(customer) = &item.external_userid else { return Ok(()) };
+        let change = item.event_number("change_type");
+        let (state, servicer) = match change {
+            Some(3) => (ENDED, None),
+            _ => (HUMAN, item.event_field("new_servicer_userid")),
+        };
+        tracing::info!(account = %account.name, change_type = change, state, "the customer's session changed");
+        let window = super::outbound::window_key(account, customer);
+        self.windows.session(&window, state, servicer, item.send_time).await?;
+        Ok(())
+    }
+
+    /// A `msg_send_fail`: WeChat accepted a message and could not deliver it. Its send record is
+    /// marked, and the failure logged (with the reply part it was) and counted.
+    async fn send_failed(&self, account: &KfAccount, item: &KfItem) -> Result<(), PullError> {
+        let fail_type = item.event_number("fail_type").unwrap_or(0);
+        let (Some(customer), Some(msgid)) = (&item.external_userid, item.event_field("fail_msgid")) else {
+            tracing::warn!(account = %account.name, fail_type, "a msg_send_fail without its customer or msgid");
+            return Ok(());
+        };
+        let window = super::outbound::window_key(account, customer);
+        let part = self.windows.send_failed(&window, msgid, fail_type, item.send_time).await?;
+        let why = send_fail_reason(fail_type);
+        let part = part.unwrap_or_else(|| "unknown (not sent by this bridge, or its record expired)".to_owned());
+        tracing::warn!(account = %account.name, msgid, fail_type, part = %part, reason = why, "WeChat did not deliver a reply it had accepted");
+        let fail_type = fail_type.to_string();
+        let properties = [("account", account.name.as_str()), ("fail_type", fail_type.as_str()), ("reason", why)];
+        self.metrics.count("KfSendFailed", &properties);
+        Ok(())
     }
 
     /// Sends the account's welcome with the event's code, inline (the code works 20 s); false
@@ -327,6 +403,9 @@ impl KfPuller {
                     duplicates = report.duplicates,
                     too_old = report.too_old,
                     welcomed = report.welcomed,
+                    servicer = report.servicer,
+                    sessions = report.sessions,
+                    send_failed = report.send_failed,
                     "kf pull"
                 ),
                 Err(PullError::UnknownAccount(_)) => {

@@ -11,7 +11,7 @@ use crate::channels::wecom::message::WecomCallbackMessage;
 use crate::core::callback::{
     publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
 };
-use crate::core::ports::{Clock, Dedupe, Publisher, QueueMessage};
+use crate::core::ports::{Clock, Dedupe, Metrics, Publisher, QueueMessage};
 use crate::protocol::crypto::MsgCrypt;
 use crate::protocol::query::Query;
 use crate::protocol::xml;
@@ -25,6 +25,9 @@ pub enum Accepted {
     Published { id: String },
     /// Already published by an earlier delivery.
     Duplicate { id: String },
+    /// Logged and counted, nothing queued: a 微信客服 account was granted to or taken from the
+    /// app (`kf_account_auth_change`).
+    Noted { event: &'static str },
 }
 
 /// The WeCom callback service: per-app crypto plus the ports it publishes through.
@@ -34,6 +37,7 @@ pub struct WecomCallback {
     dedupe: Arc<dyn Dedupe>,
     clock: Arc<dyn Clock>,
     replay_window_secs: u64,
+    metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl WecomCallback {
@@ -51,7 +55,14 @@ impl WecomCallback {
             dedupe,
             clock,
             replay_window_secs,
+            metrics: None,
         }
+    }
+
+    /// Counts the events it only notes (`KfAccountAuthChange`) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Handles one request; always answers.
@@ -67,6 +78,10 @@ impl WecomCallback {
             }
             Ok(Accepted::Duplicate { id }) => {
                 tracing::info!(app = req.app, outcome = "duplicate", id = %id, "wecom callback");
+                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+            }
+            Ok(Accepted::Noted { event }) => {
+                tracing::info!(app = req.app, outcome = "noted", event, "wecom callback");
                 CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
             }
             Err(err) => err.refuse("wecom", req.app),
@@ -112,6 +127,10 @@ impl WecomCallback {
         }
         let plaintext = crypt.decrypt(verified).map_err(CallbackError::Crypto)?;
         let message = WecomCallbackMessage::parse(&plaintext)?;
+        if message.fields.text("Event") == Some(KF_AUTH_CHANGE) {
+            self.kf_auth_changed(app, &message);
+            return Ok(Accepted::Noted { event: KF_AUTH_CHANGE });
+        }
         let inbound = message.to_inbound(app, now);
         let id = inbound.id.clone();
         let published = match kf_pull(&message, &inbound) {
@@ -126,6 +145,22 @@ impl WecomCallback {
             Published::Now => Ok(Accepted::Published { id }),
             Published::Before => Ok(Accepted::Duplicate { id }),
             Published::ByAnother => Err(CallbackError::InFlight),
+        }
+    }
+}
+
+/// A 微信客服 account granted to or taken from an app's API management.
+const KF_AUTH_CHANGE: &str = "kf_account_auth_change";
+
+impl WecomCallback {
+    /// Logs and counts a `kf_account_auth_change`: which kf accounts the app now serves or no
+    /// longer serves (the config must follow).
+    fn kf_auth_changed(&self, app: &str, message: &WecomCallbackMessage) {
+        let added = message.fields.text("AuthAddOpenKfId").unwrap_or_default();
+        let removed = message.fields.text("AuthDelOpenKfId").unwrap_or_default();
+        tracing::warn!(app, added, removed, "a 微信客服 account's API management changed; check the kf config");
+        if let Some(metrics) = &self.metrics {
+            metrics.count("KfAccountAuthChange", &[("app", app), ("added", added), ("removed", removed)]);
         }
     }
 }
