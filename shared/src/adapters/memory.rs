@@ -347,9 +347,13 @@ impl crate::core::ports::Leases for MemoryLeases {
 pub struct MemoryCustomerWindows {
     windows: Mutex<HashMap<String, Window>>,
     /// Per `key:msgid`: (the part sent, the failure type WeChat reported).
-    sends: Mutex<HashMap<String, (Option<String>, Option<i64>)>>,
-    sessions: Mutex<HashMap<String, (i64, Option<String>, u64)>>,
+    sends: Mutex<HashMap<String, SendRecord>>,
+    sessions: Mutex<HashMap<String, Session>>,
 }
+
+type SendRecord = (Option<String>, Option<i64>);
+/// (state, servicer, at).
+type Session = (i64, Option<String>, u64);
 
 /// A customer's last message (time, msgid) and the parts counted since.
 type Window = (u64, String, std::collections::HashSet<String>);

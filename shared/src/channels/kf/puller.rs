@@ -46,7 +46,7 @@ fn send_fail_reason(fail_type: i64) -> &'static str {
         4 => "the session expired (more than 48 h)",
         5 => "the session was closed",
         6 => "more than 5 messages since the customer's last",
-        7 | 8 | 9 => "the corp is not verified or has no bound 视频号",
+        7..=9 => "the corp is not verified or has no bound 视频号",
         10 => "the customer refused the message",
         11 => "no member is logged in to the WeCom app",
         12 => "the kf account may not send this type",
