@@ -128,10 +128,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             None
         } else {
             let (kf_queue, kf_rx) = MemoryQueue::new();
+            // The pull queue too: a backlog longer than one run goes on in a follow-on pull.
             let inbound = Arc::new(InboundQueues {
                 inbound: queue.clone(),
                 media: Some(Arc::new(media_queue.clone())),
-                kf: None,
+                kf: Some(Arc::new(kf_queue.clone())),
             });
             let puller = crate::kf::memory_puller(&config, &env, inbound, windows.clone())?;
             tokio::spawn(crate::kf::run_memory(Arc::new(puller), kf_rx));

@@ -132,7 +132,7 @@ pub(crate) fn service_state_get(st: &mut State, req: &Req) -> Result<Response, R
 }
 
 /// `POST /cgi-bin/kf/service_state/trans?access_token=` `{open_kfid, external_userid,
-/// service_state, servicer_userid?}`: 0 → 1, 2, 3; 1 → 2, 3; 2 → 3; 3 → 4 (wecom-kf.md §5).
+/// service_state, servicer_userid?}`: 0 → 1, 2, 3; 1 → 2, 3; 2 → 3; 3 → 3, 4 (wecom-kf.md §5).
 pub(crate) fn service_state_trans(st: &mut State, req: &Req) -> Result<Response, Reject> {
     req.require_post()?;
     let body = req.json_object()?;
@@ -141,7 +141,8 @@ pub(crate) fn service_state_trans(st: &mut State, req: &Req) -> Result<Response,
     let to = body.get("service_state").and_then(Value::as_i64).unwrap_or(-1);
     let account = account(st, req, open_kfid.as_deref())?;
     let from = account.states.get(&user).copied().unwrap_or(0);
-    let allowed = matches!((from, to), (0, 1..=3) | (1, 2..=3) | (2, 3) | (3, 4));
+    // 3 → 3 hands the session to another servicer.
+    let allowed = matches!((from, to), (0, 1..=3) | (1, 2..=3) | (2, 3) | (3, 3..=4));
     if !allowed {
         return Err(Reject::code(95014, format!("a session in state {from} cannot move to {to}")));
     }
@@ -231,6 +232,10 @@ pub(crate) fn push(st: &mut State, open_kfid: &str, item: Value) {
     if item["origin"] == 3 {
         if let Some(user) = item["external_userid"].as_str() {
             account.customers.insert(user.to_owned(), (item["send_time"].as_u64().unwrap_or(0), 0));
+            // A customer writing after their session ended opens a new one.
+            if account.states.get(user) == Some(&4) {
+                account.states.insert(user.to_owned(), 0);
+            }
         }
     }
     if let Some(code) = item["event"]["welcome_code"].as_str() {

@@ -57,6 +57,34 @@ impl Cursors for Breakable {
     }
 }
 
+/// The puller on the test's stack; `kf`: the pull queue its follow-on pulls go to.
+fn puller(
+    stack: &Stack,
+    config: &Config,
+    apis: &Apis,
+    cursors: Arc<Breakable>,
+    metrics: Arc<MemoryMetrics>,
+    kf: Option<Arc<dyn shared::core::ports::Publisher>>,
+) -> KfPuller {
+    let table = Table::from_sdk(&stack.sdk, &stack.names.table);
+    KfPuller {
+        accounts: config.kf.clone(),
+        apps: config.wecom.clone(),
+        api: apis.wecom.clone(),
+        tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock))),
+        cursors,
+        seen: Arc::new(DynamoDedupe::new(&table).keeping(SEEN_TTL)),
+        publisher: Arc::new(InboundQueues {
+            inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+            media: Some(Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.media))),
+            kf,
+        }),
+        windows: Arc::new(DynamoCustomerWindows::new(&table)),
+        metrics,
+        clock: Arc::new(SystemClock),
+    }
+}
+
 struct Rig {
     stack: Stack,
     wx: FakeWechat,
@@ -78,23 +106,20 @@ impl Rig {
         let table = Table::from_sdk(&stack.sdk, &stack.names.table);
         let cursors = Arc::new(Breakable { inner: DynamoCursors::new(&table), broken: AtomicBool::new(false) });
         let metrics = Arc::new(MemoryMetrics::default());
-        let puller = KfPuller {
-            accounts: config.kf.clone(),
-            apps: config.wecom.clone(),
-            api: apis.wecom.clone(),
-            tokens: Arc::new(Tokens::new(Arc::new(DynamoTokenStore::new(&table)), Arc::new(SystemClock))),
-            cursors: cursors.clone(),
-            seen: Arc::new(DynamoDedupe::new(&table).keeping(SEEN_TTL)),
-            publisher: Arc::new(InboundQueues {
-                inbound: Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-                media: Some(Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.media))),
-                kf: None,
-            }),
-            windows: Arc::new(DynamoCustomerWindows::new(&table)),
-            metrics: metrics.clone(),
-            clock: Arc::new(SystemClock),
-        };
+        let puller = puller(&stack, &config, &apis, cursors.clone(), metrics.clone(), None);
         Self { stack, wx, config, cursors, metrics, puller }
+    }
+
+    /// Loses the account's cursor: the next pull reads the last three days again.
+    async fn forget_cursor(&self) {
+        let key = format!("cursor#{}", self.config.kf[0].state_key());
+        aws_sdk_dynamodb::Client::new(&self.stack.sdk)
+            .delete_item()
+            .table_name(&self.stack.names.table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key))
+            .send()
+            .await
+            .unwrap();
     }
 
     async fn published(&self) -> Vec<Inbound> {
@@ -110,7 +135,7 @@ fn texts(inbounds: &[Inbound]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_and_overlapping_pulls() {
+async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_retried_callbacks_and_overlapping_pulls() {
     let rig = Rig::new(false).await;
     rig.wx.set_kf_page_size(3);
     let said: Vec<String> = (1..=5).map(|i| format!("第{i}句")).collect();
@@ -152,6 +177,15 @@ async fn each_customer_message_reaches_the_bot_once_across_pages_empty_pages_and
     let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
     assert_eq!(report.published, 1);
     assert_eq!(texts(&rig.published().await), ["还有一个问题"]);
+    // Two pulls at once over the same new items (a second puller, were the queue not FIFO):
+    // each item is published by one of them; the other stops or skips it.
+    for i in 0..4 {
+        rig.wx.kf_customer_says(KFID, CUSTOMER, &format!("同时{i}"));
+    }
+    let (a, b) = tokio::join!(rig.puller.pull(KFID, Some(&token)), rig.puller.pull(KFID, Some(&token)));
+    let published: usize = [&a, &b].iter().filter_map(|r| r.as_ref().ok()).map(|r| r.published).sum();
+    assert_eq!(published, 4, "{a:?} {b:?}");
+    assert_eq!(texts(&rig.published().await), ["同时0", "同时1", "同时2", "同时3"]);
     assert_eq!(rig.wx.kf_tokenless_pulls(), 0);
 }
 
@@ -219,7 +253,10 @@ async fn a_customer_entering_the_session_gets_the_welcome_inline_once() {
     assert_eq!(welcomes.len(), 1);
     assert_eq!(welcomes[0].body["code"], code.as_str());
     assert_eq!(welcomes[0].body["text"]["content"], "您好，我是智能助手。");
-    rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    // The cursor lost, the next pull reads the event again: its marker drops it.
+    rig.forget_cursor().await;
+    let report = rig.puller.pull(KFID, Some(&token)).await.unwrap();
+    assert_eq!((report.duplicates, report.welcomed), (1, 0), "{report:?}");
     assert_eq!(rig.wx.deliveries_of(Api::KfEvent).len(), 1, "an event is handled once");
     assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
 }
@@ -476,7 +513,11 @@ async fn a_human_takeover_is_stored_and_the_bots_next_reply_goes_to_the_dlq_unse
     rig.wx.kf_customer_says(KFID, CUSTOMER, "我要退货");
     rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
     let sender = kf_sender(&rig);
-    assert!(matches!(sender.send_record(&reply("r1", text("好的"), 1)).await.1, Outcome::Sent { .. }));
+    // Taking the new session fails for a passing reason: tried again, not dead-lettered.
+    rig.wx.inject("/cgi-bin/kf/service_state/trans", fakes::Fault::Errcode(-1));
+    let outcome = sender.send_record(&reply("r1", text("好的"), 1)).await.1;
+    assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
+    assert!(matches!(sender.send_record(&reply("r1", text("好的"), 2)).await.1, Outcome::Sent { .. }));
 
     rig.wx.kf_servicer_takes_over(KFID, CUSTOMER, "zhangsan");
     rig.wx.kf_servicer_says(KFID, CUSTOMER, "zhangsan", "您好，我是张三");
@@ -493,7 +534,22 @@ async fn a_human_takeover_is_stored_and_the_bots_next_reply_goes_to_the_dlq_unse
         "{outcome:?}"
     );
     assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 1, "only the reply before the takeover");
-    assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+    // Queued for a servicer: the same refusal, saying so.
+    rig.wx.set_kf_service_state(KFID, CUSTOMER, 2);
+    let outcome = sender.send_record(&reply("r3", text("稍等"), 1)).await.1;
+    assert!(
+        matches!(&outcome, Outcome::Permanent { reason, .. } if reason.contains("a human servicer has the session (it is queued")),
+        "{outcome:?}"
+    );
+    // The servicer ends the session; the customer writes again: a new session the bot takes.
+    rig.wx.set_kf_service_state(KFID, CUSTOMER, 4);
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "还在吗");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert!(matches!(sender.send_record(&reply("r4", text("在的"), 1)).await.1, Outcome::Sent { .. }));
+    assert_eq!(rig.wx.kf_service_state(KFID, CUSTOMER), 1);
+    assert_eq!(rig.wx.deliveries_of(Api::KfSend).len(), 2);
+    let problems = rig.wx.problems();
+    assert!(problems.is_empty(), "{problems:#?}");
 }
 
 /// WeChat accepted a reply and later reports it undelivered (`msg_send_fail`): the pull marks
@@ -528,8 +584,10 @@ async fn a_reply_wechat_could_not_deliver_marks_its_send_record_and_is_counted()
         .expect("the send was recorded");
     assert_eq!(item["fail_type"].as_n().unwrap(), "10");
     assert_eq!(item["part"].as_s().unwrap(), "sent:wecom_kf:support:r1");
-    // The event is handled once: the next pull counts nothing more.
-    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    // The event is handled once: read again after the cursor was lost, it counts nothing more.
+    rig.forget_cursor().await;
+    let report = rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!((report.send_failed, report.duplicates), (0, 2), "{report:?}");
     assert_eq!(rig.metrics.counts("KfSendFailed").len(), 1);
 }
 
@@ -598,4 +656,79 @@ async fn a_customers_picture_goes_by_the_media_step_to_the_bot_with_its_link() {
     crate::media::assert_stored(resolved[0].media.as_ref().expect("the picture"), &photo).await;
     crate::media::assert_valid(&resolved[0]);
     assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+/// A backlog longer than one run's pages: the run saves its progress and queues a follow-on
+/// pull in the account's group instead of failing (a long backlog never reaches the DLQ).
+#[tokio::test]
+async fn a_backlog_longer_than_one_run_goes_on_in_a_follow_on_pull() {
+    let rig = Rig::new(false).await;
+    let fifo = rig
+        .stack
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-kf.fifo", rig.stack.names.table))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let env = Env::from_vars([("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone())]);
+    let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
+    let kf: Arc<dyn shared::core::ports::Publisher> = Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &fifo));
+    let puller = puller(&rig.stack, &rig.config, &apis, rig.cursors.clone(), rig.metrics.clone(), Some(kf));
+    rig.wx.set_kf_page_size(1);
+    for i in 0..7 {
+        rig.wx.kf_customer_says(KFID, CUSTOMER, &format!("积压{i}"));
+    }
+    let request = Record {
+        message_id: "p1".into(),
+        receipt_handle: "r".into(),
+        body: json!({"raw": {"OpenKfId": KFID, "Token": rig.wx.kf_callback_token(KFID)}}).to_string(),
+        receive_count: 1,
+    };
+    assert!(puller.handle_batch(&[request]).await.is_empty(), "acknowledged: the progress is saved");
+    assert_eq!(rig.published().await.len(), shared::channels::kf::puller::MAX_PAGES);
+    let follow_on = rig.stack.drain(&fifo).await;
+    assert_eq!(follow_on.len(), 1, "one follow-on pull");
+    let record = Record {
+        message_id: "p2".into(),
+        receipt_handle: "r".into(),
+        body: follow_on[0].body().unwrap().to_owned(),
+        receive_count: 1,
+    };
+    assert!(puller.handle_batch(&[record]).await.is_empty());
+    assert_eq!(texts(&rig.published().await), ["积压5", "积压6"], "the rest, once");
+    assert!(rig.stack.drain(&fifo).await.is_empty(), "no more follow-ons");
+}
+
+/// Hostile or odd items: an id far longer than WeChat's, a send time in the future. Neither
+/// stalls the account nor holds a customer's window shut.
+#[tokio::test]
+async fn an_oversized_id_or_a_future_send_time_neither_stalls_the_pull_nor_locks_the_window() {
+    let rig = Rig::new(false).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    rig.wx.kf_push_item(
+        KFID,
+        json!({"msgid": "huge-user", "open_kfid": KFID, "external_userid": "w".repeat(3000), "send_time": now,
+               "origin": 3, "msgtype": "text", "text": {"content": "x"}}),
+    );
+    rig.wx.kf_push_item(
+        KFID,
+        json!({"msgid": "future", "open_kfid": KFID, "external_userid": CUSTOMER, "send_time": now + 10 * 86_400,
+               "origin": 3, "msgtype": "text", "text": {"content": "来自未来"}}),
+    );
+    let report = rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    assert_eq!((report.published, report.other), (1, 1), "{report:?}");
+    let sender = kf_sender(&rig);
+    for key in ["f1", "f2", "f3", "f4", "f5"] {
+        assert!(matches!(sender.send_record(&reply(key, text(key), 1)).await.1, Outcome::Sent { .. }), "{key}");
+    }
+    // The customer writes again, now: a fresh allowance, though the earlier item claimed a
+    // later time.
+    rig.wx.kf_customer_says(KFID, CUSTOMER, "再问一次");
+    rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
+    let outcome = sender.send_record(&reply("f6", text("好的"), 1)).await.1;
+    assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
 }

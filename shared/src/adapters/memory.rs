@@ -389,6 +389,13 @@ impl crate::core::ports::CustomerWindows for MemoryCustomerWindows {
         Ok(WindowVerdict::Counted)
     }
 
+    async fn uncount(&self, key: &str, part: &str) -> Result<(), PortError> {
+        if let Some((_, _, parts)) = self.windows.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
+            parts.remove(part);
+        }
+        Ok(())
+    }
+
     async fn sent(&self, key: &str, msgid: &str, part: &str, _at: u64) -> Result<(), PortError> {
         let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
         sends.entry(format!("{key}:{msgid}")).or_default().0 = Some(part.to_owned());

@@ -234,8 +234,8 @@ pub struct InboundQueues {
     pub inbound: std::sync::Arc<dyn Publisher>,
     /// Without it (a set-up with no media store), media stays unfetched.
     pub media: Option<std::sync::Arc<dyn Publisher>>,
-    /// The 微信客服 pull queue (FIFO, one group per kf account); without it a pull request
-    /// goes to the inbound queue as the event it is.
+    /// The 微信客服 pull queue (FIFO, one group per kf account); without it a pull request is
+    /// refused (it names a pull credential, the bots must never see it).
     pub kf: Option<std::sync::Arc<dyn Publisher>>,
 }
 
@@ -246,6 +246,9 @@ impl Publisher for InboundQueues {
         let (wants_media, kf_pull) = (has(MEDIA_ATTRIBUTE, MEDIA_FETCH), has(QUEUE_ATTRIBUTE, KF_PULL));
         match (&self.media, &self.kf) {
             (_, Some(kf)) if kf_pull => kf.publish(message).await,
+            (_, None) if kf_pull => {
+                Err(PortError::new("sqs", "no 微信客服 pull queue is configured (WXBRIDGE_KF_QUEUE_URL)"))
+            }
             (Some(media), _) if wants_media => media.publish(message).await,
             _ => self.inbound.publish(message).await,
         }

@@ -279,6 +279,8 @@ pub trait CustomerWindows: Send + Sync {
         window_s: u64,
         most: u32,
     ) -> Result<WindowVerdict, PortError>;
+    /// Gives back the allowance `part` took (it was refused before any send).
+    async fn uncount(&self, key: &str, part: &str) -> Result<(), PortError>;
     /// `msgid` went to the customer at `at`: the reply part `part` (its idempotency key and index).
     async fn sent(&self, key: &str, msgid: &str, part: &str, at: u64) -> Result<(), PortError>;
     /// WeChat reported `msgid` undelivered after all (`msg_send_fail`, `fail_type`): its record

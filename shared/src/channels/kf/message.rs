@@ -9,8 +9,8 @@ use crate::core::envelope::{Channel, Inbound, Kind, Link, Location, Media, Media
 
 /// The most items one `sync_msg` page may carry (and what the bridge asks for).
 pub const PAGE_LIMIT: u32 = 1000;
-/// The longest `msgid` the bridge keeps (WeChat's are 44 characters; anything far longer is
-/// not WeChat's and would bloat the dedupe keys).
+/// The longest `msgid` or user id the bridge keeps (WeChat's are 32 to 44 characters; anything
+/// far longer is not WeChat's and would bloat, or break, the table keys).
 const MAX_MSGID: usize = 128;
 
 /// Who an item comes from (`origin`).
@@ -79,7 +79,10 @@ impl KfItem {
         if msgid.is_empty() || msgid.len() > MAX_MSGID {
             return None;
         }
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        // Ids go into table keys: one far longer than WeChat's is not WeChat's.
+        let text = |v: &Value, k: &str| {
+            v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= MAX_MSGID).map(str::to_owned)
+        };
         let event = raw.get("event").cloned().unwrap_or(Value::Null);
         let origin = match raw.get("origin").and_then(Value::as_i64) {
             Some(3) => Origin::Customer,
@@ -105,9 +108,9 @@ impl KfItem {
         self.raw.get("event")?.get("event_type")?.as_str()
     }
 
-    /// A string field of the event.
+    /// A string field of the event (an id: at most 128 bytes, else none).
     pub fn event_field(&self, name: &str) -> Option<&str> {
-        self.raw.get("event")?.get(name)?.as_str().filter(|s| !s.is_empty())
+        self.raw.get("event")?.get(name)?.as_str().filter(|s| !s.is_empty() && s.len() <= MAX_MSGID)
     }
 
     /// A number field of the event.

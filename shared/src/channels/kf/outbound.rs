@@ -72,13 +72,24 @@ pub fn window_key(account: &KfAccount, customer: &str) -> String {
 }
 
 /// Whether `failure` is WeChat refusing a `msgid` the account already used: an errcode answer
-/// whose errmsg names the msgid as existing or repeated (`msgid exist`, the Official Account's
-/// `clientmsgid exist` shape; the kf errcode itself is undocumented).
+/// whose errmsg says the msgid exists or repeats (`msgid exist`, the Official Account's
+/// `clientmsgid exist` shape; the kf errcode itself is undocumented), and not that it is
+/// invalid or unknown.
 pub fn repeat_refused(failure: &Failure) -> bool {
+    const SAYS_REPEAT: [&str; 7] = [
+        "msgid exist",
+        "msgid already",
+        "msgid duplicat",
+        "duplicate msgid",
+        "msgid repeat",
+        "repeated msgid",
+        "msgid重复",
+    ];
+    const SAYS_OTHER: [&str; 4] = ["not exist", "invalid", "unknown", "illegal"];
     let message = failure.message.to_ascii_lowercase();
     failure.errcode.is_some()
-        && message.contains("msgid")
-        && ["exist", "duplicat", "repeat", "used", "重复"].iter().any(|word| message.contains(word))
+        && SAYS_REPEAT.iter().any(|phrase| message.contains(phrase))
+        && !SAYS_OTHER.iter().any(|phrase| message.contains(phrase))
 }
 
 /// `msgtype` and its object for a part: text, or a file message by media id.
@@ -126,11 +137,12 @@ impl KfDelivery {
     /// Makes sure the session is the API's: 0 is taken (moved to 1); 2, 3 and 4 are refusals.
     async fn take(
         &self,
+        account: &KfAccount,
         app: &WecomApp,
         secret: &secrecy::SecretString,
-        kfid: &str,
         customer: &str,
     ) -> Result<(), Failure> {
+        let kfid = account.open_kfid.as_str();
         let fetch = || self.api.token(&app.corp_id, secret);
         let state = || async {
             self.tokens
@@ -147,17 +159,30 @@ impl KfDelivery {
                     take_session(&self.api, &token, kfid, customer).await
                 })
                 .await;
-            // Another reply may have taken it a moment before: what matters is the state now.
+            // Another reply may have taken it a moment before: what matters is the state now;
+            // still new, the move itself failed (a passing fault is retried).
             current = match taken {
-                Ok(()) => 1,
-                Err(_) => state().await?,
+                Ok(()) => {
+                    let window = window_key(account, customer);
+                    if let Err(err) = self.windows.session(&window, 1, None, self.clock.unix()).await {
+                        tracing::warn!(error = %err, "could not record the session taken");
+                    }
+                    1
+                }
+                Err(failure) => match state().await? {
+                    0 => return Err(failure),
+                    now => now,
+                },
             };
         }
         match current {
             1 => Ok(()),
-            2 => Err(Failure::permanent("the session is queued for a human servicer")),
+            2 => Err(Failure::permanent("a human servicer has the session (it is queued for one)")),
             3 => Err(Failure::permanent("a human servicer has the session")),
-            _ => Err(Failure::permanent("the session has ended; the customer must write again")),
+            4 => Err(Failure::permanent(
+                "a human servicer has the session (they ended it; the customer must write again)",
+            )),
+            other => Err(Failure::permanent(format!("the session is in an unknown state {other}"))),
         }
     }
 }
@@ -229,9 +254,17 @@ impl Delivery for KfDelivery {
         let (account, app, secret) = self.credentials(out)?;
         let (msgtype, object) = payload(part)?;
         let (kfid, customer) = (account.open_kfid.as_str(), out.to.as_str());
-        // The window first: a part it refuses costs no WeChat call at all.
+        // The window first: a part it refuses costs no WeChat call at all. A part the session
+        // then refuses gives its allowance back.
         self.count(account, customer, key).await?;
-        self.take(app, &secret, kfid, customer).await?;
+        if let Err(refused) = self.take(account, app, &secret, customer).await {
+            if refused.verdict == crate::core::retry::Verdict::Permanent {
+                if let Err(err) = self.windows.uncount(&window_key(account, customer), key).await {
+                    tracing::warn!(error = %err, "could not give back a refused part's allowance");
+                }
+            }
+            return Err(refused);
+        }
         let msgid = msgid(key);
         let mut body = json!({"touser": customer, "open_kfid": kfid, "msgid": msgid, "msgtype": msgtype});
         body[msgtype] = object;
@@ -247,7 +280,7 @@ impl Delivery for KfDelivery {
             Ok(_) => {}
             // An earlier attempt reached WeChat after all: this part is sent.
             Err(failure) if retry && repeat_refused(&failure) => {
-                tracing::info!(account = %account.name, "WeChat already has this part's msgid: sent before");
+                tracing::info!(account = %account.name, errcode = failure.errcode, answer = %failure.message, "WeChat already has this part's msgid: sent before");
             }
             Err(failure) => return Err(failure),
         }
@@ -281,6 +314,9 @@ mod tests {
         assert!(refused(Some(40058), "errcode 40058: duplicate msgid"));
         assert!(!refused(Some(95018), "errcode 95018: send msg session status invalid"));
         assert!(!refused(Some(40058), "errcode 40058: invalid msgid format"));
+        assert!(!refused(Some(40058), "errcode 40058: msgid exist check failed: invalid"));
+        assert!(!refused(Some(95004), "errcode 95004: msgid not exist"));
+        assert!(!refused(Some(40058), "errcode 40058: unused msgid"));
         assert!(!refused(None, "timed out after msgid exist"), "a transport error is not WeChat's answer");
     }
 }

@@ -120,7 +120,8 @@ pub struct KfPuller {
     pub cursors: Arc<dyn Cursors>,
     /// Item markers (kept [`SEEN_TTL`]).
     pub seen: Arc<dyn Dedupe>,
-    /// The inbound queues (a message with a file goes by the media step).
+    /// The inbound queues (a message with a file goes by the media step), and the pull queue
+    /// itself (a follow-on pull for a backlog longer than [`MAX_PAGES`]).
     pub publisher: Arc<dyn Publisher>,
     /// The customers' reply windows (opened by each of their messages), sessions and sends.
     pub windows: Arc<dyn CustomerWindows>,
@@ -260,7 +261,7 @@ impl KfPuller {
                     // The window opens first: a crash after it leaves an allowance unused, never
                     // a published message whose reply is refused.
                     let window = super::outbound::window_key(account, &inbound.conversation.id);
-                    self.windows.customer_wrote(&window, &item.msgid, item.send_time).await?;
+                    self.windows.customer_wrote(&window, &item.msgid, self.at(item)).await?;
                     self.publisher.publish(inbound_message(&inbound)).await.map_err(PullError::Store)?;
                     report.published += 1;
                     Ok(())
@@ -275,7 +276,7 @@ impl KfPuller {
                 if let Some(customer) = &item.external_userid {
                     let window = super::outbound::window_key(account, customer);
                     let servicer = item.servicer_userid.as_deref();
-                    self.windows.session(&window, HUMAN, servicer, item.send_time).await?;
+                    self.windows.session(&window, HUMAN, servicer, self.at(item)).await?;
                 }
                 report.servicer += 1;
                 Ok(())
@@ -306,6 +307,12 @@ impl KfPuller {
         }
     }
 
+    /// When an item happened, as far as stored state goes: its `send_time`, never later than now
+    /// (a time in the future would hold a customer's window or session still).
+    fn at(&self, item: &KfItem) -> u64 {
+        item.send_time.min(self.clock.unix())
+    }
+
     /// Stores a `session_status_change`: picked from the queue (1), transferred (2) or re-opened
     /// (4) by a servicer is a human's session (3); ended (3) is state 4.
     async fn session_changed(&self, account: &KfAccount, item: &KfItem) -> Result<(), PullError> {
@@ -313,11 +320,15 @@ impl KfPuller {
         let change = item.event_number("change_type");
         let (state, servicer) = match change {
             Some(3) => (ENDED, None),
-            _ => (HUMAN, item.event_field("new_servicer_userid")),
+            Some(1 | 2 | 4) => (HUMAN, item.event_field("new_servicer_userid")),
+            other => {
+                tracing::info!(account = %account.name, change_type = other, "a session change of an unknown type; not stored");
+                return Ok(());
+            }
         };
         tracing::info!(account = %account.name, change_type = change, state, "the customer's session changed");
         let window = super::outbound::window_key(account, customer);
-        self.windows.session(&window, state, servicer, item.send_time).await?;
+        self.windows.session(&window, state, servicer, self.at(item)).await?;
         Ok(())
     }
 
@@ -330,7 +341,7 @@ impl KfPuller {
             return Ok(());
         };
         let window = super::outbound::window_key(account, customer);
-        let part = self.windows.send_failed(&window, msgid, fail_type, item.send_time).await?;
+        let part = self.windows.send_failed(&window, msgid, fail_type, self.at(item)).await?;
         let why = send_fail_reason(fail_type);
         let part = part.unwrap_or_else(|| "unknown (not sent by this bridge, or its record expired)".to_owned());
         tracing::warn!(account = %account.name, msgid, fail_type, part = %part, reason = why, "WeChat did not deliver a reply it had accepted");
@@ -370,6 +381,22 @@ impl KfPuller {
 }
 
 impl KfPuller {
+    /// Queues another pull of `open_kfid` (without a callback Token: the saved cursor is where
+    /// it starts), in the account's group.
+    async fn follow_on(&self, open_kfid: &str) -> Result<(), PortError> {
+        use crate::core::callback::{FIFO_DEDUP, FIFO_GROUP, KF_PULL, QUEUE_ATTRIBUTE};
+        let account = self.accounts.iter().find(|a| a.open_kfid == open_kfid);
+        let corp = account.map_or("", |a| a.corp_id.as_str());
+        let nonce = crate::core::ports::claim_token();
+        let body = serde_json::json!({"raw": {"OpenKfId": open_kfid, "FollowOn": true}}).to_string();
+        let attributes = vec![
+            (QUEUE_ATTRIBUTE, KF_PULL.to_owned()),
+            (FIFO_GROUP, format!("{corp}:{open_kfid}")),
+            (FIFO_DEDUP, short_hash(&format!("{open_kfid}:{nonce}"))),
+        ];
+        self.publisher.publish(crate::core::ports::QueueMessage { body, attributes }).await
+    }
+
     /// Handles a batch of the pull queue: each record is a `kf_msg_or_event` (an `Inbound` whose
     /// `raw` has `OpenKfId` and `Token`). One pull per account serves all its records, with the
     /// freshest Token; an account whose pull fails has all its records reported failed (they
@@ -411,6 +438,15 @@ impl KfPuller {
                 Err(PullError::UnknownAccount(_)) => {
                     tracing::error!(open_kfid = %open_kfid, "a pull for a kf account the config does not have; dropped")
                 }
+                // Progress was saved: the rest comes with a pull of its own, so a long backlog
+                // never looks like a failing account (and never reaches the DLQ).
+                Err(PullError::TooManyPages) => match self.follow_on(&open_kfid).await {
+                    Ok(()) => tracing::info!(open_kfid = %open_kfid, "a long backlog: a follow-on pull is queued"),
+                    Err(err) => {
+                        tracing::warn!(open_kfid = %open_kfid, error = %err, "could not queue a follow-on pull; it comes again");
+                        failed.extend(ids);
+                    }
+                },
                 Err(err) => {
                     tracing::warn!(open_kfid = %open_kfid, error = %err, "kf pull failed; it comes again");
                     failed.extend(ids);

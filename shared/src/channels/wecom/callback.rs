@@ -131,6 +131,11 @@ impl WecomCallback {
             self.kf_auth_changed(app, &message);
             return Ok(Accepted::Noted { event: KF_AUTH_CHANGE });
         }
+        if message.fields.text("Event") == Some(KF_MSG) && message.fields.non_empty("OpenKfId").is_none() {
+            // Nothing to pull for, and its Token must not reach the bots.
+            tracing::warn!(app, "a kf_msg_or_event without OpenKfId; nothing to pull");
+            return Ok(Accepted::Noted { event: KF_MSG });
+        }
         let inbound = message.to_inbound(app, now);
         let id = inbound.id.clone();
         let published = match kf_pull(&message, &inbound) {
@@ -151,6 +156,8 @@ impl WecomCallback {
 
 /// A 微信客服 account granted to or taken from an app's API management.
 const KF_AUTH_CHANGE: &str = "kf_account_auth_change";
+/// A 微信客服 account has news to pull.
+const KF_MSG: &str = "kf_msg_or_event";
 
 impl WecomCallback {
     /// Logs and counts a `kf_account_auth_change`: which kf accounts the app now serves or no
@@ -169,7 +176,7 @@ impl WecomCallback {
 /// `OpenKfId`), bound for the 微信客服 pull queue, grouped per kf account there.
 fn kf_pull(message: &WecomCallbackMessage, inbound: &crate::core::envelope::Inbound) -> Option<QueueMessage> {
     let fields = &message.fields;
-    if fields.text("Event") != Some("kf_msg_or_event") {
+    if fields.text("Event") != Some(KF_MSG) {
         return None;
     }
     let open_kfid = fields.non_empty("OpenKfId")?;

@@ -42,7 +42,7 @@ fn number(item: &std::collections::HashMap<String, AttributeValue>, name: &str) 
 #[async_trait]
 impl CustomerWindows for DynamoCustomerWindows {
     async fn customer_wrote(&self, key: &str, msgid: &str, at: u64) -> Result<(), PortError> {
-        let values = [(":at", n(at)), (":msgid", s(msgid)), (":expires", n(at + WINDOW_TTL_S))];
+        let values = [(":at", n(at)), (":msgid", s(msgid)), (":expires", n(at.saturating_add(WINDOW_TTL_S)))];
         // An older message arriving late does not take the allowance back; two messages in one
         // second both renew it, the same one handled again does not.
         update_if(
@@ -94,8 +94,15 @@ impl CustomerWindows for DynamoCustomerWindows {
         })
     }
 
+    async fn uncount(&self, key: &str, part: &str) -> Result<(), PortError> {
+        let values = [(":part", AttributeValue::Ss(vec![part.to_owned()]))];
+        update_if(&self.table, Self::pk(key), "DELETE parts :part", Some("attribute_exists(parts)"), &values)
+            .await
+            .map(drop)
+    }
+
     async fn sent(&self, key: &str, msgid: &str, part: &str, at: u64) -> Result<(), PortError> {
-        let values = [(":part", s(part)), (":at", n(at)), (":expires", n(at + SENT_TTL_S))];
+        let values = [(":part", s(part)), (":at", n(at)), (":expires", n(at.saturating_add(SENT_TTL_S)))];
         update_if(
             &self.table,
             Self::sent_pk(key, msgid),
@@ -108,8 +115,11 @@ impl CustomerWindows for DynamoCustomerWindows {
     }
 
     async fn send_failed(&self, key: &str, msgid: &str, fail_type: i64, at: u64) -> Result<Option<String>, PortError> {
-        let values =
-            [(":type", AttributeValue::N(fail_type.to_string())), (":at", n(at)), (":expires", n(at + SENT_TTL_S))];
+        let values = [
+            (":type", AttributeValue::N(fail_type.to_string())),
+            (":at", n(at)),
+            (":expires", n(at.saturating_add(SENT_TTL_S))),
+        ];
         let pk = Self::sent_pk(key, msgid);
         update_if(
             &self.table,
@@ -124,8 +134,11 @@ impl CustomerWindows for DynamoCustomerWindows {
     }
 
     async fn session(&self, key: &str, state: i64, servicer: Option<&str>, at: u64) -> Result<(), PortError> {
-        let mut values =
-            vec![(":state", AttributeValue::N(state.to_string())), (":at", n(at)), (":expires", n(at + WINDOW_TTL_S))];
+        let mut values = vec![
+            (":state", AttributeValue::N(state.to_string())),
+            (":at", n(at)),
+            (":expires", n(at.saturating_add(WINDOW_TTL_S))),
+        ];
         let servicer_update = match servicer {
             Some(servicer) => {
                 values.push((":user", s(servicer)));
