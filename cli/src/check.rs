@@ -173,13 +173,24 @@ fn readiness(config: &Config) -> Vec<Ready> {
     for robot in &config.robots {
         out.push(Ready { what: format!("group robot {}", robot.name), receive: None, send: true, note: String::new() });
     }
-    let bot = match &config.bot {
-        BotConfig::Echo => "echo (answers with the same text)".to_owned(),
-        BotConfig::Http { url, .. } => format!("http webhook {url}"),
-        BotConfig::OpenAi { base_url, model, .. } => format!("OpenAI-compatible {base_url}, model {model}"),
-        BotConfig::Queue => "queue (each Inbound on the bot queue; your consumer answers with Outbound)".to_owned(),
-    };
-    out.push(Ready { what: "bot".into(), receive: None, send: true, note: bot });
+    for (name, bot) in &config.bots.named {
+        let note = match bot {
+            BotConfig::Echo => "echo (answers with the same text)".to_owned(),
+            BotConfig::Http { url, .. } => format!("http webhook {url}"),
+            BotConfig::OpenAi { base_url, model, history, .. } => {
+                let history = match history {
+                    shared::core::bot::History::None => "no history",
+                    shared::core::bot::History::Server => "history kept by the endpoint",
+                    shared::core::bot::History::Bridge { .. } => "history kept by the bridge",
+                };
+                format!("OpenAI-compatible {base_url}, model {model}, {history}")
+            }
+            BotConfig::Dify { base_url, .. } => format!("Dify {base_url} (conversation kept by Dify)"),
+            BotConfig::Queue => "queue (each Inbound on the bot queue; your consumer answers with Outbound)".to_owned(),
+        };
+        let limited = if config.bots.limits.contains_key(name) { ", with spending limits" } else { "" };
+        out.push(Ready { what: format!("bot {name}"), receive: None, send: true, note: format!("{note}{limited}") });
+    }
     out
 }
 

@@ -187,13 +187,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let (tx, records) = mpsc::unbounded_channel();
         tokio::spawn(crate::outbound::run_memory(Arc::new(sender), dead, tx.clone(), records));
         let dispatcher = Dispatcher {
-            bot: match config.bot {
-                shared::core::bot::BotConfig::Queue => {
-                    let (bot_queue, bot_rx) = MemoryQueue::new();
-                    tokio::spawn(show_bot_queue(bot_rx));
-                    Arc::new(shared::services::bots::QueueBot::new(Arc::new(bot_queue)))
-                }
-                _ => shared::services::bots::from_config_with_media(&config.bot, &http, Some(media_store)),
+            bot: {
+                let queue =
+                    config.bots.named.values().any(|bot| matches!(bot, shared::core::bot::BotConfig::Queue)).then(
+                        || {
+                            let (bot_queue, bot_rx) = MemoryQueue::new();
+                            tokio::spawn(show_bot_queue(bot_rx));
+                            Arc::new(bot_queue) as Arc<dyn shared::core::ports::Publisher>
+                        },
+                    );
+                let ports = shared::services::router::RouterPorts {
+                    bots: shared::services::bots::BotPorts {
+                        media: Some(media_store),
+                        conversations: Some(Arc::new(shared::adapters::memory::MemoryConversations::default())),
+                        queue,
+                    },
+                    counters: Some(Arc::new(shared::adapters::memory::MemoryCounters::default())),
+                    metrics: Arc::new(crate::outbound::PrintMetrics),
+                    clock: Arc::new(SystemClock),
+                };
+                Arc::new(shared::services::router::Router::new(&config, &http, ports))
             },
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),

@@ -130,6 +130,8 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
         system_prompt: Some("Be brief.".into()),
         timeout: DEFAULT_BOT_TIMEOUT,
         stream: false,
+        history: shared::core::bot::History::Server,
+        reset: shared::core::bot::Reset::default(),
     };
     let bot = shared::services::bots::from_config(&config, &shared::services::bots::http_client().unwrap());
     assert_eq!(bot.answer(&inbound(Some("你好"))).await.unwrap(), [Content::Text { text: "you said 你好".into() }]);
@@ -160,6 +162,8 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
             system_prompt: None,
             timeout: DEFAULT_BOT_TIMEOUT,
             stream: false,
+            history: shared::core::bot::History::Server,
+            reset: shared::core::bot::Reset::default(),
         },
         &shared::services::bots::http_client().unwrap(),
     );
@@ -193,6 +197,8 @@ fn streaming_bot(base_url: &str, timeout: Duration) -> Arc<dyn Bot> {
         system_prompt: None,
         timeout,
         stream: true,
+        history: shared::core::bot::History::Server,
+        reset: shared::core::bot::Reset::default(),
     };
     shared::services::bots::from_config(&config, &shared::services::bots::http_client().unwrap())
 }
@@ -446,6 +452,8 @@ async fn each_call_has_the_configured_timeout_the_whole_stream_included() {
         system_prompt: None,
         timeout: second,
         stream: false,
+        history: shared::core::bot::History::Server,
+        reset: shared::core::bot::Reset::default(),
     };
     let webhook =
         BotConfig::Http { url: format!("{slow}/bot"), secret: SecretString::from("s".to_owned()), timeout: second };
@@ -483,12 +491,16 @@ fn the_bot_timeout_is_1_to_840_seconds_and_streaming_is_opt_in() {
             .to_string();
     assert!(err.contains("bot.timeout_s"), "{err}");
     let config = Config::parse(&openai("")).unwrap();
-    assert!(matches!(config.bot, BotConfig::OpenAi { stream: false, .. }), "{:?}", config.bot);
-    assert_eq!(config.bot.timeout(), Duration::from_secs(45));
+    assert!(
+        matches!(config.bots.default_bot(), BotConfig::OpenAi { stream: false, .. }),
+        "{:?}",
+        config.bots.default_bot()
+    );
+    assert_eq!(config.bots.default_bot().timeout(), Duration::from_secs(45));
     let config = Config::parse(&openai(r#", "timeout_s": 840, "stream": true"#)).unwrap();
-    assert!(matches!(config.bot, BotConfig::OpenAi { stream: true, .. }));
-    assert_eq!(config.bot.timeout(), Duration::from_secs(840));
-    assert_eq!(Config::parse("{}").unwrap().bot.timeout(), DEFAULT_BOT_TIMEOUT);
+    assert!(matches!(config.bots.default_bot(), BotConfig::OpenAi { stream: true, .. }));
+    assert_eq!(config.bots.default_bot().timeout(), Duration::from_secs(840));
+    assert_eq!(Config::parse("{}").unwrap().bots.default_bot().timeout(), DEFAULT_BOT_TIMEOUT);
 }
 
 #[tokio::test]
@@ -548,6 +560,8 @@ async fn the_openai_bot_sends_the_messages_image_inline_and_text_only_when_it_ca
         system_prompt: None,
         timeout: DEFAULT_BOT_TIMEOUT,
         stream: false,
+        history: shared::core::bot::History::Server,
+        reset: shared::core::bot::Reset::default(),
     };
     let bot = shared::services::bots::from_config_with_media(
         &config,

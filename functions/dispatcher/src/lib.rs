@@ -5,16 +5,18 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::adapters::aws::sqs::SqsRedeliver;
 use shared::adapters::aws::{
-    DynamoDedupe, DynamoMediaIds, DynamoReplySlots, DynamoStreams, SdkConfig, SqsPublisher, Table,
+    DynamoConversations, DynamoCounters, DynamoDedupe, DynamoMediaIds, DynamoReplySlots, DynamoStreams, SdkConfig,
+    SqsPublisher, Table,
 };
 use shared::channels::{Apis, Config};
 use shared::core::bot::{BotConfig, BotError};
 use shared::core::config::{ConfigError, Env};
 use shared::core::http::Http;
 use shared::core::ports::{Dedupe, Typing};
-use shared::services::bots::QueueBot;
+use shared::services::bots::BotPorts;
 use shared::services::dispatcher::{BotCalls, Dispatcher};
 use shared::services::files::OutFiles;
+use shared::services::router::{Router, RouterPorts};
 
 /// Why the dispatcher cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +35,23 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<Dispatcher, 
     let http = shared::services::bots::http_client()?;
     let table = Table::from_sdk(sdk, env.require_table()?);
     Ok(Dispatcher {
-        bot: match config.bot {
-            BotConfig::Queue => {
-                Arc::new(QueueBot::new(Arc::new(SqsPublisher::from_sdk(sdk, env.require_bot_queue_url()?))))
-            }
-            _ => shared::services::bots::from_config_with_media(&config.bot, &http, media_store(env, sdk)),
-        },
+        bot: Arc::new(Router::new(
+            config,
+            &http,
+            RouterPorts {
+                bots: BotPorts {
+                    media: media_store(env, sdk),
+                    conversations: Some(Arc::new(DynamoConversations::new(&table))),
+                    queue: match config.bots.named.values().any(|bot| matches!(bot, BotConfig::Queue)) {
+                        true => Some(Arc::new(SqsPublisher::from_sdk(sdk, env.require_bot_queue_url()?))),
+                        false => None,
+                    },
+                },
+                counters: Some(Arc::new(DynamoCounters::new(&table))),
+                metrics: Arc::new(shared::adapters::metrics::EmfMetrics),
+                clock: Arc::new(shared::core::ports::SystemClock),
+            },
+        )),
         slots: Arc::new(DynamoReplySlots::new(&table)),
         outbound: Arc::new(SqsPublisher::from_sdk(sdk, env.require_outbound_queue_url()?)),
         typing: typing(config, env, &http),
@@ -71,10 +84,7 @@ pub fn media_store(env: &Env, sdk: &SdkConfig) -> Option<Arc<dyn shared::core::p
 
 /// Leases on the bot's calls on `leases`, unless the bot has no side effects to repeat (echo).
 pub fn bot_calls(config: &Config, leases: Arc<dyn Dedupe>) -> Option<BotCalls> {
-    match config.bot {
-        BotConfig::Echo => None,
-        _ => Some(BotCalls { leases, timeout: config.bot.timeout() }),
-    }
+    shared::services::router::calls_matter(config).then(|| BotCalls { leases, timeout: config.bots.timeout() })
 }
 
 /// "Typing…" for the configured iLink accounts, if any.

@@ -189,8 +189,11 @@ impl crate::core::ports::ContextTokens for MemoryContextTokens {
 pub struct MemoryMetrics {
     pub recorded: Mutex<Vec<crate::core::ports::SendMetric>>,
     /// Counts by name, each with its properties.
-    pub counted: Mutex<Vec<(&'static str, Vec<(String, String)>)>>,
+    pub counted: Mutex<Vec<Counted>>,
 }
+
+/// A count's name and properties.
+pub type Counted = (&'static str, Vec<(String, String)>);
 
 impl MemoryMetrics {
     /// The properties of each count of `name`.
@@ -760,5 +763,61 @@ impl crate::core::ports::MediaIds for MemoryMediaIds {
             ids.remove(scope);
         }
         Ok(())
+    }
+}
+
+/// Conversations in a map, with the DynamoDB adapter's version rule (no expiry: dev runs are
+/// short).
+#[derive(Debug, Default)]
+pub struct MemoryConversations {
+    conversations: Mutex<HashMap<String, crate::core::ports::ConversationState>>,
+}
+
+#[async_trait]
+impl crate::core::ports::Conversations for MemoryConversations {
+    async fn load(&self, key: &str) -> Result<crate::core::ports::ConversationState, PortError> {
+        let conversations = self.conversations.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(conversations.get(key).cloned().unwrap_or_default())
+    }
+
+    async fn save(
+        &self,
+        key: &str,
+        state: &crate::core::ports::ConversationState,
+        _ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let mut conversations = self.conversations.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = conversations.get(key).map_or(0, |c| c.version);
+        if stored != state.version {
+            return Ok(false);
+        }
+        let mut saved = state.clone();
+        saved.version += 1;
+        conversations.insert(key.to_owned(), saved);
+        Ok(true)
+    }
+}
+
+/// Spending-limit counters in a map (windows are in the keys; nothing expires in a dev run).
+#[derive(Debug, Default)]
+pub struct MemoryCounters {
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+#[async_trait]
+impl crate::core::ports::Counters for MemoryCounters {
+    async fn take(&self, key: &str, limit: u32, _ttl: Duration) -> Result<bool, PortError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(format!("count#{key}")).or_default();
+        if *count >= limit {
+            return Ok(false);
+        }
+        *count += 1;
+        Ok(true)
+    }
+
+    async fn first(&self, key: &str, _ttl: Duration) -> Result<bool, PortError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(counts.insert(format!("once#{key}"), 1).is_none())
     }
 }

@@ -14,13 +14,14 @@ pub mod wecom;
 
 use std::sync::Arc;
 
-use crate::core::bot::BotConfig;
+use crate::core::bot::Bots;
 use crate::core::callback::CallbackService;
 use crate::core::config::{ConfigError, Document, Env};
 use crate::core::envelope::{Channel, OutChannel};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::media::MediaSource;
 use crate::core::outbound::{Delivery, ReplyRoute};
+use crate::core::policy::Policies;
 use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots, Streams};
 use crate::core::tokens::Tokens;
 
@@ -34,7 +35,10 @@ pub struct Config {
     pub aibots: Vec<aibot::AiBot>,
     pub kf: Vec<kf::KfAccount>,
     pub aibot_stream: aibot::StreamWindow,
-    pub bot: BotConfig,
+    /// Every bot by name (`default` among them), with their limits.
+    pub bots: Bots,
+    /// Each account's rules: its bot, per-group bots, who may talk to it.
+    pub policies: Policies,
     pub oa_window: oa::OaWindow,
     /// Callbacks further than this from now are refused (seconds; 0 = off).
     pub replay_window_secs: u64,
@@ -49,6 +53,8 @@ impl Config {
     /// Parses and validates the JSON document, naming every problem (never an empty list).
     pub fn check(json: &str) -> Result<Self, Vec<ConfigError>> {
         let mut doc = Document::parse(json)?;
+        // The accounts' rule fields first: the channels' sections are strict about fields.
+        let policies = Policies::take(&mut doc);
         let config = Config {
             wecom: doc.list(),
             oa: doc.list(),
@@ -57,10 +63,14 @@ impl Config {
             aibots: doc.list(),
             kf: doc.list(),
             aibot_stream: aibot::StreamWindow::from_document(&mut doc),
-            bot: BotConfig::from_document(&mut doc),
+            bots: Bots::from_document(&mut doc),
+            policies,
             oa_window: oa::OaWindow::from_document(&mut doc),
             replay_window_secs: crate::core::callback::replay_window(&mut doc),
         };
+        for problem in config.policies.check(|name| config.bots.named.contains_key(name)) {
+            doc.problem(problem);
+        }
         for (i, account) in config.kf.iter().enumerate() {
             match config.wecom.iter().find(|app| app.app == account.app) {
                 None => doc.problem(crate::core::config::invalid(
@@ -323,7 +333,7 @@ mod tests {
             "oa": [{"app": "news", "app_id": "wx1", "token": "abcdef", "extra": 1}],
             "ilink": [{"account": "b@im.bot", "bot_token": "", "base_url": "ftp://x"}],
             "replay_window_secs": 5,
-            "bots": {}
+            "botz": {}
         }"#;
         let problems = Config::check(document).unwrap_err();
         let fields: Vec<String> = problems
@@ -342,7 +352,7 @@ mod tests {
             "ilink[0].bot_token",
             "ilink[0].base_url",
             "replay_window_secs",
-            "bots",
+            "botz",
         ] {
             assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
         }
@@ -401,7 +411,7 @@ mod tests {
         assert_eq!(config.ilink[0].base_url, "https://ilink.example");
         assert_eq!(config.oa_window, OaWindow::default());
         assert_eq!(config.replay_window_secs, DEFAULT_REPLAY_WINDOW_SECS);
-        assert!(matches!(config.bot, BotConfig::OpenAi { .. }));
+        assert!(matches!(config.bots.default_bot(), crate::core::bot::BotConfig::OpenAi { .. }));
     }
 
     #[test]

@@ -207,6 +207,33 @@ impl Document {
         typed
     }
 
+    /// Takes `fields` out of each element of list section `section` (before the section itself is
+    /// read, so its elements stay strict about unknown fields): per element that had any, its
+    /// index, its name (the value of `key`, if a string) and the fields taken.
+    pub fn take_fields(
+        &mut self,
+        section: &str,
+        key: &str,
+        fields: &[&str],
+    ) -> Vec<(usize, String, serde_json::Map<String, Value>)> {
+        let Some(Value::Array(items)) = self.top.get_mut(section) else { return Vec::new() };
+        let mut taken = Vec::new();
+        for (i, item) in items.iter_mut().enumerate() {
+            let Value::Object(object) = item else { continue };
+            let mut these = serde_json::Map::new();
+            for field in fields {
+                if let Some(value) = object.remove(*field) {
+                    these.insert((*field).to_owned(), value);
+                }
+            }
+            if !these.is_empty() {
+                let name = object.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+                taken.push((i, name, these));
+            }
+        }
+        taken
+    }
+
     /// Notes a problem found while checking a section.
     pub fn problem(&mut self, problem: ConfigError) {
         self.problems.push(problem);

@@ -20,6 +20,19 @@ pub enum Channel {
     WecomKf,
 }
 
+impl Channel {
+    /// The name in messages and config (`wecom`, `oa`, `ilink`, `wecom_aibot`, `wecom_kf`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wecom => "wecom",
+            Self::Oa => "oa",
+            Self::Ilink => "ilink",
+            Self::WecomAibot => "wecom_aibot",
+            Self::WecomKf => "wecom_kf",
+        }
+    }
+}
+
 /// Whom a reply is addressed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod http;
 pub mod media;
 pub mod outbound;
+pub mod policy;
 pub mod ports;
 pub mod retry;
 pub mod tokens;

@@ -293,6 +293,55 @@ pub trait CustomerWindows: Send + Sync {
     async fn last_session(&self, key: &str) -> Result<Option<(i64, Option<String>, u64)>, PortError>;
 }
 
+/// One turn of a conversation the bridge remembers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub text: String,
+    /// The `Inbound` the turn answers: a turn is kept once per message, however often the
+    /// message is handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// What the bridge keeps of one conversation with one bot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationState {
+    /// The last turns, oldest first (bridge history).
+    pub turns: Vec<Turn>,
+    /// How often the conversation was reset: a gateway that keeps history itself gets a new
+    /// session key with each.
+    pub epoch: u64,
+    /// The backend's own conversation id (Dify's `conversation_id`).
+    pub external_id: Option<String>,
+    /// The stored version (0: nothing stored); a save names it.
+    pub version: u64,
+}
+
+/// Conversations the bridge remembers, per conversation and bot. A save names the version it
+/// replaces, so two messages answered at once never lose a turn: the slower reloads and
+/// appends again.
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    /// The conversation under `key` (empty, version 0, when none is kept or it expired).
+    async fn load(&self, key: &str) -> Result<ConversationState, PortError>;
+    /// Stores `state` as the version after `state.version`, if that is still the stored one,
+    /// kept `ttl` after now; false when another save came first.
+    async fn save(&self, key: &str, state: &ConversationState, ttl: Duration) -> Result<bool, PortError>;
+}
+
+/// Fixed-window counters for spending limits, shared by every dispatcher.
+#[async_trait]
+pub trait Counters: Send + Sync {
+    /// Counts one more under `key` if fewer than `limit` were counted in the window `key`
+    /// names (the key carries the window: `…:m:<minute>`), the counter kept `ttl`. True when
+    /// counted, false when the limit was reached. Atomic under concurrency.
+    async fn take(&self, key: &str, limit: u32, ttl: Duration) -> Result<bool, PortError>;
+    /// True the first time it is asked for `key` (a notice sent once per window), kept `ttl`.
+    async fn first(&self, key: &str, ttl: Duration) -> Result<bool, PortError>;
+}
+
 /// Versioned cursors of pulled feeds (a 微信客服 account's `sync_msg`): a cursor is saved only
 /// after what it passes was published, and each save names the version it replaces, so a
 /// slower puller never moves a cursor back.

@@ -11,10 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::core::bot::{AnswerSink, Bot, BotConfig, BotError, MAX_BOT_TIMEOUT};
-use crate::core::envelope::{Channel, Content, Inbound, MediaType, OutMedia};
+use crate::core::bot::{conversation_key, AnswerSink, Bot, BotConfig, BotError, History, MAX_BOT_TIMEOUT};
+use crate::core::envelope::{Channel, Content, ConversationKind, Inbound, MediaType, OutMedia};
 use crate::core::http::{ApiError, Http, HttpSettings};
-use crate::core::ports::{MediaStore, Publisher};
+use crate::core::ports::{ConversationState, Conversations, MediaStore, Publisher, Turn};
 
 /// How long the dispatcher's client waits for a connection (bot or platform).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,7 +82,7 @@ impl Bot for QueueBot {
         Ok(Vec::new())
     }
 
-    fn replies_later(&self) -> bool {
+    fn replies_later(&self, _: &Inbound) -> bool {
         true
     }
 }
@@ -141,6 +141,11 @@ pub struct OpenAiBot {
     stream: bool,
     /// Where a message's image is read from, to send inline (none: text only).
     media: Option<Arc<dyn MediaStore>>,
+    history: History,
+    /// The bot's name, part of its conversations' keys.
+    name: String,
+    /// Where conversations are kept (bridge history; a server history's reset count).
+    conversations: Option<Arc<dyn Conversations>>,
 }
 
 /// The largest image sent inline (before base64): vision APIs take about 20 MB per request.
@@ -189,7 +194,14 @@ impl OpenAiBot {
     /// message's text is the platform's transcript; `image` (a data URL) goes as an
     /// `image_url` part.
     pub fn request(&self, inbound: &Inbound, image: Option<&str>) -> Option<Value> {
-        let text = inbound.text.as_deref().filter(|t| !t.trim().is_empty());
+        self.request_in(inbound, image, &ConversationState::default())
+    }
+
+    /// The request for `inbound` in the conversation `state` (its earlier turns with bridge
+    /// history; its reset count, in the `user` key, with server history).
+    pub fn request_in(&self, inbound: &Inbound, image: Option<&str>, state: &ConversationState) -> Option<Value> {
+        let said = said(inbound);
+        let text = said.as_deref();
         let content = match (text, image) {
             (None, None) => return None,
             (Some(text), None) => json!(text),
@@ -206,13 +218,14 @@ impl OpenAiBot {
         if let Some(prompt) = &self.system_prompt {
             messages.push(json!({"role": "system", "content": prompt}));
         }
+        if matches!(self.history, History::Bridge { .. }) {
+            messages.extend(state.turns.iter().map(|turn| json!({"role": turn.role, "content": turn.text})));
+        }
         messages.push(json!({"role": "user", "content": content}));
-        let user = format!(
-            "wxbridge:{}:{}:{}",
-            serde_json::to_value(inbound.channel).ok()?.as_str()?,
-            inbound.account,
-            inbound.conversation.id
-        );
+        let mut user = conversation_key(inbound);
+        if state.epoch > 0 {
+            user = format!("{user}:{}", state.epoch);
+        }
         let mut request = json!({"model": self.model, "messages": messages, "user": user});
         if self.stream {
             request["stream"] = true.into();
@@ -249,17 +262,19 @@ impl OpenAiBot {
         }
     }
 
-    /// Sends `request`; a transport failure or a status other than 2xx is an error.
+    /// Sends `request`; a transport failure or a status other than 2xx is an error. With server
+    /// history the session is named explicitly too (`x-openclaw-session-key`, the `user` key).
     async fn send(&self, request: &Value) -> Result<reqwest::Response, BotError> {
-        let response = self
+        let mut call = self
             .http
             .post(format!("{}/v1/chat/completions", self.base_url))
             .bearer_auth(self.api_key.expose_secret())
             .timeout(self.timeout)
-            .json(request)
-            .send()
-            .await
-            .map_err(transport)?;
+            .json(request);
+        if let (History::Server, Some(user)) = (&self.history, request["user"].as_str()) {
+            call = call.header(SESSION_HEADER, user);
+        }
+        let response = call.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             return Err(BotError(format!("chat completions answered HTTP {status}")));
@@ -326,13 +341,89 @@ impl Bot for OpenAiBot {
     }
 
     async fn answer_streaming(&self, inbound: &Inbound, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
+        let key = format!("{}#{}", self.name, conversation_key(inbound));
+        let state = match (&self.history, &self.conversations) {
+            (History::None, _) | (_, None) => ConversationState::default(),
+            (_, Some(conversations)) => {
+                conversations.load(&key).await.map_err(|e| BotError(format!("cannot read the conversation: {e}")))?
+            }
+        };
         let image = self.image(inbound).await;
-        let Some(request) = self.request(inbound, image.as_deref()) else { return Ok(Vec::new()) };
-        if self.stream {
-            self.stream(&request, sink).await
-        } else {
-            self.complete(&request).await
+        let Some(request) = self.request_in(inbound, image.as_deref(), &state) else { return Ok(Vec::new()) };
+        let replies = if self.stream { self.stream(&request, sink).await? } else { self.complete(&request).await? };
+        if let (History::Bridge { turns, bytes, ttl }, Some(conversations)) = (&self.history, &self.conversations) {
+            let answer: Vec<&str> = replies
+                .iter()
+                .filter_map(|c| match c {
+                    Content::Text { text } | Content::Markdown { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let asked = said(inbound).unwrap_or_else(|| "[image]".to_owned());
+            let pair = [
+                Turn { role: "user".into(), text: asked, id: Some(inbound.id.clone()) },
+                Turn { role: "assistant".into(), text: answer.join("\n\n"), id: Some(inbound.id.clone()) },
+            ];
+            let limits = (*turns, *bytes, *ttl);
+            if let Err(err) = remember(conversations.as_ref(), &key, state, &pair, limits).await {
+                // The answer still goes out; only this turn is not remembered.
+                tracing::warn!(id = %inbound.id, error = %err, "could not remember the turn");
+            }
         }
+        Ok(replies)
+    }
+}
+
+/// The header that names an OpenClaw session explicitly.
+pub const SESSION_HEADER: &str = "x-openclaw-session-key";
+
+/// What the user said, as the bot reads it: the text (a voice message's transcript), in a group
+/// chat prefixed with who said it (one history is shared by the group).
+fn said(inbound: &Inbound) -> Option<String> {
+    let text = inbound.text.as_deref().filter(|t| !t.trim().is_empty())?;
+    Some(match inbound.conversation.kind {
+        ConversationKind::Group => format!("{}: {text}", inbound.sender.id),
+        _ => text.to_owned(),
+    })
+}
+
+/// Appends `pair` (the message and its answer) to the conversation and saves it, keeping the
+/// last `turns` turns within `bytes`; when another message's turn was saved first, reloads and
+/// appends to that. A message already remembered (handled again) replaces its own turns.
+pub async fn remember(
+    conversations: &dyn Conversations,
+    key: &str,
+    mut state: ConversationState,
+    pair: &[Turn],
+    (turns, bytes, ttl): (usize, usize, Duration),
+) -> Result<(), crate::core::ports::PortError> {
+    for _ in 0..8 {
+        let id = pair.first().and_then(|t| t.id.clone());
+        state.turns.retain(|turn| id.is_none() || turn.id != id);
+        state.turns.extend(pair.iter().cloned());
+        trim(&mut state.turns, turns, bytes);
+        if conversations.save(key, &state, ttl).await? {
+            return Ok(());
+        }
+        state = conversations.load(key).await?;
+    }
+    Err(crate::core::ports::PortError::new("conversations", "the conversation kept changing while a turn was saved"))
+}
+
+/// Drops the oldest turns until at most `turns` remain within `bytes` of text; a single turn
+/// longer than `bytes` is cut to its last `bytes`.
+fn trim(history: &mut Vec<Turn>, turns: usize, bytes: usize) {
+    let excess = history.len().saturating_sub(turns);
+    history.drain(..excess);
+    while history.len() > 1 && history.iter().map(|t| t.text.len()).sum::<usize>() > bytes {
+        history.remove(0);
+    }
+    if let Some(only) = history.first_mut().filter(|t| t.text.len() > bytes) {
+        let mut cut = only.text.len() - bytes;
+        while !only.text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        only.text.drain(..cut);
     }
 }
 
@@ -492,29 +583,62 @@ impl SseDecoder {
 
 /// The bot the configuration names.
 pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
-    from_config_with_media(config, http, None)
+    build(crate::core::bot::DEFAULT_BOT, config, http, &BotPorts::default())
 }
 
 /// The bot of `config`; the `openai` kind reads a message's image from `media` to send it.
 pub fn from_config_with_media(config: &BotConfig, http: &Http, media: Option<Arc<dyn MediaStore>>) -> Arc<dyn Bot> {
+    build(crate::core::bot::DEFAULT_BOT, config, http, &BotPorts { media, ..BotPorts::default() })
+}
+
+/// What the bots may use besides HTTP.
+#[derive(Clone, Default)]
+pub struct BotPorts {
+    /// Where a message's image is read from (the `openai` kind sends it inline).
+    pub media: Option<Arc<dyn MediaStore>>,
+    /// Where conversations are kept (history, reset counts, Dify's conversation ids).
+    pub conversations: Option<Arc<dyn Conversations>>,
+    /// The bot queue (the `queue` kind).
+    pub queue: Option<Arc<dyn Publisher>>,
+}
+
+/// The bot named `name` of `config`.
+pub fn build(name: &str, config: &BotConfig, http: &Http, ports: &BotPorts) -> Arc<dyn Bot> {
     let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
-        // The process's builder gives it its queue (`QueueBot::new`); without one it says so.
-        BotConfig::Queue => Arc::new(QueueBot { queue: None }),
+        // The process's builder gives it its queue; without one it says so.
+        BotConfig::Queue => Arc::new(QueueBot { queue: ports.queue.clone() }),
         BotConfig::Http { url, secret, timeout } => {
             Arc::new(HttpBot { http, url: url.clone(), secret: secret.clone(), timeout: *timeout })
         }
-        BotConfig::OpenAi { base_url, api_key, model, system_prompt, timeout, stream } => Arc::new(OpenAiBot {
-            http,
-            base_url: base_url.clone(),
-            api_key: api_key.clone(),
-            model: model.clone(),
-            system_prompt: system_prompt.clone(),
-            timeout: *timeout,
-            stream: *stream,
-            media,
-        }),
+        BotConfig::OpenAi { base_url, api_key, model, system_prompt, timeout, stream, history, reset: _ } => {
+            Arc::new(OpenAiBot {
+                http,
+                base_url: base_url.clone(),
+                api_key: api_key.clone(),
+                model: model.clone(),
+                system_prompt: system_prompt.clone(),
+                timeout: *timeout,
+                stream: *stream,
+                media: ports.media.clone(),
+                history: history.clone(),
+                name: name.to_owned(),
+                conversations: ports.conversations.clone(),
+            })
+        }
+        BotConfig::Dify { .. } => Arc::new(Unavailable("the dify kind")),
+    }
+}
+
+/// A bot this build cannot call: every message fails with the reason (and is retried, then
+/// dead-lettered with it).
+struct Unavailable(&'static str);
+
+#[async_trait]
+impl Bot for Unavailable {
+    async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, BotError> {
+        Err(BotError(format!("{} is not available in this build", self.0)))
     }
 }
 

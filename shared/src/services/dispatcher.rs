@@ -153,11 +153,16 @@ impl Dispatcher {
             }
             None => None,
         };
-        let later = self.bot.replies_later();
+        let later = self.bot.replies_later(&inbound);
         let typing = if route.typing && !later { self.start_typing(&inbound) } else { None };
         let routed = match (&self.streams, route.stream) {
-            // A queue bot: handed over; its replies come as Outbound messages.
-            _ if later => self.bot.answer(&inbound).await.map(|_| 0).map_err(DispatchError::from),
+            // A queue bot: handed over; its replies come as Outbound messages (what comes back
+            // here is the bridge's own: a spending-limit notice).
+            _ if later => match self.bot.answer(&inbound).await {
+                Ok(replies) if replies.is_empty() => Ok(0),
+                Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),
+                Err(err) => Err(err.into()),
+            },
             (Some(streams), true) => self.answer_in_stream(streams, &inbound, channel).await,
             _ => match self.bot.answer(&inbound).await {
                 Ok(replies) => self.route(&inbound, &route, channel, &replies).await.map(|()| replies.len()),

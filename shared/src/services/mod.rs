@@ -5,4 +5,5 @@ pub mod bots;
 pub mod dispatcher;
 pub mod files;
 pub mod media;
+pub mod router;
 pub mod sender;

@@ -16,8 +16,9 @@ use crate::channels::Config;
 use crate::core::config::{ConfigError, ConfigSource, Env};
 
 pub use dynamo::{
-    DynamoContextTokens, DynamoCursors, DynamoCustomerWindows, DynamoDedupe, DynamoLeases, DynamoMediaIds,
-    DynamoParkedReplies, DynamoPollState, DynamoReplySlots, DynamoStreams, DynamoTokenStore, Table,
+    DynamoContextTokens, DynamoConversations, DynamoCounters, DynamoCursors, DynamoCustomerWindows, DynamoDedupe,
+    DynamoLeases, DynamoMediaIds, DynamoParkedReplies, DynamoPollState, DynamoReplySlots, DynamoStreams,
+    DynamoTokenStore, Table,
 };
 pub use s3::S3MediaStore;
 pub use sqs::{SqsOutbound, SqsPublisher};

@@ -2,6 +2,8 @@
 //! (partition key `pk`, TTL attribute `expires_at`), on one client per process ([`Table`]).
 
 mod contexts;
+mod conversations;
+mod counters;
 mod cursors;
 mod dedupe;
 mod leases;
@@ -15,6 +17,8 @@ mod tokens;
 mod windows;
 
 pub use contexts::DynamoContextTokens;
+pub use conversations::DynamoConversations;
+pub use counters::DynamoCounters;
 pub use cursors::DynamoCursors;
 pub use dedupe::DynamoDedupe;
 pub use leases::DynamoLeases;
