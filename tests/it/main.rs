@@ -12,6 +12,7 @@ mod media;
 mod media_out_ilink;
 mod oa;
 mod resources;
+mod router;
 mod sender;
 mod support;
 mod wecom_callback;
