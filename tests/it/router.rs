@@ -306,3 +306,23 @@ async fn a_burst_over_the_limit_calls_the_bot_the_allowed_times_and_notices_once
     let other = rig.router.answer(&message("o1", None, "Calm", "你好")).await.unwrap();
     assert_eq!(texts(&other), ["llm: 你好"]);
 }
+
+/// Every bot entry the README's "Choosing and wiring a bot" gives is a valid config.
+#[test]
+fn the_readmes_bot_entries_are_valid_configs() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("## Choosing and wiring a bot").expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
+    let entries: Vec<&str> = section.split('`').filter(|span| span.starts_with(r#"{"kind""#)).collect();
+    assert!(entries.len() >= 6, "{entries:?}");
+    for entry in entries {
+        let document = format!(r#"{{"bots": {{"default": {entry}}}}}"#);
+        if let Err(err) = Config::parse(&document) {
+            panic!("{entry}: {err}");
+        }
+    }
+    let limits = section.split('`').find(|span| span.starts_with(r#""limits""#)).expect("the limits example");
+    let document = format!(r#"{{"bots": {{"default": {{"kind": "echo", {limits}}}}}}}"#);
+    assert!(Config::parse(&document).unwrap().bots.limits.contains_key("default"));
+}
