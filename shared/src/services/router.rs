@@ -27,6 +27,8 @@ struct Named {
 /// Routes each message to its bot, after the account's rules.
 pub struct Router {
     bots: BTreeMap<String, Named>,
+    /// Answers when no bot is configured at all (a config built by hand): the echo bot.
+    fallback: Named,
     policies: Policies,
     conversations: Option<Arc<dyn Conversations>>,
     counters: Option<Arc<dyn Counters>>,
@@ -75,6 +77,7 @@ impl Router {
         }
         Self {
             bots,
+            fallback: Named { bot: Arc::new(crate::services::bots::EchoBot), limits: None, reset: None },
             policies: config.policies.clone(),
             conversations: ports.bots.conversations.clone(),
             counters: ports.counters,
@@ -83,13 +86,13 @@ impl Router {
         }
     }
 
-    /// The bot for `inbound`, by its name.
+    /// The bot for `inbound`, by its name (the config check makes every name a bot, and the
+    /// default is always there).
     fn pick(&self, inbound: &Inbound) -> (&str, &Named) {
         let name = self.policies.of(inbound).bot_for(inbound).unwrap_or(DEFAULT_BOT);
-        match self.bots.get_key_value(name) {
+        match self.bots.get_key_value(name).or_else(|| self.bots.get_key_value(DEFAULT_BOT)) {
             Some((name, named)) => (name.as_str(), named),
-            // The config check makes every name a bot; the default is always there.
-            None => self.bots.get_key_value(DEFAULT_BOT).map(|(n, b)| (n.as_str(), b)).expect("the default bot"),
+            None => (DEFAULT_BOT, &self.fallback),
         }
     }
 
