@@ -297,11 +297,25 @@ async fn a_burst_over_the_limit_calls_the_bot_the_allowed_times_and_notices_once
     let rig = rig(&stack, &config("", json!({"default": bot})));
     let burst: Vec<Inbound> = (0..10).map(|i| message(&format!("b{i}"), None, "Burst", &format!("第{i}条"))).collect();
     let answers = futures_util::future::join_all(burst.iter().map(|m| rig.router.answer(m))).await;
-    let replies: Vec<String> = answers.into_iter().flat_map(|a| texts(&a.unwrap())).collect();
+    let answers: Vec<Vec<String>> = answers.into_iter().map(|a| texts(&a.unwrap())).collect();
+    let replies: Vec<String> = answers.iter().flatten().cloned().collect();
     assert_eq!(seen.lock().unwrap().len(), 3, "the bot was called the allowed number of times");
     assert_eq!(replies.iter().filter(|r| r.starts_with("llm: ")).count(), 3);
     assert_eq!(replies.iter().filter(|r| *r == "太快了，请稍后再试。").count(), 1, "{replies:?}");
     assert_eq!(rig.metrics.counts("OverLimit").len(), 7);
+    // A message handled again (the queue delivering it twice) is not counted twice: one that
+    // got through gets through again, one held back stays held back.
+    let passed = answers.iter().position(|a| a.iter().any(|r| r.starts_with("llm: "))).unwrap();
+    let held = answers.iter().position(|a| !a.iter().any(|r| r.starts_with("llm: "))).unwrap();
+    assert_eq!(texts(&rig.router.answer(&burst[passed]).await.unwrap()), answers[passed]);
+    assert!(rig
+        .router
+        .answer(&burst[held])
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| !texts(&[r.clone()])[0].starts_with("llm: ")));
+    assert_eq!(seen.lock().unwrap().len(), 4);
     // Another user is not held back by this one.
     let other = rig.router.answer(&message("o1", None, "Calm", "你好")).await.unwrap();
     assert_eq!(texts(&other), ["llm: 你好"]);

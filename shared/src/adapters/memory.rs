@@ -801,23 +801,26 @@ impl crate::core::ports::Conversations for MemoryConversations {
 /// Spending-limit counters in a map (windows are in the keys; nothing expires in a dev run).
 #[derive(Debug, Default)]
 pub struct MemoryCounters {
-    counts: Mutex<HashMap<String, u32>>,
+    counts: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 #[async_trait]
 impl crate::core::ports::Counters for MemoryCounters {
-    async fn take(&self, key: &str, limit: u32, _ttl: Duration) -> Result<bool, PortError> {
+    async fn take(&self, key: &str, id: &str, limit: u32, _ttl: Duration) -> Result<bool, PortError> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(format!("count#{key}")).or_default();
-        if *count >= limit {
+        let ids = counts.entry(format!("count#{key}")).or_default();
+        if ids.contains(id) {
+            return Ok(true);
+        }
+        if ids.len() >= limit as usize {
             return Ok(false);
         }
-        *count += 1;
+        ids.insert(id.to_owned());
         Ok(true)
     }
 
     async fn first(&self, key: &str, _ttl: Duration) -> Result<bool, PortError> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(counts.insert(format!("once#{key}"), 1).is_none())
+        Ok(counts.insert(format!("once#{key}"), Default::default()).is_none())
     }
 }

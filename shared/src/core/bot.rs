@@ -137,6 +137,9 @@ impl Reset {
     }
 }
 
+/// The highest limit: each window's counter keeps the ids of the messages it counted.
+pub const MAX_LIMIT: u32 = 10_000;
+
 /// How often one user or one conversation may reach a bot: messages per minute and per day.
 /// Over a limit the bot is not called; the sender is told `notice` once per window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -408,8 +411,11 @@ fn check_limits(at: &str, limits: &Limits, problems: &mut Vec<ConfigError>) {
         ("conversation_per_day", limits.conversation_per_day),
     ];
     for (field, value) in all {
-        if value == Some(0) {
-            problems.push(invalid(format!("{at}.limits.{field}"), "must be at least 1 (leave it out for no limit)"));
+        if !(1..=MAX_LIMIT).contains(&value.unwrap_or(1)) {
+            problems.push(invalid(
+                format!("{at}.limits.{field}"),
+                format!("must be 1-{MAX_LIMIT} (leave it out for no limit)"),
+            ));
         }
     }
 }

@@ -334,10 +334,11 @@ pub trait Conversations: Send + Sync {
 /// Fixed-window counters for spending limits, shared by every dispatcher.
 #[async_trait]
 pub trait Counters: Send + Sync {
-    /// Counts one more under `key` if fewer than `limit` were counted in the window `key`
-    /// names (the key carries the window: `…:m:<minute>`), the counter kept `ttl`. True when
-    /// counted, false when the limit was reached. Atomic under concurrency.
-    async fn take(&self, key: &str, limit: u32, ttl: Duration) -> Result<bool, PortError>;
+    /// Counts message `id` under `key` if fewer than `limit` were counted in the window `key`
+    /// names (the key carries the window: `…:m<minute>`), kept `ttl`. True when counted (or
+    /// counted before: a message handled again is not counted twice), false when the limit
+    /// was reached. Atomic under concurrency.
+    async fn take(&self, key: &str, id: &str, limit: u32, ttl: Duration) -> Result<bool, PortError>;
     /// True the first time it is asked for `key` (a notice sent once per window), kept `ttl`.
     async fn first(&self, key: &str, ttl: Duration) -> Result<bool, PortError>;
 }

@@ -163,7 +163,9 @@ impl Router {
             let Some(limit) = limit else { continue };
             let key = format!("{name}:{scope}:{who}:{window}{}", now / span);
             let ttl = Duration::from_secs(2 * span);
-            if counters.take(&key, limit, ttl).await.map_err(failed)? {
+            // The message's id, short: a day's set of them stays a small item.
+            let id = &crate::core::outbound::short_hash(&inbound.id)[..16];
+            if counters.take(&key, id, limit, ttl).await.map_err(failed)? {
                 continue;
             }
             let per = if window == "m" { "minute" } else { "day" };

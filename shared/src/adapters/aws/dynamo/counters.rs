@@ -1,5 +1,6 @@
-//! Spending-limit counters: `pk = count#<key>` with `n` (messages counted in the window the
-//! key names) and `expires_at`; notices: `pk = once#<key>`.
+//! Spending-limit counters: `pk = count#<key>` with `ids` (a string set of the messages counted
+//! in the window the key names, so a message handled again is not counted twice) and
+//! `expires_at`; notices: `pk = once#<key>`.
 
 use std::time::{Duration, SystemTime};
 
@@ -28,14 +29,19 @@ fn expires(ttl: Duration) -> AttributeValue {
 
 #[async_trait]
 impl Counters for DynamoCounters {
-    async fn take(&self, key: &str, limit: u32, ttl: Duration) -> Result<bool, PortError> {
+    async fn take(&self, key: &str, id: &str, limit: u32, ttl: Duration) -> Result<bool, PortError> {
         // One conditional ADD: concurrent takes never count past the limit.
-        let values = [(":one", n(1)), (":limit", n(u64::from(limit))), (":expires", expires(ttl))];
+        let values = [
+            (":id", AttributeValue::Ss(vec![id.to_owned()])),
+            (":one", AttributeValue::S(id.to_owned())),
+            (":limit", n(u64::from(limit))),
+            (":expires", expires(ttl)),
+        ];
         update_if(
             &self.table,
             AttributeValue::S(format!("count#{key}")),
-            "ADD #n :one SET expires_at = if_not_exists(expires_at, :expires)",
-            Some("attribute_not_exists(#n) OR #n < :limit"),
+            "ADD ids :id SET expires_at = if_not_exists(expires_at, :expires)",
+            Some("attribute_not_exists(ids) OR contains(ids, :one) OR size(ids) < :limit"),
             &values,
         )
         .await
