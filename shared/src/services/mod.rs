@@ -2,6 +2,7 @@
 //! (outbound → WeChat), and the bots the dispatcher can call.
 
 pub mod bots;
+pub mod chat;
 pub mod dispatcher;
 pub mod files;
 pub mod media;
