@@ -1,6 +1,7 @@
 //! The bots the dispatcher can call: an HTTP webhook signed with a shared secret, and any
 //! OpenAI-compatible chat completions endpoint (e.g. an OpenClaw gateway), answering in one body
-//! or as server-sent events shown while the answer grows.
+//! or as server-sent events shown while the answer grows; and [`build`], which makes each
+//! configured kind (the Dify app's bot is in [`crate::services::dify`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use crate::core::envelope::{Channel, Content, Inbound, MediaType, OutMedia};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::ports::{ConversationState, Conversations, MediaStore, Publisher, Turn};
 use crate::services::chat::{replies, said, transport, SseEvent, SseStream, Unseen};
+use crate::services::dify::DifyBot;
 
 /// How long the dispatcher's client waits for a connection (bot or platform).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -494,7 +496,8 @@ pub fn from_config_with_media(config: &BotConfig, http: &Http, media: Option<Arc
 /// What the bots may use besides HTTP.
 #[derive(Clone, Default)]
 pub struct BotPorts {
-    /// Where a message's image is read from (the `openai` kind sends it inline).
+    /// Where a message's image is read from (the `openai` kind sends it inline; the `dify` kind
+    /// links it anew when its link has expired).
     pub media: Option<Arc<dyn MediaStore>>,
     /// Where conversations are kept (history, reset counts, Dify's conversation ids).
     pub conversations: Option<Arc<dyn Conversations>>,
@@ -527,18 +530,16 @@ pub fn build(name: &str, config: &BotConfig, http: &Http, ports: &BotPorts) -> A
                 conversations: ports.conversations.clone(),
             })
         }
-        BotConfig::Dify { .. } => Arc::new(Unavailable("the dify kind")),
-    }
-}
-
-/// A bot this build cannot call: every message fails with the reason (and is retried, then
-/// dead-lettered with it).
-struct Unavailable(&'static str);
-
-#[async_trait]
-impl Bot for Unavailable {
-    async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, BotError> {
-        Err(BotError(format!("{} is not available in this build", self.0)))
+        BotConfig::Dify { base_url, api_key, inputs, timeout, reset: _ } => Arc::new(DifyBot {
+            http,
+            base_url: base_url.clone(),
+            api_key: api_key.clone(),
+            inputs: inputs.clone(),
+            timeout: *timeout,
+            name: name.to_owned(),
+            conversations: ports.conversations.clone(),
+            media: ports.media.clone(),
+        }),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bots;
 pub mod chat;
+pub mod dify;
 pub mod dispatcher;
 pub mod files;
 pub mod media;
