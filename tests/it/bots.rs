@@ -3,7 +3,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::routing::post;
@@ -11,11 +10,13 @@ use axum::Router;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shared::channels::Config;
-use shared::core::bot::{AnswerSink, Bot, BotConfig, DEFAULT_BOT_TIMEOUT};
-use shared::core::envelope::{Content, Inbound};
+use shared::core::bot::{Bot, BotConfig, DEFAULT_BOT_TIMEOUT};
+use shared::core::envelope::Content;
 use shared::services::bots::{webhook_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{inbound, Snapshots};
 
 type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
@@ -24,17 +25,6 @@ async fn serve(router: Router) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
     url
-}
-
-fn inbound(text: Option<&str>) -> Inbound {
-    let mut value = json!({"v": 1, "id": "wecom:hr:1", "channel": "wecom", "account": "hr",
-        "conversation": {"kind": "direct", "id": "WangFang"}, "sender": {"id": "WangFang"}, "kind": "text",
-        "received_at": "2026-11-21T00:00:00Z", "sent_at": 1, "raw": {}});
-    match text {
-        Some(text) => value["text"] = text.into(),
-        None => value["kind"] = "image".into(),
-    }
-    serde_json::from_value(value).unwrap()
 }
 
 #[tokio::test]
@@ -169,23 +159,6 @@ async fn the_openai_bot_keeps_one_session_per_conversation() {
     );
     let err = wrong_key.answer(&inbound(Some("x"))).await.unwrap_err();
     assert!(!err.to_string().contains("sk-wrong"), "{err}");
-}
-
-/// What a sink was shown, snapshot by snapshot.
-#[derive(Default)]
-struct Snapshots(Mutex<Vec<String>>);
-
-impl Snapshots {
-    fn seen(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl AnswerSink for Snapshots {
-    async fn grow(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_owned());
-    }
 }
 
 /// A streaming bot of `base_url` with the key, model and conversation the SSE endpoint expects.
@@ -521,7 +494,7 @@ async fn openclaws_failure_after_partial_output_is_an_error_and_never_shown() {
         DONE.to_owned(),
     ];
     let (url, _) = sse_endpoint(spaced(&events)).await;
-    let sink = Snapshots(Mutex::default());
+    let sink = Snapshots::default();
     let result =
         streaming_bot(&url, DEFAULT_BOT_TIMEOUT).answer_streaming(&inbound(Some("明天的会几点？")), &sink).await;
     assert!(result.is_err(), "{result:?}");

@@ -6,6 +6,7 @@ mod api;
 mod bots;
 mod crash;
 mod dedupe;
+mod dify;
 mod ilink;
 mod kf;
 mod media;

@@ -160,3 +160,33 @@ impl Proxy {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+/// A text message from WangFang to the WeCom app `hr` (an image message, without its media,
+/// when `text` is none).
+pub fn inbound(text: Option<&str>) -> shared::core::envelope::Inbound {
+    let mut value = serde_json::json!({"v": 1, "id": "wecom:hr:1", "channel": "wecom", "account": "hr",
+        "conversation": {"kind": "direct", "id": "WangFang"}, "sender": {"id": "WangFang"}, "kind": "text",
+        "received_at": "2026-11-21T00:00:00Z", "sent_at": 1, "raw": {}});
+    match text {
+        Some(text) => value["text"] = text.into(),
+        None => value["kind"] = "image".into(),
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+/// What a streaming bot's sink was shown, snapshot by snapshot.
+#[derive(Default)]
+pub struct Snapshots(std::sync::Mutex<Vec<String>>);
+
+impl Snapshots {
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl shared::core::bot::AnswerSink for Snapshots {
+    async fn grow(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_owned());
+    }
+}

@@ -83,6 +83,7 @@ pub enum BotConfig {
     /// A Dify chat app (`chat-messages`, streamed): Dify keeps the conversation under the id it
     /// gives the first answer, which the bridge keeps per conversation.
     Dify {
+        /// The API's base without its `/v1`.
         base_url: String,
         api_key: SecretString,
         /// The app's input variables, sent with every message.
@@ -314,7 +315,10 @@ impl BotConfig {
                 }
             }
             RawBot::Dify { base_url, api_key, inputs, timeout_s, reset_command, reset_reply } => BotConfig::Dify {
-                base_url: keep(p, check_url(format!("{at}.base_url"), &base_url)).unwrap_or_default(),
+                // Dify's console shows the API base with its `/v1`; the bot adds it, so both forms work.
+                base_url: keep(p, check_url(format!("{at}.base_url"), &base_url))
+                    .map(|url| url.strip_suffix("/v1").map(str::to_owned).unwrap_or(url))
+                    .unwrap_or_default(),
                 api_key,
                 inputs,
                 timeout: timeout(at, timeout_s, p),

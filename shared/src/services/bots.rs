@@ -1,6 +1,7 @@
 //! The bots the dispatcher can call: an HTTP webhook signed with a shared secret, and any
 //! OpenAI-compatible chat completions endpoint (e.g. an OpenClaw gateway), answering in one body
-//! or as server-sent events shown while the answer grows.
+//! or as server-sent events shown while the answer grows; and [`build`], which makes each
+//! configured kind (the Dify app's bot is in [`crate::services::dify`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,9 +13,11 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::core::bot::{conversation_key, AnswerSink, Bot, BotConfig, BotError, History, MAX_BOT_TIMEOUT};
-use crate::core::envelope::{Channel, Content, ConversationKind, Inbound, MediaType, OutMedia};
+use crate::core::envelope::{Channel, Content, Inbound, MediaType, OutMedia};
 use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::ports::{ConversationState, Conversations, MediaStore, Publisher, Turn};
+use crate::services::chat::{replies, said, transport, SseEvent, SseStream, Unseen};
+use crate::services::dify::DifyBot;
 
 /// How long the dispatcher's client waits for a connection (bot or platform).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,10 +96,6 @@ pub struct HttpBot {
     url: String,
     secret: SecretString,
     timeout: Duration,
-}
-
-fn transport(err: reqwest::Error) -> BotError {
-    BotError(err.without_url().to_string())
 }
 
 #[async_trait]
@@ -179,15 +178,6 @@ fn asks_for_tools(choice: &Value, part: &str) -> bool {
 }
 
 const TOOL_CALLS: &str = "chat completions asked for tool calls (wxbridge offers no tools)";
-
-/// The answer text as replies: none when empty.
-fn replies(text: &str) -> Vec<Content> {
-    if text.is_empty() {
-        Vec::new()
-    } else {
-        vec![Content::Text { text: text.to_owned() }]
-    }
-}
 
 impl OpenAiBot {
     /// The request for `inbound`, or none when it carries neither text nor an image. A voice
@@ -301,18 +291,11 @@ impl OpenAiBot {
 
     /// The answer as server-sent events, shown to `sink` as it grows (the sink throttles).
     async fn stream(&self, request: &Value, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
-        let mut response = self.send(request).await?;
-        let mut events = SseDecoder::default();
+        let mut events = SseStream::new(self.send(request).await?);
         let mut answer = StreamedAnswer::default();
         let mut shown = String::new();
-        let mut read = 0usize;
-        'read: while let Some(bytes) = response.chunk().await.map_err(transport)? {
-            // A runaway endpoint (one endless line, say) must not exhaust the function's memory.
-            read += bytes.len();
-            if read > MAX_STREAM_BYTES {
-                return Err(BotError(format!("the streamed answer exceeds {} MB", MAX_STREAM_BYTES >> 20)));
-            }
-            for event in events.push(&bytes) {
+        'read: while let Some(batch) = events.next().await? {
+            for event in batch {
                 if answer.take(&event)? {
                     if let Some(preview) = answer.preview().filter(|preview| *preview != shown) {
                         sink.grow(&preview).await;
@@ -377,16 +360,6 @@ impl Bot for OpenAiBot {
 /// The header that names an OpenClaw session explicitly.
 pub const SESSION_HEADER: &str = "x-openclaw-session-key";
 
-/// What the user said, as the bot reads it: the text (a voice message's transcript), in a group
-/// chat prefixed with who said it (one history is shared by the group).
-fn said(inbound: &Inbound) -> Option<String> {
-    let text = inbound.text.as_deref().filter(|t| !t.trim().is_empty())?;
-    Some(match inbound.conversation.kind {
-        ConversationKind::Group => format!("{}: {text}", inbound.sender.id),
-        _ => text.to_owned(),
-    })
-}
-
 /// Appends `pair` (the message and its answer) to the conversation and saves it, keeping the
 /// last `turns` turns within `bytes`; when another message's turn was saved first, reloads and
 /// appends to that. A message already remembered (handled again) replaces its own turns.
@@ -425,14 +398,6 @@ fn trim(history: &mut Vec<Turn>, turns: usize, bytes: usize) {
         }
         only.text.drain(..cut);
     }
-}
-
-/// Shows nothing: [`Bot::answer`] on a streaming bot reads the stream to its end.
-struct Unseen;
-
-#[async_trait]
-impl AnswerSink for Unseen {
-    async fn grow(&self, _text: &str) {}
 }
 
 /// A chat completion read from its `chat.completion.chunk` events.
@@ -515,71 +480,8 @@ impl StreamedAnswer {
     }
 }
 
-/// One server-sent event: its `event` name (empty when unnamed) and its `data` lines joined
-/// with "\n".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct SseEvent {
-    event: String,
-    data: String,
-}
-
-/// The most a streamed answer may send, events and all (answers are kilobytes).
-const MAX_STREAM_BYTES: usize = 8 << 20;
 /// The most of a streamed answer's reasoning shown while it grows (its latest part).
 const MAX_SHOWN_REASONING: usize = 8 << 10;
-
-/// Server-sent events from a `text/event-stream` body, fed as it arrives. Bytes wait until
-/// their line is complete, so a read may end anywhere, inside a UTF-8 character too. Lines end
-/// with "\n" or "\r\n", ":" starts a comment, an event ends at a blank line (one cut off before
-/// it is dropped), and `id`/`retry` are ignored: an answer is never resumed.
-#[derive(Debug, Default)]
-struct SseDecoder {
-    pending: Vec<u8>,
-    event: String,
-    data: String,
-    has_data: bool,
-}
-
-impl SseDecoder {
-    /// The events that `bytes` complete.
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.pending.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        let mut used = 0;
-        while let Some(end) = self.pending[used..].iter().position(|&b| b == b'\n') {
-            let line = &self.pending[used..used + end];
-            let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
-            used += end + 1;
-            events.extend(self.line(&line));
-        }
-        self.pending.drain(..used);
-        events
-    }
-
-    fn line(&mut self, line: &str) -> Option<SseEvent> {
-        if line.is_empty() {
-            let event = SseEvent { event: std::mem::take(&mut self.event), data: std::mem::take(&mut self.data) };
-            return std::mem::take(&mut self.has_data).then_some(event);
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
-            }
-            "event" => self.event = value.to_owned(),
-            _ => {}
-        }
-        None
-    }
-}
 
 /// The bot the configuration names.
 pub fn from_config(config: &BotConfig, http: &Http) -> Arc<dyn Bot> {
@@ -594,7 +496,8 @@ pub fn from_config_with_media(config: &BotConfig, http: &Http, media: Option<Arc
 /// What the bots may use besides HTTP.
 #[derive(Clone, Default)]
 pub struct BotPorts {
-    /// Where a message's image is read from (the `openai` kind sends it inline).
+    /// Where a message's image is read from (the `openai` kind sends it inline; the `dify` kind
+    /// links it anew when its link has expired).
     pub media: Option<Arc<dyn MediaStore>>,
     /// Where conversations are kept (history, reset counts, Dify's conversation ids).
     pub conversations: Option<Arc<dyn Conversations>>,
@@ -627,18 +530,16 @@ pub fn build(name: &str, config: &BotConfig, http: &Http, ports: &BotPorts) -> A
                 conversations: ports.conversations.clone(),
             })
         }
-        BotConfig::Dify { .. } => Arc::new(Unavailable("the dify kind")),
-    }
-}
-
-/// A bot this build cannot call: every message fails with the reason (and is retried, then
-/// dead-lettered with it).
-struct Unavailable(&'static str);
-
-#[async_trait]
-impl Bot for Unavailable {
-    async fn answer(&self, _: &Inbound) -> Result<Vec<Content>, BotError> {
-        Err(BotError(format!("{} is not available in this build", self.0)))
+        BotConfig::Dify { base_url, api_key, inputs, timeout, reset: _ } => Arc::new(DifyBot {
+            http,
+            base_url: base_url.clone(),
+            api_key: api_key.clone(),
+            inputs: inputs.clone(),
+            timeout: *timeout,
+            name: name.to_owned(),
+            conversations: ports.conversations.clone(),
+            media: ports.media.clone(),
+        }),
     }
 }
 
@@ -661,41 +562,6 @@ mod tests {
         mac.update(b"what do ya want .for nothing?");
         let expected = crate::protocol::hex::hex(&mac.finalize().into_bytes());
         assert_eq!(sig, format!("sha256={expected}"));
-    }
-
-    /// A stream as servers write it: a comment, CRLF and LF lines, a named event, multi-line
-    /// data, and characters of 3 and 4 bytes in UTF-8.
-    const SAMPLE: &str = ": keep-alive\r\n\r\ndata: {\"a\":\"明天\"}\r\n\r\nevent: note\ndata: first\ndata:second 🦀\n\ndata\n\nid: 7\nretry: 10\ndata: [DONE]\n\n";
-
-    fn sample_events() -> Vec<SseEvent> {
-        let event = |event: &str, data: &str| SseEvent { event: event.into(), data: data.into() };
-        vec![event("", "{\"a\":\"明天\"}"), event("note", "first\nsecond 🦀"), event("", ""), event("", "[DONE]")]
-    }
-
-    #[test]
-    fn sse_events_end_at_blank_lines_and_join_their_data_lines() {
-        assert_eq!(SseDecoder::default().push(SAMPLE.as_bytes()), sample_events());
-    }
-
-    #[test]
-    fn sse_reads_may_end_at_any_byte_even_inside_a_character() {
-        let bytes = SAMPLE.as_bytes();
-        for cut in 0..=bytes.len() {
-            let mut decoder = SseDecoder::default();
-            let mut events = decoder.push(&bytes[..cut]);
-            events.extend(decoder.push(&bytes[cut..]));
-            assert_eq!(events, sample_events(), "cut at byte {cut}");
-        }
-        let mut decoder = SseDecoder::default();
-        let events: Vec<SseEvent> = bytes.iter().flat_map(|b| decoder.push(std::slice::from_ref(b))).collect();
-        assert_eq!(events, sample_events(), "one byte at a time");
-    }
-
-    #[test]
-    fn an_sse_event_cut_off_before_its_blank_line_is_dropped() {
-        let mut decoder = SseDecoder::default();
-        assert!(decoder.push(b"data: {\"partial\": tr").is_empty());
-        assert!(decoder.push(b"ue}\n").is_empty());
     }
 
     fn chunk(delta: Value, finish_reason: Option<&str>) -> SseEvent {

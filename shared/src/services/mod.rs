@@ -2,6 +2,8 @@
 //! (outbound → WeChat), and the bots the dispatcher can call.
 
 pub mod bots;
+pub mod chat;
+pub mod dify;
 pub mod dispatcher;
 pub mod files;
 pub mod media;
