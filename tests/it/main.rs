@@ -11,6 +11,7 @@ mod kf;
 mod media;
 mod media_out_ilink;
 mod oa;
+mod order;
 mod resources;
 mod sender;
 mod support;

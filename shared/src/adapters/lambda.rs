@@ -45,6 +45,7 @@ pub fn sqs_records(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<crate:
                 receipt_handle: m.receipt_handle?,
                 body: m.body.unwrap_or_default(),
                 receive_count,
+                group: m.attributes.get("MessageGroupId").cloned(),
             })
         })
         .collect()
