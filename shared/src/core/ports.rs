@@ -32,6 +32,20 @@ pub struct Record {
     pub group: Option<String>,
 }
 
+/// `records` split by `key` into groups in the order each key first appears, each group in
+/// the records' order (the records of a FIFO message group, or of one recipient).
+pub fn in_groups<'a, K: PartialEq>(records: &'a [Record], key: impl Fn(&'a Record) -> K) -> Vec<Vec<&'a Record>> {
+    let mut groups: Vec<(K, Vec<&Record>)> = Vec::new();
+    for record in records {
+        let k = key(record);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, group)) => group.push(record),
+            None => groups.push((k, vec![record])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
 /// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
 /// implementations log their failures and never hold up the answer for long.
 #[async_trait]

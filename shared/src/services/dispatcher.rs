@@ -18,8 +18,8 @@ use crate::core::envelope::{
 use crate::core::media::is_content_key;
 use crate::core::outbound::{media_id_scope, ReplyRoute};
 use crate::core::ports::{
-    attribute_value, cut_utf8, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record, Redeliver,
-    ReplySlots, SlotState, Streams, Typing,
+    attribute_value, cut_utf8, in_groups, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record,
+    Redeliver, ReplySlots, SlotState, Streams, Typing,
 };
 use crate::services::files::OutFiles;
 
@@ -590,15 +590,8 @@ impl Dispatcher {
     /// conversation) to come again at once.
     pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
         // A record without a group (a standard queue) is a conversation of its own.
-        let mut conversations: Vec<(&str, Vec<&Record>)> = Vec::new();
-        for record in records {
-            let group = record.group.as_deref().unwrap_or(&record.message_id);
-            match conversations.iter_mut().find(|(g, _)| *g == group) {
-                Some((_, records)) => records.push(record),
-                None => conversations.push((group, vec![record])),
-            }
-        }
-        let runs = conversations.into_iter().map(|(_, records)| async move {
+        let conversations = in_groups(records, |record| record.group.as_deref().unwrap_or(&record.message_id));
+        let runs = conversations.into_iter().map(|records| async move {
             let mut failed = Vec::new();
             // Set once a record must come again (after that many seconds): the rest of the
             // conversation follows it.
