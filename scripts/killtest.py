@@ -626,13 +626,19 @@ def main(argv: list[str]) -> int:
     table = f"{prefix}-table"
     aws.create_table(table)
     queue_attrs = {"VisibilityTimeout": str(args.visibility), "MessageRetentionPeriod": "345600"}
-    inbound_dlq = aws.create_queue(f"{prefix}-inbound-dlq", {"MessageRetentionPeriod": "1209600"})
+    # The inbound queue is FIFO (a group per conversation, deduplicated by Inbound id), and so
+    # is its DLQ, as in the template.
+    fifo = {"FifoQueue": "true"}
+    high_throughput = dict(fifo, DeduplicationScope="messageGroup", FifoThroughputLimit="perMessageGroupId")
+    inbound_dlq = aws.create_queue(f"{prefix}-inbound-dlq.fifo", dict(fifo, MessageRetentionPeriod="1209600"))
     outbound_dlq = aws.create_queue(f"{prefix}-outbound-dlq", {"MessageRetentionPeriod": "1209600"})
 
     def redrive(dlq: str) -> str:
         return json.dumps({"deadLetterTargetArn": aws.queue_arn(dlq), "maxReceiveCount": str(args.max_receives)})
 
-    inbound = aws.create_queue(f"{prefix}-inbound", dict(queue_attrs, RedrivePolicy=redrive(inbound_dlq)))
+    inbound = aws.create_queue(
+        f"{prefix}-inbound.fifo", dict(queue_attrs, **high_throughput, RedrivePolicy=redrive(inbound_dlq))
+    )
     outbound = aws.create_queue(f"{prefix}-outbound", dict(queue_attrs, RedrivePolicy=redrive(outbound_dlq)))
     queues = {"inbound": inbound, "outbound": outbound, "inbound-dlq": inbound_dlq, "outbound-dlq": outbound_dlq}
     log.event(f"resources: table {table}, queues {queues}")

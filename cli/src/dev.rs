@@ -26,6 +26,9 @@ use shared::core::ports::{QueueMessage, SystemClock};
 use shared::services::dispatcher::Dispatcher;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+/// Pollers of the inbound queue with `--aws`: conversations answered at once.
+const DISPATCH_POLLERS: usize = 4;
+
 /// Options of `wxbridge dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -93,7 +96,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
         }
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
-        tokio::spawn(crate::outbound::run_sqs(Arc::new(dispatcher), sqs.clone(), inbound_url));
+        // Several pollers, as Lambda runs several invocations: a slow answer holds up only its
+        // own conversation (the FIFO queue hands out no other message of its group meanwhile).
+        let dispatcher: Arc<dyn crate::outbound::BatchHandler> = Arc::new(dispatcher);
+        for _ in 0..DISPATCH_POLLERS {
+            tokio::spawn(crate::outbound::run_sqs(dispatcher.clone(), sqs.clone(), inbound_url.clone()));
+        }
         if let (false, Some(kf_url)) = (config.kf.is_empty(), env.kf_queue_url.clone()) {
             let puller = kf_puller::build(&config, &env, &sdk)?;
             tokio::spawn(crate::outbound::run_sqs(Arc::new(puller), sqs.clone(), kf_url));
@@ -101,7 +109,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let table = shared::adapters::aws::Table::from_sdk(&sdk, env.require_table()?);
         let ports = CallbackPorts {
             publisher: Arc::new(shared::adapters::aws::inbound_queues(&sdk, &env)?),
-            dedupe: Arc::new(shared::adapters::aws::DynamoDedupe::new(&table)),
             slots: Arc::new(shared::adapters::aws::DynamoReplySlots::new(&table)),
             parked: Arc::new(shared::adapters::aws::DynamoParkedReplies::new(&table)),
             streams: Arc::new(shared::adapters::aws::DynamoStreams::new(&table)),
@@ -111,14 +118,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         (callback_services(&config, ports), None, OutboundSink::Sqs { client: sqs, queue_url: outbound_url })
     } else {
-        let (queue, rx) = MemoryQueue::new();
+        // The FIFO queues' twins: WeChat's retries of a callback are dropped by deduplication id.
+        let (queue, rx) = MemoryQueue::fifo();
         let queue = Arc::new(queue);
         let folder = std::env::temp_dir().join("wxbridge-dev-media");
         let store = FolderMediaStore::new(&folder, &format!("http://{addr}"))
             .with_context(|| format!("cannot create the media folder {}", folder.display()))?;
         media_folder = Some(store.clone());
         let media_store: Arc<dyn shared::core::ports::MediaStore> = Arc::new(store.clone());
-        let (media_queue, media_rx) = MemoryQueue::new();
+        let (media_queue, media_rx) = MemoryQueue::fifo();
         let media = crate::media::memory_media(&config, &env, media_store.clone(), queue.clone())?;
         tokio::spawn(crate::media::run_memory(Arc::new(media), media_rx));
         // 微信客服: callbacks queue pulls; the puller opens the reply windows the sender checks.
@@ -127,7 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let kf = if config.kf.is_empty() {
             None
         } else {
-            let (kf_queue, kf_rx) = MemoryQueue::new();
+            let (kf_queue, kf_rx) = MemoryQueue::fifo();
             // The pull queue too: a backlog longer than one run goes on in a follow-on pull.
             let inbound = Arc::new(InboundQueues {
                 inbound: queue.clone(),
@@ -139,7 +147,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Some(Arc::new(kf_queue) as Arc<dyn shared::core::ports::Publisher>)
         };
         let queue = Arc::new(InboundQueues { inbound: queue, media: Some(Arc::new(media_queue)), kf });
-        let dedupe = Arc::new(MemoryDedupe::default());
         let slots = Arc::new(MemoryReplySlots::default());
         let parked = Arc::new(MemoryParkedReplies::default());
         let contexts = Arc::new(MemoryContextTokens::default());
@@ -148,7 +155,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             let poller = shared::channels::ilink::Poller::new(
                 shared::channels::Apis::from_env(&env)?.ilink,
                 queue.clone(),
-                dedupe.clone(),
+                // iLink's markers: a message seen again after a lost cursor comes later than
+                // the queue's deduplication reaches.
+                Arc::new(MemoryDedupe::default()),
                 contexts.clone(),
                 Arc::new(MemoryLeases::default()),
                 Arc::new(MemoryPollState::default()),
@@ -158,7 +167,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         let ports = CallbackPorts {
             publisher: queue,
-            dedupe,
             slots: slots.clone(),
             parked: parked.clone(),
             streams: streams.clone(),
@@ -451,10 +459,14 @@ async fn show_bot_queue(mut rx: UnboundedReceiver<QueueMessage>) {
 
 /// Prints each published Inbound, as a bot would receive it, and hands it to the dispatcher.
 async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: Arc<Dispatcher>) {
+    // As the FIFO inbound queue hands them out: one conversation's messages one at a time, in
+    // order; conversations in parallel.
+    let mut conversations = shared::adapters::memory::GroupedTasks::default();
     while let Some(message) = rx.recv().await {
         let dispatcher = dispatcher.clone();
         let body = message.body.clone();
-        tokio::spawn(async move {
+        let group = shared::core::callback::attribute(&message, shared::core::callback::FIFO_GROUP).unwrap_or_default();
+        conversations.spawn(group, async move {
             // Bot errors would be retried by SQS on AWS; here they are shown.
             if let Err(err) = dispatcher.dispatch(&body).await {
                 println!("dispatcher ✗ {err}");
@@ -508,7 +520,13 @@ async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::By
     let queued = match &state.outbound {
         OutboundSink::Memory(tx) => {
             let id = shared::core::ports::claim_token();
-            let record = Record { message_id: id.clone(), receipt_handle: id, body: text.to_owned(), receive_count: 1 };
+            let record = Record {
+                message_id: id.clone(),
+                receipt_handle: id,
+                body: text.to_owned(),
+                receive_count: 1,
+                group: None,
+            };
             tx.send(record).map_err(|_| "the sender has stopped".to_owned())
         }
         OutboundSink::Sqs { client, queue_url } => client

@@ -53,6 +53,7 @@ pub async fn run_memory(puller: Arc<KfPuller>, mut rx: UnboundedReceiver<QueueMe
                 receipt_handle: id,
                 body: message.body.clone(),
                 receive_count: attempt,
+                group: None,
             };
             if puller.handle_batch(&[record]).await.is_empty() {
                 break;

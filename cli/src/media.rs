@@ -60,6 +60,7 @@ pub async fn run_memory(service: Arc<MediaService>, mut rx: UnboundedReceiver<Qu
                     receipt_handle: id,
                     body: message.body.clone(),
                     receive_count: attempt,
+                    group: None,
                 };
                 match service.handle(&record).await {
                     Ok(()) => return,

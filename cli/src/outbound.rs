@@ -94,7 +94,13 @@ pub async fn run_memory(
                 let id = shared::core::ports::claim_token();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(u64::from(delay_s)).min(DEV_MAX_BACKOFF)).await;
-                    let _ = tx.send(Record { message_id: id.clone(), receipt_handle: id, body, receive_count: 1 });
+                    let _ = tx.send(Record {
+                        message_id: id.clone(),
+                        receipt_handle: id,
+                        body,
+                        receive_count: 1,
+                        group: None,
+                    });
                 });
             }
             if let Some((_, attributes)) = dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
@@ -143,7 +149,8 @@ pub struct MemoryOutboundQueue(pub mpsc::UnboundedSender<Record>);
 impl shared::core::ports::Publisher for MemoryOutboundQueue {
     async fn publish(&self, message: shared::core::ports::QueueMessage) -> Result<(), shared::core::ports::PortError> {
         let id = shared::core::ports::claim_token();
-        let record = Record { message_id: id.clone(), receipt_handle: id, body: message.body, receive_count: 1 };
+        let record =
+            Record { message_id: id.clone(), receipt_handle: id, body: message.body, receive_count: 1, group: None };
         self.0.send(record).map_err(|_| shared::core::ports::PortError::new("memory queue", "the sender has stopped"))
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
+use shared::adapters::memory::MemoryQueue;
 use shared::channels::wecom::simulate::{sign_callback, text_message};
 use shared::channels::wecom::WecomCallback;
 use shared::channels::Config;
@@ -130,14 +130,8 @@ async fn mutated_callbacks_are_refused_with_4xx_and_never_published() {
         r#"{{"wecom": [{{"app": "hr", "corp_id": "{WECOM_CORP_ID}", "agent_id": 1, "token": "{WECOM_TOKEN}", "encoding_aes_key": "{WECOM_AES_KEY}"}}]}}"#
     ))
     .unwrap();
-    let (queue, mut rx) = MemoryQueue::new();
-    let service = WecomCallback::new(
-        &config.wecom,
-        config.replay_window_secs,
-        Arc::new(queue),
-        Arc::new(MemoryDedupe::default()),
-        Arc::new(Fixed),
-    );
+    let (queue, mut rx) = MemoryQueue::fifo();
+    let service = WecomCallback::new(&config.wecom, config.replay_window_secs, Arc::new(queue), Arc::new(Fixed));
     let genuine =
         sign_callback(&crypt(), &text_message(WECOM_CORP_ID, 1, "u", "hi", 7, NOW), NOW, "1320562132", [8; 16]);
     let genuine_query = Query::parse(&genuine.query).unwrap();

@@ -97,7 +97,13 @@ struct CountingStreams {
 
 #[async_trait]
 impl Streams for CountingStreams {
-    async fn open(&self, key: &str, opened: SystemTime, url: Option<&str>, until: SystemTime) -> Result<(), PortError> {
+    async fn open(
+        &self,
+        key: &str,
+        opened: SystemTime,
+        url: Option<&str>,
+        until: SystemTime,
+    ) -> Result<bool, PortError> {
         self.counts.write(ITEM_OVERHEAD + url.map_or(0, str::len));
         self.inner.open(key, opened, url, until).await
     }
@@ -223,7 +229,6 @@ async fn streamed_answer_costs() {
         config.replay_window_secs,
         AibotPorts {
             publisher: inbound_queue.clone(),
-            dedupe: dedupe.clone(),
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
             media: None,
@@ -308,7 +313,6 @@ fn main() {
         config.replay_window_secs,
         AibotPorts {
             publisher: Arc::new(Keep(std::sync::Mutex::new(Vec::new()))),
-            dedupe: Arc::new(MemoryDedupe::default()),
             streams: streams.clone(),
             clock: Arc::new(SystemClock),
             media: None,

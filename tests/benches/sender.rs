@@ -118,6 +118,7 @@ fn batch(next: &AtomicU64) -> Vec<Record> {
                 receipt_handle: format!("r{n}"),
                 body: body.to_string(),
                 receive_count: 1,
+                group: None,
             }
         })
         .collect()

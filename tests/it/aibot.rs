@@ -161,6 +161,7 @@ impl Bridge {
                 .wait_time_seconds(1)
                 .message_attribute_names("All")
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
                 .send()
                 .await
                 .expect("receive from the emulator");
@@ -202,6 +203,10 @@ fn record(message: &Message, receive_count: u32) -> Record {
         receipt_handle: message.receipt_handle().unwrap().to_owned(),
         body: message.body().unwrap().to_owned(),
         receive_count,
+        group: message
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+            .cloned(),
     }
 }
 
@@ -211,6 +216,7 @@ fn outbound_record(body: &Value, receive_count: u32) -> Record {
         receipt_handle: "not-a-receipt".into(),
         body: body.to_string(),
         receive_count,
+        group: None,
     }
 }
 
@@ -567,6 +573,22 @@ async fn four_deliveries_of_one_message_queue_one_inbound_and_answer_one_stream_
     assert_eq!(queued.len(), 1, "one Inbound for four deliveries");
     assert_eq!(parse_inbound(&queued[0]).id, inbound_id("m-retried"));
     assert!(bridge.wecom.problems().is_empty(), "{:#?}", bridge.wecom.problems());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_a_delivery_died_between_opening_the_stream_and_publishing_queues_the_message() {
+    let bridge = Bridge::start(60, 10, NO_AGENT, 30).await;
+    let message = text_message("m-died", Some(CHAT), USER, "@DeployBot 还在吗", &unreachable_response_url());
+    // The first delivery opened the message's stream, then died before publishing (WeCom got
+    // no answer and retries).
+    let (key, expected) = stream_key(BOT, &inbound_id("m-died"));
+    let now = SystemTime::now();
+    assert!(bridge.streams.open(&key, now, None, now + Duration::from_secs(3600)).await.unwrap());
+    let answer = bridge.wecom.post(&message).await.expect("the retry is answered");
+    assert_eq!(stream_of(&answer), (expected.as_str(), false, PLACEHOLDER), "the same stream");
+    let queued = bridge.take(&bridge.stack.urls.inbound, 2, Duration::from_secs(3)).await;
+    assert_eq!(queued.len(), 1, "the retry queued the message the first delivery did not");
+    assert_eq!(parse_inbound(&queued[0]).id, inbound_id("m-died"));
 }
 
 // ---- 5. streaming end to end ----

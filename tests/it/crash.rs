@@ -80,7 +80,13 @@ async fn rig() -> Rig {
 }
 
 fn record(body: Value, receive_count: u32) -> Record {
-    Record { message_id: "m-1".into(), receipt_handle: "r-1".into(), body: body.to_string(), receive_count }
+    Record {
+        message_id: "m-1".into(),
+        receipt_handle: "r-1".into(),
+        body: body.to_string(),
+        receive_count,
+        group: None,
+    }
 }
 
 fn wecom_text(key: &str, text: &str) -> Value {
@@ -214,8 +220,9 @@ fn inbound(id: &str) -> String {
 
 #[tokio::test]
 async fn a_dispatcher_run_twice_for_one_message_still_sends_each_reply_once() {
-    // Covers a callback that died between publishing and completing its marker (WeChat's retry
-    // publishes again) and a dispatcher that died after queueing some replies (SQS redelivers).
+    // Covers a message queued again past the inbound queue's five-minute deduplication (a media
+    // step that died after passing it on, whose record returns after its 330 s visibility
+    // timeout) and a dispatcher that died after queueing some replies (SQS redelivers).
     let rig = rig().await;
     let (outbound, mut queued) = MemoryQueue::new();
     let bot = Arc::new(TwoReplies::default());
@@ -272,6 +279,7 @@ async fn a_dispatcher_with_too_little_time_left_calls_no_bot_and_hands_the_batch
         receipt_handle: "r-9".into(),
         body: inbound("wecom:hr:9"),
         receive_count: 1,
+        group: None,
     }];
     let failed = dispatcher.handle_batch_until(&records, Some(SystemTime::now() + Duration::from_secs(10))).await;
     assert_eq!(failed, ["m-9"]);
@@ -280,20 +288,20 @@ async fn a_dispatcher_with_too_little_time_left_calls_no_bot_and_hands_the_batch
 }
 
 #[tokio::test]
-async fn a_callback_claim_left_by_a_dead_handler_is_published_by_wechats_retry_after_its_lease() {
+async fn a_claim_left_by_a_dead_poller_is_published_by_the_next_read_after_its_lease() {
     use shared::core::callback::{publish_once, Published, CLAIM_LEASE};
     let dedupe = MemoryDedupe::default();
     let (queue, mut published) = MemoryQueue::new();
     let message: Inbound = serde_json::from_str(&inbound("wecom:hr:77")).unwrap();
-    // The handler claimed the message, then died before publishing.
+    // The iLink poller claimed the message, then died before publishing (its cursor stayed).
     let dead = dedupe.claim(&message.id, SystemTime::now() - CLAIM_LEASE - Duration::from_secs(1), CLAIM_LEASE).await;
     assert!(matches!(dead, Ok(Claim::Claimed { .. })));
-    // WeChat's next delivery (seconds later) publishes it, once.
+    // The next read of the same message (seconds later) publishes it, once.
     assert_eq!(publish_once(&dedupe, &queue, &SystemClock, &message).await.unwrap(), Published::Now);
     assert_eq!(publish_once(&dedupe, &queue, &SystemClock, &message).await.unwrap(), Published::Before);
     assert!(published.try_recv().is_ok());
     assert!(published.try_recv().is_err());
-    // While a live claim holds, a delivery is told to come back (503), not acknowledged.
+    // While a live claim holds, the poller keeps its cursor and reads the message again later.
     let other: Inbound = serde_json::from_str(&inbound("wecom:hr:78")).unwrap();
     dedupe.claim(&other.id, SystemTime::now(), CLAIM_LEASE).await.unwrap();
     assert_eq!(publish_once(&dedupe, &queue, &SystemClock, &other).await.unwrap(), Published::ByAnother);
@@ -330,6 +338,7 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
         receipt_handle: "r-5".into(),
         body: inbound("wecom:hr:5"),
         receive_count,
+        group: None,
     };
     // Before the last receive, SQS retries it.
     assert_eq!(dispatcher.handle_batch(&[at(4)]).await, ["m-5"]);
@@ -341,7 +350,13 @@ async fn a_dispatcher_gives_up_on_the_last_receive_into_the_dlq_with_the_reason(
     let reason = letter.attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.clone()).unwrap();
     assert!(reason.contains("gave up after 5 deliveries") && reason.contains("connection refused"), "{reason}");
     // Something that is not an Inbound goes at once.
-    let junk = Record { message_id: "m-6".into(), receipt_handle: "r-6".into(), body: "{}".into(), receive_count: 1 };
+    let junk = Record {
+        message_id: "m-6".into(),
+        receipt_handle: "r-6".into(),
+        body: "{}".into(),
+        receive_count: 1,
+        group: None,
+    };
     assert!(dispatcher.handle_batch(&[junk]).await.is_empty());
     assert!(dead.try_recv().unwrap().attributes.iter().any(|(k, v)| *k == "kind" && v == "invalid"));
 }
@@ -368,6 +383,7 @@ async fn a_failed_dispatch_comes_back_after_a_growing_backoff_not_the_queues_vis
             receipt_handle: format!("r-{receive_count}"),
             body: inbound("wecom:hr:7"),
             receive_count,
+            group: None,
         };
         assert_eq!(dispatcher.handle_batch(&[record]).await, [format!("m-{receive_count}")]);
     }

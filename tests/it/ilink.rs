@@ -299,6 +299,7 @@ async fn a_reply_to_an_ilink_message_goes_out_with_the_users_latest_context_toke
         receipt_handle: outbound[0].receipt_handle().unwrap().to_owned(),
         body: outbound[0].body().unwrap().to_owned(),
         receive_count: 1,
+        group: None,
     };
     assert!(sender.handle(&record).await, "sent");
     let sent = fake.deliveries_of(fakes::Api::Ilink);

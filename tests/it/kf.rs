@@ -279,6 +279,7 @@ async fn a_reply_goes_once_with_a_stable_msgid_takes_a_new_session_and_a_sixth_p
                      "content": {"type": "text", "text": format!("回复 {key}")}, "idempotency_key": key})
         .to_string(),
         receive_count: 1,
+        group: None,
     };
     let permanent = |o: Outcome| match o {
         Outcome::Permanent { reason, .. } => reason,
@@ -362,7 +363,6 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
         .unwrap()
         .queue_url
         .unwrap();
-    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
     let queues = InboundQueues {
         inbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.inbound)),
         media: None,
@@ -370,9 +370,8 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
     };
     let service = WecomCallback::new(
         &rig.config.wecom,
-        300,
+        shared::core::callback::DEFAULT_REPLAY_WINDOW_SECS,
         Arc::new(queues),
-        Arc::new(DynamoDedupe::new(&table)),
         Arc::new(SystemClock),
     )
     .with_metrics(rig.metrics.clone());
@@ -429,6 +428,7 @@ async fn a_batch_pulls_each_account_once_with_its_freshest_token() {
         receipt_handle: "r".into(),
         body: json!({"raw": raw}).to_string(),
         receive_count: 1,
+        group: None,
     };
     let records = [
         record("a", json!({"OpenKfId": KFID, "Token": stale})),
@@ -467,6 +467,7 @@ fn reply(key: &str, content: serde_json::Value, receive_count: u32) -> Record {
                      "idempotency_key": key})
         .to_string(),
         receive_count,
+        group: None,
     }
 }
 
@@ -687,6 +688,7 @@ async fn a_backlog_longer_than_one_run_goes_on_in_a_follow_on_pull() {
         receipt_handle: "r".into(),
         body: json!({"raw": {"OpenKfId": KFID, "Token": rig.wx.kf_callback_token(KFID)}}).to_string(),
         receive_count: 1,
+        group: None,
     };
     assert!(puller.handle_batch(&[request]).await.is_empty(), "acknowledged: the progress is saved");
     assert_eq!(rig.published().await.len(), shared::channels::kf::puller::MAX_PAGES);
@@ -697,6 +699,7 @@ async fn a_backlog_longer_than_one_run_goes_on_in_a_follow_on_pull() {
         receipt_handle: "r".into(),
         body: follow_on[0].body().unwrap().to_owned(),
         receive_count: 1,
+        group: None,
     };
     assert!(puller.handle_batch(&[record]).await.is_empty());
     assert_eq!(texts(&rig.published().await), ["积压5", "积压6"], "the rest, once");

@@ -12,6 +12,7 @@ mod kf;
 mod media;
 mod media_out_ilink;
 mod oa;
+mod order;
 mod resources;
 mod router;
 mod sender;

@@ -156,20 +156,23 @@ pub(crate) async fn receive(stack: &Stack, url: &str, wait_s: i32) -> Vec<Record
         .max_number_of_messages(10)
         .wait_time_seconds(wait_s)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
         .send()
         .await
         .unwrap();
     out.messages()
         .iter()
-        .map(|m| Record {
-            message_id: m.message_id().unwrap().to_owned(),
-            receipt_handle: m.receipt_handle().unwrap().to_owned(),
-            body: m.body().unwrap().to_owned(),
-            receive_count: m
-                .attributes()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(1),
+        .map(|m| {
+            let attribute = |name| m.attributes().and_then(|a| a.get(&name));
+            Record {
+                message_id: m.message_id().unwrap().to_owned(),
+                receipt_handle: m.receipt_handle().unwrap().to_owned(),
+                body: m.body().unwrap().to_owned(),
+                receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
+                group: attribute(MessageSystemAttributeName::MessageGroupId).cloned(),
+            }
         })
         .collect()
 }
@@ -203,8 +206,11 @@ fn aibot_inbound(payload: Value, received_at: u64) -> Inbound {
     }
 }
 
+/// An iLink message carrying `item`, with an id of its own (the queues drop a repeated id).
 fn ilink_inbound(item: Value) -> Inbound {
-    let raw = json!({"message_id": 7_400_000_000_000_000_002u64, "from_user_id": "u1@im.wechat", "to_user_id": "bot1",
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7_400_000_000_000_000_002);
+    let message_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let raw = json!({"message_id": message_id, "from_user_id": "u1@im.wechat", "to_user_id": "bot1",
         "create_time_ms": now() * 1000, "message_type": 1, "message_state": 2, "item_list": [item], "context_token": "ctx"});
     WeixinMessage::from_value(&raw).unwrap().to_inbound("bot1", now(), raw)
 }
@@ -219,12 +225,10 @@ async fn a_wecom_app_image_goes_by_the_media_queue_into_the_bucket_and_on_to_the
     let xml =
         simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &media_id, 7_450_000_000_000_000_001, now());
     let callback = simulate::sign_callback(&crypt, &xml, now(), "n1", [5; 16]);
-    let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
     let service = WecomCallback::new(
         &rig.config.wecom,
-        300,
+        shared::core::callback::DEFAULT_REPLAY_WINDOW_SECS,
         Arc::new(rig.queues()),
-        Arc::new(DynamoDedupe::new(&table)),
         Arc::new(SystemClock),
     );
     use shared::core::callback::{CallbackRequest, CallbackService};
@@ -238,6 +242,12 @@ async fn a_wecom_app_image_goes_by_the_media_queue_into_the_bucket_and_on_to_the
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(rig.stack.drain(&rig.stack.urls.inbound).await.is_empty(), "nothing reaches the dispatcher unfetched");
+    // WeCom's retries of the callback: the media queue keeps one copy (its deduplication).
+    for _ in 0..3 {
+        let request =
+            CallbackRequest { method: "POST", app: "hr", raw_query: &callback.query, body: callback.body.as_bytes() };
+        assert_eq!(service.serve(request).await.status, 200);
+    }
 
     let (received, failed) = rig.run_media(5).await;
     assert_eq!((received, failed.len()), (1, 0));
@@ -249,7 +259,36 @@ async fn a_wecom_app_image_goes_by_the_media_queue_into_the_bucket_and_on_to_the
     assert_eq!(media.file_name.as_deref(), Some("IMG_0001.png"));
     assert_eq!(media.media_id.as_deref(), Some(media_id.as_str()), "the channel's reference stays");
     assert_valid(&resolved[0]);
+    assert_eq!(rig.wx.calls("/cgi-bin/media/get"), 1, "fetched once");
     assert!(rig.wx.problems().is_empty(), "{:#?}", rig.wx.problems());
+}
+
+#[tokio::test]
+async fn the_media_steps_republish_keeps_the_conversations_group_and_the_dedup_id() {
+    use shared::core::callback::{conversation_group, dedup_id};
+    let rig = Rig::new().await;
+    let media_id = rig.wx.add_wecom_media(WECOM_CORP_ID, png(2048, 9), "p.png", "image/png");
+    let xml =
+        simulate::image_message(WECOM_CORP_ID, 1_000_002, "ZhangWei", &media_id, 7_450_000_000_000_000_009, now());
+    let inbound = shared::channels::wecom::WecomCallbackMessage::parse(&xml).unwrap().to_inbound("hr", now());
+    rig.publish(&inbound).await;
+    // On the media queue the message has a group of its own: no fetch waits for another.
+    let records = receive(&rig.stack, &rig.stack.urls.media, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].group.as_deref(), Some(dedup_id(&inbound.id).as_str()));
+    // The step runs twice on the record (a redelivery within five minutes, say after a delete
+    // that failed): the inbound queue keeps one copy.
+    for _ in 0..2 {
+        rig.service.handle(&records[0]).await.unwrap();
+    }
+    let messages = rig.stack.drain(&rig.stack.urls.inbound).await;
+    assert_eq!(messages.len(), 1);
+    let system = |name| messages[0].attributes().and_then(|a| a.get(&name)).cloned();
+    // Back in its conversation's group, under the Inbound's deduplication id.
+    assert_eq!(system(MessageSystemAttributeName::MessageGroupId), Some(conversation_group(&inbound)));
+    assert_eq!(system(MessageSystemAttributeName::MessageDeduplicationId), Some(dedup_id(&inbound.id)));
+    let resolved: Inbound = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert!(resolved.media.as_ref().and_then(|m| m.key.as_ref()).is_some(), "resolved: {resolved:#?}");
 }
 
 #[tokio::test]
@@ -538,8 +577,13 @@ pub(crate) async fn send(
     sender: &shared::services::sender::Sender,
     outbound: Value,
 ) -> shared::services::sender::Outcome {
-    let record =
-        Record { message_id: "m".into(), receipt_handle: "r".into(), body: outbound.to_string(), receive_count: 1 };
+    let record = Record {
+        message_id: "m".into(),
+        receipt_handle: "r".into(),
+        body: outbound.to_string(),
+        receive_count: 1,
+        group: None,
+    };
     sender.send_record(&record).await.1
 }
 
@@ -798,8 +842,10 @@ async fn official_account_media_goes_up_as_temporary_media_and_out_by_customer_s
 }
 
 /// The media step dies after it stored the file and passed the message on, before SQS learned
-/// it was done: the message comes back, is fetched and passed on again, and the echo still
-/// reaches the user once, its picture uploaded once.
+/// it was done: the message comes back and is fetched and passed on again. Within five minutes
+/// the inbound queue drops the second copy; later (the media queue's visibility timeout is
+/// 330 s) the dispatcher gets both, and the echo still reaches the user once, its picture
+/// uploaded once.
 #[tokio::test]
 async fn a_media_step_that_dies_after_passing_the_message_on_leads_to_one_answer() {
     use shared::adapters::aws::DynamoMediaIds;
@@ -835,10 +881,9 @@ async fn a_media_step_that_dies_after_passing_the_message_on_leads_to_one_answer
         }
     }
     let resolved = rig.resolved().await;
-    assert_eq!(resolved.len(), 2, "passed on twice, as the same message");
-    assert_eq!(resolved[0].id, resolved[1].id);
-    let key = |i: &Inbound| i.media.as_ref().and_then(|m| m.key.clone());
-    assert_eq!(key(&resolved[0]), key(&resolved[1]), "the same stored file (links are signed anew)");
+    assert_eq!(resolved.len(), 1, "passed on twice within five minutes: the inbound queue keeps one");
+    // Past the five minutes the second run's copy is taken too: the dispatcher gets both.
+    let resolved = [resolved[0].clone(), resolved[0].clone()];
 
     let table = Table::from_sdk(&rig.stack.sdk, &rig.stack.names.table);
     let files = OutFiles {
@@ -871,6 +916,7 @@ async fn a_media_step_that_dies_after_passing_the_message_on_leads_to_one_answer
             receipt_handle: "r".into(),
             body: message.body().unwrap().into(),
             receive_count: 1,
+            group: None,
         };
         assert!(sent(&sender.send_record(&record).await.1));
     }

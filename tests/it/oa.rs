@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
+use shared::adapters::aws::{DynamoParkedReplies, DynamoReplySlots, SqsPublisher};
 use shared::channels::oa::service::OaCallback;
 use shared::channels::Config;
 use shared::core::callback::CallbackRequest;
@@ -32,7 +32,6 @@ fn instance(stack: &Stack) -> OaCallback {
         config.oa_window,
         config.replay_window_secs,
         Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::new(&table)),
         Arc::new(DynamoReplySlots::new(&table)),
         Arc::new(DynamoParkedReplies::new(&table)),
         Arc::new(SystemClock),
@@ -218,6 +217,7 @@ async fn a_reply_refused_with_48001_becomes_the_passive_reply_to_the_next_messag
         receipt_handle: "r".into(),
         body: late.to_string(),
         receive_count: 1,
+        group: None,
     };
     assert!(sender.handle(&record).await, "parked, not retried");
     assert!(stack.drain(&stack.urls.outbound_dlq).await.is_empty(), "parked, not dead-lettered");

@@ -40,6 +40,19 @@ fn check_queue(template: &Yaml, logical_id: &str, spec: QueueSpec, dlq: Option<&
     assert_eq!(number(&props["MessageRetentionPeriod"]), u64::from(spec.retention_s), "{logical_id}");
     let (tag, name) = tagged(&props["QueueName"]).unwrap();
     assert_eq!((tag.as_str(), name), ("!Sub", format!("${{AWS::StackName}}-{}", spec.suffix)));
+    let fifo = props.get("FifoQueue").is_some_and(|f| *f == Yaml::Bool(true));
+    assert_eq!(fifo, spec.fifo(), "{logical_id}: FifoQueue");
+    let (scope, limit) = (props.get("DeduplicationScope"), props.get("FifoThroughputLimit"));
+    match spec.high_throughput {
+        true => {
+            assert_eq!(
+                (scope, limit),
+                (Some(&"messageGroup".into()), Some(&"perMessageGroupId".into())),
+                "{logical_id}"
+            )
+        }
+        false => assert_eq!((scope, limit), (None, None), "{logical_id}: not in high-throughput mode"),
+    }
     match (dlq, spec.max_receive_count) {
         (Some(dlq), Some(count)) => {
             let redrive = &props["RedrivePolicy"];
@@ -76,8 +89,14 @@ fn the_queues_match_the_local_set_up_and_each_has_a_dlq() {
     check_queue(&t, "BotDeadLetterQueue", BOT_DLQ, None);
     check_queue(&t, "KfPullQueue", KF_PULL, Some("KfPullDeadLetterQueue"));
     check_queue(&t, "KfPullDeadLetterQueue", KF_PULL_DLQ, None);
-    for fifo in ["KfPullQueue", "KfPullDeadLetterQueue"] {
-        assert_eq!(resource(&t, fifo)["Properties"]["FifoQueue"], true, "{fifo}");
+    // Conversations in order and WeChat's retries dropped by the queues' deduplication; a FIFO
+    // queue's DLQ is FIFO too.
+    for fifo in [INBOUND, INBOUND_DLQ, MEDIA, MEDIA_DLQ, KF_PULL, KF_PULL_DLQ] {
+        assert!(fifo.fifo(), "{}", fifo.suffix);
+    }
+    // Many groups (a conversation each, a message each): throughput per group.
+    for many_groups in [INBOUND, MEDIA] {
+        assert!(many_groups.high_throughput, "{}", many_groups.suffix);
     }
     let resources = t["Resources"].as_mapping().unwrap();
     let dlqs: Vec<String> = resources
@@ -134,10 +153,11 @@ fn policy_targets(template: &Yaml, function: &str) -> Vec<String> {
 fn each_function_may_touch_only_what_it_uses() {
     let t = template();
     let publishing = ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "secret"];
-    // The WeCom callback also queues 微信客服 pulls.
+    // The WeCom callback also queues 微信客服 pulls, and touches no table: the queues'
+    // deduplication drops WeCom's retries.
     assert_eq!(
         policy_targets(&t, "WecomCallbackFunction"),
-        ["Table.Arn", "InboundQueue.Arn", "MediaQueue.Arn", "KfPullQueue.Arn", "secret"]
+        ["InboundQueue.Arn", "MediaQueue.Arn", "KfPullQueue.Arn", "secret"]
     );
     // The 微信客服 puller queues a follow-on pull for a backlog longer than one run.
     assert_eq!(

@@ -327,6 +327,7 @@ async fn twenty_concurrent_senders_on_an_expired_token_make_one_token_call() {
                 receipt_handle: format!("r{i}"),
                 body: body.to_string(),
                 receive_count: 1,
+                group: None,
             };
             sender.handle(&record).await
         }));
@@ -389,6 +390,7 @@ async fn the_same_record_delivered_twice_by_sqs_is_sent_once() {
         receipt_handle: "r1".into(),
         body: body.to_string(),
         receive_count: 1,
+        group: None,
     };
     assert!(sender.handle(&record).await);
     let (other_process, _) = world.sender();

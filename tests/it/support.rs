@@ -65,6 +65,8 @@ impl Stack {
                 .wait_time_seconds(1)
                 .message_attribute_names("All")
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageDeduplicationId)
                 .send()
                 .await
                 .expect("receive from the emulator");
@@ -146,13 +148,6 @@ impl Proxy {
     /// set: the SDK prefers `AWS_ENDPOINT_URL` from the environment over `SdkConfig`'s endpoint.)
     pub fn sqs(&self, sdk: &SdkConfig) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).endpoint_url(&self.url).build())
-    }
-
-    /// A DynamoDB client that reaches the emulator through this proxy.
-    pub fn dynamodb(&self, sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(sdk).endpoint_url(&self.url).build(),
-        )
     }
 }
 

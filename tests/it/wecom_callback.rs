@@ -5,9 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
-use shared::adapters::aws::{DynamoDedupe, SqsPublisher};
+use shared::adapters::aws::SqsPublisher;
 use shared::channels::wecom::simulate::{self, SignedCallback};
 use shared::channels::wecom::WecomCallback;
+use shared::core::callback::{dedup_id, DEFAULT_REPLAY_WINDOW_SECS};
 use shared::core::ports::SystemClock;
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
@@ -63,7 +64,7 @@ async fn deliver(service: &WecomCallback, callback: &SignedCallback) -> (u16, St
 
 /// The service exactly as the Lambda's main builds it.
 fn deployed(stack: &Stack) -> WecomCallback {
-    wecom_callback::build(&config(300), &stack.env(), &stack.sdk).unwrap()
+    wecom_callback::build(&config(DEFAULT_REPLAY_WINDOW_SECS), &stack.env(), &stack.sdk).unwrap()
 }
 
 #[tokio::test]
@@ -89,15 +90,27 @@ async fn a_signed_encrypted_callback_ends_as_one_schema_valid_message_on_the_inb
 }
 
 #[tokio::test]
-async fn four_deliveries_of_one_message_give_one_queue_message() {
+async fn four_deliveries_of_one_callback_still_give_one_inbound() {
     let stack = Stack::new().await;
     let service = deployed(&stack);
     let message = text_message(7_460_000_000_000_000_001, "once");
-    // WeChat re-encrypts each delivery with a fresh prefix, timestamp and signature.
+    // WeChat re-encrypts each delivery with a fresh prefix, timestamp and signature; each is
+    // answered 200 only once the FIFO queue has the message, and the queue keeps one copy.
     for _ in 0..4 {
         assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
     }
-    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
+    let messages = stack.drain(&stack.urls.inbound).await;
+    assert_eq!(messages.len(), 1);
+    let system = |name| messages[0].attributes().and_then(|a| a.get(&name)).cloned().unwrap_or_default();
+    assert_eq!(
+        system(aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId),
+        dedup_id("wecom:hr:7460000000000000001")
+    );
+    assert!(system(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId).starts_with("wecom:"));
+    // No marker of our own: the callback wrote nothing to the table.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let items = dynamodb.scan().table_name(&stack.names.table).send().await.unwrap();
+    assert_eq!(items.count(), 0, "no dedupe write on the callback path");
 }
 
 #[tokio::test]
@@ -115,11 +128,10 @@ async fn concurrent_deliveries_from_two_instances_publish_once() {
     for task in tasks {
         statuses.push(task.await.unwrap());
     }
-    // A delivery that finds another one mid-publish answers 503, so WeChat retries it later.
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
-    assert!(statuses.contains(&200));
+    // Every delivery puts the message on the queue itself, so each may answer 200.
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
-    // And the retry of any 503 is answered 200 without a second message.
+    // And a later retry is answered 200 without a second message.
     assert_eq!(deliver(&a, &signed(&message)).await.0, 200);
     assert!(stack.drain(&stack.urls.inbound).await.is_empty());
 }
@@ -128,12 +140,11 @@ async fn concurrent_deliveries_from_two_instances_publish_once() {
 async fn an_sqs_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
     let stack = Stack::new().await;
     let sqs_link = Proxy::to(&crate::support::endpoint()).await;
-    let config = config(300);
+    let config = config(DEFAULT_REPLAY_WINDOW_SECS);
     let service = WecomCallback::new(
         &config.wecom,
         config.replay_window_secs,
         Arc::new(SqsPublisher::new(sqs_link.sqs(&stack.sdk), &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::new(&shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table))),
         Arc::new(SystemClock),
     );
     let message = text_message(7_460_000_000_000_000_003, "outage");
@@ -145,30 +156,16 @@ async fn an_sqs_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
 
     sqs_link.set_down(false);
     assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
-    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1, "the marker did not swallow the retry");
+    assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1, "nothing swallowed the retry");
 }
 
 #[tokio::test]
-async fn a_dynamodb_outage_answers_5xx_and_the_retry_after_recovery_is_published() {
+async fn the_callback_needs_no_table() {
+    // Deployed without WXBRIDGE_TABLE (nor DynamoDB permissions): the queues do the dedupe.
     let stack = Stack::new().await;
-    let table_link = Proxy::to(&crate::support::endpoint()).await;
-    let config = config(300);
-    let service = WecomCallback::new(
-        &config.wecom,
-        config.replay_window_secs,
-        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(DynamoDedupe::new(&shared::adapters::aws::Table::new(
-            table_link.dynamodb(&stack.sdk),
-            &stack.names.table,
-        ))),
-        Arc::new(SystemClock),
-    );
-    let message = text_message(7_460_000_000_000_000_004, "outage");
-    table_link.set_down(true);
-    settle().await;
-    assert!(deliver(&service, &signed(&message)).await.0 >= 500);
-    assert!(stack.drain(&stack.urls.inbound).await.is_empty());
-    table_link.set_down(false);
+    let env = shared::core::config::Env::from_vars([("WXBRIDGE_INBOUND_QUEUE_URL", stack.urls.inbound.clone())]);
+    let service = wecom_callback::build(&config(DEFAULT_REPLAY_WINDOW_SECS), &env, &stack.sdk).unwrap();
+    let message = text_message(7_460_000_000_000_000_004, "no table");
     assert_eq!(deliver(&service, &signed(&message)).await.0, 200);
     assert_eq!(stack.drain(&stack.urls.inbound).await.len(), 1);
 }

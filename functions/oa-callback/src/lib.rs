@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, DynamoParkedReplies, DynamoReplySlots, SdkConfig, Table};
+use shared::adapters::aws::{DynamoParkedReplies, DynamoReplySlots, SdkConfig, Table};
 use shared::channels::oa::service::OaCallback;
 use shared::channels::Config;
 use shared::core::config::{ConfigError, Env};
 use shared::core::ports::SystemClock;
 
-/// Builds the service on DynamoDB (markers, reply slots) and the inbound SQS queue.
+/// Builds the service on DynamoDB (reply slots, parked replies) and the inbound SQS queue.
 pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, ConfigError> {
     // One DynamoDB client, lent to each adapter.
     let table = Table::from_sdk(sdk, env.require_table()?);
@@ -18,7 +18,6 @@ pub fn build(config: &Config, env: &Env, sdk: &SdkConfig) -> Result<OaCallback, 
         config.oa_window,
         config.replay_window_secs,
         Arc::new(shared::adapters::aws::inbound_queues(sdk, env)?),
-        Arc::new(DynamoDedupe::new(&table)),
         Arc::new(DynamoReplySlots::new(&table)),
         Arc::new(DynamoParkedReplies::new(&table)),
         Arc::new(SystemClock),

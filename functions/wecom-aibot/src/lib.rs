@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, DynamoStreams, Table};
+use shared::adapters::aws::{DynamoStreams, Table};
 use shared::channels::aibot::service::AibotPorts;
 use shared::channels::aibot::AibotService;
 use shared::channels::Config;
@@ -15,7 +15,6 @@ pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig)
     let table = Table::from_sdk(sdk, env.require_table()?);
     let ports = AibotPorts {
         publisher: Arc::new(shared::adapters::aws::inbound_queues(sdk, env)?),
-        dedupe: Arc::new(DynamoDedupe::new(&table)),
         streams: Arc::new(DynamoStreams::new(&table)),
         clock: Arc::new(SystemClock),
         // An answer's images, shown with its finished stream.

@@ -3,24 +3,17 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response};
-use shared::adapters::aws::{DynamoDedupe, Table};
 use shared::channels::wecom::WecomCallback;
 use shared::channels::Config;
 use shared::core::config::{ConfigError, Env};
 use shared::core::ports::SystemClock;
 
-/// Builds the service on DynamoDB and SQS, as named by the environment.
+/// Builds the service on the SQS queues named by the environment (no table: the queues'
+/// deduplication drops WeCom's retries).
 pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig) -> Result<WecomCallback, ConfigError> {
     let publisher = shared::adapters::aws::inbound_queues(sdk, env)?;
-    let dedupe = DynamoDedupe::new(&Table::from_sdk(sdk, env.require_table()?));
-    Ok(WecomCallback::new(
-        &config.wecom,
-        config.replay_window_secs,
-        Arc::new(publisher),
-        Arc::new(dedupe),
-        Arc::new(SystemClock),
-    )
-    .with_metrics(Arc::new(shared::adapters::metrics::EmfMetrics)))
+    Ok(WecomCallback::new(&config.wecom, config.replay_window_secs, Arc::new(publisher), Arc::new(SystemClock))
+        .with_metrics(Arc::new(shared::adapters::metrics::EmfMetrics)))
 }
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.

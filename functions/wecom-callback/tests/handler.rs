@@ -1,17 +1,18 @@
 //! The Lambda handler, called in-process with API Gateway HTTP API (v2) events and in-memory ports.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use lambda_http::{Body, Request};
 use serde_json::Value;
-use shared::adapters::memory::{MemoryDedupe, MemoryQueue};
+use shared::adapters::memory::MemoryQueue;
 use shared::channels::wecom::simulate::sign_callback;
 use shared::channels::wecom::WecomCallback;
 use shared::channels::Config;
-use shared::core::ports::{Claim, Clock, Dedupe, PortError, Publisher, QueueMessage};
+use shared::core::callback::{dedup_id, FIFO_DEDUP, FIFO_GROUP};
+use shared::core::ports::{Clock, PortError, Publisher, QueueMessage};
 use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
 use shared::testing::fixtures::{WECOM_AES_KEY, WECOM_CORP_ID, WECOM_TOKEN};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -63,42 +64,6 @@ impl Publisher for SwitchableQueue {
     }
 }
 
-/// A dedupe store that fails every call, as DynamoDB does during an outage.
-struct BrokenDedupe;
-
-#[async_trait]
-impl Dedupe for BrokenDedupe {
-    async fn claim(&self, _: &str, _: SystemTime, _: Duration) -> Result<Claim, PortError> {
-        Err(PortError::new("dynamodb", "throttled"))
-    }
-    async fn complete(&self, _: &str, _: &str, _: SystemTime) -> Result<(), PortError> {
-        Err(PortError::new("dynamodb", "throttled"))
-    }
-    async fn release(&self, _: &str, _: &str) -> Result<(), PortError> {
-        Err(PortError::new("dynamodb", "throttled"))
-    }
-}
-
-/// Claims succeed, then the store fails (so a failed publish cannot release its claim).
-struct ClaimThenFail {
-    inner: MemoryDedupe,
-    calls: AtomicUsize,
-}
-
-#[async_trait]
-impl Dedupe for ClaimThenFail {
-    async fn claim(&self, key: &str, now: SystemTime, lease: Duration) -> Result<Claim, PortError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.claim(key, now, lease).await
-    }
-    async fn complete(&self, key: &str, token: &str, now: SystemTime) -> Result<(), PortError> {
-        self.inner.complete(key, token, now).await
-    }
-    async fn release(&self, _: &str, _: &str) -> Result<(), PortError> {
-        Err(PortError::new("dynamodb", "unreachable"))
-    }
-}
-
 struct Harness {
     service: WecomCallback,
     queue: Arc<SwitchableQueue>,
@@ -106,16 +71,18 @@ struct Harness {
     rx: UnboundedReceiver<QueueMessage>,
 }
 
-fn harness_with(config: &Config, dedupe: Arc<dyn Dedupe>) -> Harness {
-    let (inner, rx) = MemoryQueue::new();
+/// The service on the in-memory twin of the FIFO inbound queue (it drops a deduplication id it
+/// took in the last five minutes, as SQS does).
+fn harness_with(config: &Config) -> Harness {
+    let (inner, rx) = MemoryQueue::fifo();
     let queue = Arc::new(SwitchableQueue { inner, down: AtomicBool::new(false) });
     let clock = TestClock::at(SENT + 3);
-    let service = WecomCallback::new(&config.wecom, config.replay_window_secs, queue.clone(), dedupe, clock.clone());
+    let service = WecomCallback::new(&config.wecom, config.replay_window_secs, queue.clone(), clock.clone());
     Harness { service, queue, clock, rx }
 }
 
 fn harness() -> Harness {
-    harness_with(&config(), Arc::new(MemoryDedupe::default()))
+    harness_with(&config())
 }
 
 fn event(json: &str) -> Request {
@@ -178,8 +145,12 @@ async fn a_text_callback_is_published_once_and_answered_with_an_empty_200() {
     assert_eq!(inbound["text"], "hello from wxbridge");
     assert_eq!(inbound["sent_at"], 1_735_689_597u64);
     assert_eq!(inbound["conversation"]["id"], "ZhangWei");
+    // Grouped by conversation, deduplicated by the Inbound id on the FIFO queue.
+    let attribute = |name| published[0].attributes.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    assert!(attribute(FIFO_GROUP).is_some_and(|g| g.starts_with("wecom:")));
+    assert_eq!(attribute(FIFO_DEDUP), Some(dedup_id("wecom:hr:7450000000000000337")));
 
-    // WeChat's retries of the same message are acknowledged and not published again.
+    // WeChat's retries of the same message are acknowledged; the queue keeps one copy.
     for _ in 0..3 {
         assert_eq!(call(&h, event(TEXT_EVENT)).await, (200, String::new()));
     }
@@ -197,32 +168,7 @@ async fn an_sqs_outage_answers_503_and_the_retry_publishes() {
 
     h.queue.down.store(false, Ordering::SeqCst);
     assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 200);
-    assert_eq!(drain(&mut h.rx).len(), 1, "the released marker did not swallow the retry");
-}
-
-#[tokio::test]
-async fn a_dynamodb_outage_answers_503_and_publishes_nothing() {
-    let mut h = harness_with(&config(), Arc::new(BrokenDedupe));
-    assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 503);
-    assert!(drain(&mut h.rx).is_empty());
-}
-
-#[tokio::test]
-async fn an_unreleasable_claim_only_delays_the_message_until_its_lease_ends() {
-    let dedupe = Arc::new(ClaimThenFail { inner: MemoryDedupe::default(), calls: AtomicUsize::new(0) });
-    let mut h = harness_with(&config(), dedupe.clone());
-    h.queue.down.store(true, Ordering::SeqCst);
-    assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 503);
-    h.queue.down.store(false, Ordering::SeqCst);
-    // A retry while the dead claim's lease runs: 503 again, nothing published.
-    assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 503);
-    assert!(drain(&mut h.rx).is_empty());
-
-    // WeChat's next retry comes ~5 s later; by then the lease has run out.
-    h.clock.advance(7);
-    assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 200);
-    assert_eq!(drain(&mut h.rx).len(), 1);
-    assert_eq!(dedupe.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(drain(&mut h.rx).len(), 1, "nothing swallowed the retry");
 }
 
 #[tokio::test]
@@ -278,7 +224,7 @@ async fn refusals_map_to_their_status_and_publish_nothing() {
 async fn a_replay_window_of_zero_accepts_recorded_callbacks() {
     let mut config = config();
     config.replay_window_secs = 0;
-    let mut h = harness_with(&config, Arc::new(MemoryDedupe::default()));
+    let mut h = harness_with(&config);
     h.clock.advance(86_400 * 365);
     assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 200);
     assert_eq!(drain(&mut h.rx).len(), 1);
@@ -286,12 +232,15 @@ async fn a_replay_window_of_zero_accepts_recorded_callbacks() {
 
 #[tokio::test]
 async fn the_replay_window_holds_in_both_directions() {
+    // The default window: the queue's five-minute deduplication less a minute for clocks.
+    let window = shared::core::callback::DEFAULT_REPLAY_WINDOW_SECS;
+    assert_eq!(window, 240);
     let mut h = harness();
-    h.clock.0.store(SENT + 301, Ordering::SeqCst);
+    h.clock.0.store(SENT + window + 1, Ordering::SeqCst);
     assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 403);
-    h.clock.0.store(SENT - 301, Ordering::SeqCst);
+    h.clock.0.store(SENT - window - 1, Ordering::SeqCst);
     assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 403);
-    h.clock.0.store(SENT + 300, Ordering::SeqCst);
+    h.clock.0.store(SENT + window, Ordering::SeqCst);
     assert_eq!(call(&h, event(TEXT_EVENT)).await.0, 200);
     assert_eq!(drain(&mut h.rx).len(), 1);
 }
@@ -301,7 +250,7 @@ async fn crypto_vectors_with_bad_padding_length_utf8_or_receive_id_are_refused()
     let doc: Value = serde_json::from_str(include_str!("../../../fixtures/vectors/crypto.json")).unwrap();
     let mut config = config();
     config.replay_window_secs = 0;
-    let mut h = harness_with(&config, Arc::new(MemoryDedupe::default()));
+    let mut h = harness_with(&config);
     let cases = [
         ("neg_wrong_receive_id", 400),
         ("neg_pad_inconsistent", 400),

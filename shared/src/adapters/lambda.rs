@@ -45,6 +45,7 @@ pub fn sqs_records(event: aws_lambda_events::event::sqs::SqsEvent) -> Vec<crate:
                 receipt_handle: m.receipt_handle?,
                 body: m.body.unwrap_or_default(),
                 receive_count,
+                group: m.attributes.get("MessageGroupId").cloned(),
             })
         })
         .collect()
@@ -57,4 +58,25 @@ pub fn batch_response(failed: Vec<String>) -> aws_lambda_events::event::sqs::Sqs
         response.add_failure(id);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_record_keeps_its_message_group_and_receive_count() {
+        let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "m1", "receiptHandle": "r1", "body": "{}", "md5OfBody": "", "eventSource": "aws:sqs",
+             "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wx-inbound.fifo", "awsRegion": "us-east-1",
+             "messageAttributes": {},
+             "attributes": {"ApproximateReceiveCount": "2", "MessageGroupId": "wecom:0a1b2c", "MessageDeduplicationId": "d",
+                            "SequenceNumber": "1", "SentTimestamp": "1", "SenderId": "x", "ApproximateFirstReceiveTimestamp": "1"}},
+            {"messageId": "m2", "receiptHandle": "r2", "body": "{}", "attributes": {}, "messageAttributes": {}}
+        ]}))
+        .unwrap();
+        let records = sqs_records(event);
+        assert_eq!((records[0].group.as_deref(), records[0].receive_count), (Some("wecom:0a1b2c"), 2));
+        assert_eq!((records[1].group.as_deref(), records[1].receive_count), (None, 1), "a standard queue's record");
+    }
 }

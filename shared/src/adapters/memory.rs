@@ -13,19 +13,65 @@ use crate::core::ports::{claim_token, unix_millis, Claim, Dedupe, PortError, Pub
 #[derive(Debug, Clone)]
 pub struct MemoryQueue {
     tx: mpsc::UnboundedSender<QueueMessage>,
+    /// A FIFO queue's deduplication: when each deduplication id was last taken.
+    seen: Option<std::sync::Arc<Mutex<HashMap<String, std::time::Instant>>>>,
 }
 
 impl MemoryQueue {
     pub fn new() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (Self { tx, seen: None }, rx)
+    }
+
+    /// A FIFO queue's twin: a message whose deduplication id (`fifo_dedup`) was taken in the
+    /// last five minutes is dropped, as SQS drops it. (The consumer keeps each group's order.)
+    pub fn fifo() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
+        let (queue, rx) = Self::new();
+        (Self { seen: Some(std::sync::Arc::default()), ..queue }, rx)
     }
 }
 
 #[async_trait]
 impl Publisher for MemoryQueue {
     async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
+        use crate::core::callback::{attribute, FIFO_DEDUP, FIFO_DEDUP_WINDOW};
+        if let (Some(seen), Some(dedup)) = (&self.seen, attribute(&message, FIFO_DEDUP)) {
+            let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = std::time::Instant::now();
+            seen.retain(|_, at| now.duration_since(*at) < FIFO_DEDUP_WINDOW);
+            if seen.contains_key(dedup) {
+                return Ok(());
+            }
+            let dedup = dedup.to_owned();
+            self.tx.send(message).map_err(|_| PortError::new("memory queue", "no consumer"))?;
+            seen.insert(dedup, now);
+            return Ok(());
+        }
         self.tx.send(message).map_err(|_| PortError::new("memory queue", "no consumer"))
+    }
+}
+
+/// Runs the consumer of a FIFO queue's twin as SQS hands messages out: one at a time and in
+/// order within a message group, groups in parallel.
+#[derive(Debug, Default)]
+pub struct GroupedTasks {
+    /// Each group's latest task; the next one of the group waits for it.
+    latest: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+impl GroupedTasks {
+    /// Starts `task` once the group's earlier tasks have ended.
+    pub fn spawn(&mut self, group: &str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.latest.retain(|_, task| !task.is_finished());
+        let before = self.latest.remove(group);
+        let next = tokio::spawn(async move {
+            if let Some(before) = before {
+                // One that panicked ends its turn all the same.
+                let _ = before.await;
+            }
+            task.await;
+        });
+        self.latest.insert(group.to_owned(), next);
     }
 }
 
@@ -103,6 +149,51 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(6);
+
+    fn message(group: &str, dedup: &str) -> QueueMessage {
+        use crate::core::callback::{FIFO_DEDUP, FIFO_GROUP};
+        QueueMessage {
+            body: dedup.to_owned(),
+            attributes: vec![(FIFO_GROUP, group.into()), (FIFO_DEDUP, dedup.into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fifo_twin_drops_a_deduplication_id_it_took_and_the_plain_queue_does_not() {
+        let (fifo, mut taken) = MemoryQueue::fifo();
+        for dedup in ["a", "b", "a", "a"] {
+            fifo.publish(message("g", dedup)).await.unwrap();
+        }
+        assert_eq!([taken.try_recv().unwrap().body, taken.try_recv().unwrap().body], ["a", "b"]);
+        assert!(taken.try_recv().is_err());
+        let (plain, mut all) = MemoryQueue::new();
+        for _ in 0..2 {
+            plain.publish(message("g", "a")).await.unwrap();
+        }
+        assert!(all.try_recv().is_ok() && all.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn grouped_tasks_run_one_at_a_time_in_order_per_group_and_groups_in_parallel() {
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = GroupedTasks::default();
+        let step = |name: &'static str, ms: u64| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(format!("{name} start"));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                log.lock().unwrap().push(format!("{name} end"));
+            }
+        };
+        for (group, name) in [("alice", "a1"), ("alice", "a2"), ("bob", "b1"), ("alice", "a3")] {
+            tasks.spawn(group, step(name, 100));
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let log = log.lock().unwrap().clone();
+        let at = |line: &str| log.iter().position(|l| l == line).unwrap();
+        assert!(at("a1 end") < at("a2 start") && at("a2 end") < at("a3 start"), "{log:?}");
+        assert!(at("b1 start") < at("a1 end"), "bob is not held up by alice: {log:?}");
+    }
 
     #[tokio::test]
     async fn claim_complete_then_duplicate() {
@@ -635,23 +726,30 @@ impl crate::core::ports::Streams for MemoryStreams {
         opened: SystemTime,
         response_url: Option<&str>,
         url_expires: SystemTime,
-    ) -> Result<(), PortError> {
+    ) -> Result<bool, PortError> {
         use crate::core::ports::{Stream, UrlState};
-        self.lock().entry(key.to_owned()).or_insert_with(|| MemoryStream {
-            stream: Stream {
-                content: String::new(),
-                finished: false,
-                handed_over: false,
-                version: 0,
-                opened_ms: unix_millis(opened),
-                url: if response_url.is_some() { UrlState::Unused } else { UrlState::None },
-                answer: None,
-                images: Vec::new(),
+        let mut streams = self.lock();
+        if streams.contains_key(key) {
+            return Ok(false);
+        }
+        streams.insert(
+            key.to_owned(),
+            MemoryStream {
+                stream: Stream {
+                    content: String::new(),
+                    finished: false,
+                    handed_over: false,
+                    version: 0,
+                    opened_ms: unix_millis(opened),
+                    url: if response_url.is_some() { UrlState::Unused } else { UrlState::None },
+                    answer: None,
+                    images: Vec::new(),
+                },
+                url: response_url.map(str::to_owned),
+                url_expires_ms: unix_millis(url_expires),
             },
-            url: response_url.map(str::to_owned),
-            url_expires_ms: unix_millis(url_expires),
-        });
-        Ok(())
+        );
+        Ok(true)
     }
 
     async fn read(&self, key: &str) -> Result<Option<crate::core::ports::Stream>, PortError> {

@@ -22,7 +22,7 @@ use crate::core::http::{ApiError, Http, HttpSettings};
 use crate::core::media::MediaSource;
 use crate::core::outbound::{Delivery, ReplyRoute};
 use crate::core::policy::Policies;
-use crate::core::ports::{Clock, ContextTokens, Dedupe, ParkedReplies, Publisher, ReplySlots, Streams};
+use crate::core::ports::{Clock, ContextTokens, ParkedReplies, Publisher, ReplySlots, Streams};
 use crate::core::tokens::Tokens;
 
 /// The whole configuration: every channel's section, the bot and the shared settings.
@@ -159,7 +159,6 @@ impl Apis {
 /// What the callback services share: the inbound queue and the stores they keep state in.
 pub struct CallbackPorts {
     pub publisher: Arc<dyn Publisher>,
-    pub dedupe: Arc<dyn Dedupe>,
     pub slots: Arc<dyn ReplySlots>,
     pub parked: Arc<dyn ParkedReplies>,
     pub streams: Arc<dyn Streams>,
@@ -173,13 +172,13 @@ pub struct CallbackPorts {
 /// Every callback service, with the first segment of its route (`/wecom/{app}`, …): what
 /// `wxbridge dev` serves in one process; on AWS each is its own function.
 pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static str, Arc<dyn CallbackService>)> {
-    let CallbackPorts { publisher, dedupe, slots, parked, streams, clock, media, metrics } = ports;
+    let CallbackPorts { publisher, slots, parked, streams, clock, media, metrics } = ports;
     let replay = config.replay_window_secs;
     vec![
         (
             wecom::ROUTE,
             Arc::new(
-                wecom::WecomCallback::new(&config.wecom, replay, publisher.clone(), dedupe.clone(), clock.clone())
+                wecom::WecomCallback::new(&config.wecom, replay, publisher.clone(), clock.clone())
                     .with_metrics(metrics),
             ),
         ),
@@ -190,7 +189,6 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
                 config.oa_window,
                 replay,
                 publisher.clone(),
-                dedupe.clone(),
                 slots,
                 parked,
                 clock.clone(),
@@ -202,7 +200,7 @@ pub fn callback_services(config: &Config, ports: CallbackPorts) -> Vec<(&'static
                 &config.aibots,
                 config.aibot_stream,
                 replay,
-                aibot::service::AibotPorts { publisher, dedupe, streams, clock, media },
+                aibot::service::AibotPorts { publisher, streams, clock, media },
             )),
         ),
     ]
@@ -435,6 +433,8 @@ mod tests {
             (r#"{"wecom": {}}"#.to_owned(), "wecom"),
             (r#"{"replay_window_secs": 5}"#.to_owned(), "replay_window_secs"),
             (r#"{"replay_window_secs": 604800}"#.to_owned(), "replay_window_secs"),
+            // Past the inbound queue's five-minute deduplication, less a minute for clocks.
+            (r#"{"replay_window_secs": 241}"#.to_owned(), "replay_window_secs"),
             ("not json".to_owned(), "(document)"),
         ];
         for (json, field) in cases {

@@ -13,22 +13,38 @@ use crate::protocol::xml::XmlError;
 /// Bodies above this are refused before any work (WeChat's messages are a few KB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// How long a claim on a message protects an in-flight publish. Shorter than WeChat's ~5 s
-/// retry interval times its retries, so a crashed handler's claim expires before WeChat gives up;
-/// longer than a publish can take (the SQS client's operation timeout is below it).
+/// How long a claim on a message protects an in-flight publish ([`publish_once`]): longer than a
+/// publish can take (the SQS client's operation timeout is below it), short enough that a
+/// crashed poller's claim is gone by its next turn.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(6);
+
+/// How long the FIFO inbound and media queues drop a message whose deduplication id (the
+/// `Inbound` id) they have already taken: SQS's fixed five minutes.
+pub const FIFO_DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+/// How far WeChat's clock may be ahead of ours without a replayed callback outliving the
+/// queue's deduplication.
+const CLOCK_SKEW_SECS: u64 = 60;
+
+/// The longest replay window: a callback accepted later would be past [`FIFO_DEDUP_WINDOW`],
+/// and the queue would take it as a new message.
+pub const MAX_REPLAY_WINDOW_SECS: u64 = FIFO_DEDUP_WINDOW.as_secs() - CLOCK_SKEW_SECS;
 
 /// Callbacks whose timestamp is further than this from now are refused (seconds; 0 = off).
 /// WeChat retries within ~15 s and clocks drift, so minutes are safe.
-pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = MAX_REPLAY_WINDOW_SECS;
 
 /// The `replay_window_secs` setting of the document (shared by every callback).
 pub fn replay_window(doc: &mut Document) -> u64 {
     let secs = doc.value::<u64>("replay_window_secs").unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
-    // Beyond the dedupe markers' lifetime a replayed callback would be published again.
-    let dedupe_ttl = crate::core::ports::DEDUPE_TTL.as_secs();
-    if secs != 0 && !(60..=dedupe_ttl).contains(&secs) {
-        doc.problem(invalid("replay_window_secs", format!("must be 0 (off) or 60 to {dedupe_ttl} seconds")));
+    if secs != 0 && !(60..=MAX_REPLAY_WINDOW_SECS).contains(&secs) {
+        doc.problem(invalid(
+            "replay_window_secs",
+            format!(
+                "must be 0 (off) or 60 to {MAX_REPLAY_WINDOW_SECS} seconds (a callback replayed later would outlive the \
+                 inbound queue's five-minute deduplication)"
+            ),
+        ));
     }
     secs
 }
@@ -87,10 +103,9 @@ pub enum CallbackError {
     Crypto(CryptoError),
     #[error("decrypted message: {0}")]
     Message(#[from] MessageError),
-    #[error("message is being published by another request")]
-    InFlight,
-    #[error("dedupe store: {0}")]
-    Dedupe(PortError),
+    /// The table (reply slots, streams, iLink's markers) failed.
+    #[error("state store: {0}")]
+    Store(PortError),
     #[error("inbound queue: {0}")]
     Publish(PortError),
 }
@@ -112,7 +127,7 @@ impl CallbackError {
             Self::Stale => 403,
             // A valid signature over undecryptable data: a key or receive-id misconfiguration.
             Self::Crypto(_) | Self::Message(_) => 400,
-            Self::InFlight | Self::Dedupe(_) | Self::Publish(_) => 503,
+            Self::Store(_) | Self::Publish(_) => 503,
         }
     }
 
@@ -131,8 +146,7 @@ impl CallbackError {
             Self::Stale => "stale_timestamp",
             Self::Crypto(err) => err.kind(),
             Self::Message(_) => "bad_message",
-            Self::InFlight => "in_flight",
-            Self::Dedupe(_) => "dedupe_unavailable",
+            Self::Store(_) => "store_unavailable",
             Self::Publish(_) => "queue_unavailable",
         }
     }
@@ -153,11 +167,19 @@ impl CallbackError {
     pub fn response(&self) -> CallbackResponse {
         let body = match self {
             // Dependency details stay in the logs.
-            Self::Dedupe(_) | Self::Publish(_) => "temporarily unavailable, retry".to_owned(),
+            Self::Store(_) | Self::Publish(_) => "temporarily unavailable, retry".to_owned(),
             other => other.to_string(),
         };
         CallbackResponse { status: self.status(), content_type: "text/plain; charset=utf-8", body }
     }
+}
+
+/// Puts `inbound` on its queue (the inbound queue, or the media queue first). Both are FIFO
+/// queues that drop a message whose `Inbound` id they took in the last five minutes, so WeChat's
+/// retries of a callback (4 deliveries within about 20 s) and concurrent deliveries all queue it
+/// once, without a marker of our own.
+pub async fn enqueue(publisher: &dyn Publisher, inbound: &crate::core::envelope::Inbound) -> Result<(), CallbackError> {
+    publisher.publish(inbound_message(inbound)).await.map_err(CallbackError::Publish)
 }
 
 /// How [`publish_once`] went.
@@ -171,56 +193,71 @@ pub enum Published {
     ByAnother,
 }
 
-/// Publishes `inbound` once however often WeChat delivers it: claims its id (with a lease),
-/// publishes, then completes the marker; releases the claim if publishing failed, so the marker
-/// never swallows a message that did not reach the queue.
+/// Publishes `inbound` once across a window longer than the queue's five-minute deduplication
+/// (an iLink message seen again after a cursor loss, or half an hour later): claims its id (with
+/// a lease) in a DynamoDB marker kept a day, publishes, then completes the marker; releases the
+/// claim if publishing failed, so the marker never swallows a message that did not reach the
+/// queue.
 pub async fn publish_once(
     dedupe: &dyn Dedupe,
     publisher: &dyn Publisher,
     clock: &dyn Clock,
     inbound: &crate::core::envelope::Inbound,
 ) -> Result<Published, CallbackError> {
-    publish_message_once(dedupe, publisher, clock, &inbound.id, inbound_message(inbound)).await
-}
-
-/// [`publish_once`] of any queue message under `id` (a callback that queues something other
-/// than a plain `Inbound`, such as a 微信客服 pull).
-pub async fn publish_message_once(
-    dedupe: &dyn Dedupe,
-    publisher: &dyn Publisher,
-    clock: &dyn Clock,
-    id: &str,
-    message: QueueMessage,
-) -> Result<Published, CallbackError> {
-    let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Dedupe)? {
+    let id = inbound.id.as_str();
+    let token = match dedupe.claim(id, clock.now(), CLAIM_LEASE).await.map_err(CallbackError::Store)? {
         Claim::Published => return Ok(Published::Before),
         Claim::InFlight { .. } => return Ok(Published::ByAnother),
         Claim::Claimed { token, .. } => token,
     };
-    if let Err(err) = publisher.publish(message).await {
-        // Free the marker so WeChat's retry publishes; if this fails too, the lease expires.
+    if let Err(err) = publisher.publish(inbound_message(inbound)).await {
+        // Free the marker so the next read publishes; if this fails too, the lease expires.
         if let Err(release) = dedupe.release(id, &token).await {
             tracing::warn!(id = %id, error = %release, "could not release dedupe claim; it expires with its lease");
         }
         return Err(CallbackError::Publish(err));
     }
-    // The queue has it: the caller may acknowledge even if the marker cannot be completed.
+    // The queue has it: the caller may go on even if the marker cannot be completed.
     if let Err(err) = dedupe.complete(id, &token, clock.now()).await {
         tracing::warn!(id = %id, error = %err, "published but could not complete dedupe marker");
     }
     Ok(Published::Now)
 }
 
-/// The queue message of an `Inbound`: its JSON, its channel and account as attributes, and
+/// The queue message of an `Inbound`: its JSON, its channel and account as attributes, its
+/// conversation as the FIFO message group and its id as the deduplication id, and
 /// `media: fetch` when it carries media still to fetch (see [`InboundQueues`]).
 pub fn inbound_message(inbound: &crate::core::envelope::Inbound) -> QueueMessage {
     let channel =
         serde_json::to_value(inbound.channel).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let mut attributes = vec![("channel", channel), ("account", inbound.account.clone())];
+    let mut attributes = vec![
+        ("channel", channel),
+        ("account", inbound.account.clone()),
+        (FIFO_GROUP, conversation_group(inbound)),
+        (FIFO_DEDUP, dedup_id(&inbound.id)),
+    ];
     if inbound.needs_media() {
         attributes.push((MEDIA_ATTRIBUTE, MEDIA_FETCH.to_owned()));
     }
     QueueMessage { body: inbound.to_json(), attributes }
+}
+
+/// The FIFO message group of `inbound`: its conversation (channel, account, conversation id),
+/// hashed to fit SQS's 128 characters. One conversation is handled one message at a time.
+pub fn conversation_group(inbound: &crate::core::envelope::Inbound) -> String {
+    let key = crate::core::bot::conversation_key(inbound);
+    format!("{}:{}", inbound.channel.as_str(), crate::core::outbound::short_hash(&key))
+}
+
+/// The FIFO deduplication id of a message id (hashed: ids may hold characters SQS refuses, or be
+/// longer than its 128).
+pub fn dedup_id(id: &str) -> String {
+    crate::core::outbound::short_hash(id)
+}
+
+/// The value of attribute `name` of `message`, if set.
+pub fn attribute<'a>(message: &'a QueueMessage, name: &str) -> Option<&'a str> {
+    message.attributes.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
 }
 
 /// The attribute that sends a message to the media queue first.
@@ -249,10 +286,21 @@ impl Publisher for InboundQueues {
             (_, None) if kf_pull => {
                 Err(PortError::new("sqs", "no 微信客服 pull queue is configured (WXBRIDGE_KF_QUEUE_URL)"))
             }
-            (Some(media), _) if wants_media => media.publish(message).await,
+            (Some(media), _) if wants_media => media.publish(own_group(message)).await,
             _ => self.inbound.publish(message).await,
         }
     }
+}
+
+/// `message` in a FIFO group of its own (its deduplication id): on the media queue no fetch
+/// waits for another; the media step puts it back in its conversation's group on the inbound
+/// queue.
+fn own_group(mut message: QueueMessage) -> QueueMessage {
+    if let Some(dedup) = attribute(&message, FIFO_DEDUP).map(str::to_owned) {
+        message.attributes.retain(|(k, _)| *k != FIFO_GROUP);
+        message.attributes.push((FIFO_GROUP, dedup));
+    }
+    message
 }
 
 /// The attribute that names another queue than the inbound one.
@@ -260,7 +308,7 @@ pub const QUEUE_ATTRIBUTE: &str = "queue";
 /// ... the 微信客服 pull queue.
 pub const KF_PULL: &str = "kf_pull";
 /// Attributes a FIFO queue takes as its message group and deduplication id (not sent as
-/// message attributes).
+/// message attributes; a standard queue ignores them).
 pub const FIFO_GROUP: &str = "fifo_group";
 pub const FIFO_DEDUP: &str = "fifo_dedup";
 
@@ -304,8 +352,7 @@ mod tests {
             (CallbackError::Stale, 403),
             (CallbackError::Crypto(CryptoError::BadPadding), 400),
             (CallbackError::Message(MessageError::Missing("MsgType")), 400),
-            (CallbackError::InFlight, 503),
-            (CallbackError::Dedupe(port()), 503),
+            (CallbackError::Store(port()), 503),
             (CallbackError::Publish(port()), 503),
         ];
         for (err, status) in cases {

@@ -20,13 +20,30 @@ impl PortError {
 }
 
 /// One message received from a queue, as the Lambda event (or `dev`'s poller) gives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Record {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: String,
     /// SQS's ApproximateReceiveCount: 1 on the first delivery.
     pub receive_count: u32,
+    /// The message group on a FIFO queue (SQS's MessageGroupId): records of one group are
+    /// handled in order, one at a time.
+    pub group: Option<String>,
+}
+
+/// `records` split by `key` into groups in the order each key first appears, each group in
+/// the records' order (the records of a FIFO message group, or of one recipient).
+pub fn in_groups<'a, K: PartialEq>(records: &'a [Record], key: impl Fn(&'a Record) -> K) -> Vec<Vec<&'a Record>> {
+    let mut groups: Vec<(K, Vec<&Record>)> = Vec::new();
+    for record in records {
+        let k = key(record);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, group)) => group.push(record),
+            None => groups.push((k, vec![record])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
 }
 
 /// Shows the user that an answer is coming ("typing…"), where the channel can. Best effort:
@@ -104,7 +121,9 @@ pub enum Claim {
     InFlight { until_ms: u64 },
 }
 
-/// Seen-message markers that make "publish once" safe across WeChat's retries.
+/// Seen-message markers that make "publish once" safe where the queues' five-minute
+/// deduplication is too short (iLink's messages, 微信客服 items, the dispatcher's bot calls, the
+/// sender's parts).
 ///
 /// A marker is *claimed* (with a short lease) before publishing, *completed* after the queue
 /// accepted the message, and *released* if publishing failed, so a marker never swallows a
@@ -116,7 +135,7 @@ pub trait Dedupe: Send + Sync {
     async fn release(&self, key: &str, token: &str) -> Result<(), PortError>;
 }
 
-/// How long a completed callback dedupe marker is kept.
+/// How long a completed dedupe marker is kept (unless its adapter says otherwise).
 pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a sent-part marker is kept: past the outbound queue's (4 days) and its DLQ's
 /// (14 days) retention, so a redriven message never sends a part twice.
@@ -407,15 +426,16 @@ pub enum UrlClaim {
 /// The answer streams of WeCom AI-bot messages (one item per message, kept two hours).
 #[async_trait]
 pub trait Streams: Send + Sync {
-    /// Creates the open, empty stream of a message unless it exists (a retried callback).
-    /// `response_url` is kept here, never on a queue; it is valid until `url_expires`.
+    /// Creates the open, empty stream of a message unless it exists (a retried callback); true
+    /// when this call created it. `response_url` is kept here, never on a queue; it is valid
+    /// until `url_expires`.
     async fn open(
         &self,
         key: &str,
         opened: SystemTime,
         response_url: Option<&str>,
         url_expires: SystemTime,
-    ) -> Result<(), PortError>;
+    ) -> Result<bool, PortError>;
     /// The stream, read consistently.
     async fn read(&self, key: &str) -> Result<Option<Stream>, PortError>;
     /// Replaces the content of an open stream with a newer snapshot (`version` above the

@@ -11,14 +11,15 @@ use std::time::{Duration, SystemTime};
 use crate::channels::aibot::stream::{self as aibot_stream, fit, stream_key, MAX_CONTENT_BYTES};
 use crate::channels::reply_route;
 use crate::core::bot::{AnswerSink, Bot, BotError};
+use crate::core::callback::{dedup_id, FIFO_DEDUP, FIFO_GROUP};
 use crate::core::envelope::{
     Content, ConversationKind, Inbound, Kind, MediaType, OutChannel, OutMedia, Outbound, OUTBOUND_VERSION,
 };
 use crate::core::media::is_content_key;
 use crate::core::outbound::{media_id_scope, ReplyRoute};
 use crate::core::ports::{
-    attribute_value, cut_utf8, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record, Redeliver,
-    ReplySlots, SlotState, Streams, Typing,
+    attribute_value, cut_utf8, in_groups, unix_millis, Claim, Dedupe, PortError, Publisher, QueueMessage, Record,
+    Redeliver, ReplySlots, SlotState, Streams, Typing,
 };
 use crate::services::files::OutFiles;
 
@@ -546,95 +547,135 @@ impl Dispatcher {
         Ok(matches!(slot, Some(s) if s.state == SlotState::Filled && s.filled_by.as_deref() == Some(key)))
     }
 
-    /// Puts a record on the inbound DLQ with its reason; the id to report as failed if that is
-    /// not possible (the queue's redrive then moves it).
-    async fn give_up(&self, record: &Record, kind: &str, reason: &str) -> Option<String> {
-        let Some(dlq) = &self.dead_letter else { return Some(record.message_id.clone()) };
+    /// Puts a record on the inbound DLQ with its reason (in its conversation's group,
+    /// deduplicated by its SQS message id). If that is not possible the record comes again soon,
+    /// and the queue's redrive moves it after its last receive.
+    async fn give_up(&self, record: &Record, kind: &str, reason: &str) -> Handled {
+        let again = Handled::Again(crate::core::retry::backoff_s(record.receive_count, 0));
+        let Some(dlq) = &self.dead_letter else { return again };
+        let group = record.group.clone().unwrap_or_else(|| UNGROUPED.to_owned());
         let message = QueueMessage {
             body: record.body.clone(),
-            attributes: vec![("kind", kind.to_owned()), ("reason", attribute_value(reason))],
+            attributes: vec![
+                ("kind", kind.to_owned()),
+                ("reason", attribute_value(reason)),
+                (FIFO_GROUP, group),
+                (FIFO_DEDUP, dedup_id(&record.message_id)),
+            ],
         };
         match dlq.publish(message).await {
-            Ok(()) => None,
+            Ok(()) => Handled::Done,
             Err(err) => {
                 tracing::error!(error = %err, "could not dead-letter; the message stays on the queue");
-                Some(record.message_id.clone())
+                again
             }
         }
     }
 
     /// Handles an SQS batch; returns the ids to report as failed: bot and dependency errors are
-    /// retried; an invalid message fails every time, so the queue's redrive puts it in the DLQ.
+    /// retried; an invalid message goes to the DLQ at once.
     ///
-    /// Records are dispatched concurrently: one slow bot answer must not hold the others past
-    /// their window (or the function's timeout).
+    /// The inbound queue is FIFO with a message group per conversation. Conversations are
+    /// dispatched concurrently (one slow bot answer must not hold the others past their window,
+    /// or the function's timeout); the records of one conversation one at a time, in order. Once
+    /// one of them must come again, the later ones of its conversation are not started: they
+    /// are reported failed too and come back after it, in order (SQS hands out no message of a
+    /// group while an earlier one is in flight).
     pub async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
         self.handle_batch_until(records, None).await
     }
 
     /// [`Self::handle_batch`] inside an invocation that ends at `deadline`: a record whose bot
-    /// call could not finish in time is not started but handed back to come again at once.
+    /// call could not finish in time is not started but handed back (with the rest of its
+    /// conversation) to come again at once.
     pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
-        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
-        if left.is_some_and(|left| left < self.budget()) {
+        // A record without a group (a standard queue) is a conversation of its own.
+        let conversations = in_groups(records, |record| record.group.as_deref().unwrap_or(&record.message_id));
+        let runs = conversations.into_iter().map(|records| async move {
+            let mut failed = Vec::new();
+            // Set once a record must come again (after that many seconds): the rest of the
+            // conversation follows it.
+            let mut held: Option<u32> = None;
             for record in records {
-                tracing::info!(message_id = %record.message_id, "not enough time left for the bot; handed back");
-                if let Some(requeue) = &self.requeue {
-                    if let Err(err) = requeue.retry_later(&record.receipt_handle, HAND_BACK_S).await {
-                        tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                let handled = match held {
+                    Some(after) => {
+                        tracing::info!(message_id = %record.message_id, "an earlier message of its conversation comes again first; handed back");
+                        Handled::Again(after)
                     }
-                }
-            }
-            return records.iter().map(|r| r.message_id.clone()).collect();
-        }
-        let runs = records.iter().map(|record| async move {
-            let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
-            match self.dispatch(&record.body).await {
-                Ok(replies) => {
-                    tracing::info!(message_id = %record.message_id, replies, "dispatched");
-                    None
-                }
-                Err(DispatchError::Busy { until_ms }) if !last => {
-                    // Comes back when the earlier call's lease ends (or the call completes).
-                    let wait_s = until_ms.saturating_sub(unix_millis(SystemTime::now())).div_ceil(1000) + 1;
-                    tracing::info!(message_id = %record.message_id, wait_s, "an earlier delivery's bot call may still be running; handed back");
+                    None if deadline.is_some_and(|d| {
+                        d.duration_since(SystemTime::now()).unwrap_or_default() < self.budget()
+                    }) =>
+                    {
+                        tracing::info!(message_id = %record.message_id, "not enough time left for the bot; handed back");
+                        Handled::Again(HAND_BACK_S)
+                    }
+                    None => self.handle_record(record).await,
+                };
+                if let Handled::Again(after) = handled {
+                    // Without a redelivery control, it returns after the visibility timeout.
                     if let Some(requeue) = &self.requeue {
-                        if let Err(err) = requeue.retry_later(&record.receipt_handle, wait_s.min(43_200) as u32).await {
-                            tracing::warn!(error = %err, "could not hand the record back; it returns after the visibility timeout");
+                        if let Err(err) = requeue.retry_later(&record.receipt_handle, after).await {
+                            tracing::warn!(error = %err, "could not set when the record comes again; it returns after the visibility timeout");
                         }
                     }
-                    Some(record.message_id.clone())
-                }
-                Err(DispatchError::Invalid(reason)) => {
-                    tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; dead-lettered");
-                    self.give_up(record, "invalid", &format!("not an Inbound v1 document: {reason}")).await
-                }
-                Err(err) if last => {
-                    tracing::error!(message_id = %record.message_id, error = %err, receive_count = record.receive_count, "dispatch failed on the last receive; dead-lettered");
-                    // A delivery that only found an earlier call running leaves its stream to it.
-                    if !matches!(err, DispatchError::Busy { .. }) {
-                        self.end_stream(&record.body).await;
-                    }
-                    let reason = format!("gave up after {} deliveries: {err}", record.receive_count);
-                    self.give_up(record, "gave_up", &reason).await
-                }
-                Err(err) => {
-                    // Back soon, with a growing backoff, not after the queue's 16-minute visibility
-                    // timeout (sized for agents that run long, not for retries).
-                    let delay_s = crate::core::retry::backoff_s(record.receive_count, 0);
-                    tracing::warn!(message_id = %record.message_id, error = %err, delay_s, "dispatch failed; SQS retries it");
-                    if let Some(requeue) = &self.requeue {
-                        if let Err(err) = requeue.retry_later(&record.receipt_handle, delay_s).await {
-                            tracing::warn!(error = %err, "could not set the retry's delay; it returns after the visibility timeout");
-                        }
-                    }
-                    Some(record.message_id.clone())
+                    held.get_or_insert(after);
+                    failed.push(record.message_id.clone());
                 }
             }
+            failed
         });
         futures_util::future::join_all(runs).await.into_iter().flatten().collect()
     }
+
+    /// Dispatches one record, dead-letters it, or says when it must come again.
+    async fn handle_record(&self, record: &Record) -> Handled {
+        let last = self.max_receives.is_some_and(|max| record.receive_count >= max);
+        match self.dispatch(&record.body).await {
+            Ok(replies) => {
+                tracing::info!(message_id = %record.message_id, replies, "dispatched");
+                Handled::Done
+            }
+            Err(DispatchError::Busy { until_ms }) if !last => {
+                // Comes back when the earlier call's lease ends (or the call completes).
+                let wait_s = until_ms.saturating_sub(unix_millis(SystemTime::now())).div_ceil(1000) + 1;
+                tracing::info!(message_id = %record.message_id, wait_s, "an earlier delivery's bot call may still be running; handed back");
+                Handled::Again(wait_s.min(43_200) as u32)
+            }
+            Err(DispatchError::Invalid(reason)) => {
+                tracing::error!(message_id = %record.message_id, reason = %reason, "not an Inbound; dead-lettered");
+                self.give_up(record, "invalid", &format!("not an Inbound v1 document: {reason}")).await
+            }
+            Err(err) if last => {
+                tracing::error!(message_id = %record.message_id, error = %err, receive_count = record.receive_count, "dispatch failed on the last receive; dead-lettered");
+                // A delivery that only found an earlier call running leaves its stream to it.
+                if !matches!(err, DispatchError::Busy { .. }) {
+                    self.end_stream(&record.body).await;
+                }
+                let reason = format!("gave up after {} deliveries: {err}", record.receive_count);
+                self.give_up(record, "gave_up", &reason).await
+            }
+            Err(err) => {
+                // Back soon, with a growing backoff, not after the queue's 16-minute visibility
+                // timeout (sized for agents that run long, not for retries).
+                let delay_s = crate::core::retry::backoff_s(record.receive_count, 0);
+                tracing::warn!(message_id = %record.message_id, error = %err, delay_s, "dispatch failed; SQS retries it");
+                Handled::Again(delay_s)
+            }
+        }
+    }
 }
+
+/// What became of one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Dispatched or dead-lettered: SQS may delete it.
+    Done,
+    /// It must come again, after this many seconds.
+    Again(u32),
+}
+
+/// The DLQ group of a record that came without one (not from a FIFO queue).
+const UNGROUPED: &str = "ungrouped";
 
 /// Text as an AI-bot message's `response_url` takes it: one markdown message of at most 20 480
 /// bytes, the texts joined, cut with a note when too long.

@@ -4,7 +4,10 @@
 //! queue with `key`, `sha256`, `size`, `mime` and a time-limited `url`, or a `media.error`.
 //!
 //! This step runs apart from the dispatcher so that slow bots never delay a fetch: an AI bot's
-//! media URL works five minutes. A fetch that fails transiently comes back through the queue
+//! media URL works five minutes. The media queue is FIFO with a group per message (its
+//! deduplication drops WeChat's retries; no fetch waits for another); the resolved `Inbound`
+//! goes on in its conversation's group with the same deduplication id, so a second run of the
+//! step within five minutes queues no second copy. A fetch that fails transiently comes back through the queue
 //! after a backoff (short for AI bots); on the queue's last receive the message goes on with
 //! `media.error.code = "unavailable"` rather than being lost, also when the invocation runs
 //! out of time. Only an invocation that crashes on the last receive, or a failure to publish,
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::channels::MediaSources;
-use crate::core::callback::inbound_message;
+use crate::core::callback::{dedup_id, inbound_message, FIFO_DEDUP, FIFO_GROUP};
 use crate::core::envelope::{Inbound, Media, MediaFailure, MediaType};
 use crate::core::media::{content_key, sniff, FetchError, Spool};
 use crate::core::ports::{Clock, MediaStore, PortError, Publisher, Record, Redeliver};
@@ -145,7 +148,11 @@ impl MediaService {
                 // Nothing to fetch for a body that is no Inbound: the dispatcher dead-letters it
                 // with the reason.
                 tracing::error!(message_id = %record.message_id, error = %err, "not an Inbound; passed on as it is");
-                let passed = crate::core::ports::QueueMessage { body: record.body.clone(), attributes: vec![] };
+                let attributes = vec![
+                    (FIFO_GROUP, record.group.clone().unwrap_or_else(|| record.message_id.clone())),
+                    (FIFO_DEDUP, dedup_id(&record.message_id)),
+                ];
+                let passed = crate::core::ports::QueueMessage { body: record.body.clone(), attributes };
                 return self.inbound.publish(passed).await.map_err(MediaError::Queue);
             }
         };

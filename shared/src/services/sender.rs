@@ -94,15 +94,8 @@ impl Sender {
     /// [`Self::handle_batch`] inside an invocation that ends at `deadline`: no part is started
     /// without [`SEND_BUDGET`] left; what cannot start is handed back to come again at once.
     pub async fn handle_batch_until(&self, records: &[Record], deadline: Option<SystemTime>) -> Vec<String> {
-        let mut groups: Vec<(String, Vec<&Record>)> = Vec::new();
-        for record in records {
-            let recipient = recipient_of(&record.body);
-            match groups.iter_mut().find(|(r, _)| *r == recipient) {
-                Some((_, group)) => group.push(record),
-                None => groups.push((recipient, vec![record])),
-            }
-        }
-        let sends = groups.into_iter().map(|(_, group)| async move {
+        let groups = crate::core::ports::in_groups(records, |record| recipient_of(&record.body));
+        let sends = groups.into_iter().map(|group| async move {
             let mut failed = Vec::new();
             // Once one comes back later, the later ones to the same recipient come back after it.
             let mut wait: Option<u32> = None;

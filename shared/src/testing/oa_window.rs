@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::adapters::memory::{MemoryDedupe, MemoryQueue, MemoryReplySlots};
+use crate::adapters::memory::{MemoryQueue, MemoryReplySlots};
 use crate::channels::oa::service::OaCallback;
 use crate::channels::oa::OaWindow;
 use crate::channels::Config;
@@ -89,7 +89,7 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
     ))
     .unwrap_or_default();
     config.oa_window = timings.window;
-    let (inbound_queue, mut inbound_rx) = MemoryQueue::new();
+    let (inbound_queue, mut inbound_rx) = MemoryQueue::fifo();
     let (outbound_queue, mut outbound_rx) = MemoryQueue::new();
     let slots: Arc<dyn ReplySlots> = Arc::new(MemoryReplySlots::default());
     let service = Arc::new(
@@ -98,7 +98,6 @@ pub async fn run(timings: Timings, latency: Duration, safe_mode: bool, msg_id: u
             config.oa_window,
             config.replay_window_secs,
             Arc::new(inbound_queue),
-            Arc::new(MemoryDedupe::default()),
             slots.clone(),
             Arc::new(crate::adapters::memory::MemoryParkedReplies::default()),
             Arc::new(SystemClock),

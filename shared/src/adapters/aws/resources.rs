@@ -20,54 +20,121 @@ pub struct QueueSpec {
     pub retention_s: u32,
     /// Receives before SQS moves a message to `dlq`.
     pub max_receive_count: Option<u32>,
+    /// A FIFO queue (the suffix ends in `.fifo`) in high-throughput mode: deduplication and
+    /// throughput per message group, for queues with many groups.
+    pub high_throughput: bool,
 }
 
-/// Where messages that could not be handled end up: kept 14 days, the SQS maximum.
-pub const INBOUND_DLQ: QueueSpec =
-    QueueSpec { suffix: "inbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+impl QueueSpec {
+    /// A FIFO queue: SQS requires the name to end in `.fifo`.
+    pub fn fifo(&self) -> bool {
+        self.suffix.ends_with(".fifo")
+    }
+}
 
-/// The inbound queue. The visibility timeout is just past the dispatcher's timeout (900 s, for
-/// agents that take minutes): a live invocation never sees its record come back, a crashed one's
-/// returns in 16 minutes, and the bot-call lease keeps an early redelivery from calling the
-/// agent again. (AWS's advice of 6× would hold a crashed message back for 90 minutes.)
-pub const INBOUND: QueueSpec =
-    QueueSpec { suffix: "inbound", visibility_timeout_s: 960, retention_s: 345_600, max_receive_count: Some(5) };
+/// Where messages that could not be handled end up: kept 14 days, the SQS maximum. FIFO, as a
+/// FIFO queue's DLQ must be.
+pub const INBOUND_DLQ: QueueSpec = QueueSpec {
+    suffix: "inbound-dlq.fifo",
+    visibility_timeout_s: 30,
+    retention_s: 1_209_600,
+    max_receive_count: None,
+    high_throughput: false,
+};
+
+/// The inbound queue: FIFO, one message group per conversation (each conversation's messages
+/// reach the bot one at a time, in order; conversations run in parallel), deduplicated by the
+/// `Inbound` id for five minutes (WeChat's retries of a callback). The visibility timeout is
+/// just past the dispatcher's timeout (900 s, for agents that take minutes): a live invocation
+/// never sees its record come back, a crashed one's returns in 16 minutes, and the bot-call
+/// lease keeps an early redelivery from calling the agent again. (AWS's advice of 6× would hold
+/// a crashed message, and its conversation, back for 90 minutes.)
+pub const INBOUND: QueueSpec = QueueSpec {
+    suffix: "inbound.fifo",
+    visibility_timeout_s: 960,
+    retention_s: 345_600,
+    max_receive_count: Some(5),
+    high_throughput: true,
+};
 
 /// Where replies that cannot be sent end up, with their reason as message attributes.
-pub const OUTBOUND_DLQ: QueueSpec =
-    QueueSpec { suffix: "outbound-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+pub const OUTBOUND_DLQ: QueueSpec = QueueSpec {
+    suffix: "outbound-dlq",
+    visibility_timeout_s: 30,
+    retention_s: 1_209_600,
+    max_receive_count: None,
+    high_throughput: false,
+};
 
 /// The outbound queue: 6× the sender's timeout (60 s); after 6 transient failures, the DLQ.
-pub const OUTBOUND: QueueSpec =
-    QueueSpec { suffix: "outbound", visibility_timeout_s: 360, retention_s: 345_600, max_receive_count: Some(6) };
+pub const OUTBOUND: QueueSpec = QueueSpec {
+    suffix: "outbound",
+    visibility_timeout_s: 360,
+    retention_s: 345_600,
+    max_receive_count: Some(6),
+    high_throughput: false,
+};
 
-/// Where media messages end up when passing them on failed six times, or the last try crashed.
-pub const MEDIA_DLQ: QueueSpec =
-    QueueSpec { suffix: "media-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+/// Where media messages end up when passing them on failed six times, or the last try crashed
+/// (FIFO, like its queue).
+pub const MEDIA_DLQ: QueueSpec = QueueSpec {
+    suffix: "media-dlq.fifo",
+    visibility_timeout_s: 30,
+    retention_s: 1_209_600,
+    max_receive_count: None,
+    high_throughput: false,
+};
 
-/// The media queue: messages with files to fetch before the dispatcher. The visibility timeout
-/// is just past the media function's (300 s: a 100 MB download and its upload); retries come
-/// sooner, after the media step's own backoff.
-pub const MEDIA: QueueSpec =
-    QueueSpec { suffix: "media", visibility_timeout_s: 330, retention_s: 345_600, max_receive_count: Some(6) };
+/// The media queue: messages with files to fetch before the dispatcher. FIFO for its
+/// deduplication by `Inbound` id (WeChat's retries of a callback), with a group per message, so
+/// a slow or failing fetch holds up no other message. The visibility timeout is just past the
+/// media function's (300 s: a 100 MB download and its upload); retries come sooner, after the
+/// media step's own backoff.
+pub const MEDIA: QueueSpec = QueueSpec {
+    suffix: "media.fifo",
+    visibility_timeout_s: 330,
+    retention_s: 345_600,
+    max_receive_count: Some(6),
+    high_throughput: true,
+};
 
 /// Where a `queue` bot's messages end up after its consumer failed them five times.
-pub const BOT_DLQ: QueueSpec =
-    QueueSpec { suffix: "bot-dlq", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+pub const BOT_DLQ: QueueSpec = QueueSpec {
+    suffix: "bot-dlq",
+    visibility_timeout_s: 30,
+    retention_s: 1_209_600,
+    max_receive_count: None,
+    high_throughput: false,
+};
 
 /// The bot queue: each resolved `Inbound` for a `queue` bot, read by the bot's own consumer.
-pub const BOT: QueueSpec =
-    QueueSpec { suffix: "bot", visibility_timeout_s: 120, retention_s: 345_600, max_receive_count: Some(5) };
+pub const BOT: QueueSpec = QueueSpec {
+    suffix: "bot",
+    visibility_timeout_s: 120,
+    retention_s: 345_600,
+    max_receive_count: Some(5),
+    high_throughput: false,
+};
 
 /// Where 微信客服 pull requests end up after five failed pulls (FIFO, like its queue).
-pub const KF_PULL_DLQ: QueueSpec =
-    QueueSpec { suffix: "kf-pull-dlq.fifo", visibility_timeout_s: 30, retention_s: 1_209_600, max_receive_count: None };
+pub const KF_PULL_DLQ: QueueSpec = QueueSpec {
+    suffix: "kf-pull-dlq.fifo",
+    visibility_timeout_s: 30,
+    retention_s: 1_209_600,
+    max_receive_count: None,
+    high_throughput: false,
+};
 
 /// The 微信客服 pull queue: FIFO, one message group per kf account, so pulls of one account
 /// never overlap. The visibility timeout is just past the puller's (300 s). Kept a day: a pull
 /// request is only a nudge (its Token lives 10 minutes; a later pull goes without one).
-pub const KF_PULL: QueueSpec =
-    QueueSpec { suffix: "kf-pull.fifo", visibility_timeout_s: 330, retention_s: 86_400, max_receive_count: Some(5) };
+pub const KF_PULL: QueueSpec = QueueSpec {
+    suffix: "kf-pull.fifo",
+    visibility_timeout_s: 330,
+    retention_s: 86_400,
+    max_receive_count: Some(5),
+    high_throughput: false,
+};
 
 /// Names of one deployment's resources, derived from a prefix (the stack name on AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +248,13 @@ async fn create_queue(
         .queue_name(name)
         .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout_s.to_string())
         .attributes(QueueAttributeName::MessageRetentionPeriod, spec.retention_s.to_string());
-    if spec.suffix.ends_with(".fifo") {
+    if spec.fifo() {
         request = request.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    if spec.high_throughput {
+        request = request
+            .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+            .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
     }
     if let (Some(arn), Some(count)) = (dlq_arn, spec.max_receive_count) {
         let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": count.to_string()});

@@ -27,23 +27,25 @@ impl SqsPublisher {
 #[async_trait]
 impl Publisher for SqsPublisher {
     async fn publish(&self, message: QueueMessage) -> Result<(), PortError> {
+        use crate::core::callback::{FIFO_DEDUP, FIFO_GROUP};
+        // SQS names every FIFO queue `….fifo`; a standard queue refuses a deduplication id.
+        let fifo = self.queue_url.ends_with(".fifo");
         let mut request = self.client.send_message().queue_url(&self.queue_url).message_body(message.body);
         for (name, value) in message.attributes {
             // A FIFO queue's group and deduplication id travel as the send's own fields.
-            if name == crate::core::callback::FIFO_GROUP {
-                request = request.message_group_id(value);
-                continue;
+            match name {
+                FIFO_GROUP if fifo => request = request.message_group_id(value),
+                FIFO_DEDUP if fifo => request = request.message_deduplication_id(value),
+                FIFO_GROUP | FIFO_DEDUP => {}
+                _ => {
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(value)
+                        .build()
+                        .map_err(|err| PortError::new("sqs", err))?;
+                    request = request.message_attributes(name, value);
+                }
             }
-            if name == crate::core::callback::FIFO_DEDUP {
-                request = request.message_deduplication_id(value);
-                continue;
-            }
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|err| PortError::new("sqs", err))?;
-            request = request.message_attributes(name, value);
         }
         request.send().await.map_err(|err| PortError::new("sqs", DisplayErrorContext(&err)))?;
         Ok(())
@@ -150,6 +152,7 @@ pub async fn receive(
         .max_number_of_messages(10)
         .wait_time_seconds(LONG_POLL.as_secs() as i32)
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
         .customize()
         .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
         .send()
@@ -159,12 +162,14 @@ pub async fn receive(
         .messages()
         .iter()
         .filter_map(|m| {
-            let count = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount));
+            let attribute = |name| m.attributes().and_then(|a| a.get(&name));
+            let count = attribute(MessageSystemAttributeName::ApproximateReceiveCount);
             Some(crate::core::ports::Record {
                 message_id: m.message_id()?.to_owned(),
                 receipt_handle: m.receipt_handle()?.to_owned(),
                 body: m.body().unwrap_or_default().to_owned(),
                 receive_count: count.and_then(|c| c.parse().ok()).unwrap_or(1),
+                group: attribute(MessageSystemAttributeName::MessageGroupId).cloned(),
             })
         })
         .collect())

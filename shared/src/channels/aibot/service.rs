@@ -1,7 +1,8 @@
 //! The AI bot's callback, independent of how HTTP arrives (Lambda, `wxbridge dev`, tests).
 //!
-//! GET verifies the URL. A POST is a user message (publish it once, open its stream, answer the
-//! stream's id), a stream refresh (answer the stream as it stands, from one consistent read), or
+//! GET verifies the URL. A POST is a user message (open its stream, publish it, answer the
+//! stream's id; the queue's deduplication by `Inbound` id keeps one copy of WeCom's retries), a
+//! stream refresh (answer the stream as it stands, from one consistent read), or
 //! an event. Every answer is encrypted JSON with the callback's nonce.
 
 use std::collections::HashMap;
@@ -13,12 +14,9 @@ use serde_json::{json, Value};
 use crate::channels::aibot::config::{AiBot, StreamWindow};
 use crate::channels::aibot::message::{AibotCallback, AibotEvent, AibotMessage};
 use crate::channels::aibot::stream::{stream_key, MAX_CONTENT_BYTES, MAX_IMAGE_BYTES};
-use crate::core::callback::{
-    publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
-};
-use crate::core::envelope::Inbound;
+use crate::core::callback::{enqueue, verify_url, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
 use crate::core::ports::cut_utf8;
-use crate::core::ports::{Clock, Dedupe, MediaStore, Publisher, Stream, Streams};
+use crate::core::ports::{Clock, MediaStore, Publisher, Stream, Streams};
 use crate::protocol::crypto::{random_prefix, MsgCrypt};
 use crate::protocol::query::Query;
 
@@ -27,9 +25,6 @@ pub const RESPONSE_URL_VALIDITY: Duration = Duration::from_secs(3600 - 60);
 
 /// Added to what the stream shows when the window ends before the answer.
 pub const HANDED_OVER_NOTE: &str = "\n\n（仍在处理中，完成后会另行发送完整回答）";
-
-/// How long a delivery waits for another delivery of the same message that is publishing it.
-const CONCURRENT_WAIT: Duration = Duration::from_secs(2);
 
 /// What an accepted POST answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +43,6 @@ pub struct AibotService {
     window: StreamWindow,
     replay_window_secs: u64,
     publisher: Arc<dyn Publisher>,
-    dedupe: Arc<dyn Dedupe>,
     streams: Arc<dyn Streams>,
     clock: Arc<dyn Clock>,
     media: Option<Arc<dyn MediaStore>>,
@@ -57,7 +51,6 @@ pub struct AibotService {
 /// The ports the service works on.
 pub struct AibotPorts {
     pub publisher: Arc<dyn Publisher>,
-    pub dedupe: Arc<dyn Dedupe>,
     pub streams: Arc<dyn Streams>,
     pub clock: Arc<dyn Clock>,
     /// Where an answer's images are (none: a finished stream shows its text only).
@@ -87,13 +80,12 @@ pub fn image_items(images: &[Vec<u8>]) -> Value {
 
 impl AibotService {
     pub fn new(bots: &[AiBot], window: StreamWindow, replay_window_secs: u64, ports: AibotPorts) -> Self {
-        let AibotPorts { publisher, dedupe, streams, clock, media } = ports;
+        let AibotPorts { publisher, streams, clock, media } = ports;
         Self {
             bots: bots.iter().map(|bot| (bot.name.clone(), (bot.clone(), bot.msg_crypt()))).collect(),
             window,
             replay_window_secs,
             publisher,
-            dedupe,
             streams,
             clock,
             media,
@@ -107,7 +99,7 @@ impl AibotService {
         let Some(media) = self.media.as_ref().filter(|_| !stream.images.is_empty()) else { return Ok(reply) };
         let mut images = Vec::new();
         for key in &stream.images {
-            match media.get(key, MAX_IMAGE_BYTES).await.map_err(CallbackError::Dedupe)? {
+            match media.get(key, MAX_IMAGE_BYTES).await.map_err(CallbackError::Store)? {
                 Some(bytes) => images.push(bytes),
                 None => tracing::warn!("an answer image is gone from the media store; the stream shows the rest"),
             }
@@ -188,7 +180,7 @@ impl AibotService {
         ))
     }
 
-    /// A user message: open its stream, publish it once, answer the stream's id.
+    /// A user message: open its stream, publish it, answer the stream's id.
     async fn message(
         &self,
         bot: &AiBot,
@@ -198,46 +190,33 @@ impl AibotService {
         let inbound = message.to_inbound(&bot.name, &bot.bot_name, self.clock.unix());
         let (key, id) = stream_key(&bot.name, &inbound.id);
         // The stream exists before the dispatcher can write to it; a retry finds it as it is.
-        self.streams
+        let opened = self
+            .streams
             .open(&key, now, message.response_url.as_deref(), now + RESPONSE_URL_VALIDITY)
             .await
-            .map_err(CallbackError::Dedupe)?;
-        let outcome = self.publish(&inbound).await?;
-        if outcome == "duplicate" {
-            // WeCom did not get the first answer: show the stream as it stands now.
-            let stream = self.streams.read(&key).await.map_err(CallbackError::Dedupe)?;
-            if let Some(stream) = stream.filter(|s| s.finished || !s.content.is_empty()) {
-                if stream.finished {
-                    return Ok((outcome, Some(self.finished_reply(&id, &stream).await?)));
-                }
-                return Ok((outcome, Some(stream_reply(&id, false, &stream.content))));
-            }
+            .map_err(CallbackError::Store)?;
+        // Every delivery publishes: an earlier one may have died before it did (the queue keeps
+        // one copy).
+        enqueue(self.publisher.as_ref(), &inbound).await?;
+        if opened {
+            return Ok(("published", Some(stream_reply(&id, false, &bot.placeholder))));
         }
-        Ok((outcome, Some(stream_reply(&id, false, &bot.placeholder))))
-    }
-
-    /// Publishes `inbound` once. A delivery that finds another one publishing the same message
-    /// waits for it (a moment, well inside WeCom's 5 s) and answers the same stream, or takes
-    /// over if that one failed; only a publish still unresolved then is a 503 (WeCom retries).
-    async fn publish(&self, inbound: &Inbound) -> Result<&'static str, CallbackError> {
-        let deadline = tokio::time::Instant::now() + CONCURRENT_WAIT;
-        loop {
-            match publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), inbound).await? {
-                Published::Now => return Ok("published"),
-                Published::Before => return Ok("duplicate"),
-                Published::ByAnother if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Published::ByAnother => return Err(CallbackError::InFlight),
+        // A retry (WeCom did not get the first answer): show the stream as it stands now.
+        let stream = self.streams.read(&key).await.map_err(CallbackError::Store)?;
+        if let Some(stream) = stream.filter(|s| s.finished || !s.content.is_empty()) {
+            if stream.finished {
+                return Ok(("duplicate", Some(self.finished_reply(&id, &stream).await?)));
             }
+            return Ok(("duplicate", Some(stream_reply(&id, false, &stream.content))));
         }
+        Ok(("duplicate", Some(stream_reply(&id, false, &bot.placeholder))))
     }
 
     /// A stream refresh: the stream as it stands; at the end of the window, finished with what
     /// exists and a note (the answer then follows by `response_url`).
     async fn refresh(&self, bot: &AiBot, stream_id: &str) -> Result<(&'static str, Option<Value>), CallbackError> {
         let key = format!("{}#{stream_id}", bot.name);
-        let Some(stream) = self.streams.read(&key).await.map_err(CallbackError::Dedupe)? else {
+        let Some(stream) = self.streams.read(&key).await.map_err(CallbackError::Store)? else {
             // Unknown (or expired): finish it so WeCom stops polling.
             return Ok(("unknown_stream", Some(stream_reply(stream_id, true, ""))));
         };
@@ -255,11 +234,11 @@ impl AibotService {
         } else {
             format!("{}{HANDED_OVER_NOTE}", cut_utf8(&stream.content, MAX_CONTENT_BYTES - HANDED_OVER_NOTE.len()))
         };
-        if self.streams.hand_over(&key, &content).await.map_err(CallbackError::Dedupe)? {
+        if self.streams.hand_over(&key, &content).await.map_err(CallbackError::Store)? {
             return Ok(("handed_over", Some(stream_reply(stream_id, true, &content))));
         }
         // The answer finished it a moment ago: show that.
-        match self.streams.read(&key).await.map_err(CallbackError::Dedupe)? {
+        match self.streams.read(&key).await.map_err(CallbackError::Store)? {
             Some(stream) => Ok(("finished", Some(self.finished_reply(stream_id, &stream).await?))),
             None => Ok(("finished", Some(stream_reply(stream_id, true, "")))),
         }
@@ -276,13 +255,11 @@ impl AibotService {
             // No stream to show, but the bot may answer a card click once through its URL.
             let now = self.clock.now();
             let (key, _) = stream_key(&bot.name, &inbound.id);
-            self.streams
-                .open(&key, now, Some(url), now + RESPONSE_URL_VALIDITY)
-                .await
-                .map_err(CallbackError::Dedupe)?;
-            self.streams.hand_over(&key, "").await.map_err(CallbackError::Dedupe)?;
+            self.streams.open(&key, now, Some(url), now + RESPONSE_URL_VALIDITY).await.map_err(CallbackError::Store)?;
+            self.streams.hand_over(&key, "").await.map_err(CallbackError::Store)?;
         }
-        Ok((self.publish(&inbound).await?, None))
+        enqueue(self.publisher.as_ref(), &inbound).await?;
+        Ok(("published", None))
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! One poller per account at a time (a lease): the service allows one client per token. A crash
 //! after publishing and before saving the cursor re-reads those messages; the dedupe markers
-//! absorb them. Errors back off 2 s, then 30 s after three in a row; a session that expired
-//! (-14) pauses the account until a new login, without retrying.
+//! absorb them. They are kept a day, not left to the inbound queue's five-minute deduplication:
+//! the service redelivers messages half an hour later, and a lost cursor or a new login re-reads
+//! older ones. Errors back off 2 s, then 30 s after three in a row; a session that expired (-14)
+//! pauses the account until a new login, without retrying.
 
 use std::sync::Arc;
 use std::time::Duration;

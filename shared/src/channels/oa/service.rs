@@ -1,8 +1,9 @@
 //! The Official Account callback with the stretched 5-second window.
 //!
 //! WeChat waits 5 s for a passive reply, then drops the request and delivers the message again
-//! (up to 3–4 times). Every delivery counts itself in the message's reply slot. The first one
-//! publishes the `Inbound`; every delivery then waits on the slot. A delivery that is not the
+//! (up to 3–4 times). Every delivery counts itself in the message's reply slot and puts the
+//! `Inbound` on the inbound queue, whose deduplication by `Inbound` id (five minutes) keeps one
+//! copy; every delivery then waits on the slot. A delivery that is not the
 //! last answers the reply as soon as it is ready, else it is held until past WeChat's timeout
 //! (`hold_ms`, its answer goes nowhere). The last answers the reply if it is ready by
 //! `answer_by_ms`, else closes the slot (a conditional write) and answers `success`; the
@@ -17,9 +18,9 @@ use crate::channels::oa::callback::{Mode, OaAuth};
 use crate::channels::oa::config::{OaApp, OaWindow};
 use crate::channels::oa::message::OaCallbackMessage;
 use crate::channels::oa::reply::{PassiveReply, SUCCESS};
-use crate::core::callback::{publish_once, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
+use crate::core::callback::{enqueue, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
 use crate::core::envelope::Content;
-use crate::core::ports::{Clock, Dedupe, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
+use crate::core::ports::{Clock, ParkedReplies, Publisher, ReplySlots, Slot, SlotState};
 use crate::protocol::crypto::random_prefix;
 use crate::protocol::query::Query;
 
@@ -56,7 +57,6 @@ struct Account {
 pub struct OaCallback {
     accounts: HashMap<String, Account>,
     publisher: Arc<dyn Publisher>,
-    dedupe: Arc<dyn Dedupe>,
     slots: Arc<dyn ReplySlots>,
     parked: Arc<dyn ParkedReplies>,
     clock: Arc<dyn Clock>,
@@ -80,7 +80,6 @@ impl OaCallback {
         window: OaWindow,
         replay_window_secs: u64,
         publisher: Arc<dyn Publisher>,
-        dedupe: Arc<dyn Dedupe>,
         slots: Arc<dyn ReplySlots>,
         parked: Arc<dyn ParkedReplies>,
         clock: Arc<dyn Clock>,
@@ -89,7 +88,7 @@ impl OaCallback {
             .iter()
             .map(|oa| (oa.app.clone(), Account { auth: OaAuth::new(&oa.token, oa.msg_crypt()) }))
             .collect();
-        Self { accounts, publisher, dedupe, slots, parked, clock, window, replay_window_secs, wechat_wait: WECHAT_WAIT }
+        Self { accounts, publisher, slots, parked, clock, window, replay_window_secs, wechat_wait: WECHAT_WAIT }
     }
 
     /// WeChat's wait between deliveries (5 s; simulations scale it).
@@ -151,7 +150,7 @@ impl OaCallback {
         let deadline = self.clock.now()
             + self.wechat_wait * self.window.deliveries.saturating_sub(1)
             + Duration::from_millis(self.window.answer_by_ms);
-        let slot = self.slots.arrive(&inbound.id, self.clock.now(), deadline).await.map_err(CallbackError::Dedupe)?;
+        let slot = self.slots.arrive(&inbound.id, self.clock.now(), deadline).await.map_err(CallbackError::Store)?;
         let sealed_reply = |content: &str| -> Option<String> {
             let content: Content = serde_json::from_str(content).ok()?;
             let xml = passive(&content, message.header.msg_type == "event")?.render(
@@ -160,9 +159,11 @@ impl OaCallback {
                 self.clock.unix(),
             );
             Some(account.auth.seal(mode, &xml, random_prefix(), timestamp, query.get("nonce").unwrap_or_default()))
-        }; // Every delivery makes sure the message is on the queue: once, however many try.
-        let mut published =
-            publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?; // Parked replies answer the user's next message (not an event the user never sees answered).
+        };
+        // Every delivery makes sure the message is on the queue (once, however many try: the
+        // queue drops the copies), so none acknowledges a message the queue does not have.
+        enqueue(self.publisher.as_ref(), &inbound).await?;
+        // Parked replies answer the user's next message (not an event the user never sees answered).
         let slot = if slot.deliveries == 1 && message.header.msg_id.is_some() {
             self.answer_parked(app, &message.header.from, &inbound.id, slot).await?
         } else {
@@ -183,7 +184,7 @@ impl OaCallback {
                 break;
             }
             tokio::time::sleep(SLOT_POLL.min(wait.saturating_sub(arrived.elapsed()))).await;
-            current = match self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)? {
+            current = match self.slots.read(&inbound.id).await.map_err(CallbackError::Store)? {
                 Some(slot) => slot,
                 None => return Ok(Answer::Success),
             };
@@ -192,21 +193,12 @@ impl OaCallback {
             // WeChat has given up on this request; the next delivery carries on waiting.
             return Ok(Answer::Success);
         }
-        // The last delivery acknowledges only a message that is on the queue: another request's
-        // publish may have failed since.
-        if published == crate::core::callback::Published::ByAnother {
-            published =
-                publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?;
-            if published == crate::core::callback::Published::ByAnother {
-                return Err(CallbackError::InFlight);
-            }
-        }
-        if self.slots.close(&inbound.id).await.map_err(CallbackError::Dedupe)? {
+        if self.slots.close(&inbound.id).await.map_err(CallbackError::Store)? {
             // The dispatcher will find the slot closed and send by customer service.
             return Ok(Answer::Success);
         }
         // The reply won the race to the slot.
-        let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Dedupe)?;
+        let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Store)?;
         Ok(self.take_reply(&inbound.id, slot.and_then(|s| s.reply).as_deref().and_then(sealed_reply)).await)
     }
 
@@ -228,23 +220,23 @@ impl OaCallback {
     /// gets it now, as the passive reply; the bot's answer to this message then goes by
     /// customer service (and is parked again if refused again).
     async fn answer_parked(&self, app: &str, user: &str, id: &str, slot: Slot) -> Result<Slot, CallbackError> {
-        let mut parked = self.parked.take(app, user).await.map_err(CallbackError::Dedupe)?;
+        let mut parked = self.parked.take(app, user).await.map_err(CallbackError::Store)?;
         if parked.is_empty() {
             return Ok(slot);
         }
         let first = parked.remove(0);
         for rest in &parked {
-            self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+            self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Store)?;
         }
         let by = format!("parked:{id}");
-        if !self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Dedupe)? {
+        if !self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Store)? {
             // A fill that applied but answered "no" (a retried call) left it there already.
-            let mine = self.slots.read(id).await.map_err(CallbackError::Dedupe)?.and_then(|s| s.filled_by) == Some(by);
+            let mine = self.slots.read(id).await.map_err(CallbackError::Store)?.and_then(|s| s.filled_by) == Some(by);
             if !mine {
-                self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Dedupe)?;
+                self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Store)?;
             }
         }
-        Ok(self.slots.read(id).await.map_err(CallbackError::Dedupe)?.unwrap_or(slot))
+        Ok(self.slots.read(id).await.map_err(CallbackError::Store)?.unwrap_or(slot))
     }
 
     /// How a request came in, for tests and tools.

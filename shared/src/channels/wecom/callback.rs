@@ -1,17 +1,16 @@
 //! The WeCom app callback, independent of how HTTP arrives (Lambda, `wxbridge dev`, tests).
 //!
-//! GET verifies the URL; POST verifies, decrypts, parses, dedupes and publishes an `Inbound`.
-//! A POST is answered 200 only after the inbound queue has the message.
+//! GET verifies the URL; POST verifies, decrypts, parses and publishes an `Inbound`. A POST is
+//! answered 200 only after the inbound queue has the message. WeCom retries a callback 3 times,
+//! 5 s apart: the queue's deduplication by `Inbound` id (five minutes) keeps one copy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::channels::wecom::config::WecomApp;
 use crate::channels::wecom::message::WecomCallbackMessage;
-use crate::core::callback::{
-    publish_once, verify_url, CallbackError, CallbackRequest, CallbackResponse, Published, MAX_BODY_BYTES,
-};
-use crate::core::ports::{Clock, Dedupe, Metrics, Publisher, QueueMessage};
+use crate::core::callback::{enqueue, verify_url, CallbackError, CallbackRequest, CallbackResponse, MAX_BODY_BYTES};
+use crate::core::ports::{Clock, Metrics, Publisher, QueueMessage};
 use crate::protocol::crypto::MsgCrypt;
 use crate::protocol::query::Query;
 use crate::protocol::xml;
@@ -21,10 +20,8 @@ use crate::protocol::xml;
 pub enum Accepted {
     /// URL verification: the decrypted echostr to answer.
     Verified(String),
-    /// Published to the inbound queue.
+    /// On the inbound queue (a retry's copy is dropped by the queue).
     Published { id: String },
-    /// Already published by an earlier delivery.
-    Duplicate { id: String },
     /// Logged and counted, nothing queued: a 微信客服 account was granted to or taken from the
     /// app (`kf_account_auth_change`).
     Noted { event: &'static str },
@@ -34,7 +31,6 @@ pub enum Accepted {
 pub struct WecomCallback {
     apps: HashMap<String, MsgCrypt>,
     publisher: Arc<dyn Publisher>,
-    dedupe: Arc<dyn Dedupe>,
     clock: Arc<dyn Clock>,
     replay_window_secs: u64,
     metrics: Option<Arc<dyn Metrics>>,
@@ -46,13 +42,11 @@ impl WecomCallback {
         apps: &[WecomApp],
         replay_window_secs: u64,
         publisher: Arc<dyn Publisher>,
-        dedupe: Arc<dyn Dedupe>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             apps: apps.iter().map(|app| (app.app.clone(), app.msg_crypt())).collect(),
             publisher,
-            dedupe,
             clock,
             replay_window_secs,
             metrics: None,
@@ -74,10 +68,6 @@ impl WecomCallback {
             }
             Ok(Accepted::Published { id }) => {
                 tracing::info!(app = req.app, outcome = "published", id = %id, "wecom callback");
-                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
-            }
-            Ok(Accepted::Duplicate { id }) => {
-                tracing::info!(app = req.app, outcome = "duplicate", id = %id, "wecom callback");
                 CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
             }
             Ok(Accepted::Noted { event }) => {
@@ -138,19 +128,13 @@ impl WecomCallback {
         }
         let inbound = message.to_inbound(app, now);
         let id = inbound.id.clone();
-        let published = match kf_pull(&message, &inbound) {
-            // A 微信客服 account has news: a pull, queued once per callback Token.
-            Some(pull) => {
-                let (dedupe, publisher, clock) = (self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref());
-                crate::core::callback::publish_message_once(dedupe, publisher, clock, &id, pull).await?
-            }
-            None => publish_once(self.dedupe.as_ref(), self.publisher.as_ref(), self.clock.as_ref(), &inbound).await?,
-        };
-        match published {
-            Published::Now => Ok(Accepted::Published { id }),
-            Published::Before => Ok(Accepted::Duplicate { id }),
-            Published::ByAnother => Err(CallbackError::InFlight),
+        match kf_pull(&message, &inbound) {
+            // A 微信客服 account has news: a pull, queued once per callback Token (the pull
+            // queue's deduplication).
+            Some(pull) => self.publisher.publish(pull).await.map_err(CallbackError::Publish)?,
+            None => enqueue(self.publisher.as_ref(), &inbound).await?,
         }
+        Ok(Accepted::Published { id })
     }
 }
 
@@ -173,7 +157,8 @@ impl WecomCallback {
 }
 
 /// The pull a `kf_msg_or_event` asks for: the event's `Inbound` (its `raw` has `Token` and
-/// `OpenKfId`), bound for the 微信客服 pull queue, grouped per kf account there.
+/// `OpenKfId`), bound for the 微信客服 pull queue, grouped per kf account there and
+/// deduplicated by the event's id.
 fn kf_pull(message: &WecomCallbackMessage, inbound: &crate::core::envelope::Inbound) -> Option<QueueMessage> {
     let fields = &message.fields;
     if fields.text("Event") != Some(KF_MSG) {
@@ -181,10 +166,10 @@ fn kf_pull(message: &WecomCallbackMessage, inbound: &crate::core::envelope::Inbo
     }
     let open_kfid = fields.non_empty("OpenKfId")?;
     let mut pull = crate::core::callback::inbound_message(inbound);
+    pull.attributes.retain(|(name, _)| *name != crate::core::callback::FIFO_GROUP);
     pull.attributes.extend([
         (crate::core::callback::QUEUE_ATTRIBUTE, crate::core::callback::KF_PULL.to_owned()),
         (crate::core::callback::FIFO_GROUP, format!("{}:{open_kfid}", message.header.to)),
-        (crate::core::callback::FIFO_DEDUP, crate::core::outbound::short_hash(&inbound.id)),
     ]);
     Some(pull)
 }

@@ -61,7 +61,7 @@ impl Streams for DynamoStreams {
         opened: SystemTime,
         response_url: Option<&str>,
         url_expires: SystemTime,
-    ) -> Result<(), PortError> {
+    ) -> Result<bool, PortError> {
         let opened_ms = unix_millis(opened);
         let mut put = self
             .table
@@ -83,7 +83,7 @@ impl Streams for DynamoStreams {
             None => put.item("url_state", s("none")),
         };
         // An existing stream (a retried callback) stays as it is.
-        applied(put.send().await).map(drop)
+        applied(put.send().await)
     }
 
     async fn read(&self, key: &str) -> Result<Option<Stream>, PortError> {
