@@ -82,6 +82,19 @@ struct Rig {
 }
 
 fn rig(stack: &Stack, config: &Config) -> Rig {
+    rig_at(stack, config, Arc::new(SystemClock))
+}
+
+/// A clock a test moves.
+struct Manual(std::sync::atomic::AtomicU64);
+
+impl shared::core::ports::Clock for Manual {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+fn rig_at(stack: &Stack, config: &Config, clock: Arc<dyn shared::core::ports::Clock>) -> Rig {
     let table = Table::from_sdk(&stack.sdk, &stack.names.table);
     let metrics = Arc::new(MemoryMetrics::default());
     let conversations = Arc::new(DynamoConversations::new(&table));
@@ -89,7 +102,7 @@ fn rig(stack: &Stack, config: &Config) -> Rig {
         bots: BotPorts { media: None, conversations: Some(conversations.clone()), queue: None },
         counters: Some(Arc::new(DynamoCounters::new(&table))),
         metrics: metrics.clone(),
-        clock: Arc::new(SystemClock),
+        clock,
     };
     let http = shared::services::bots::http_client().unwrap();
     Rig { router: Router::new(config, &http, ports), metrics, conversations }
@@ -208,14 +221,15 @@ async fn a_gateway_gets_the_session_key_and_a_new_one_after_a_reset() {
     let requests = seen.lock().unwrap().clone();
     for (headers, request) in &requests {
         assert_eq!(request["user"], "wxbridge:wecom:hr:wrGroup1");
-        assert_eq!(headers["x-openclaw-session-key"], "wxbridge:wecom:hr:wrGroup1");
+        // The agent the model names owns the session (a bare key would be the default agent's).
+        assert_eq!(headers["x-openclaw-session-key"], "agent:wechat:wxbridge:wecom:hr:wrGroup1");
     }
     assert_eq!(said(&requests[1].1), [("user".into(), "LiSi: 几点".into())], "no history resent, the speaker named");
     rig.router.answer(&message("g3", Some("wrGroup1"), "LiSi", "@bot /new")).await.unwrap();
     rig.router.answer(&message("g4", Some("wrGroup1"), "LiSi", "重新开始")).await.unwrap();
     let (headers, request) = seen.lock().unwrap().last().unwrap().clone();
     assert_eq!(request["user"], "wxbridge:wecom:hr:wrGroup1:1");
-    assert_eq!(headers["x-openclaw-session-key"], "wxbridge:wecom:hr:wrGroup1:1");
+    assert_eq!(headers["x-openclaw-session-key"], "agent:wechat:wxbridge:wecom:hr:wrGroup1:1");
 }
 
 /// The account's bot, a group's own bot, and the default for the rest.
@@ -314,7 +328,7 @@ async fn a_burst_over_the_limit_calls_the_bot_the_allowed_times_and_notices_once
         .await
         .unwrap()
         .iter()
-        .all(|r| !texts(&[r.clone()])[0].starts_with("llm: ")));
+        .all(|r| !texts(std::slice::from_ref(r))[0].starts_with("llm: ")));
     assert_eq!(seen.lock().unwrap().len(), 4);
     // Another user is not held back by this one.
     let other = rig.router.answer(&message("o1", None, "Calm", "你好")).await.unwrap();
@@ -339,4 +353,27 @@ fn the_readmes_bot_entries_are_valid_configs() {
     let limits = section.split('`').find(|span| span.starts_with(r#""limits""#)).expect("the limits example");
     let document = format!(r#"{{"bots": {{"default": {{"kind": "echo", {limits}}}}}}}"#);
     assert!(Config::parse(&document).unwrap().bots.limits.contains_key("default"));
+}
+
+/// A message held back by the minute limit uses up nothing of the day's: the next minute, the
+/// day still has room for what it allows.
+#[tokio::test]
+async fn a_message_held_back_by_one_window_is_counted_in_none() {
+    let stack = Stack::new().await;
+    let seen: Seen = Arc::default();
+    let url = endpoint(seen.clone()).await;
+    let bot = openai(&url, "llm", json!({"history": "none", "limits": {"user_per_minute": 1, "user_per_day": 2}}));
+    let clock = Arc::new(Manual(std::sync::atomic::AtomicU64::new(1_800_000_000)));
+    let rig = rig_at(&stack, &config("", json!({"default": bot})), clock.clone());
+    let answered = |replies: Vec<Content>| texts(&replies).iter().any(|r| r.starts_with("llm: "));
+    assert!(answered(rig.router.answer(&message("d1", None, "Day", "一")).await.unwrap()));
+    for i in 0..3 {
+        let held = rig.router.answer(&message(&format!("d-held{i}"), None, "Day", "再来")).await.unwrap();
+        assert!(!answered(held), "the minute's one is used");
+    }
+    clock.0.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
+    assert!(answered(rig.router.answer(&message("d2", None, "Day", "二")).await.unwrap()), "the day had room");
+    clock.0.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
+    assert!(!answered(rig.router.answer(&message("d3", None, "Day", "三")).await.unwrap()), "the day's two are used");
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }

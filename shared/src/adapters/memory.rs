@@ -904,17 +904,18 @@ pub struct MemoryCounters {
 
 #[async_trait]
 impl crate::core::ports::Counters for MemoryCounters {
-    async fn take(&self, key: &str, id: &str, limit: u32, _ttl: Duration) -> Result<bool, PortError> {
+    async fn take(&self, windows: &[crate::core::ports::CounterWindow], id: &str) -> Result<Option<usize>, PortError> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let ids = counts.entry(format!("count#{key}")).or_default();
-        if ids.contains(id) {
-            return Ok(true);
+        for (i, window) in windows.iter().enumerate() {
+            let ids = counts.entry(format!("count#{}", window.key)).or_default();
+            if !ids.contains(id) && ids.len() >= window.limit as usize {
+                return Ok(Some(i));
+            }
         }
-        if ids.len() >= limit as usize {
-            return Ok(false);
+        for window in windows {
+            counts.entry(format!("count#{}", window.key)).or_default().insert(id.to_owned());
         }
-        ids.insert(id.to_owned());
-        Ok(true)
+        Ok(None)
     }
 
     async fn first(&self, key: &str, _ttl: Duration) -> Result<bool, PortError> {

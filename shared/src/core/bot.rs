@@ -42,6 +42,17 @@ pub trait Bot: Send + Sync {
     }
 }
 
+/// The OpenClaw session a conversation key names for `model`: `agent:<id>:<key>` when the model
+/// names an agent (`openclaw/<id>`, `openclaw:<id>`, `agent:<id>`), since a bare explicit session
+/// key is the default agent's on the gateway; the key itself for the default agent.
+pub fn gateway_session(model: &str, key: &str) -> String {
+    let agent = ["openclaw/", "openclaw:", "agent:"].iter().find_map(|prefix| model.strip_prefix(prefix));
+    match agent.filter(|id| !id.is_empty() && *id != "default") {
+        Some(agent) => format!("agent:{agent}:{key}"),
+        None => key.to_owned(),
+    }
+}
+
 /// The stable key of `inbound`'s conversation: `wxbridge:<channel>:<account>:<conversation>`
 /// (a group chat is one conversation, shared by its members).
 pub fn conversation_key(inbound: &Inbound) -> String {
@@ -112,8 +123,9 @@ pub enum History {
 pub const HISTORY_TURNS: usize = 20;
 pub const HISTORY_BYTES: usize = 32 * 1024;
 pub const HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The largest bridge history: well inside DynamoDB's 400 KB item.
-const MAX_HISTORY_BYTES: usize = 256 * 1024;
+/// The largest bridge history: inside DynamoDB's 400 KB item even when JSON escaping grows the
+/// text (quotes, backslashes and newlines double).
+const MAX_HISTORY_BYTES: usize = 160 * 1024;
 
 /// The message that clears a conversation, and what the bridge answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,17 +141,16 @@ impl Default for Reset {
 }
 
 impl Reset {
-    /// Whether `text` is the reset command (surrounding space and an `@mention` before it in a
-    /// group are allowed).
+    /// Whether `text` is the reset command alone (surrounding space and `@mentions` before it
+    /// allowed).
     pub fn matches(&self, text: &str) -> bool {
-        let text = text.trim();
-        let last = text.rsplit(char::is_whitespace).next().unwrap_or(text);
-        text == self.command || (last == self.command && text.starts_with('@'))
+        let mut words = text.split_whitespace().skip_while(|word| word.starts_with('@') && *word != self.command);
+        words.next() == Some(self.command.as_str()) && words.next().is_none()
     }
 }
 
 /// The highest limit: each window's counter keeps the ids of the messages it counted.
-pub const MAX_LIMIT: u32 = 10_000;
+pub const MAX_LIMIT: u32 = 1_000;
 
 /// How often one user or one conversation may reach a bot: messages per minute and per day.
 /// Over a limit the bot is not called; the sender is told `notice` once per window.
@@ -279,7 +290,7 @@ impl BotConfig {
                 }
                 // OpenClaw keeps sessions itself: sending history too would make the agent see
                 // it twice. Plain LLM endpoints keep nothing.
-                let gateway = model.starts_with("openclaw");
+                let gateway = model.starts_with("openclaw") || model.starts_with("agent:");
                 let mode = history.unwrap_or(if gateway { RawHistory::Server } else { RawHistory::Bridge });
                 let history = match mode {
                     RawHistory::None => History::None,
@@ -291,7 +302,7 @@ impl BotConfig {
                             p.push(invalid(format!("{at}.history_turns"), "must be 1-200"));
                         }
                         if !(1024..=MAX_HISTORY_BYTES).contains(&bytes) {
-                            p.push(invalid(format!("{at}.history_bytes"), "must be 1024-262144 (256 KiB)"));
+                            p.push(invalid(format!("{at}.history_bytes"), "must be 1024-163840 (160 KiB)"));
                         }
                         let ttl = history_ttl_s.map_or(HISTORY_TTL, Duration::from_secs);
                         if ttl.is_zero() || ttl > Duration::from_secs(365 * 24 * 3600) {
@@ -421,5 +432,32 @@ fn check_limits(at: &str, limits: &Limits, problems: &mut Vec<ConfigError>) {
                 format!("must be 1-{MAX_LIMIT} (leave it out for no limit)"),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reset_command_is_a_message_of_its_own_after_any_mentions() {
+        let reset = Reset::default();
+        for yes in ["/new", "  /new ", "@DeployBot /new", "@a @b /new"] {
+            assert!(reset.matches(yes), "{yes}");
+        }
+        for no in ["/news", "please /new", "@bot what does /new do? try /new", "/new please", ""] {
+            assert!(!reset.matches(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_session_belongs_to_the_agent_the_model_names() {
+        let key = "wxbridge:wecom:hr:u1";
+        assert_eq!(gateway_session("openclaw/ops", key), "agent:ops:wxbridge:wecom:hr:u1");
+        assert_eq!(gateway_session("openclaw:ops", key), "agent:ops:wxbridge:wecom:hr:u1");
+        assert_eq!(gateway_session("agent:ops", key), "agent:ops:wxbridge:wecom:hr:u1");
+        assert_eq!(gateway_session("openclaw/default", key), key);
+        assert_eq!(gateway_session("openclaw", key), key);
+        assert_eq!(gateway_session("gpt-4o", key), key);
     }
 }

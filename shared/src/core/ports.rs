@@ -350,14 +350,22 @@ pub trait Conversations: Send + Sync {
     async fn save(&self, key: &str, state: &ConversationState, ttl: Duration) -> Result<bool, PortError>;
 }
 
+/// One window a message is counted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterWindow {
+    pub key: String,
+    pub limit: u32,
+    pub ttl: Duration,
+}
+
 /// Fixed-window counters for spending limits, shared by every dispatcher.
 #[async_trait]
 pub trait Counters: Send + Sync {
-    /// Counts message `id` under `key` if fewer than `limit` were counted in the window `key`
-    /// names (the key carries the window: `…:m<minute>`), kept `ttl`. True when counted (or
-    /// counted before: a message handled again is not counted twice), false when the limit
-    /// was reached. Atomic under concurrency.
-    async fn take(&self, key: &str, id: &str, limit: u32, ttl: Duration) -> Result<bool, PortError>;
+    /// Counts message `id` in every window of `windows` (each a key naming its window, `…:m<minute>`,
+    /// its limit and how long it is kept), or in none: `None` when counted (or counted before:
+    /// a message handled again is not counted twice), else the index of a window whose limit
+    /// was reached. All or nothing, atomic under concurrency.
+    async fn take(&self, windows: &[CounterWindow], id: &str) -> Result<Option<usize>, PortError>;
     /// True the first time it is asked for `key` (a notice sent once per window), kept `ttl`.
     async fn first(&self, key: &str, ttl: Duration) -> Result<bool, PortError>;
 }

@@ -209,7 +209,10 @@ impl OpenAiBot {
             messages.push(json!({"role": "system", "content": prompt}));
         }
         if matches!(self.history, History::Bridge { .. }) {
-            messages.extend(state.turns.iter().map(|turn| json!({"role": turn.role, "content": turn.text})));
+            // This message's own turns (kept by an earlier delivery of it) are not history.
+            let earlier =
+                state.turns.iter().filter(|turn| turn.id.is_none() || turn.id.as_deref() != Some(&inbound.id));
+            messages.extend(earlier.map(|turn| json!({"role": turn.role, "content": turn.text})));
         }
         messages.push(json!({"role": "user", "content": content}));
         let mut user = conversation_key(inbound);
@@ -262,7 +265,7 @@ impl OpenAiBot {
             .timeout(self.timeout)
             .json(request);
         if let (History::Server, Some(user)) = (&self.history, request["user"].as_str()) {
-            call = call.header(SESSION_HEADER, user);
+            call = call.header(SESSION_HEADER, crate::core::bot::gateway_session(&self.model, user));
         }
         let response = call.send().await.map_err(transport)?;
         let status = response.status();
@@ -370,7 +373,13 @@ pub async fn remember(
     pair: &[Turn],
     (turns, bytes, ttl): (usize, usize, Duration),
 ) -> Result<(), crate::core::ports::PortError> {
+    let epoch = state.epoch;
     for _ in 0..8 {
+        if state.epoch != epoch {
+            // The conversation was reset while this message was answered: it is not part of
+            // the new one.
+            return Ok(());
+        }
         let id = pair.first().and_then(|t| t.id.clone());
         state.turns.retain(|turn| id.is_none() || turn.id != id);
         state.turns.extend(pair.iter().cloned());
@@ -383,12 +392,16 @@ pub async fn remember(
     Err(crate::core::ports::PortError::new("conversations", "the conversation kept changing while a turn was saved"))
 }
 
-/// Drops the oldest turns until at most `turns` remain within `bytes` of text; a single turn
-/// longer than `bytes` is cut to its last `bytes`.
+/// Drops the oldest turns until at most `turns` remain within `bytes` of text, never leaving an
+/// answer without its question at the start (strict chat templates want user turns first); a
+/// single turn longer than `bytes` is cut to its last `bytes`.
 fn trim(history: &mut Vec<Turn>, turns: usize, bytes: usize) {
     let excess = history.len().saturating_sub(turns);
     history.drain(..excess);
     while history.len() > 1 && history.iter().map(|t| t.text.len()).sum::<usize>() > bytes {
+        history.remove(0);
+    }
+    while history.first().is_some_and(|t| t.role != "user") {
         history.remove(0);
     }
     if let Some(only) = history.first_mut().filter(|t| t.text.len() > bytes) {
@@ -551,6 +564,24 @@ pub fn http_client() -> Result<Http, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    fn turn(role: &str, text: &str) -> Turn {
+        Turn { role: role.into(), text: text.into(), id: None }
+    }
+
+    #[test]
+    fn trimmed_history_starts_with_a_question_and_stays_within_its_bytes() {
+        let mut history: Vec<Turn> =
+            (0..5).flat_map(|i| [turn("user", &format!("q{i}")), turn("assistant", &format!("a{i}"))]).collect();
+        trim(&mut history, 5, 1024);
+        assert_eq!(history.first().map(|t| t.text.as_str()), Some("q3"), "an odd cap drops the orphaned answer");
+        let mut long = vec![turn("user", "问"), turn("assistant", &"长".repeat(600))];
+        trim(&mut long, 20, 1024);
+        assert!(long.is_empty(), "an answer over the cap on its own leaves no orphan: {long:?}");
+        let mut one = vec![turn("user", &"问".repeat(600))];
+        trim(&mut one, 20, 1024);
+        assert!(one[0].text.len() <= 1024 && one[0].text.chars().all(|c| c == '问'), "cut on a character boundary");
+    }
+
     use super::*;
 
     #[test]

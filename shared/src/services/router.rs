@@ -14,7 +14,7 @@ use crate::core::bot::{conversation_key, AnswerSink, Bot, BotConfig, BotError, L
 use crate::core::envelope::{Content, Inbound};
 use crate::core::http::Http;
 use crate::core::policy::Policies;
-use crate::core::ports::{Clock, Conversations, Counters, Metrics};
+use crate::core::ports::{Clock, Conversations, CounterWindow, Counters, Metrics};
 use crate::services::bots::{build, BotPorts};
 
 /// One configured bot: how it is called, what it may cost, how it is reset.
@@ -159,15 +159,23 @@ impl Router {
             ("conversation", "m", &conversation, limits.conversation_per_minute, MINUTE),
         ];
         let failed = |e: crate::core::ports::PortError| BotError(format!("cannot count against the limits: {e}"));
+        let mut windows = Vec::new();
+        let mut named = Vec::new();
         for (scope, window, who, limit, span) in checks {
             let Some(limit) = limit else { continue };
             let key = format!("{name}:{scope}:{who}:{window}{}", now / span);
-            let ttl = Duration::from_secs(2 * span);
-            // The message's id, short: a day's set of them stays a small item.
-            let id = &crate::core::outbound::short_hash(&inbound.id)[..16];
-            if counters.take(&key, id, limit, ttl).await.map_err(failed)? {
-                continue;
-            }
+            windows.push(CounterWindow { key, limit, ttl: Duration::from_secs(2 * span) });
+            named.push((scope, window));
+        }
+        // The message's id, short: a day's set of them stays a small item. Counted in all its
+        // windows or in none: a message held back by one uses up no other.
+        let id = &crate::core::outbound::short_hash(&inbound.id)[..16];
+        if let Some(over) = counters.take(&windows, id).await.map_err(failed)? {
+            let (Some(&(scope, window)), Some(CounterWindow { key, ttl, .. })) = (named.get(over), windows.get(over))
+            else {
+                return Err(BotError("the counters named a window that was not asked for".into()));
+            };
+            let (key, ttl) = (key.clone(), *ttl);
             let per = if window == "m" { "minute" } else { "day" };
             tracing::info!(id = %inbound.id, bot = name, scope, per, "over a spending limit; the bot is not called");
             let properties = [
