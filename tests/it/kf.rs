@@ -110,6 +110,20 @@ impl Rig {
         Self { stack, wx, config, cursors, metrics, puller }
     }
 
+    /// A FIFO pull queue of the test's own.
+    async fn pull_queue(&self) -> String {
+        let created = self
+            .stack
+            .sqs
+            .create_queue()
+            .queue_name(format!("{}-kf.fifo", self.stack.names.table))
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .unwrap();
+        created.queue_url.unwrap()
+    }
+
     /// Loses the account's cursor: the next pull reads the last three days again.
     async fn forget_cursor(&self) {
         let key = format!("cursor#{}", self.config.kf[0].state_key());
@@ -265,22 +279,8 @@ async fn a_customer_entering_the_session_gets_the_welcome_inline_once() {
 async fn a_reply_goes_once_with_a_stable_msgid_takes_a_new_session_and_a_sixth_part_is_refused_unsent() {
     let rig = Rig::new(false).await;
     rig.wx.kf_customer_says(KFID, CUSTOMER, "在吗");
-    let env = Env::from_vars([
-        ("WXBRIDGE_TABLE", rig.stack.names.table.clone()),
-        ("WXBRIDGE_OUTBOUND_QUEUE_URL", rig.stack.urls.outbound.clone()),
-        ("WXBRIDGE_DLQ_URL", rig.stack.urls.outbound_dlq.clone()),
-        ("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone()),
-    ]);
-    let sender = sender::build(rig.config.clone(), &env, &rig.stack.sdk).unwrap();
-    let record = |key: &str| Record {
-        message_id: key.into(),
-        receipt_handle: "r".into(),
-        body: json!({"v": 1, "channel": "wecom_kf", "account": "support", "to": CUSTOMER,
-                     "content": {"type": "text", "text": format!("回复 {key}")}, "idempotency_key": key})
-        .to_string(),
-        receive_count: 1,
-        group: None,
-    };
+    let sender = kf_sender(&rig);
+    let record = |key: &str| reply(key, text(&format!("回复 {key}")), 1);
     let permanent = |o: Outcome| match o {
         Outcome::Permanent { reason, .. } => reason,
         other => panic!("{other:?}"),
@@ -352,17 +352,7 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
     use shared::core::callback::{CallbackRequest, CallbackService};
     use shared::protocol::crypto::{EncodingAesKey, MsgCrypt};
     let rig = Rig::new(false).await;
-    let fifo = rig
-        .stack
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}-kf.fifo", rig.stack.names.table))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let fifo = rig.pull_queue().await;
     let queues = InboundQueues {
         inbound: Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &rig.stack.urls.inbound)),
         media: None,
@@ -664,17 +654,7 @@ async fn a_customers_picture_goes_by_the_media_step_to_the_bot_with_its_link() {
 #[tokio::test]
 async fn a_backlog_longer_than_one_run_goes_on_in_a_follow_on_pull() {
     let rig = Rig::new(false).await;
-    let fifo = rig
-        .stack
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}-kf.fifo", rig.stack.names.table))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let fifo = rig.pull_queue().await;
     let env = Env::from_vars([("WXBRIDGE_WECOM_API_BASE", rig.wx.base_url.clone())]);
     let apis = Apis::new(&Http::new(&HttpSettings::default()).unwrap(), &env);
     let kf: Arc<dyn shared::core::ports::Publisher> = Arc::new(SqsPublisher::from_sdk(&rig.stack.sdk, &fifo));
@@ -683,24 +663,13 @@ async fn a_backlog_longer_than_one_run_goes_on_in_a_follow_on_pull() {
     for i in 0..7 {
         rig.wx.kf_customer_says(KFID, CUSTOMER, &format!("积压{i}"));
     }
-    let request = Record {
-        message_id: "p1".into(),
-        receipt_handle: "r".into(),
-        body: json!({"raw": {"OpenKfId": KFID, "Token": rig.wx.kf_callback_token(KFID)}}).to_string(),
-        receive_count: 1,
-        group: None,
-    };
+    let request =
+        pull_request("p1", json!({"raw": {"OpenKfId": KFID, "Token": rig.wx.kf_callback_token(KFID)}}).to_string());
     assert!(puller.handle_batch(&[request]).await.is_empty(), "acknowledged: the progress is saved");
     assert_eq!(rig.published().await.len(), shared::channels::kf::puller::MAX_PAGES);
     let follow_on = rig.stack.drain(&fifo).await;
     assert_eq!(follow_on.len(), 1, "one follow-on pull");
-    let record = Record {
-        message_id: "p2".into(),
-        receipt_handle: "r".into(),
-        body: follow_on[0].body().unwrap().to_owned(),
-        receive_count: 1,
-        group: None,
-    };
+    let record = pull_request("p2", follow_on[0].body().unwrap().to_owned());
     assert!(puller.handle_batch(&[record]).await.is_empty());
     assert_eq!(texts(&rig.published().await), ["积压5", "积压6"], "the rest, once");
     assert!(rig.stack.drain(&fifo).await.is_empty(), "no more follow-ons");
@@ -734,4 +703,9 @@ async fn an_oversized_id_or_a_future_send_time_neither_stalls_the_pull_nor_locks
     rig.puller.pull(KFID, Some(&rig.wx.kf_callback_token(KFID))).await.unwrap();
     let outcome = sender.send_record(&reply("f6", text("好的"), 1)).await.1;
     assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+}
+
+/// A pull request as the puller's queue delivers it.
+fn pull_request(id: &str, body: String) -> Record {
+    Record { message_id: id.into(), receipt_handle: "r".into(), body, receive_count: 1, group: None }
 }
