@@ -35,16 +35,22 @@ pub const MAX_REPLAY_WINDOW_SECS: u64 = FIFO_DEDUP_WINDOW.as_secs() - CLOCK_SKEW
 pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = MAX_REPLAY_WINDOW_SECS;
 
 /// The `replay_window_secs` setting of the document (shared by every callback).
+/// A longer window (up to 86400, which earlier versions took) is shortened to the longest with
+/// a warning, so a config written for them still starts every function.
 pub fn replay_window(doc: &mut Document) -> u64 {
     let secs = doc.value::<u64>("replay_window_secs").unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
-    if secs != 0 && !(60..=MAX_REPLAY_WINDOW_SECS).contains(&secs) {
+    if secs != 0 && !(60..=86_400).contains(&secs) {
         doc.problem(invalid(
             "replay_window_secs",
-            format!(
-                "must be 0 (off) or 60 to {MAX_REPLAY_WINDOW_SECS} seconds (a callback replayed later would outlive the \
-                 inbound queue's five-minute deduplication)"
-            ),
+            format!("must be 0 (off) or 60 to {MAX_REPLAY_WINDOW_SECS} seconds"),
         ));
+    }
+    if secs > MAX_REPLAY_WINDOW_SECS {
+        tracing::warn!(
+            "replay_window_secs {secs} is shortened to {MAX_REPLAY_WINDOW_SECS}: a callback replayed later would \
+             outlive the inbound queue's five-minute deduplication"
+        );
+        return MAX_REPLAY_WINDOW_SECS;
     }
     secs
 }
