@@ -207,6 +207,10 @@ fn each_function_may_touch_only_what_it_uses() {
     let events = &resource(&t, "SenderFunction")["Properties"]["Events"]["Outbound"]["Properties"];
     assert_eq!(events["FunctionResponseTypes"][0], "ReportBatchItemFailures");
     assert_eq!(number(&events["BatchSize"]), 10);
+    // One inbound message per invocation: a conversation's later messages wait in the queue
+    // (burning no receives) while an earlier one is pending.
+    let events = &resource(&t, "DispatcherFunction")["Properties"]["Events"]["Inbound"]["Properties"];
+    assert_eq!(number(&events["BatchSize"]), 1);
 }
 
 #[tokio::test]
