@@ -176,6 +176,7 @@ fn readiness(config: &Config) -> Vec<Ready> {
     for (name, bot) in &config.bots.named {
         let note = match bot {
             BotConfig::Echo => "echo (answers with the same text)".to_owned(),
+            BotConfig::EchoStreaming { over } => format!("echo, streamed over {} ms", over.as_millis()),
             BotConfig::Http { url, .. } => format!("http webhook {url}"),
             BotConfig::OpenAi { base_url, model, history, .. } => {
                 let history = match history {

@@ -70,9 +70,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    crate::feed::install();
     let sandbox = if args.sandbox || loaded.demo {
         let fake = crate::sandbox::start(&mut config, &mut env).await;
-        tokio::spawn(crate::sandbox::show_sends(fake.clone(), format!("http://{addr}")));
         Some(fake)
     } else {
         None
@@ -85,20 +85,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let env = local_resources(env, &sdk).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
         sender.metrics = crate::outbound::print_metrics();
+        sender.queue = Arc::new(crate::trace::TracedQueue(sender.queue.clone()));
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let outbound_url = env.require_outbound_queue_url()?.to_owned();
         let inbound_url = env.require_inbound_queue_url()?.to_owned();
-        let dispatcher = dispatcher::build(&config, &env, &sdk)?;
+        let mut dispatcher = dispatcher::build(&config, &env, &sdk)?;
+        dispatcher.bot = Arc::new(crate::trace::TracedBot(dispatcher.bot.clone()));
         let media = media::build(&config, &env, &sdk)?;
         tokio::spawn(crate::outbound::run_sqs(Arc::new(media), sqs.clone(), env.require_media_queue_url()?.to_owned()));
         if !config.ilink.is_empty() {
             let poller = ilink_poller::build(&env, &sdk)?;
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
         }
+        let sender = crate::trace::Traced { inner: Arc::new(sender), sender: true };
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         // Several pollers, as Lambda runs several invocations: a slow answer holds up only its
         // own conversation (the FIFO queue hands out no other message of its group meanwhile).
-        let dispatcher: Arc<dyn crate::outbound::BatchHandler> = Arc::new(dispatcher);
+        let dispatcher: Arc<dyn crate::outbound::BatchHandler> =
+            Arc::new(crate::trace::Traced { inner: Arc::new(dispatcher), sender: false });
         for _ in 0..DISPATCH_POLLERS {
             tokio::spawn(crate::outbound::run_sqs(dispatcher.clone(), sqs.clone(), inbound_url.clone()));
         }
@@ -214,7 +218,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     metrics: Arc::new(crate::outbound::PrintMetrics),
                     clock: Arc::new(SystemClock),
                 };
-                Arc::new(shared::services::router::Router::new(&config, &http, ports))
+                Arc::new(crate::trace::TracedBot(Arc::new(shared::services::router::Router::new(&config, &http, ports))))
             },
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
@@ -233,14 +237,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(show_and_dispatch(rx, Arc::new(dispatcher)));
     }
 
-    let state = Arc::new(DevState {
-        callbacks: callbacks.into_iter().collect(),
-        outbound,
-        sandbox,
-        config: Arc::new(config.clone()),
-    });
+    let config = Arc::new(config);
+    let chats = Arc::new(crate::chat::Chats::new(config.clone(), sandbox.clone(), format!("http://{addr}"), args.aws));
+    if let Some(fake) = &sandbox {
+        tokio::spawn(crate::sandbox::show_sends(fake.clone(), format!("http://{addr}"), chats.clone()));
+    }
+    let state = Arc::new(DevState { callbacks: callbacks.into_iter().collect(), outbound, sandbox, config });
+    let page = Router::new()
+        .route("/", get(crate::chat::page))
+        .route("/events", get(crate::feed::events))
+        .route("/sandbox/chats", get(crate::chat::list))
+        .route(
+            "/sandbox/say",
+            // A picture of up to ATTACH_MAX, in base64.
+            post(crate::chat::say).layer(axum::extract::DefaultBodyLimit::max(crate::chat::ATTACH_MAX / 3 * 4 + 64 * 1024)),
+        )
+        .route("/sandbox/attached/{n}", get(crate::chat::attached))
+        .with_state(chats);
     let router = Router::new()
-        .route("/", get(index))
+        .route("/routes", get(index))
         .route("/{channel}/{app}", any(callback_route))
         .route("/outbound", post(outbound_route))
         .route("/sandbox/sends", get(sandbox_sends))
@@ -253,6 +268,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route("/sandbox/file/{media_id}", get(sandbox_file))
         .route("/sandbox/kf/{account}", post(sandbox_kf))
         .with_state(state)
+        .merge(page)
         .merge(crate::media::routes(media_folder));
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -470,34 +486,17 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
             // Bot errors would be retried by SQS on AWS; here they are shown.
             if let Err(err) = dispatcher.dispatch(&body).await {
                 println!("dispatcher ✗ {err}");
+                let inbound: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                crate::feed::emit(
+                    "note",
+                    crate::feed::chat_of_inbound(&inbound).as_deref(),
+                    inbound["id"].as_str(),
+                    serde_json::json!({"level": "error", "text": format!("dispatcher: {err} (retried by the queue on AWS)")}),
+                );
             }
         });
-        let summary = serde_json::from_str::<serde_json::Value>(&message.body)
-            .map(|v| {
-                let media = &v["media"];
-                let what = v["text"]
-                    .as_str()
-                    .map(|t| format!("{t:?}"))
-                    .or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")))
-                    .or_else(|| {
-                        let kind = media["type"].as_str().unwrap_or("media");
-                        match (media["size"].as_u64(), media["url"].as_str(), media["error"]["message"].as_str()) {
-                            (Some(size), Some(url), _) => {
-                                Some(format!("[{kind} {}] {url}", crate::sandbox::size(size)))
-                            }
-                            (_, _, Some(error)) => Some(format!("[{kind}: {error}]")),
-                            _ => None,
-                        }
-                    });
-                format!(
-                    "{} {} from {}: {}",
-                    v["id"].as_str().unwrap_or("?"),
-                    v["kind"].as_str().unwrap_or("?"),
-                    v["sender"]["id"].as_str().unwrap_or("?"),
-                    what.unwrap_or_default()
-                )
-            })
-            .unwrap_or_else(|_| message.body.clone());
+        let summary = crate::trace::inbound_summary(&message.body);
+        crate::trace::queued(&message.body);
         println!("inbound queue ← {summary}");
     }
 }
@@ -554,10 +553,23 @@ async fn callback_route(
     let Some(service) = state.callbacks.get(channel.as_str()) else {
         return (StatusCode::NOT_FOUND, format!("no channel /{channel}\n")).into_response();
     };
-    match lambda_request(app, request).await {
+    let started = std::time::Instant::now();
+    let route = format!("{} /{channel}/{app}", request.method());
+    // A sandbox user's callback names its message; WeChat's do not.
+    let msg = request.headers().get(crate::chat::TRACE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let response = match lambda_request(app, request).await {
         Ok(request) => to_axum(shared::adapters::lambda::handle_http(service.as_ref(), request).await),
         Err(response) => response,
-    }
+    };
+    let status = response.status();
+    crate::feed::emit(
+        "callback",
+        None,
+        msg.as_deref(),
+        serde_json::json!({"route": route, "status": status.as_u16(), "ms": started.elapsed().as_millis() as u64,
+                           "answer": status.canonical_reason()}),
+    );
+    response
 }
 
 /// An API Gateway request as the Lambda handlers receive it.

@@ -1,7 +1,9 @@
 //! `wxbridge`: run and exercise the bridge on one machine.
 
+mod chat;
 mod check;
 mod dev;
+mod feed;
 mod ilink;
 mod kf;
 mod media;
@@ -10,6 +12,7 @@ mod sandbox;
 mod send;
 mod settings;
 mod simulate;
+mod trace;
 mod ui;
 
 use std::io::IsTerminal as _;

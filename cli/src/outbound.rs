@@ -37,8 +37,11 @@ impl Metrics for PrintMetrics {
     }
 
     fn count(&self, name: &'static str, properties: &[(&str, &str)]) {
-        let properties: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("metric → {} {}", crate::ui::warn(name), properties.join(" "));
+        let shown: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("metric → {} {}", crate::ui::warn(name), shown.join(" "));
+        let props: serde_json::Map<String, serde_json::Value> =
+            properties.iter().map(|(k, v)| ((*k).to_owned(), serde_json::json!(v))).collect();
+        crate::feed::emit("metric", None, None, serde_json::json!({"name": name, "props": props}));
     }
 }
 
@@ -103,16 +106,24 @@ pub async fn run_memory(
                     });
                 });
             }
-            if let Some((_, attributes)) = dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-                let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str()).unwrap_or("?");
-                println!("outbound ✗ dead-lettered: {reason}");
+            match dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                Some((_, attributes)) => {
+                    let reason =
+                        attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str()).unwrap_or("?");
+                    println!("outbound ✗ dead-lettered: {reason}");
+                    crate::trace::send(&record.body, "dead", Some(reason));
+                }
+                None => crate::trace::send(&record.body, "done", None),
             }
             continue;
         }
         if record.receive_count >= MAX_RECEIVES {
             println!("outbound ✗ gave up after {MAX_RECEIVES} attempts (the DLQ on AWS)");
+            let reason = format!("gave up after {MAX_RECEIVES} attempts (the DLQ on AWS)");
+            crate::trace::send(&record.body, "dead", Some(&reason));
             continue;
         }
+        crate::trace::send(&record.body, "retry", None);
         let delay = Duration::from_secs(u64::from(backoff_s(record.receive_count, 0))).min(DEV_MAX_BACKOFF);
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -97,7 +97,7 @@ fn ilink_file(item: &Value) -> (&'static str, Option<&str>) {
 
 /// Where `wxbridge dev` serves a sandbox file: `/sandbox/file/<id>`, the id percent-encoded (an
 /// iLink parameter holds `/`).
-fn file_path(media_id: &str) -> String {
+pub(crate) fn file_path(media_id: &str) -> String {
     let mut url = reqwest::Url::parse("http://sandbox/sandbox/file/").expect("a literal URL");
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().push(media_id);
@@ -112,15 +112,38 @@ fn content_text(body: &Value) -> Option<String> {
 }
 
 /// Prints each send as the WeChat user would see it, as it happens, and each request the
-/// sandbox refused (as WeChat would have) with its reason.
-pub async fn show_sends(fake: Arc<FakeWechat>, origin: String) {
-    let (mut shown, mut refused) = (0, 0);
+/// sandbox refused (as WeChat would have) with its reason; the feed gets each as a `reply` (or
+/// `typing`) in its conversation, each refusal as a `note`, and every API call as an `api` hop.
+pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate::chat::Chats>) {
+    use crate::feed::emit;
+    fake.record_exchanges();
+    let (mut shown, mut refused, mut logged) = (0, 0, 0);
     loop {
+        let exchanges = fake.exchanges(logged);
+        logged += exchanges.len();
+        for exchange in &exchanges {
+            let (chat, msg) = chats.place_of_exchange(exchange);
+            emit(
+                "api",
+                chat.as_deref(),
+                msg.as_deref(),
+                json!({"at": exchange.at_ms, "method": exchange.method, "path": exchange.path,
+                       "query": crate::feed::mask_query(&exchange.query), "status": exchange.status,
+                       "request": crate::feed::mask_json(&exchange.request),
+                       "response": crate::feed::mask_json(&exchange.response), "ms": exchange.ms}),
+            );
+        }
         let deliveries = fake.deliveries();
         for delivery in deliveries.iter().skip(shown) {
             let sent = describe(delivery, &fake);
             let channel = sent["channel"].as_str().unwrap_or_default();
+            let (chat, msg) = chats.place_of_delivery(delivery);
             if channel.ends_with("_typing") {
+                // iLink's status 2 and OA's "CancelTyping" end it.
+                let typing = sent["body"]["status"] != 2 && sent["text"] != "CancelTyping";
+                if typing {
+                    emit("typing", chat.as_deref(), msg.as_deref(), json!({}));
+                }
                 continue;
             }
             let to = sent["to"].as_str().unwrap_or("?");
@@ -134,11 +157,21 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String) {
             if let Some(file) = sent["file"].as_str() {
                 println!("           {}", ui::dim(&format!("{origin}{file}")));
             }
+            let kind = sent["body"]["msgtype"].as_str().filter(|_| !sent["file"].is_null());
+            emit(
+                "reply",
+                chat.as_deref(),
+                msg.as_deref(),
+                json!({"via": "send", "channel": channel, "text": text, "file": sent["file"], "file_kind": kind,
+                       "mention": null}),
+            );
         }
         shown = deliveries.len();
         let problems = fake.problems();
         for problem in problems.iter().skip(refused) {
             println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
+            let (chat, msg) = crate::feed::latest(None).map_or((None, None), |(msg, chat)| (chat, Some(msg)));
+            emit("note", chat.as_deref(), msg.as_deref(), json!({"level": "error", "text": format!("WeChat refused: {problem}")}));
         }
         refused = problems.len();
         tokio::time::sleep(Duration::from_millis(100)).await;

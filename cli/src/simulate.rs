@@ -139,7 +139,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
 }
 
-fn message_id() -> u64 {
+pub(crate) fn message_id() -> u64 {
     u64::from_be_bytes(random_prefix()[..8].try_into().unwrap_or([1; 8])) >> 1
 }
 
@@ -150,7 +150,7 @@ fn read_image(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
     Ok((name, bytes))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
@@ -482,7 +482,7 @@ async fn countdown(
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// 32 random hex digits: a message id, or a made-up `response_code`.
-fn hex_id() -> String {
+pub(crate) fn hex_id() -> String {
     shared::protocol::hex::hex(&random_prefix())
 }
 

@@ -176,6 +176,21 @@ impl AibotWecom {
         }
     }
 
+    /// Sends `name: value` with every request (a label a test or a sandbox traces requests by).
+    ///
+    /// # Panics
+    /// If `name: value` is not a valid header (a fixture error).
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(name, value.parse().unwrap_or_else(|_| panic!("AibotWecom::header: {value:?}")));
+        self.http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
+            .build()
+            .expect("reqwest client");
+        self
+    }
+
     /// How often `converse` sends a refresh (WeCom: about once a second).
     pub fn refresh_every(mut self, d: Duration) -> Self {
         self.refresh_every = d;

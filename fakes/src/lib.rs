@@ -54,7 +54,7 @@ use std::time::Duration;
 pub use aibot::{AibotWecom, Answer, Conversation};
 use server::{lock, Shared};
 use state::{OaApp, State, WecomApp};
-pub use types::{Api, CdnUploadFault, Delivery, Fault, IlinkMediaSend, IlinkUpload, IlinkUploadAnswer};
+pub use types::{Api, CdnUploadFault, Delivery, Exchange, Fault, IlinkMediaSend, IlinkUpload, IlinkUploadAnswer};
 
 /// A running fake. Dropping it stops the server.
 pub struct FakeWechat {
@@ -473,6 +473,17 @@ impl FakeWechat {
     /// such as a reused X-WECHAT-UIN). Injected faults are not problems.
     pub fn problems(&self) -> Vec<String> {
         self.state().problems.clone()
+    }
+
+    /// From now on, logs every request with its answer (a sandbox shows them; tests read
+    /// deliveries instead).
+    pub fn record_exchanges(&self) {
+        self.state().exchanges.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests and answers logged since [`FakeWechat::record_exchanges`], from the `skip`th.
+    pub fn exchanges(&self, skip: usize) -> Vec<Exchange> {
+        self.state().exchanges.as_deref().unwrap_or_default().iter().skip(skip).cloned().collect()
     }
 }
 

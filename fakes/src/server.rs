@@ -30,10 +30,88 @@ pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Request) -> Response {
+    if lock(&shared).exchanges.is_some() {
+        return recorded(&shared, request).await;
+    }
+    serve(&shared, request).await
+}
+
+/// Answers above this are logged by their size only.
+const LOGGED_ANSWER: usize = 64 * 1024;
+
+/// Serves a request and logs it with its answer in [`State::exchanges`].
+async fn recorded(shared: &Shared, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+    let query = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map(|Query(q)| q).unwrap_or_default();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        let reject = Reject::http(StatusCode::PAYLOAD_TOO_LARGE, format!("body unreadable or over {MAX_BODY} bytes"));
+        return refuse(&mut lock(shared), &parts.method, &path, reject);
+    };
+    let request_logged = logged_body(&bytes, parts.headers.get(axum::http::header::CONTENT_TYPE));
+    let response = serve(shared, Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    let (head, body) = response.into_parts();
+    let textual = head
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json") || t.starts_with("text/"));
+    let (response, answer) = if textual {
+        match axum::body::to_bytes(body, LOGGED_ANSWER).await {
+            Ok(bytes) => {
+                let answer = logged_body(&bytes, head.headers.get(axum::http::header::CONTENT_TYPE));
+                (Response::from_parts(head, axum::body::Body::from(bytes)), answer)
+            }
+            // A dropped connection (an injected fault), or an answer too long to log.
+            Err(_) => (dropped_connection(), serde_json::json!("(connection dropped)")),
+        }
+    } else {
+        (Response::from_parts(head, body), serde_json::json!("(binary)"))
+    };
+    // Long polls that brought nothing are noise.
+    let idle_poll = path == "/ilink/bot/getupdates" && answer["msgs"].as_array().is_none_or(Vec::is_empty);
+    if !idle_poll {
+        if let Some(log) = lock(shared).exchanges.as_mut() {
+            log.push(crate::types::Exchange {
+                at_ms,
+                method,
+                path,
+                query,
+                request: request_logged,
+                status: response.status().as_u16(),
+                response: answer,
+                ms: started.elapsed().as_millis() as u64,
+            });
+        }
+    }
+    response
+}
+
+/// A body as JSON when it is JSON, as text when it is short text, else by its size.
+fn logged_body(bytes: &[u8], content_type: Option<&axum::http::HeaderValue>) -> serde_json::Value {
+    if bytes.is_empty() {
+        return serde_json::Value::Null;
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return value;
+    }
+    let textual = content_type.and_then(|v| v.to_str().ok()).is_none_or(|t| t.starts_with("text/") || t.contains("xml"));
+    match std::str::from_utf8(bytes) {
+        Ok(text) if textual && text.len() <= 4096 => serde_json::json!(text),
+        _ => serde_json::json!(format!("({} bytes)", bytes.len())),
+    }
+}
+
+async fn serve(shared: &Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let fault = {
-        let mut st = lock(&shared);
+        let mut st = lock(shared);
         *st.calls.entry(path.clone()).or_default() += 1;
         st.faults.get_mut(&path).and_then(VecDeque::pop_front)
     };
@@ -57,10 +135,10 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
                 headers: parts.headers.clone(),
                 body: body.clone(),
             };
-            return long_poll(&shared, &req).await;
+            return long_poll(shared, &req).await;
         }
     }
-    let mut st = lock(&shared);
+    let mut st = lock(shared);
     let outcome = match body {
         Ok(body) => match Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
             Ok(Query(query)) => {

@@ -131,6 +131,8 @@ pub(crate) struct State {
     /// WeCom app messages sent, by what `enable_duplicate_check` compares, and when.
     pub wecom_sent: Vec<(String, std::time::Instant)>,
     pub problems: Vec<String>,
+    /// Every request and answer, once [`crate::FakeWechat::record_exchanges`] turned it on.
+    pub exchanges: Option<Vec<crate::types::Exchange>>,
 }
 
 /// The login side of the fake (iLink QR login, handled in `ilink_login`).
@@ -183,6 +185,7 @@ impl Default for State {
             deliveries: Vec::new(),
             wecom_sent: Vec::new(),
             problems: Vec::new(),
+            exchanges: None,
         }
     }
 }

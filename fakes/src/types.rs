@@ -109,3 +109,20 @@ pub struct IlinkMediaSend {
     /// The uploaded file, decrypted.
     pub bytes: Vec<u8>,
 }
+
+/// One request the fake answered and its answer, as logged with
+/// [`crate::FakeWechat::record_exchanges`]. Bodies are JSON when they are JSON, else short text or
+/// their size; nothing is masked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// When it arrived, unix milliseconds.
+    pub at_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub request: serde_json::Value,
+    pub status: u16,
+    pub response: serde_json::Value,
+    /// How long the fake took to answer (a long poll's hold included).
+    pub ms: u64,
+}

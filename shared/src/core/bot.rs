@@ -66,11 +66,18 @@ pub trait AnswerSink: Send + Sync {
     async fn grow(&self, text: &str);
 }
 
+/// The longest an echo may take to stream its answer.
+const MAX_ECHO_STREAM_MS: u64 = 10_000;
+
 /// Which bot answers inbound messages.
 #[derive(Debug, Clone, Default)]
 pub enum BotConfig {
     #[default]
     Echo,
+    /// The echo bot, answering over `stream_ms` a few characters at a time (a streaming demo).
+    EchoStreaming {
+        over: Duration,
+    },
     Http {
         url: String,
         secret: SecretString,
@@ -173,7 +180,10 @@ pub struct Limits {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum RawBot {
-    Echo,
+    Echo {
+        #[serde(default)]
+        stream_ms: Option<u64>,
+    },
     Http {
         url: String,
         secret: SecretString,
@@ -264,7 +274,15 @@ impl BotConfig {
 
     fn from_raw(at: &str, raw: RawBot, p: &mut Vec<ConfigError>) -> Self {
         match raw {
-            RawBot::Echo => BotConfig::Echo,
+            RawBot::Echo { stream_ms: None | Some(0) } => BotConfig::Echo,
+            RawBot::Echo { stream_ms: Some(ms) } if ms > MAX_ECHO_STREAM_MS => {
+                p.push(invalid(
+                    format!("{at}.stream_ms"),
+                    format!("at most {MAX_ECHO_STREAM_MS} (the answer must fit a WeChat window)"),
+                ));
+                BotConfig::Echo
+            }
+            RawBot::Echo { stream_ms: Some(ms) } => BotConfig::EchoStreaming { over: Duration::from_millis(ms) },
             RawBot::Queue => BotConfig::Queue,
             RawBot::Http { url, secret, timeout_s } => BotConfig::Http {
                 url: keep(p, check_url(format!("{at}.url"), &url)).unwrap_or_default(),
@@ -341,7 +359,7 @@ impl BotConfig {
     /// How long one call of the bot may take.
     pub fn timeout(&self) -> Duration {
         match self {
-            BotConfig::Echo | BotConfig::Queue => DEFAULT_BOT_TIMEOUT,
+            BotConfig::Echo | BotConfig::EchoStreaming { .. } | BotConfig::Queue => DEFAULT_BOT_TIMEOUT,
             BotConfig::Http { timeout, .. } | BotConfig::OpenAi { timeout, .. } | BotConfig::Dify { timeout, .. } => {
                 *timeout
             }

@@ -59,6 +59,34 @@ impl Bot for EchoBot {
     }
 }
 
+/// The echo, answered over a while a few characters at a time, as a model streams: shows a
+/// channel's streaming (the AI bot's growing stream, the Official Account's countdown).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamingEchoBot {
+    pub over: Duration,
+}
+
+/// How many pieces the streaming echo shows its answer in.
+const ECHO_STEPS: u32 = 6;
+
+#[async_trait]
+impl Bot for StreamingEchoBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        tokio::time::sleep(self.over).await;
+        EchoBot.answer(inbound).await
+    }
+
+    async fn answer_streaming(&self, inbound: &Inbound, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
+        let text: Vec<char> = inbound.text.as_deref().unwrap_or_default().chars().collect();
+        for step in 1..=ECHO_STEPS {
+            tokio::time::sleep(self.over / ECHO_STEPS).await;
+            let shown = text.len() * step as usize / ECHO_STEPS as usize;
+            sink.grow(&text[..shown].iter().collect::<String>()).await;
+        }
+        EchoBot.answer(inbound).await
+    }
+}
+
 /// The channels whose replies can carry an uploaded file (the rest answer with text only).
 const ECHOES_FILES: [Channel; 5] = [Channel::Wecom, Channel::Oa, Channel::WecomAibot, Channel::Ilink, Channel::WecomKf];
 
@@ -523,6 +551,7 @@ pub fn build(name: &str, config: &BotConfig, http: &Http, ports: &BotPorts) -> A
     let http = http.client().clone();
     match config {
         BotConfig::Echo => Arc::new(EchoBot),
+        BotConfig::EchoStreaming { over } => Arc::new(StreamingEchoBot { over: *over }),
         // The process's builder gives it its queue; without one it says so.
         BotConfig::Queue => Arc::new(QueueBot { queue: ports.queue.clone() }),
         BotConfig::Http { url, secret, timeout } => {

@@ -1,0 +1,666 @@
+//! The chat page of `wxbridge dev` (`GET /`, `cli/assets/chat.html`) and its server side: the
+//! conversations it lists, and the WeChat users of the sandbox who write in them.
+//!
+//! A message typed on the page is sent the way WeChat sends it: a signed (and encrypted) callback
+//! to the bridge's own route, an Official Account's delivered again when 5 s pass, an AI bot's
+//! stream refreshed once a second, a 微信客服 customer's message kept for the pull, an iLink
+//! user's message waiting in the long poll. What follows shows on the page through the feed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fakes::aibot::{image_message as aibot_image, refresh, text_message as aibot_text};
+use fakes::{AibotWecom, Answer, Api, Delivery, Exchange, FakeWechat};
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use shared::channels::oa::callback::Mode;
+use shared::channels::Config;
+use shared::protocol::crypto::random_prefix;
+
+use crate::feed::emit;
+use crate::simulate::{hex_id, message_id, unix_now};
+
+/// The page: one file, inside the binary.
+pub const PAGE: &str = include_str!("../assets/chat.html");
+
+/// The header a sandbox user's callback carries: the message it sends, for the trace.
+pub const TRACE_HEADER: &str = "x-wxbridge-trace";
+
+/// How long WeChat waits for an answer to one delivery.
+const WECHAT_WAIT: Duration = Duration::from_secs(5);
+/// The largest picture the page attaches.
+pub const ATTACH_MAX: usize = 10 * 1024 * 1024;
+/// The demo group of the AI bots, and who is in it.
+const GROUP: &str = "wrDemoGroup0001";
+const GROUP_MEMBERS: [&str; 3] = ["WangFang", "LiLei", "张伟"];
+const WECOM_USER: &str = "WangFang";
+const OA_USER: &str = "oDemoUser0000000000000000001";
+const KF_USER: &str = "wmDemoCustomer0000000000001";
+const ILINK_USER: &str = "o9cq80demoUser@im.wechat";
+
+/// One conversation of the page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Chat {
+    pub id: String,
+    pub channel: &'static str,
+    pub account: String,
+    pub title: String,
+    pub kind: &'static str,
+    pub members: Vec<String>,
+    pub bot_name: Option<String>,
+    pub composer: bool,
+    pub attach: bool,
+    pub hint: &'static str,
+}
+
+/// The page's server side.
+pub struct Chats {
+    pub chats: Vec<Chat>,
+    config: Arc<Config>,
+    sandbox: Option<Arc<FakeWechat>>,
+    /// Where the bridge's callback routes are (this process).
+    base: String,
+    aws: bool,
+    /// The pictures users attached, shown in their own bubbles (`GET /sandbox/attached/{n}`).
+    attached: Mutex<Vec<(String, Vec<u8>)>>,
+    /// An AI-bot message's response_code → (chat, message): where a send to its URL belongs.
+    pub response_codes: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Chats {
+    /// The conversations of `config`: with the sandbox, one demo user per account (an AI bot's a
+    /// group of three); without it, one read-only entry per account (its real conversations appear
+    /// as their messages arrive).
+    pub fn new(config: Arc<Config>, sandbox: Option<Arc<FakeWechat>>, base: String, aws: bool) -> Chats {
+        let live = sandbox.is_some();
+        let mut chats = Vec::new();
+        let mut add = |channel, account: &str, peer: &str, title: String, kind, members: Vec<String>, hint| {
+            chats.push(Chat {
+                id: format!("{channel}:{account}:{peer}"),
+                channel,
+                account: account.to_owned(),
+                title,
+                kind,
+                members,
+                bot_name: None,
+                composer: live,
+                attach: live && channel != "wecom_kf",
+                hint,
+            })
+        };
+        for app in &config.wecom {
+            add(
+                "wecom",
+                &app.app,
+                WECOM_USER,
+                format!("企业微信 · {}", app.app),
+                "direct",
+                vec![WECOM_USER.into()],
+                "WeCom app: the callback is acknowledged at once, replies come by message/send",
+            );
+        }
+        for bot in &config.aibots {
+            add(
+                "wecom_aibot",
+                &bot.name,
+                GROUP,
+                format!("AI bot group · {}", bot.bot_name),
+                "group",
+                GROUP_MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
+                "AI bot in a group: @mention it; the answer streams as WeCom refreshes it",
+            );
+        }
+        for oa in &config.oa {
+            add(
+                "oa",
+                &oa.app,
+                OA_USER,
+                format!("公众号 · {}", oa.app),
+                "direct",
+                vec![OA_USER.into()],
+                "Official Account: a passive reply within WeChat's 5 s, else by customer service",
+            );
+        }
+        for bot in &config.ilink {
+            add(
+                "ilink",
+                &bot.account,
+                ILINK_USER,
+                format!("微信 · {}", bot.account),
+                "direct",
+                vec![ILINK_USER.into()],
+                "iLink: the bridge long-polls, shows typing…, then sends",
+            );
+        }
+        for kf in &config.kf {
+            add(
+                "wecom_kf",
+                &kf.name,
+                KF_USER,
+                format!("微信客服 · {}", kf.name),
+                "direct",
+                vec![KF_USER.into()],
+                "微信客服: WeChat calls back, the bridge pulls the message, replies by kf/send_msg",
+            );
+        }
+        for chat in &mut chats {
+            if chat.channel == "wecom_aibot" {
+                chat.bot_name = config.aibots.iter().find(|b| b.name == chat.account).map(|b| b.bot_name.clone());
+            }
+        }
+        if let Some(fake) = &sandbox {
+            for bot in &config.ilink {
+                fake.add_ilink_user(bot.bot_token.expose_secret(), ILINK_USER, "sandbox-context");
+            }
+            fake.add_oa_user(OA_USER);
+            // iLink's long poll as the service holds it, so the trace is not all polls.
+            fake.set_ilink_hold(Duration::from_secs(25));
+        }
+        Chats {
+            chats,
+            config,
+            sandbox,
+            base,
+            aws,
+            attached: Mutex::default(),
+            response_codes: Mutex::default(),
+        }
+    }
+
+    /// The conversation and message a send of the sandbox answers.
+    pub fn place_of_delivery(&self, delivery: &Delivery) -> (Option<String>, Option<String>) {
+        let b = &delivery.body;
+        let config = &self.config;
+        let chat = match delivery.api {
+            Api::WecomMessage => config
+                .wecom
+                .iter()
+                .find(|a| a.corp_id == delivery.account && Some(u64::from(a.agent_id)) == b["agentid"].as_u64())
+                .zip(b["touser"].as_str())
+                .map(|(app, to)| format!("wecom:{}:{to}", app.app)),
+            Api::OaCustom | Api::OaTyping => config
+                .oa
+                .iter()
+                .find(|a| a.app_id == delivery.account)
+                .zip(b["touser"].as_str())
+                .map(|(oa, to)| format!("oa:{}:{to}", oa.app)),
+            Api::Ilink | Api::IlinkTyping => config
+                .ilink
+                .iter()
+                .find(|bot| bot.bot_token.expose_secret() == delivery.account)
+                .zip(b["msg"]["to_user_id"].as_str().or(b["ilink_user_id"].as_str()))
+                .map(|(bot, to)| format!("ilink:{}:{to}", bot.account)),
+            Api::KfSend => config
+                .kf
+                .iter()
+                .find(|k| Some(k.open_kfid.as_str()) == b["open_kfid"].as_str())
+                .zip(b["touser"].as_str())
+                .map(|(kf, to)| format!("wecom_kf:{}:{to}", kf.name)),
+            Api::AibotResponse => {
+                let codes = self.response_codes.lock().unwrap_or_else(|p| p.into_inner());
+                return match codes.get(&delivery.account) {
+                    Some((chat, msg)) => (Some(chat.clone()), Some(msg.clone())),
+                    None => (None, None),
+                };
+            }
+            Api::WecomAppchat | Api::WecomWebhook | Api::KfEvent => None,
+        };
+        let msg = crate::feed::latest(chat.as_deref()).map(|(msg, _)| msg);
+        (chat, msg)
+    }
+
+    /// The conversation and message an API call of the sandbox belongs to: the direct
+    /// conversation whose user it names, else the latest message of all.
+    pub fn place_of_exchange(&self, exchange: &Exchange) -> (Option<String>, Option<String>) {
+        if exchange.path.starts_with("/cgi-bin/aibot/response") {
+            let code = exchange.query.iter().find(|(k, _)| k == "response_code").map(|(_, v)| v.clone());
+            let codes = self.response_codes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((chat, msg)) = code.and_then(|c| codes.get(&c).cloned()) {
+                return (Some(chat), Some(msg));
+            }
+        }
+        let text = format!("{} {}", exchange.request, exchange.response);
+        let chat = self
+            .chats
+            .iter()
+            .filter(|c| c.kind == "direct")
+            .find(|c| c.members.iter().any(|m| text.contains(&format!("\"{m}\""))))
+            .map(|c| c.id.clone());
+        match chat {
+            Some(chat) => {
+                let msg = crate::feed::latest(Some(&chat)).map(|(msg, _)| msg);
+                (Some(chat), msg)
+            }
+            None => crate::feed::latest(None).map_or((None, None), |(msg, chat)| (chat, Some(msg))),
+        }
+    }
+
+    fn chat(&self, id: &str) -> Option<&Chat> {
+        self.chats.iter().find(|c| c.id == id)
+    }
+
+    /// Keeps an attached picture for the sender's own bubble; its path.
+    fn keep_attached(&self, name: &str, bytes: &[u8]) -> String {
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        attached.push((name.to_owned(), bytes.to_vec()));
+        format!("/sandbox/attached/{}", attached.len() - 1)
+    }
+}
+
+/// `GET /`: the page.
+pub async fn page() -> Response {
+    let mut response = PAGE.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /sandbox/chats`.
+pub async fn list(State(chats): State<Arc<Chats>>) -> Response {
+    axum::Json(json!({"sandbox": chats.sandbox.is_some(), "aws": chats.aws, "chats": chats.chats})).into_response()
+}
+
+/// `GET /sandbox/attached/{n}`: a picture a user attached.
+pub async fn attached(State(chats): State<Arc<Chats>>, Path(n): Path<usize>) -> Response {
+    let attached = chats.attached.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((_, bytes)) = attached.get(n) else {
+        return (StatusCode::NOT_FOUND, "no such picture\n").into_response();
+    };
+    let mime = shared::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream");
+    ([(axum::http::header::CONTENT_TYPE, mime)], bytes.clone()).into_response()
+}
+
+/// What the page posts to `POST /sandbox/say`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Say {
+    chat: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    image: Option<Attached>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Attached {
+    name: String,
+    /// Base64.
+    data: String,
+}
+
+/// The largest text the page sends (WeChat's own limit on a message is lower).
+const TEXT_MAX: usize = 16 * 1024;
+
+/// `POST /sandbox/say`: a sandbox user writes; answers 202 with the message's Inbound id at once.
+pub async fn say(State(chats): State<Arc<Chats>>, body: axum::body::Bytes) -> Response {
+    match start_saying(&chats, &body) {
+        Ok(msg) => (StatusCode::ACCEPTED, axum::Json(json!({"msg": msg}))).into_response(),
+        Err((status, text)) => (status, format!("{text}\n")).into_response(),
+    }
+}
+
+type Refusal = (StatusCode, String);
+
+fn refuse(status: StatusCode, text: impl Into<String>) -> Refusal {
+    (status, text.into())
+}
+
+/// Checks what the page sent and starts the user's side of the conversation in the background.
+fn start_saying(chats: &Arc<Chats>, body: &[u8]) -> Result<String, Refusal> {
+    let say: Say = serde_json::from_slice(body)
+        // The error's place, not its text: that may quote the message.
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("not a message ({:?} error at column {})", e.classify(), e.column())))?;
+    let chat = chats.chat(&say.chat).ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such conversation"))?.clone();
+    let Some(fake) = chats.sandbox.clone().filter(|_| chat.composer) else {
+        return Err(refuse(StatusCode::CONFLICT, "a real channel: its users write from WeChat"));
+    };
+    let from = say.from.clone().unwrap_or_else(|| chat.members[0].clone());
+    if !chat.members.contains(&from) {
+        return Err(refuse(StatusCode::BAD_REQUEST, format!("{from} is not in this conversation")));
+    }
+    let text = say.text.clone().filter(|t| !t.trim().is_empty());
+    if text.as_ref().is_some_and(|t| t.len() > TEXT_MAX) {
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the text is over {TEXT_MAX} bytes")));
+    }
+    let image = match &say.image {
+        None => None,
+        Some(_) if !chat.attach => {
+            return Err(refuse(StatusCode::BAD_REQUEST, "this sandbox conversation takes text only"))
+        }
+        Some(image) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(image.data.trim())
+                .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the picture is not base64"))?;
+            if bytes.len() > ATTACH_MAX {
+                return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the picture is over {} MB", ATTACH_MAX >> 20)));
+            }
+            if !shared::core::media::sniff(&bytes[..bytes.len().min(64)]).is_some_and(|m| m.starts_with("image/")) {
+                return Err(refuse(StatusCode::BAD_REQUEST, "not a picture (PNG, JPEG, GIF or WebP)"));
+            }
+            let name = shared::core::media::clean_file_name(&image.name).unwrap_or_else(|| "image".into());
+            Some((name, bytes))
+        }
+    };
+    if text.is_none() && image.is_none() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "give a text or a picture"));
+    }
+    let user = User { chats: chats.clone(), fake, chat, from };
+    let msg = user.message_id(text.as_deref().unwrap_or_default())?;
+    let shown = image.as_ref().map(|(name, bytes)| user.chats.keep_attached(name, bytes));
+    emit("user", Some(&user.chat.id), Some(&msg), json!({"from": user.from, "text": text, "image": shown}));
+    let id = msg.clone();
+    tokio::spawn(async move {
+        if let Err(err) = user.write(&id, text, image).await {
+            emit("note", Some(&user.chat.id), Some(&id), json!({"level": "error", "text": err}));
+            println!("{} {err}", crate::ui::bad("sandbox ✗"));
+        }
+    });
+    Ok(msg)
+}
+
+/// A sandbox user writing in one conversation.
+struct User {
+    chats: Arc<Chats>,
+    fake: Arc<FakeWechat>,
+    chat: Chat,
+    from: String,
+}
+
+impl User {
+    /// A new message's id as its channel carries it, in the Inbound id the bridge will give it.
+    /// A 微信客服 customer's message gets its id from WeChat, which keeps it for the pull now.
+    fn message_id(&self, text: &str) -> Result<String, Refusal> {
+        let platform_id = match self.chat.channel {
+            "wecom_aibot" => hex_id(),
+            "wecom_kf" => {
+                let kf = self.chats.config.kf.iter().find(|k| k.name == self.chat.account);
+                let kf = kf.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such kf account"))?;
+                self.fake.kf_customer_says(&kf.open_kfid, &self.from, text)
+            }
+            _ => message_id().to_string(),
+        };
+        Ok(format!("{}:{}:{platform_id}", self.chat.channel, self.chat.account))
+    }
+
+    async fn write(&self, msg: &str, text: Option<String>, image: Option<(String, Vec<u8>)>) -> Result<(), String> {
+        let platform_id = msg.rsplit(':').next().unwrap_or_default().to_owned();
+        match self.chat.channel {
+            "wecom" => self.wecom(msg, &platform_id, text, image).await,
+            "oa" => self.oa(msg, &platform_id, text, image).await,
+            "wecom_aibot" => self.aibot(msg, &platform_id, text, image).await,
+            "wecom_kf" => self.kf(msg).await,
+            "ilink" => self.ilink(msg, &platform_id, text, image),
+            other => Err(format!("no sandbox user for {other}")),
+        }
+    }
+
+    async fn wecom(
+        &self,
+        msg: &str,
+        id: &str,
+        text: Option<String>,
+        image: Option<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
+        use shared::channels::wecom::simulate::{image_message, sign_callback, text_message};
+        let config = &self.chats.config;
+        let app = config.wecom_app(&self.chat.account).ok_or("the app is gone from the config")?;
+        let msg_id: u64 = id.parse().map_err(|_| "a bad message id")?;
+        let xml = match (image, text) {
+            (Some((name, bytes)), _) => {
+                let mime = mime_of(&bytes);
+                let media_id = self.fake.add_wecom_media(&app.corp_id, bytes, &name, mime);
+                image_message(&app.corp_id, app.agent_id, &self.from, &media_id, msg_id, unix_now())
+            }
+            (None, Some(text)) => text_message(&app.corp_id, app.agent_id, &self.from, &text, msg_id, unix_now()),
+            (None, None) => return Err("nothing to send".into()),
+        };
+        let callback =
+            sign_callback(&app.msg_crypt(), &xml, unix_now(), &(msg_id % 10_000_000_000).to_string(), random_prefix());
+        self.post(&format!("/wecom/{}?{}", app.app, callback.query), msg, callback.body, None).await?;
+        Ok(())
+    }
+
+    /// Posts a callback to the bridge's route as WeChat does, labelled with the message for the
+    /// trace; the status and body, or why no answer came.
+    async fn post(&self, path: &str, msg: &str, body: String, wait: Option<Duration>) -> Result<(u16, String), String> {
+        let answer = reqwest::Client::new()
+            .post(format!("{}{path}", self.chats.base))
+            .header("content-type", "text/xml")
+            .header(TRACE_HEADER, msg)
+            .body(body)
+            .timeout(wait.unwrap_or(WECHAT_WAIT))
+            .send()
+            .await
+            .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { format!("cannot reach the bridge: {}", e.without_url()) })?;
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        if status >= 400 {
+            return Err(format!("the bridge answered {status}: {}", body.trim()));
+        }
+        Ok((status, body))
+    }
+
+    async fn oa(
+        &self,
+        msg: &str,
+        id: &str,
+        text: Option<String>,
+        image: Option<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let config = &self.chats.config;
+        let account = config.oa.iter().find(|a| a.app == self.chat.account).ok_or("the account is gone")?;
+        let msg_id: u64 = id.parse().map_err(|_| "a bad message id")?;
+        let gh = format!("gh_{}", account.app);
+        let xml = match (image, text) {
+            (Some((name, bytes)), _) => {
+                let mime = mime_of(&bytes);
+                let media_id = self.fake.add_oa_media(&account.app_id, bytes, &name, mime);
+                let pic_url = format!("{}/sandbox/file/{media_id}", self.chats.base);
+                shared::channels::oa::request::image_message(&gh, &self.from, &pic_url, &media_id, msg_id, unix_now())
+            }
+            (None, Some(text)) => shared::channels::oa::request::text_message(&gh, &self.from, &text, msg_id, unix_now()),
+            (None, None) => return Err("nothing to send".into()),
+        };
+        let crypt = account.msg_crypt();
+        let mode = if crypt.is_some() { Mode::Safe } else { Mode::Plain };
+        // WeChat delivers up to 3 times, each waiting 5 s for the answer.
+        for delivery in 1..=3u32 {
+            let started = std::time::SystemTime::now();
+            let deadline = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| (d + WECHAT_WAIT).as_millis() as u64)
+                .unwrap_or_default();
+            emit("window", Some(&self.chat.id), Some(msg), json!({"delivery": delivery, "deadline": deadline}));
+            let signed = shared::channels::oa::request::sign_callback(
+                account.token.expose_secret(),
+                crypt.as_ref(),
+                mode,
+                &xml,
+                &self.from,
+                unix_now(),
+                &format!("{}{delivery}", msg_id % 1_000_000_000),
+                random_prefix(),
+            );
+            match self.post(&format!("/oa/{}?{}", account.app, signed.query), msg, signed.body, None).await {
+                Ok((_, body)) => {
+                    let body = body.trim();
+                    if body.is_empty() || body == "success" {
+                        // No passive reply: one comes by customer service.
+                        return Ok(());
+                    }
+                    let reply = shared::channels::oa::request::open_reply(crypt.as_ref(), body)
+                        .map_err(|_| "the passive reply does not open")?;
+                    let fields = shared::protocol::xml::parse(&reply).map_err(|e| format!("the passive reply is not XML: {e}"))?;
+                    let kind = fields.text("MsgType").unwrap_or("?").to_owned();
+                    let media_id = ["Image", "Voice", "Video"]
+                        .iter()
+                        .find_map(|element| fields.get(element).and_then(|v| v.node()).and_then(|n| n.text("MediaId")));
+                    let file = media_id.map(file_path);
+                    emit(
+                        "reply",
+                        Some(&self.chat.id),
+                        Some(msg),
+                        json!({"via": "passive", "text": fields.text("Content"), "file": file,
+                               "file_kind": media_id.map(|_| kind.to_lowercase()), "mention": null, "delivery": delivery}),
+                    );
+                    return Ok(());
+                }
+                Err(err) if err == "timeout" => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        emit(
+            "note",
+            Some(&self.chat.id),
+            Some(msg),
+            json!({"level": "info", "text": "no answer to 3 deliveries: WeChat gives up; a reply goes by customer service"}),
+        );
+        Ok(())
+    }
+
+    async fn aibot(
+        &self,
+        msg: &str,
+        msgid: &str,
+        text: Option<String>,
+        image: Option<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
+        use base64::Engine as _;
+        let config = &self.chats.config;
+        let bot = config.aibots.iter().find(|b| b.name == self.chat.account).ok_or("the bot is gone")?;
+        let key = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bot.encoding_aes_key.bytes());
+        let route = format!("{}/{}/{}", self.chats.base, shared::channels::aibot::ROUTE, bot.name);
+        let window = Duration::from_secs(config.aibot_stream.window_s);
+        let wecom = AibotWecom::new(&route, bot.token.expose_secret(), &key).window(window).header(TRACE_HEADER, msg);
+        let response_url = self.fake.aibot_response_url();
+        if let Some(code) = response_code(&response_url) {
+            self.chats
+                .response_codes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(code, (self.chat.id.clone(), msg.to_owned()));
+        }
+        let group = (self.chat.kind == "group").then_some(GROUP);
+        let message = match image {
+            Some((name, bytes)) => {
+                let url = self.fake.aibot_media_url(&bytes, &key, Some(&name));
+                let mention = text.unwrap_or_else(|| format!("@{}", bot.bot_name));
+                aibot_image(msgid, group, &self.from, &mention, &url, &response_url)
+            }
+            None => aibot_text(msgid, group, &self.from, &text.unwrap_or_default(), &response_url),
+        };
+        let mention = group.map(|_| format!("@{}", self.from));
+        let started = Instant::now();
+        let first = wecom.post(&message).await?;
+        let Answer::Stream { id, mut finish, content, .. } = first else {
+            return Err(format!("the bridge answered {first:?}, not a stream"));
+        };
+        let mut shown = content;
+        emit("stream", Some(&self.chat.id), Some(msg), json!({"text": shown, "finished": finish, "mention": mention}));
+        while !finish && started.elapsed() < window {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let answer = wecom.post(&refresh(&hex_id(), &id, group, &self.from)).await?;
+            if let Answer::Stream { finish: done, content, .. } = answer {
+                finish = done;
+                if content != shown || finish {
+                    shown = content;
+                    emit(
+                        "stream",
+                        Some(&self.chat.id),
+                        Some(msg),
+                        json!({"text": shown, "finished": finish, "mention": mention}),
+                    );
+                }
+            }
+        }
+        if finish {
+            emit(
+                "reply",
+                Some(&self.chat.id),
+                Some(msg),
+                json!({"via": "stream", "text": shown, "file": null, "file_kind": null, "mention": mention}),
+            );
+        } else {
+            emit(
+                "note",
+                Some(&self.chat.id),
+                Some(msg),
+                json!({"level": "info", "text": "WeCom stopped refreshing: the rest of the answer comes by response_url"}),
+            );
+        }
+        Ok(())
+    }
+
+    /// WeChat keeps the customer's message (done in `message_id`) and calls the serving app back.
+    async fn kf(&self, msg: &str) -> Result<(), String> {
+        let config = &self.chats.config;
+        let kf = config.kf.iter().find(|k| k.name == self.chat.account).ok_or("the kf account is gone")?;
+        let app = config.wecom_app(&kf.app).ok_or("the kf account's app is gone")?;
+        let now = unix_now();
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><CreateTime>{now}</CreateTime>\
+             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
+             <Token><![CDATA[{}]]></Token><OpenKfId><![CDATA[{}]]></OpenKfId></xml>",
+            app.corp_id,
+            self.fake.kf_callback_token(&kf.open_kfid),
+            kf.open_kfid
+        );
+        let callback = shared::channels::wecom::simulate::sign_callback(
+            &app.msg_crypt(),
+            &xml,
+            now,
+            &(message_id() % 10_000_000_000).to_string(),
+            random_prefix(),
+        );
+        self.post(&format!("/wecom/{}?{}", app.app, callback.query), msg, callback.body, None).await?;
+        Ok(())
+    }
+
+    fn ilink(&self, msg: &str, id: &str, text: Option<String>, image: Option<(String, Vec<u8>)>) -> Result<(), String> {
+        let config = &self.chats.config;
+        let bot = config.ilink.iter().find(|b| b.account == self.chat.account).ok_or("the iLink bot is gone")?;
+        let message_id: u64 = id.parse().map_err(|_| "a bad message id")?;
+        let item = match (image, text) {
+            (Some((_, bytes)), _) => {
+                let key = random_prefix();
+                let param = self.fake.ilink_cdn_media(&bytes, key);
+                json!({"type": 2, "image_item": {"media": {"encrypt_query_param": param,
+                       "aes_key": shared::protocol::hex::hex(&key)}}})
+            }
+            (None, Some(text)) => json!({"type": 1, "text_item": {"text": text}}),
+            (None, None) => return Err("nothing to send".into()),
+        };
+        let now_ms = unix_now() * 1000;
+        self.fake.push_ilink_message(
+            bot.bot_token.expose_secret(),
+            json!({"seq": message_id, "message_id": message_id, "from_user_id": self.from,
+                   "to_user_id": bot.account, "create_time_ms": now_ms, "message_type": 1, "message_state": 2,
+                   "context_token": "sandbox-context", "item_list": [item]}),
+        );
+        emit("note", Some(&self.chat.id), Some(msg), json!({"level": "info", "text": "waiting in the bridge's long poll (getupdates)"}));
+        Ok(())
+    }
+}
+
+/// The `response_code` of an AI bot's response_url.
+pub fn response_code(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    url.query_pairs().find(|(k, _)| k == "response_code").map(|(_, v)| v.into_owned())
+}
+
+fn mime_of(bytes: &[u8]) -> &'static str {
+    shared::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream")
+}
+
+/// Where `wxbridge dev` serves a sandbox file.
+fn file_path(media_id: &str) -> String {
+    crate::sandbox::file_path(media_id)
+}

@@ -1,0 +1,218 @@
+//! What happens inside `wxbridge dev`, as events: the terminal prints a line for each, and the
+//! chat page (`GET /events`, server-sent events) shows them live in its conversations and trace.
+//!
+//! One feed per process, installed by `dev`; in the other commands [`emit`] does nothing. Each
+//! event is a JSON object with `seq`, `at` (unix ms), `kind`, `chat` (the conversation, see
+//! [`chat_of_inbound`]) and `msg` (the Inbound id it belongs to), plus the kind's own fields.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// Events kept for a page that connects later (a reload shows the session so far).
+const KEPT: usize = 5_000;
+
+pub struct Feed {
+    state: Mutex<State>,
+    live: broadcast::Sender<Arc<str>>,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    kept: VecDeque<(u64, Arc<str>)>,
+    /// The latest message of each conversation, and the latest message of all: where a WeChat API
+    /// call without a message of its own is shown.
+    latest: HashMap<String, String>,
+    /// Each message's conversation, for events that name only the message.
+    chat_of: HashMap<String, String>,
+    last_msg: Option<(String, Option<String>)>,
+}
+
+static FEED: OnceLock<Feed> = OnceLock::new();
+
+/// Turns the feed on (once; later calls return the same feed).
+pub fn install() -> &'static Feed {
+    FEED.get_or_init(|| Feed { state: Mutex::new(State::default()), live: broadcast::channel(1024).0 })
+}
+
+fn feed() -> Option<&'static Feed> {
+    FEED.get()
+}
+
+/// Records an event of `kind` in `chat` about message `msg`, with `fields` (an object).
+pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
+    let Some(feed) = feed() else { return };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+    state.seq += 1;
+    let known = msg.filter(|_| chat.is_none()).and_then(|msg| state.chat_of.get(msg).cloned());
+    let chat = chat.or(known.as_deref());
+    let mut event = json!({"seq": state.seq, "at": at, "kind": kind, "chat": chat, "msg": msg});
+    if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
+        event.extend(fields);
+    }
+    if let Some(msg) = msg {
+        if let Some(chat) = chat {
+            state.latest.insert(chat.to_owned(), msg.to_owned());
+            if state.chat_of.len() < KEPT * 4 {
+                state.chat_of.insert(msg.to_owned(), chat.to_owned());
+            }
+        }
+        state.last_msg = Some((msg.to_owned(), chat.map(str::to_owned)));
+    }
+    let text: Arc<str> = event.to_string().into();
+    let seq = state.seq;
+    state.kept.push_back((seq, text.clone()));
+    if state.kept.len() > KEPT {
+        state.kept.pop_front();
+    }
+    // No page connected is fine.
+    let _ = feed.live.send(text);
+}
+
+/// The latest message seen in `chat`, or (without a chat) the latest message of all, with its
+/// chat: where an event that names no message belongs.
+pub fn latest(chat: Option<&str>) -> Option<(String, Option<String>)> {
+    let state = feed()?.state.lock().unwrap_or_else(|p| p.into_inner());
+    match chat {
+        Some(chat) => state.latest.get(chat).map(|msg| (msg.clone(), Some(chat.to_owned()))),
+        None => state.last_msg.clone(),
+    }
+}
+
+/// `GET /events`: every event kept so far, then each new one as it happens.
+pub async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = install();
+    // Subscribed under the lock: no event falls between the history and the live ones.
+    let (history, live) = {
+        let state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.kept.iter().cloned().collect::<Vec<_>>(), feed.live.subscribe())
+    };
+    let history = futures_util::stream::iter(history.into_iter().map(|(seq, text)| Ok(sse(seq, &text))));
+    let live = futures_util::stream::unfold(live, |mut live| async move {
+        loop {
+            match live.recv().await {
+                Ok(text) => {
+                    let seq = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+                    return Some((Ok(sse(seq, &text)), live));
+                }
+                // A page too slow to keep up misses some; it reloads to see them.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(futures_util::StreamExt::chain(history, live)).keep_alive(KeepAlive::default())
+}
+
+fn sse(seq: u64, text: &str) -> Event {
+    Event::default().id(seq.to_string()).data(text)
+}
+
+/// The conversation an Inbound (as JSON) belongs to: `<channel>:<account>:<conversation id>`,
+/// the chat page's id for it.
+pub fn chat_of_inbound(inbound: &Value) -> Option<String> {
+    let (channel, account, id) =
+        (inbound["channel"].as_str()?, inbound["account"].as_str()?, inbound["conversation"]["id"].as_str()?);
+    Some(format!("{channel}:{account}:{id}"))
+}
+
+/// Names of fields whose values are credentials: masked wherever the feed shows a request.
+const SECRET_NAMES: &[&str] = &[
+    "access_token",
+    "secret",
+    "corpsecret",
+    "appsecret",
+    "app_secret",
+    "key",
+    "token",
+    "bot_token",
+    "context_token",
+    "aes_key",
+    "aeskey",
+    "encoding_aes_key",
+    "response_code",
+    "code",
+    "ticket",
+    "authorization",
+    "upload_param",
+    "encrypt_query_param",
+];
+
+fn is_secret(name: &str) -> bool {
+    SECRET_NAMES.iter().any(|secret| name.eq_ignore_ascii_case(secret))
+}
+
+/// A credential as the trace shows it: its first 4 characters, so two can be told apart.
+pub fn mask(value: &str) -> String {
+    let shown: String = value.chars().take(4).collect();
+    if value.chars().count() <= 4 {
+        "****".to_owned()
+    } else {
+        format!("{shown}****")
+    }
+}
+
+/// `value` with every credential field (at any depth) masked.
+pub fn mask_json(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, v)| {
+                    let v = match v {
+                        Value::String(s) if is_secret(name) => Value::String(mask(s)),
+                        other => mask_json(other),
+                    };
+                    (name.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(mask_json).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A query string's pairs with the credentials masked, as `a=1&key=abcd****`.
+pub fn mask_query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| if is_secret(name) { format!("{name}={}", mask(value)) } else { format!("{name}={value}") })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_masked_at_any_depth_and_in_queries() {
+        let body = json!({"corpid": "ww1", "corpsecret": "s3cr3t-value", "msg": {"context_token": "ctx-123456"},
+                          "list": [{"access_token": "tok-abcdef"}], "text": {"content": "hello"}});
+        let masked = mask_json(&body).to_string();
+        for secret in ["s3cr3t-value", "ctx-123456", "tok-abcdef"] {
+            assert!(!masked.contains(secret), "{masked}");
+        }
+        assert!(masked.contains("hello") && masked.contains("ww1"), "{masked}");
+        let query = mask_query(&[("access_token".into(), "ACCESS-TOKEN-1".into()), ("debug".into(), "1".into())]);
+        assert_eq!(query, "access_token=ACCE****&debug=1");
+        assert_eq!(mask("ab"), "****");
+    }
+
+    #[test]
+    fn an_inbound_names_its_conversation() {
+        let inbound = json!({"channel": "wecom_aibot", "account": "ops", "conversation": {"kind": "group", "id": "wrG1"}});
+        assert_eq!(chat_of_inbound(&inbound).as_deref(), Some("wecom_aibot:ops:wrG1"));
+        assert_eq!(chat_of_inbound(&json!({"channel": "oa"})), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! The hops of a message as the feed shows them: wrappers around the bot, the queue handlers and
+//! the sender's dead-letter queue that time and report each step, the same in memory and with
+//! `--aws`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use shared::core::bot::{AnswerSink, Bot, BotError};
+use shared::core::envelope::{Content, Inbound};
+use shared::core::ports::{OutboundQueue, PortError, Record, Redeliver};
+
+use crate::feed::{chat_of_inbound, emit};
+use crate::outbound::BatchHandler;
+
+/// The bot, timed: one `bot` event per call.
+pub struct TracedBot(pub Arc<dyn Bot>);
+
+impl TracedBot {
+    fn report(inbound: &Inbound, started: Instant, answer: &Result<Vec<Content>, BotError>) {
+        let chat = serde_json::to_value(inbound).ok().and_then(|v| chat_of_inbound(&v));
+        let (outcome, detail) = match answer {
+            Ok(replies) => ("ok", format!("{} repl{}", replies.len(), if replies.len() == 1 { "y" } else { "ies" })),
+            Err(err) => ("error", err.to_string()),
+        };
+        emit(
+            "bot",
+            chat.as_deref(),
+            Some(&inbound.id),
+            json!({"ms": started.elapsed().as_millis() as u64, "outcome": outcome, "detail": detail}),
+        );
+    }
+}
+
+#[async_trait]
+impl Bot for TracedBot {
+    async fn answer(&self, inbound: &Inbound) -> Result<Vec<Content>, BotError> {
+        let started = Instant::now();
+        let answer = self.0.answer(inbound).await;
+        Self::report(inbound, started, &answer);
+        answer
+    }
+
+    async fn answer_streaming(&self, inbound: &Inbound, sink: &dyn AnswerSink) -> Result<Vec<Content>, BotError> {
+        let started = Instant::now();
+        let answer = self.0.answer_streaming(inbound, sink).await;
+        Self::report(inbound, started, &answer);
+        answer
+    }
+
+    fn replies_later(&self, inbound: &Inbound) -> bool {
+        self.0.replies_later(inbound)
+    }
+}
+
+/// A short line for an Inbound on the queue: `wecom:demo:1 text from WangFang: "hi"`.
+pub fn inbound_summary(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else { return "(not an Inbound)".to_owned() };
+    let media = &v["media"];
+    let what = v["text"]
+        .as_str()
+        .map(|t| format!("{t:?}"))
+        .or_else(|| v["event"]["name"].as_str().map(|e| format!("event {e}")))
+        .or_else(|| {
+            let kind = media["type"].as_str().unwrap_or("media");
+            match (media["size"].as_u64(), media["url"].as_str(), media["error"]["message"].as_str()) {
+                (Some(size), Some(url), _) => Some(format!("[{kind} {}] {url}", crate::sandbox::size(size))),
+                (_, _, Some(error)) => Some(format!("[{kind}: {error}]")),
+                _ => None,
+            }
+        });
+    format!(
+        "{} {} from {}: {}",
+        v["id"].as_str().unwrap_or("?"),
+        v["kind"].as_str().unwrap_or("?"),
+        v["sender"]["id"].as_str().unwrap_or("?"),
+        what.unwrap_or_default()
+    )
+}
+
+/// A `queued` event for an Inbound the dispatcher takes.
+pub fn queued(body: &str) {
+    let inbound: Value = serde_json::from_str(body).unwrap_or_default();
+    emit(
+        "queued",
+        chat_of_inbound(&inbound).as_deref(),
+        inbound["id"].as_str(),
+        json!({"summary": inbound_summary(body)}),
+    );
+}
+
+/// The conversation and message an Outbound (as JSON) answers.
+fn outbound_place(body: &str) -> (Value, Option<String>, Option<String>) {
+    let out: Value = serde_json::from_str(body).unwrap_or_default();
+    let msg = out["in_reply_to"].as_str().map(str::to_owned);
+    let channel = match out["channel"].as_str().unwrap_or_default() {
+        "wecom_app" => "wecom",
+        other => other,
+    };
+    let chat = match (out["account"].as_str(), out["to"].as_str()) {
+        (Some(account), Some(to)) if channel != "wecom_aibot" => Some(format!("{channel}:{account}:{to}")),
+        _ => None,
+    };
+    (out, chat, msg)
+}
+
+/// A `send` event: the sender's outcome for one Outbound.
+pub fn send(body: &str, outcome: &str, reason: Option<&str>) {
+    let (out, chat, msg) = outbound_place(body);
+    emit(
+        "send",
+        chat.as_deref(),
+        msg.as_deref(),
+        json!({"channel": out["channel"], "to": out["to"], "key": out["idempotency_key"], "outcome": outcome, "reason": reason}),
+    );
+    if let (Some(reason), "dead") = (reason, outcome) {
+        emit("note", chat.as_deref(), msg.as_deref(), json!({"level": "error", "text": format!("not sent: {reason}")}));
+    }
+}
+
+/// A queue handler (the dispatcher or the sender on SQS), reporting each record it takes.
+pub struct Traced {
+    pub inner: Arc<dyn BatchHandler>,
+    pub sender: bool,
+}
+
+#[async_trait]
+impl BatchHandler for Traced {
+    async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
+        if !self.sender {
+            records.iter().for_each(|r| queued(&r.body));
+        }
+        let failed = self.inner.handle_batch(records).await;
+        for record in records {
+            let again = failed.contains(&record.message_id);
+            match (self.sender, again) {
+                (true, true) => send(&record.body, "retry", None),
+                (true, false) => send(&record.body, "done", None),
+                (false, true) => {
+                    let inbound: Value = serde_json::from_str(&record.body).unwrap_or_default();
+                    emit(
+                        "note",
+                        chat_of_inbound(&inbound).as_deref(),
+                        inbound["id"].as_str(),
+                        json!({"level": "warn", "text": "the dispatcher hands it back: the queue delivers it again"}),
+                    );
+                }
+                (false, false) => {}
+            }
+        }
+        failed
+    }
+}
+
+/// The sender's queue, reporting what it dead-letters and why.
+pub struct TracedQueue(pub Arc<dyn OutboundQueue>);
+
+#[async_trait]
+impl Redeliver for TracedQueue {
+    async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
+        self.0.retry_later(receipt_handle, delay_s).await
+    }
+}
+
+#[async_trait]
+impl OutboundQueue for TracedQueue {
+    async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
+        let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str());
+        send(body, "dead", reason);
+        self.0.dead_letter(body, attributes).await
+    }
+
+    async fn requeue(&self, body: &str, delay_s: u32) -> Result<(), PortError> {
+        self.0.requeue(body, delay_s).await
+    }
+}
