@@ -160,15 +160,7 @@ impl Chats {
             // iLink's long poll as the service holds it, so the trace is not all polls.
             fake.set_ilink_hold(Duration::from_secs(25));
         }
-        Chats {
-            chats,
-            config,
-            sandbox,
-            base,
-            aws,
-            attached: Mutex::default(),
-            response_codes: Mutex::default(),
-        }
+        Chats { chats, config, sandbox, base, aws, attached: Mutex::default(), response_codes: Mutex::default() }
     }
 
     /// The conversation and message a send of the sandbox answers.
@@ -254,10 +246,9 @@ impl Chats {
 /// `GET /`: the page.
 pub async fn page() -> Response {
     let mut response = PAGE.into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/html; charset=utf-8"));
     response
 }
 
@@ -316,7 +307,12 @@ fn refuse(status: StatusCode, text: impl Into<String>) -> Refusal {
 fn start_saying(chats: &Arc<Chats>, body: &[u8]) -> Result<String, Refusal> {
     let say: Say = serde_json::from_slice(body)
         // The error's place, not its text: that may quote the message.
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("not a message ({:?} error at column {})", e.classify(), e.column())))?;
+        .map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("not a message ({:?} error at column {})", e.classify(), e.column()),
+            )
+        })?;
     let chat = chats.chat(&say.chat).ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such conversation"))?.clone();
     let Some(fake) = chats.sandbox.clone().filter(|_| chat.composer) else {
         return Err(refuse(StatusCode::CONFLICT, "a real channel: its users write from WeChat"));
@@ -340,7 +336,10 @@ fn start_saying(chats: &Arc<Chats>, body: &[u8]) -> Result<String, Refusal> {
                 .decode(image.data.trim())
                 .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the picture is not base64"))?;
             if bytes.len() > ATTACH_MAX {
-                return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the picture is over {} MB", ATTACH_MAX >> 20)));
+                return Err(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the picture is over {} MB", ATTACH_MAX >> 20),
+                ));
             }
             if !shared::core::media::sniff(&bytes[..bytes.len().min(64)]).is_some_and(|m| m.starts_with("image/")) {
                 return Err(refuse(StatusCode::BAD_REQUEST, "not a picture (PNG, JPEG, GIF or WebP)"));
@@ -439,7 +438,13 @@ impl User {
             .timeout(wait.unwrap_or(WECHAT_WAIT))
             .send()
             .await
-            .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { format!("cannot reach the bridge: {}", e.without_url()) })?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout".to_owned()
+                } else {
+                    format!("cannot reach the bridge: {}", e.without_url())
+                }
+            })?;
         let status = answer.status().as_u16();
         let body = answer.text().await.unwrap_or_default();
         if status >= 400 {
@@ -466,7 +471,9 @@ impl User {
                 let pic_url = format!("{}/sandbox/file/{media_id}", self.chats.base);
                 shared::channels::oa::request::image_message(&gh, &self.from, &pic_url, &media_id, msg_id, unix_now())
             }
-            (None, Some(text)) => shared::channels::oa::request::text_message(&gh, &self.from, &text, msg_id, unix_now()),
+            (None, Some(text)) => {
+                shared::channels::oa::request::text_message(&gh, &self.from, &text, msg_id, unix_now())
+            }
             (None, None) => return Err("nothing to send".into()),
         };
         let crypt = account.msg_crypt();
@@ -498,7 +505,8 @@ impl User {
                     }
                     let reply = shared::channels::oa::request::open_reply(crypt.as_ref(), body)
                         .map_err(|_| "the passive reply does not open")?;
-                    let fields = shared::protocol::xml::parse(&reply).map_err(|e| format!("the passive reply is not XML: {e}"))?;
+                    let fields = shared::protocol::xml::parse(&reply)
+                        .map_err(|e| format!("the passive reply is not XML: {e}"))?;
                     let kind = fields.text("MsgType").unwrap_or("?").to_owned();
                     let media_id = ["Image", "Voice", "Video"]
                         .iter()
@@ -645,7 +653,12 @@ impl User {
                    "to_user_id": bot.account, "create_time_ms": now_ms, "message_type": 1, "message_state": 2,
                    "context_token": "sandbox-context", "item_list": [item]}),
         );
-        emit("note", Some(&self.chat.id), Some(msg), json!({"level": "info", "text": "waiting in the bridge's long poll (getupdates)"}));
+        emit(
+            "note",
+            Some(&self.chat.id),
+            Some(msg),
+            json!({"level": "info", "text": "waiting in the bridge's long poll (getupdates)"}),
+        );
         Ok(())
     }
 }

@@ -218,7 +218,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     metrics: Arc::new(crate::outbound::PrintMetrics),
                     clock: Arc::new(SystemClock),
                 };
-                Arc::new(crate::trace::TracedBot(Arc::new(shared::services::router::Router::new(&config, &http, ports))))
+                Arc::new(crate::trace::TracedBot(Arc::new(shared::services::router::Router::new(
+                    &config, &http, ports,
+                ))))
             },
             slots,
             outbound: Arc::new(crate::outbound::MemoryOutboundQueue(tx.clone())),
@@ -250,7 +252,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .route(
             "/sandbox/say",
             // A picture of up to ATTACH_MAX, in base64.
-            post(crate::chat::say).layer(axum::extract::DefaultBodyLimit::max(crate::chat::ATTACH_MAX / 3 * 4 + 64 * 1024)),
+            post(crate::chat::say)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::chat::ATTACH_MAX / 3 * 4 + 64 * 1024)),
         )
         .route("/sandbox/attached/{n}", get(crate::chat::attached))
         .with_state(chats);

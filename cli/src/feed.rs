@@ -186,7 +186,9 @@ pub fn mask_json(value: &Value) -> Value {
 pub fn mask_query(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
-        .map(|(name, value)| if is_secret(name) { format!("{name}={}", mask(value)) } else { format!("{name}={value}") })
+        .map(
+            |(name, value)| if is_secret(name) { format!("{name}={}", mask(value)) } else { format!("{name}={value}") },
+        )
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -211,7 +213,8 @@ mod tests {
 
     #[test]
     fn an_inbound_names_its_conversation() {
-        let inbound = json!({"channel": "wecom_aibot", "account": "ops", "conversation": {"kind": "group", "id": "wrG1"}});
+        let inbound =
+            json!({"channel": "wecom_aibot", "account": "ops", "conversation": {"kind": "group", "id": "wrG1"}});
         assert_eq!(chat_of_inbound(&inbound).as_deref(), Some("wecom_aibot:ops:wrG1"));
         assert_eq!(chat_of_inbound(&json!({"channel": "oa"})), None);
     }

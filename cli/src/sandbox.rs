@@ -171,7 +171,12 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
         for problem in problems.iter().skip(refused) {
             println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
             let (chat, msg) = crate::feed::latest(None).map_or((None, None), |(msg, chat)| (chat, Some(msg)));
-            emit("note", chat.as_deref(), msg.as_deref(), json!({"level": "error", "text": format!("WeChat refused: {problem}")}));
+            emit(
+                "note",
+                chat.as_deref(),
+                msg.as_deref(),
+                json!({"level": "error", "text": format!("WeChat refused: {problem}")}),
+            );
         }
         refused = problems.len();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -363,6 +363,13 @@ fn ilink_login_gives_up_after_three_expired_codes() {
     assert!(out.stdout.is_empty());
 }
 
+/// The demo config without its iLink bot: where a first login writes one.
+fn demo_without_ilink() -> String {
+    let mut demo: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    demo.as_object_mut().unwrap().remove("ilink");
+    demo.to_string()
+}
+
 /// `--config-file` writes the bot into the config (0600), and a second login by the same user
 /// replaces the first bot, whose token the service revoked.
 #[test]
@@ -371,7 +378,7 @@ fn ilink_login_writes_the_bot_into_a_config_file() {
     let fake = runtime.block_on(fakes::FakeWechat::start());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
-    std::fs::write(&path, include_str!("../../examples/dev-config.json")).unwrap();
+    std::fs::write(&path, demo_without_ilink()).unwrap();
     fake.set_ilink_login("first@im.bot", "owner@im.wechat");
     fake.script_ilink_login(&["scaned", "confirmed"]);
     let out = ilink_login(&fake, &["--config-file", path.to_str().unwrap()]);
@@ -437,11 +444,7 @@ fn ilink_login_writes_the_bot_into_the_config_secret() {
     let name = format!("wxbridge-it-{}", shared::core::ports::claim_token());
     let client =
         runtime.block_on(async { aws_sdk_secretsmanager::Client::new(&shared::adapters::aws::sdk_config().await) });
-    runtime
-        .block_on(
-            client.create_secret().name(&name).secret_string(include_str!("../../examples/dev-config.json")).send(),
-        )
-        .unwrap();
+    runtime.block_on(client.create_secret().name(&name).secret_string(demo_without_ilink()).send()).unwrap();
     fake.set_ilink_login("b0t5@im.bot", "owner@im.wechat");
     fake.script_ilink_login(&["scaned", "confirmed"]);
     let out = ilink_login(&fake, &["--secret", &name]);
@@ -833,4 +836,185 @@ fn sandbox_kf_round_trip_answers_the_customer() {
     }
     let (ok, _, stderr) = cli(&["simulate", "kf", "--account", "nope", "--text", "x", "--url", &dev.url]);
     assert!(!ok && stderr.contains("no kf account named 'nope'"), "{stderr}");
+}
+
+/// The events of `GET /events` (kept ones first, then live), read until `enough` holds for them
+/// or 20 s pass.
+async fn events_until(url: &str, enough: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let mut response = reqwest::get(format!("{url}/events")).await.expect("dev serves /events");
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream"),
+        "server-sent events"
+    );
+    let (mut events, mut pending) = (Vec::new(), String::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !enough(&events) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await;
+        let Ok(Ok(Some(chunk))) = chunk else { break };
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            for data in block.lines().filter_map(|line| line.strip_prefix("data: ")) {
+                events.push(serde_json::from_str(data).expect("each event is JSON"));
+            }
+        }
+    }
+    events
+}
+
+async fn say(url: &str, body: serde_json::Value) -> (u16, String) {
+    let response =
+        reqwest::Client::new().post(format!("{url}/sandbox/say")).json(&body).send().await.expect("dev answers");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// The page's conversations are the demo's five channels; a message typed in one is traced hop
+/// by hop to the reply, and no credential of the demo shows anywhere in the feed.
+#[test]
+fn the_chat_page_traces_a_message_from_callback_to_reply() {
+    let dev = start_dev(&[], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let page = reqwest::get(format!("{}/", dev.url)).await.unwrap();
+        assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(page.text().await.unwrap().contains("data-testid"), "the chat page");
+        let chats: serde_json::Value =
+            reqwest::get(format!("{}/sandbox/chats", dev.url)).await.unwrap().json().await.unwrap();
+        let channels: Vec<&str> =
+            chats["chats"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap()).collect();
+        assert_eq!(channels, ["wecom", "wecom_aibot", "oa", "ilink", "wecom_kf"]);
+        assert_eq!(chats["sandbox"], true);
+
+        let (status, body) =
+            say(&dev.url, serde_json::json!({"chat": "wecom:demo:WangFang", "text": "你好 trace"})).await;
+        assert_eq!(status, 202, "{body}");
+        let msg = serde_json::from_str::<serde_json::Value>(&body).unwrap()["msg"].as_str().unwrap().to_owned();
+        let of_msg = |events: &[serde_json::Value], kind: &str| {
+            events.iter().filter(|e| e["msg"] == msg.as_str() && e["kind"] == kind).cloned().collect::<Vec<_>>()
+        };
+        let events = events_until(&dev.url, |events| {
+            !of_msg(events, "reply").is_empty()
+                && of_msg(events, "api").iter().any(|e| e["path"] == "/cgi-bin/message/send")
+        })
+        .await;
+        for kind in ["user", "callback", "queued", "bot", "send", "reply"] {
+            assert_eq!(of_msg(&events, kind).len(), 1, "one {kind} event for {msg}: {events:#?}");
+        }
+        assert_eq!(of_msg(&events, "callback")[0]["status"], 200);
+        assert_eq!(of_msg(&events, "reply")[0]["text"], "你好 trace");
+        assert_eq!(of_msg(&events, "reply")[0]["chat"], "wecom:demo:WangFang");
+        let send = of_msg(&events, "api").into_iter().find(|e| e["path"] == "/cgi-bin/message/send").unwrap();
+        assert_eq!(send["request"]["touser"], "WangFang");
+        assert!(send["query"].as_str().unwrap().starts_with("access_token="), "{send}");
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(all.contains("/cgi-bin/gettoken"), "the token call is traced too");
+        for secret in
+            ["sandbox-only-demo-secret", "sandbox-only-demo-app-secret", "demo@im.bot:sandbox-only-demo-bot-token"]
+        {
+            assert!(!all.contains(secret), "{secret} shows in the feed");
+        }
+        // The access token itself is masked wherever it appears.
+        let token = events
+            .iter()
+            .find(|e| e["path"] == "/cgi-bin/gettoken")
+            .and_then(|e| e["response"]["access_token"].as_str())
+            .unwrap();
+        assert!(token.ends_with("****") && token.len() == 8, "{token}");
+    });
+}
+
+/// What the page may send is checked: each bad request is refused with a reason that does not
+/// quote it, and nothing reaches the bridge.
+#[test]
+fn the_chat_page_refuses_bad_messages_clearly() {
+    let dev = start_dev(&[], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let wecom = "wecom:demo:WangFang";
+        let png_head = base64_of(b"\x89PNG\r\n\x1a\n0000");
+        let cases = [
+            (serde_json::json!("{\"chat\": \"secret words"), 400, "not a message"),
+            (serde_json::json!({"chat": "nope:x:y", "text": "hi"}), 404, "no such conversation"),
+            (serde_json::json!({"chat": wecom}), 400, "give a text or a picture"),
+            (serde_json::json!({"chat": wecom, "text": "x".repeat(17 * 1024)}), 413, "over"),
+            (serde_json::json!({"chat": wecom, "text": "hi", "from": "Mallory"}), 400, "not in this conversation"),
+            (serde_json::json!({"chat": wecom, "image": {"name": "a.png", "data": "%%%"}}), 400, "not base64"),
+            (
+                serde_json::json!({"chat": wecom, "image": {"name": "a.txt", "data": base64_of(b"secret words")}}),
+                400,
+                "not a picture",
+            ),
+            (
+                serde_json::json!({"chat": "wecom_kf:support:wmDemoCustomer0000000000001", "text": "x",
+                                "image": {"name": "a.png", "data": png_head}}),
+                400,
+                "text only",
+            ),
+        ];
+        for (body, want, reason) in cases {
+            let response = match &body {
+                serde_json::Value::String(raw) => reqwest::Client::new()
+                    .post(format!("{}/sandbox/say", dev.url))
+                    .body(raw.clone())
+                    .send()
+                    .await
+                    .unwrap(),
+                json => {
+                    reqwest::Client::new().post(format!("{}/sandbox/say", dev.url)).json(json).send().await.unwrap()
+                }
+            };
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            assert_eq!((status, text.contains(reason)), (want, true), "{body}: {text}");
+            assert!(!text.contains("secret words"), "{text}");
+        }
+        // A good message after them is the only one that reaches the queue.
+        let (status, body) = say(&dev.url, serde_json::json!({"chat": wecom, "text": "fine"})).await;
+        assert_eq!(status, 202, "{body}");
+        let events = events_until(&dev.url, |events| events.iter().any(|e| e["kind"] == "queued")).await;
+        let reached: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["kind"] == "user" || e["kind"] == "queued").collect();
+        assert_eq!(reached.len(), 2, "{events:#?}");
+        assert!(reached.iter().all(|e| e["msg"] == reached[0]["msg"]), "{reached:#?}");
+    });
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// With a real config (no sandbox) the page lists the accounts read-only, and a bot's message
+/// shows in the trace as the sender's attempt and, once it gives up, its reason.
+#[test]
+fn with_a_real_config_the_page_is_read_only_and_traces_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, demo_without_ilink()).unwrap();
+    // WeChat's API host on a closed port: the send fails as it would without a network.
+    let dev =
+        start_dev(&["--config", path.to_str().unwrap()], &[("WXBRIDGE_WECOM_API_BASE", "http://127.0.0.1:9".into())]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let chats: serde_json::Value =
+            reqwest::get(format!("{}/sandbox/chats", dev.url)).await.unwrap().json().await.unwrap();
+        assert_eq!(chats["sandbox"], false);
+        assert!(chats["chats"].as_array().unwrap().iter().all(|c| c["composer"] == false), "{chats}");
+        let (status, body) = say(&dev.url, serde_json::json!({"chat": "wecom:demo:WangFang", "text": "hi"})).await;
+        assert_eq!((status, body.contains("real channel")), (409, true), "{body}");
+        let outbound = serde_json::json!({"v": 1, "channel": "wecom_app", "account": "demo", "to": "WangFang",
+            "content": {"type": "text", "text": "from the bot"}, "idempotency_key": "page-real-1"});
+        let (status, body) = post(&format!("{}/outbound", dev.url), outbound.to_string()).await;
+        assert_eq!(status, 202, "{body}");
+        let events = events_until(&dev.url, |events| events.iter().any(|e| e["kind"] == "send")).await;
+        let send = events.iter().find(|e| e["kind"] == "send").expect("the send is traced");
+        assert_eq!(
+            (send["chat"].as_str(), send["outcome"].as_str()),
+            (Some("wecom:demo:WangFang"), Some("retry")),
+            "{send}"
+        );
+    });
 }
