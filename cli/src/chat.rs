@@ -73,8 +73,8 @@ pub struct Chats {
 
 impl Chats {
     /// The conversations of `config`: with the sandbox, one demo user per account (an AI bot's a
-    /// group of three); without it, one read-only entry per account (its real conversations appear
-    /// as their messages arrive).
+    /// group of three); without it none (real conversations appear on the page, read-only, as their
+    /// messages and sends do).
     pub fn new(config: Arc<Config>, sandbox: Option<Arc<FakeWechat>>, base: String, aws: bool) -> Chats {
         let live = sandbox.is_some();
         let mut chats = Vec::new();
@@ -146,6 +146,9 @@ impl Chats {
                 vec![KF_USER.into()],
                 "微信客服: WeChat calls back, the bridge pulls the message, replies by kf/send_msg",
             );
+        }
+        if !live {
+            chats.clear();
         }
         for chat in &mut chats {
             if chat.channel == "wecom_aibot" {

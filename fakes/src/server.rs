@@ -100,7 +100,8 @@ fn logged_body(bytes: &[u8], content_type: Option<&axum::http::HeaderValue>) -> 
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
         return value;
     }
-    let textual = content_type.and_then(|v| v.to_str().ok()).is_none_or(|t| t.starts_with("text/") || t.contains("xml"));
+    let textual =
+        content_type.and_then(|v| v.to_str().ok()).is_none_or(|t| t.starts_with("text/") || t.contains("xml"));
     match std::str::from_utf8(bytes) {
         Ok(text) if textual && text.len() <= 4096 => serde_json::json!(text),
         _ => serde_json::json!(format!("({} bytes)", bytes.len())),

@@ -75,9 +75,7 @@ pub enum BotConfig {
     #[default]
     Echo,
     /// The echo bot, answering over `stream_ms` a few characters at a time (a streaming demo).
-    EchoStreaming {
-        over: Duration,
-    },
+    EchoStreaming { over: Duration },
     Http {
         url: String,
         secret: SecretString,
