@@ -142,3 +142,26 @@ async fn base_url_has_no_trailing_slash() {
     assert!(wx.base_url.starts_with("http://127.0.0.1:"));
     assert!(!wx.base_url.ends_with('/'));
 }
+
+/// Once asked to, the fake logs each request with its answer: JSON bodies as JSON, the query as
+/// sent, and a dropped connection as such; nothing is logged before.
+#[tokio::test]
+async fn recorded_exchanges_keep_each_request_and_its_answer() {
+    let (wx, url) = setup().await;
+    post(&url).await.unwrap();
+    wx.record_exchanges();
+    post(&url).await.unwrap();
+    wx.inject(SEND, Fault::Drop);
+    let _ = post(&url).await;
+    wx.inject(SEND, Fault::Errcode(-1));
+    post(&url).await.unwrap();
+    let log = wx.exchanges(0);
+    assert_eq!(log.len(), 3, "{log:#?}");
+    assert_eq!((log[0].method.as_str(), log[0].path.as_str(), log[0].status), ("POST", SEND, 200));
+    assert_eq!(log[0].query, vec![("key".to_owned(), "k".to_owned())]);
+    assert_eq!(log[0].request, text());
+    assert_eq!(log[0].response["errcode"], 0);
+    assert_eq!(log[1].response, json!("(connection dropped)"));
+    assert_eq!(log[2].response["errcode"], -1);
+    assert_eq!(wx.exchanges(2), log[2..].to_vec(), "read from an offset");
+}

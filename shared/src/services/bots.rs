@@ -613,6 +613,31 @@ mod tests {
 
     use super::*;
 
+    struct Shown(std::sync::Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl AnswerSink for Shown {
+        async fn grow(&self, text: &str) {
+            self.0.lock().unwrap().push(text.to_owned());
+        }
+    }
+
+    /// The streaming echo shows its answer growing, in order, to the whole text, which it answers.
+    #[tokio::test]
+    async fn the_streaming_echo_grows_its_answer_then_answers_it() {
+        let mut inbound =
+            Inbound::direct(Channel::WecomAibot, "ops", "wecom_aibot:ops:1".into(), "u1", 1, 1, Value::Null);
+        inbound.text = Some("你好，世界 hello".into());
+        let shown = Shown(std::sync::Mutex::default());
+        let bot = StreamingEchoBot { over: Duration::from_millis(60) };
+        let replies = bot.answer_streaming(&inbound, &shown).await.unwrap();
+        assert_eq!(replies, vec![Content::Text { text: "你好，世界 hello".into() }]);
+        let shown = shown.0.into_inner().unwrap();
+        assert_eq!(shown.len(), ECHO_STEPS as usize);
+        assert!(shown.windows(2).all(|w| w[1].starts_with(&w[0]) && w[1].len() > w[0].len()), "{shown:?}");
+        assert_eq!(shown.last().map(String::as_str), Some("你好，世界 hello"));
+    }
+
     #[test]
     fn webhook_signatures_are_hmac_sha256_over_timestamp_and_body() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
