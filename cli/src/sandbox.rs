@@ -117,11 +117,9 @@ fn content_text(body: &Value) -> Option<String> {
 pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate::chat::Chats>) {
     use crate::feed::emit;
     fake.record_exchanges();
-    let (mut shown, mut refused, mut logged) = (0, 0, 0);
+    let (mut shown, mut refused) = (0, 0);
     loop {
-        let exchanges = fake.exchanges(logged);
-        logged += exchanges.len();
-        for exchange in &exchanges {
+        for exchange in &fake.take_exchanges() {
             let (chat, msg) = chats.place_of_exchange(exchange);
             emit(
                 "api",

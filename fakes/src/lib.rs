@@ -481,9 +481,10 @@ impl FakeWechat {
         self.state().exchanges.get_or_insert_with(Vec::new);
     }
 
-    /// The requests and answers logged since [`FakeWechat::record_exchanges`], from the `skip`th.
-    pub fn exchanges(&self, skip: usize) -> Vec<Exchange> {
-        self.state().exchanges.as_deref().unwrap_or_default().iter().skip(skip).cloned().collect()
+    /// The requests and answers logged since [`FakeWechat::record_exchanges`] or the last take,
+    /// in order; the log is empty after (a long-running sandbox keeps no history).
+    pub fn take_exchanges(&self) -> Vec<Exchange> {
+        self.state().exchanges.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 
