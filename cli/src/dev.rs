@@ -82,7 +82,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut media_folder = None;
     let (callbacks, inbound, outbound) = if args.aws {
         let sdk = shared::adapters::aws::sdk_config().await;
-        let env = local_resources(env, &sdk).await?;
+        let env = local_resources(env, &sdk, sandbox.is_some()).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
         sender.metrics = crate::outbound::print_metrics();
         sender.queue = Arc::new(crate::trace::TracedQueue(sender.queue.clone()));
@@ -281,9 +281,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On the local emulator with no resource names given, creates `wxbridge-dev-*` resources.
-/// Never on real AWS: there the deployed stack's names must be given.
-async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -> anyhow::Result<Env> {
+/// On the local emulator with no resource names given, creates `wxbridge-dev-*` resources (with the
+/// sandbox, `wxbridge-sandbox-<time>-*`: the sandbox's WeChat lives as long as the process, so
+/// what an earlier run stored — a 微信客服 cursor, tokens, media ids, an iLink poller's lease,
+/// messages in flight — would not match it). Never on real AWS: there the deployed stack's names
+/// must be given.
+async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig, sandbox: bool) -> anyhow::Result<Env> {
     if env.table.is_some()
         && env.inbound_queue_url.is_some()
         && env.outbound_queue_url.is_some()
@@ -300,7 +303,13 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig) -
              or AWS_ENDPOINT_URL pointing at the local emulator (scripts/dev --aws starts one)"
         );
     }
-    let names = shared::adapters::aws::resources::ResourceNames::new("wxbridge-dev");
+    let prefix = if sandbox {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        format!("wxbridge-sandbox-{}", now.as_millis())
+    } else {
+        "wxbridge-dev".to_owned()
+    };
+    let names = shared::adapters::aws::resources::ResourceNames::new(&prefix);
     let urls = shared::adapters::aws::resources::create_all(
         &aws_sdk_dynamodb::Client::new(sdk),
         &aws_sdk_sqs::Client::new(sdk),

@@ -113,7 +113,7 @@ pub async fn run_memory(
                     println!("outbound ✗ dead-lettered: {reason}");
                     crate::trace::send(&record.body, "dead", Some(reason));
                 }
-                None => crate::trace::send(&record.body, "done", None),
+                None => crate::trace::send(&record.body, "sent", None),
             }
             continue;
         }

@@ -136,7 +136,8 @@ impl BatchHandler for Traced {
             let again = failed.contains(&record.message_id);
             match (self.sender, again) {
                 (true, true) => send(&record.body, "retry", None),
-                (true, false) => send(&record.body, "done", None),
+                // Sent, or dead-lettered (the queue wrapper reported that).
+                (true, false) => send(&record.body, "handled", None),
                 (false, true) => {
                     let inbound: Value = serde_json::from_str(&record.body).unwrap_or_default();
                     emit(
