@@ -6,7 +6,7 @@
 //! stream refreshed once a second, a 微信客服 customer's message kept for the pull, an iLink
 //! user's message waiting in the long poll. What follows shows on the page through the feed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub const TRACE_HEADER: &str = "x-wxbridge-trace";
 
 /// How long WeChat waits for an answer to one delivery.
 const WECHAT_WAIT: Duration = Duration::from_secs(5);
+/// Attached pictures kept for the page, and AI-bot response_urls remembered.
+const ATTACHED_KEPT: usize = 32;
+const CODES_KEPT: usize = 512;
 /// The largest picture the page attaches.
 pub const ATTACH_MAX: usize = 10 * 1024 * 1024;
 /// The demo group of the AI bots, and who is in it.
@@ -65,8 +68,11 @@ pub struct Chats {
     /// Where the bridge's callback routes are (this process).
     base: String,
     aws: bool,
-    /// The pictures users attached, shown in their own bubbles (`GET /sandbox/attached/{n}`).
-    attached: Mutex<Vec<(String, Vec<u8>)>>,
+    /// The latest pictures users attached, by number, shown in their own bubbles
+    /// (`GET /sandbox/attached/{n}`).
+    attached: Mutex<VecDeque<(usize, Vec<u8>)>>,
+    /// Files of the sandbox the page links to, by a name of the page's own → their media id.
+    shown_files: Mutex<HashMap<String, String>>,
     /// An AI-bot message's response_code → (chat, message): where a send to its URL belongs.
     pub response_codes: Mutex<HashMap<String, (String, String)>>,
 }
@@ -163,7 +169,16 @@ impl Chats {
             // iLink's long poll as the service holds it, so the trace is not all polls.
             fake.set_ilink_hold(Duration::from_secs(25));
         }
-        Chats { chats, config, sandbox, base, aws, attached: Mutex::default(), response_codes: Mutex::default() }
+        Chats {
+            chats,
+            config,
+            sandbox,
+            base,
+            aws,
+            attached: Mutex::default(),
+            shown_files: Mutex::default(),
+            response_codes: Mutex::default(),
+        }
     }
 
     /// The conversation and message a send of the sandbox answers.
@@ -202,9 +217,12 @@ impl Chats {
                     None => (None, None),
                 };
             }
-            Api::WecomAppchat | Api::WecomWebhook | Api::KfEvent => None,
+            // Not in a conversation of the page: the terminal and the API hop show them.
+            Api::WecomAppchat | Api::WecomWebhook | Api::KfEvent => return (None, None),
         };
-        let msg = crate::feed::latest(chat.as_deref()).map(|(msg, _)| msg);
+        let msg = crate::feed::worked_on(delivery.at_ms, chat.as_deref())
+            .map(|(msg, _)| msg)
+            .or_else(|| crate::feed::latest(chat.as_deref()).map(|(msg, _)| msg));
         (chat, msg)
     }
 
@@ -225,12 +243,17 @@ impl Chats {
             .filter(|c| c.kind == "direct")
             .find(|c| c.members.iter().any(|m| text.contains(&format!("\"{m}\""))))
             .map(|c| c.id.clone());
+        // The message the bridge was working on then (a send, a dispatch, a media fetch).
+        if let Some((msg, worked_chat)) = crate::feed::worked_on(exchange.at_ms, chat.as_deref()) {
+            return (chat.or(worked_chat), Some(msg));
+        }
         match chat {
+            // A pull (iLink's getupdates, 微信客服's sync_msg) brings the conversation's newest message.
             Some(chat) => {
                 let msg = crate::feed::latest(Some(&chat)).map(|(msg, _)| msg);
                 (Some(chat), msg)
             }
-            None => crate::feed::latest(None).map_or((None, None), |(msg, chat)| (chat, Some(msg))),
+            None => (None, None),
         }
     }
 
@@ -238,11 +261,36 @@ impl Chats {
         self.chats.iter().find(|c| c.id == id)
     }
 
-    /// Keeps an attached picture for the sender's own bubble; its path.
-    fn keep_attached(&self, name: &str, bytes: &[u8]) -> String {
+    /// Keeps an attached picture for the sender's own bubble (the latest [`ATTACHED_KEPT`]); its
+    /// path.
+    fn keep_attached(&self, bytes: &[u8]) -> String {
         let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
-        attached.push((name.to_owned(), bytes.to_vec()));
-        format!("/sandbox/attached/{}", attached.len() - 1)
+        let n = attached.back().map_or(0, |(n, _)| n + 1);
+        attached.push_back((n, bytes.to_vec()));
+        if attached.len() > ATTACHED_KEPT {
+            attached.pop_front();
+        }
+        format!("/sandbox/attached/{n}")
+    }
+
+    /// The page's link to a file the sandbox keeps under `media_id`.
+    pub fn show_file(&self, media_id: &str) -> String {
+        let name = crate::feed::mask(media_id).trim_start_matches('*').to_owned();
+        let mut files = self.shown_files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= CODES_KEPT {
+            files.clear();
+        }
+        files.insert(name.clone(), media_id.to_owned());
+        format!("/sandbox/shown/{name}")
+    }
+
+    /// Remembers which message an AI-bot response_url belongs to (the latest few hundred).
+    fn remember_code(&self, code: String, chat: &str, msg: &str) {
+        let mut codes = self.response_codes.lock().unwrap_or_else(|p| p.into_inner());
+        if codes.len() >= CODES_KEPT {
+            codes.clear();
+        }
+        codes.insert(code, (chat.to_owned(), msg.to_owned()));
     }
 }
 
@@ -263,11 +311,20 @@ pub async fn list(State(chats): State<Arc<Chats>>) -> Response {
 /// `GET /sandbox/attached/{n}`: a picture a user attached.
 pub async fn attached(State(chats): State<Arc<Chats>>, Path(n): Path<usize>) -> Response {
     let attached = chats.attached.lock().unwrap_or_else(|p| p.into_inner());
-    let Some((_, bytes)) = attached.get(n) else {
+    let Some((_, bytes)) = attached.iter().find(|(kept, _)| *kept == n) else {
         return (StatusCode::NOT_FOUND, "no such picture\n").into_response();
     };
     let mime = shared::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream");
     ([(axum::http::header::CONTENT_TYPE, mime)], bytes.clone()).into_response()
+}
+
+/// `GET /sandbox/shown/{name}`: a file the page shows in a bot's answer.
+pub async fn shown(State(chats): State<Arc<Chats>>, Path(name): Path<String>) -> Response {
+    let media_id = chats.shown_files.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
+    let Some((_, bytes)) = media_id.zip(chats.sandbox.as_ref()).and_then(|(id, fake)| fake.media(&id)) else {
+        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+    };
+    ([(axum::http::header::CONTENT_TYPE, mime_of(&bytes))], bytes).into_response()
 }
 
 /// What the page posts to `POST /sandbox/say`.
@@ -293,7 +350,15 @@ struct Attached {
 const TEXT_MAX: usize = 16 * 1024;
 
 /// `POST /sandbox/say`: a sandbox user writes; answers 202 with the message's Inbound id at once.
-pub async fn say(State(chats): State<Arc<Chats>>, body: axum::body::Bytes) -> Response {
+/// JSON only: a form on another site cannot post it without the browser asking first.
+pub async fn say(State(chats): State<Arc<Chats>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json\n").into_response();
+    }
     match start_saying(&chats, &body) {
         Ok(msg) => (StatusCode::ACCEPTED, axum::Json(json!({"msg": msg}))).into_response(),
         Err((status, text)) => (status, format!("{text}\n")).into_response(),
@@ -356,8 +421,17 @@ fn start_saying(chats: &Arc<Chats>, body: &[u8]) -> Result<String, Refusal> {
     }
     let user = User { chats: chats.clone(), fake, chat, from };
     let msg = user.message_id(text.as_deref().unwrap_or_default())?;
-    let shown = image.as_ref().map(|(name, bytes)| user.chats.keep_attached(name, bytes));
+    let shown = image.as_ref().map(|(_, bytes)| user.chats.keep_attached(bytes));
     emit("user", Some(&user.chat.id), Some(&msg), json!({"from": user.from, "text": text, "image": shown}));
+    // In a group WeCom hands the AI bot only the messages that mention it.
+    if let Some(bot_name) = user.chat.bot_name.as_deref().filter(|_| user.chat.kind == "group") {
+        let mention = format!("@{bot_name}");
+        if !text.as_deref().is_some_and(|t| t.contains(&mention)) && image.is_none() {
+            let note = format!("WeCom gives {bot_name} only the group's messages that mention it ({mention})");
+            emit("note", Some(&user.chat.id), Some(&msg), json!({"level": "info", "text": note}));
+            return Ok(msg);
+        }
+    }
     let id = msg.clone();
     tokio::spawn(async move {
         if let Err(err) = user.write(&id, text, image).await {
@@ -514,7 +588,7 @@ impl User {
                     let media_id = ["Image", "Voice", "Video"]
                         .iter()
                         .find_map(|element| fields.get(element).and_then(|v| v.node()).and_then(|n| n.text("MediaId")));
-                    let file = media_id.map(file_path);
+                    let file = media_id.map(|id| self.chats.show_file(id));
                     emit(
                         "reply",
                         Some(&self.chat.id),
@@ -553,11 +627,7 @@ impl User {
         let wecom = AibotWecom::new(&route, bot.token.expose_secret(), &key).window(window).header(TRACE_HEADER, msg);
         let response_url = self.fake.aibot_response_url();
         if let Some(code) = response_code(&response_url) {
-            self.chats
-                .response_codes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(code, (self.chat.id.clone(), msg.to_owned()));
+            self.chats.remember_code(code, &self.chat.id, msg);
         }
         let group = (self.chat.kind == "group").then_some(GROUP);
         let message = match image {
@@ -568,36 +638,37 @@ impl User {
             }
             None => aibot_text(msgid, group, &self.from, &text.unwrap_or_default(), &response_url),
         };
-        let mention = group.map(|_| format!("@{}", self.from));
         let started = Instant::now();
         let first = wecom.post(&message).await?;
-        let Answer::Stream { id, mut finish, content, .. } = first else {
+        let Answer::Stream { id, mut finish, content, msg_item } = first else {
             return Err(format!("the bridge answered {first:?}, not a stream"));
         };
         let mut shown = content;
-        emit("stream", Some(&self.chat.id), Some(msg), json!({"text": shown, "finished": finish, "mention": mention}));
+        let mut items = msg_item;
+        emit("stream", Some(&self.chat.id), Some(msg), json!({"text": shown, "finished": finish}));
         while !finish && started.elapsed() < window {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let answer = wecom.post(&refresh(&hex_id(), &id, group, &self.from)).await?;
-            if let Answer::Stream { finish: done, content, .. } = answer {
+            if let Answer::Stream { finish: done, content, msg_item, .. } = answer {
                 finish = done;
+                items = msg_item;
                 if content != shown || finish {
                     shown = content;
-                    emit(
-                        "stream",
-                        Some(&self.chat.id),
-                        Some(msg),
-                        json!({"text": shown, "finished": finish, "mention": mention}),
-                    );
+                    emit("stream", Some(&self.chat.id), Some(msg), json!({"text": shown, "finished": finish}));
                 }
             }
         }
         if finish {
+            // The finishing stream's pictures (msg_item), as the user sees them.
+            let finished = Answer::Stream { id, finish, content: shown.clone(), msg_item: items };
+            let talk =
+                fakes::Conversation { stream_id: String::new(), answers: vec![finished], finished: true, refreshes: 0 };
+            let file = talk.final_images().first().map(|bytes| self.chats.keep_attached(bytes));
             emit(
                 "reply",
                 Some(&self.chat.id),
                 Some(msg),
-                json!({"via": "stream", "text": shown, "file": null, "file_kind": null, "mention": mention}),
+                json!({"via": "stream", "text": shown, "file": file, "file_kind": file.as_ref().map(|_| "image"), "mention": null}),
             );
         } else {
             emit(
@@ -674,9 +745,4 @@ pub fn response_code(url: &str) -> Option<String> {
 
 fn mime_of(bytes: &[u8]) -> &'static str {
     shared::core::media::sniff(&bytes[..bytes.len().min(64)]).unwrap_or("application/octet-stream")
-}
-
-/// Where `wxbridge dev` serves a sandbox file.
-fn file_path(media_id: &str) -> String {
-    crate::sandbox::file_path(media_id)
 }

@@ -85,24 +85,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let env = local_resources(env, &sdk, sandbox.is_some()).await?;
         let mut sender = sender::build(config.clone(), &env, &sdk)?;
         sender.metrics = crate::outbound::print_metrics();
-        sender.queue = Arc::new(crate::trace::TracedQueue(sender.queue.clone()));
+        let traced_queue = Arc::new(crate::trace::TracedQueue::new(sender.queue.clone()));
+        sender.queue = traced_queue.clone();
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let outbound_url = env.require_outbound_queue_url()?.to_owned();
         let inbound_url = env.require_inbound_queue_url()?.to_owned();
         let mut dispatcher = dispatcher::build(&config, &env, &sdk)?;
         dispatcher.bot = Arc::new(crate::trace::TracedBot(dispatcher.bot.clone()));
         let media = media::build(&config, &env, &sdk)?;
+        let media = crate::trace::Traced { inner: Arc::new(media), role: crate::trace::Role::Media, queue: None };
         tokio::spawn(crate::outbound::run_sqs(Arc::new(media), sqs.clone(), env.require_media_queue_url()?.to_owned()));
         if !config.ilink.is_empty() {
             let poller = ilink_poller::build(&env, &sdk)?;
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
         }
-        let sender = crate::trace::Traced { inner: Arc::new(sender), sender: true };
+        let sender = crate::trace::Traced {
+            inner: Arc::new(sender),
+            role: crate::trace::Role::Sender,
+            queue: Some(traced_queue),
+        };
         tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         // Several pollers, as Lambda runs several invocations: a slow answer holds up only its
         // own conversation (the FIFO queue hands out no other message of its group meanwhile).
-        let dispatcher: Arc<dyn crate::outbound::BatchHandler> =
-            Arc::new(crate::trace::Traced { inner: Arc::new(dispatcher), sender: false });
+        let dispatcher: Arc<dyn crate::outbound::BatchHandler> = Arc::new(crate::trace::Traced {
+            inner: Arc::new(dispatcher),
+            role: crate::trace::Role::Dispatcher,
+            queue: None,
+        });
         for _ in 0..DISPATCH_POLLERS {
             tokio::spawn(crate::outbound::run_sqs(dispatcher.clone(), sqs.clone(), inbound_url.clone()));
         }
@@ -256,6 +265,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .layer(axum::extract::DefaultBodyLimit::max(crate::chat::ATTACH_MAX / 3 * 4 + 64 * 1024)),
         )
         .route("/sandbox/attached/{n}", get(crate::chat::attached))
+        .route("/sandbox/shown/{name}", get(crate::chat::shown))
         .with_state(chats);
     let router = Router::new()
         .route("/routes", get(index))
@@ -338,6 +348,7 @@ async fn local_resources(mut env: Env, sdk: &shared::adapters::aws::SdkConfig, s
 fn print_banner(config: &Config, env: &Env, origin: &str, addr: SocketAddr, aws: bool, sandbox: bool) {
     use crate::ui;
     println!("wxbridge dev listening on http://{addr}");
+    println!("  chat page: {}", ui::bold(&format!("http://{addr}/")));
     println!("  config: {origin}");
     println!(
         "  storage: {}",
@@ -494,7 +505,11 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
         let dispatcher = dispatcher.clone();
         let body = message.body.clone();
         let group = shared::core::callback::attribute(&message, shared::core::callback::FIFO_GROUP).unwrap_or_default();
+        let summary = crate::trace::inbound_summary(&message.body);
+        println!("inbound queue ← {summary}");
+        crate::trace::queued(&message.body);
         conversations.spawn(group, async move {
+            let _working = crate::trace::working_on_inbound(&body);
             // Bot errors would be retried by SQS on AWS; here they are shown.
             if let Err(err) = dispatcher.dispatch(&body).await {
                 println!("dispatcher ✗ {err}");
@@ -507,9 +522,6 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
                 );
             }
         });
-        let summary = crate::trace::inbound_summary(&message.body);
-        crate::trace::queued(&message.body);
-        println!("inbound queue ← {summary}");
     }
 }
 
@@ -565,23 +577,45 @@ async fn callback_route(
     let Some(service) = state.callbacks.get(channel.as_str()) else {
         return (StatusCode::NOT_FOUND, format!("no channel /{channel}\n")).into_response();
     };
-    let started = std::time::Instant::now();
-    let route = format!("{} /{channel}/{app}", request.method());
     // A sandbox user's callback names its message; WeChat's do not.
     let msg = request.headers().get(crate::chat::TRACE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut hop = CallbackHop {
+        route: format!("{} /{channel}/{app}", request.method()),
+        msg,
+        started: std::time::Instant::now(),
+        status: None,
+    };
     let response = match lambda_request(app, request).await {
         Ok(request) => to_axum(shared::adapters::lambda::handle_http(service.as_ref(), request).await),
         Err(response) => response,
     };
-    let status = response.status();
-    crate::feed::emit(
-        "callback",
-        None,
-        msg.as_deref(),
-        serde_json::json!({"route": route, "status": status.as_u16(), "ms": started.elapsed().as_millis() as u64,
-                           "answer": status.canonical_reason()}),
-    );
+    hop.status = Some(response.status());
     response
+}
+
+/// A callback's hop for the feed, reported when the request ends: with its status, or as
+/// abandoned when the caller hung up first (WeChat waits 5 s).
+struct CallbackHop {
+    route: String,
+    msg: Option<String>,
+    started: std::time::Instant,
+    status: Option<StatusCode>,
+}
+
+impl Drop for CallbackHop {
+    fn drop(&mut self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        let (status, answer) = match self.status {
+            Some(status) => (Some(status.as_u16()), status.canonical_reason().unwrap_or_default().to_owned()),
+            None => (None, "no answer: the caller hung up first".to_owned()),
+        };
+        crate::feed::emit(
+            "callback",
+            None,
+            self.msg.as_deref(),
+            serde_json::json!({"route": self.route, "status": status, "ms": ms, "answer": answer}),
+        );
+    }
 }
 
 /// An API Gateway request as the Lambda handlers receive it.

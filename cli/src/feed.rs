@@ -29,8 +29,13 @@ struct State {
     /// The latest message of each conversation, and the latest message of all: where a WeChat API
     /// call without a message of its own is shown.
     latest: HashMap<String, String>,
-    /// Each message's conversation, for events that name only the message.
+    /// Each message's conversation, for events that name only the message (the oldest forgotten
+    /// first).
     chat_of: HashMap<String, String>,
+    chat_order: VecDeque<String>,
+    /// What the bridge is working on (a send, a dispatch, a media fetch): the message, its
+    /// conversation, and when the work began and ended (unix ms), newest last.
+    working: VecDeque<Work>,
     last_msg: Option<(String, Option<String>)>,
 }
 
@@ -48,10 +53,7 @@ fn feed() -> Option<&'static Feed> {
 /// Records an event of `kind` in `chat` about message `msg`, with `fields` (an object).
 pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
     let Some(feed) = feed() else { return };
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    let at = now_ms();
     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
     state.seq += 1;
     let known = msg.filter(|_| chat.is_none()).and_then(|msg| state.chat_of.get(msg).cloned());
@@ -63,8 +65,13 @@ pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
     if let Some(msg) = msg {
         if let Some(chat) = chat {
             state.latest.insert(chat.to_owned(), msg.to_owned());
-            if state.chat_of.len() < KEPT * 4 {
-                state.chat_of.insert(msg.to_owned(), chat.to_owned());
+            if state.chat_of.insert(msg.to_owned(), chat.to_owned()).is_none() {
+                state.chat_order.push_back(msg.to_owned());
+                if state.chat_order.len() > KEPT {
+                    if let Some(old) = state.chat_order.pop_front() {
+                        state.chat_of.remove(&old);
+                    }
+                }
             }
         }
         state.last_msg = Some((msg.to_owned(), chat.map(str::to_owned)));
@@ -77,6 +84,66 @@ pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
     }
     // No page connected is fine.
     let _ = feed.live.send(text);
+}
+
+struct Work {
+    id: u64,
+    chat: Option<String>,
+    msg: String,
+    start: u64,
+    end: Option<u64>,
+}
+
+/// Work on one message, from [`working`] until dropped.
+pub struct Working {
+    id: u64,
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let Some(feed) = feed() else { return };
+        let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(work) = state.working.iter_mut().find(|w| w.id == self.id) {
+            work.end = Some(now_ms());
+        }
+    }
+}
+
+/// Pieces of work remembered for placing the API calls made during them.
+const WORK_KEPT: usize = 256;
+
+/// Marks the bridge as working on message `msg` (of `chat`) until the guard drops: a WeChat API
+/// call made meanwhile belongs to it.
+pub fn working(chat: Option<&str>, msg: &str) -> Working {
+    let Some(feed) = feed() else { return Working { id: 0 } };
+    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+    state.seq += 1;
+    let id = state.seq;
+    let chat = chat.map(str::to_owned).or_else(|| state.chat_of.get(msg).cloned());
+    state.working.push_back(Work { id, chat, msg: msg.to_owned(), start: now_ms(), end: None });
+    if state.working.len() > WORK_KEPT {
+        state.working.pop_front();
+    }
+    Working { id }
+}
+
+/// The message (and conversation) the bridge was working on at `at_ms`, in `chat` if given:
+/// the only such piece of work, else none (two at once cannot be told apart).
+pub fn worked_on(at_ms: u64, chat: Option<&str>) -> Option<(String, Option<String>)> {
+    let state = feed()?.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut during = state
+        .working
+        .iter()
+        .filter(|w| w.start <= at_ms && w.end.is_none_or(|end| at_ms <= end))
+        .filter(|w| chat.is_none() || w.chat.as_deref() == chat);
+    match (during.next(), during.next()) {
+        (Some(work), None) => Some((work.msg.clone(), work.chat.clone())),
+        _ => None,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 /// The latest message seen in `chat`, or (without a chat) the latest message of all, with its
@@ -105,9 +172,9 @@ pub async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
                     let seq = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
                     return Some((Ok(sse(seq, &text)), live));
                 }
-                // A page too slow to keep up misses some; it reloads to see them.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                // A page too slow to keep up: the stream ends, and the browser reconnects and is
+                // sent everything kept again (the page skips what it has by `seq`).
+                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
@@ -146,21 +213,45 @@ const SECRET_NAMES: &[&str] = &[
     "authorization",
     "upload_param",
     "encrypt_query_param",
+    "encrypted_query_param",
+    "filekey",
+    "typing_ticket",
+    "signature",
+    "msg_signature",
+    "x-wechat-uin",
 ];
 
 fn is_secret(name: &str) -> bool {
     SECRET_NAMES.iter().any(|secret| name.eq_ignore_ascii_case(secret))
+        || name.to_ascii_lowercase().ends_with("_ticket")
 }
 
-/// A credential as the trace shows it: its first 4 characters, so two can be told apart.
-pub fn mask(value: &str) -> String {
-    let shown: String = value.chars().take(4).collect();
-    if value.chars().count() <= 4 {
-        "****".to_owned()
-    } else {
-        format!("{shown}****")
-    }
+/// Fields holding URLs whose query may carry credentials.
+fn is_url(value: &str) -> bool {
+    value.starts_with("http://") || value.starts_with("https://")
 }
+
+/// A credential as the trace shows it: `****` and 8 hex digits of its SHA-256, so two can be
+/// told apart and none can be read.
+pub fn mask(value: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    format!("****{}", &shared::core::media::hex(&digest)[..8])
+}
+
+/// A URL with the credentials in its query masked.
+fn mask_url(value: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(value) else { return value.to_owned() };
+    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if !pairs.iter().any(|(k, _)| is_secret(k)) {
+        return value.to_owned();
+    }
+    url.set_query(Some(&mask_query(&pairs)));
+    url.to_string()
+}
+
+/// Strings longer than this are shown by their size (a picture in base64, say).
+const SHOWN_STRING: usize = 4096;
 
 /// `value` with every credential field (at any depth) masked.
 pub fn mask_json(value: &Value) -> Value {
@@ -178,6 +269,8 @@ pub fn mask_json(value: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(mask_json).collect()),
+        Value::String(s) if s.len() > SHOWN_STRING => Value::String(format!("({} bytes)", s.len())),
+        Value::String(s) if is_url(s) => Value::String(mask_url(s)),
         other => other.clone(),
     }
 }
@@ -207,8 +300,16 @@ mod tests {
         }
         assert!(masked.contains("hello") && masked.contains("ww1"), "{masked}");
         let query = mask_query(&[("access_token".into(), "ACCESS-TOKEN-1".into()), ("debug".into(), "1".into())]);
-        assert_eq!(query, "access_token=ACCE****&debug=1");
-        assert_eq!(mask("ab"), "****");
+        assert!(query.starts_with("access_token=****") && query.ends_with("&debug=1"), "{query}");
+        assert!(!query.contains("ACCE"), "not even a prefix: {query}");
+        assert_ne!(mask("token-a"), mask("token-b"), "two tell apart");
+        let upload = json!({"upload_full_url": "https://cdn.example/c2c/upload?encrypted_query_param=PARAM-XYZ&filekey=FK-1",
+                            "typing_ticket": "TICKET-1", "image": "A".repeat(5000)});
+        let masked = mask_json(&upload).to_string();
+        for secret in ["PARAM-XYZ", "FK-1", "TICKET-1", "AAAA"] {
+            assert!(!masked.contains(secret), "{masked}");
+        }
+        assert!(masked.contains("https://cdn.example/c2c/upload?") && masked.contains("(5000 bytes)"), "{masked}");
     }
 
     #[test]

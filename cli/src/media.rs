@@ -62,7 +62,11 @@ pub async fn run_memory(service: Arc<MediaService>, mut rx: UnboundedReceiver<Qu
                     receive_count: attempt,
                     group: None,
                 };
-                match service.handle(&record).await {
+                let handled = {
+                    let _working = crate::trace::working_on_inbound(&record.body);
+                    service.handle(&record).await
+                };
+                match handled {
                     Ok(()) => return,
                     Err(err) => {
                         println!("media ✗ {err} (try {attempt} of {MEMORY_TRIES})");

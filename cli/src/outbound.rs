@@ -88,11 +88,17 @@ pub async fn run_memory(
     mut rx: mpsc::UnboundedReceiver<Record>,
 ) {
     while let Some(record) = rx.recv().await {
-        if sender.handle(&record).await {
+        let handled = {
+            let _working = crate::trace::working_on_outbound(&record.body);
+            sender.handle(&record).await
+        };
+        if handled {
             // A wait on the last receive comes back as a fresh copy.
             let requeued: Vec<(String, u32)> =
                 std::mem::take(&mut *dead.requeued.lock().unwrap_or_else(|p| p.into_inner()));
+            let waits = !requeued.is_empty();
             for (body, delay_s) in requeued {
+                crate::trace::send(&body, "retry", Some(&format!("waits {delay_s} s in a fresh copy")));
                 let tx = tx.clone();
                 let id = shared::core::ports::claim_token();
                 tokio::spawn(async move {
@@ -106,13 +112,15 @@ pub async fn run_memory(
                     });
                 });
             }
-            match dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-                Some((_, attributes)) => {
+            let dead_letter = dead.dead_letters.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match dead_letter {
+                Some((body, attributes)) => {
                     let reason =
                         attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str()).unwrap_or("?");
                     println!("outbound ✗ dead-lettered: {reason}");
-                    crate::trace::send(&record.body, "dead", Some(reason));
+                    crate::trace::dead(&body, &attributes);
                 }
+                None if waits => {}
                 None => crate::trace::send(&record.body, "sent", None),
             }
             continue;

@@ -80,7 +80,17 @@ pub fn describe(delivery: &Delivery, fake: &FakeWechat) -> Value {
         (None, Some(data)) => (Some(format!("[{kind} {}]", size(data.len() as u64 / 4 * 3))), None),
         _ => (text, None),
     };
-    json!({"channel": channel, "to": to, "text": text, "file": file, "body": b})
+    let file_kind = file.as_ref().map(|_| kind);
+    json!({"channel": channel, "to": to, "text": text, "file": file, "file_kind": file_kind, "body": b})
+}
+
+/// The id a send names its file by (WeCom's media_id, iLink's CDN parameter).
+fn media_id_of(delivery: &Delivery) -> Option<String> {
+    let b = &delivery.body;
+    match delivery.api {
+        Api::Ilink => ilink_file(&b["msg"]["item_list"][0]).1.map(str::to_owned),
+        _ => b["msgtype"].as_str().and_then(|kind| b[kind]["media_id"].as_str()).map(str::to_owned),
+    }
 }
 
 /// The kind and CDN parameter of an iLink media item (none for text).
@@ -97,7 +107,7 @@ fn ilink_file(item: &Value) -> (&'static str, Option<&str>) {
 
 /// Where `wxbridge dev` serves a sandbox file: `/sandbox/file/<id>`, the id percent-encoded (an
 /// iLink parameter holds `/`).
-pub(crate) fn file_path(media_id: &str) -> String {
+fn file_path(media_id: &str) -> String {
     let mut url = reqwest::Url::parse("http://sandbox/sandbox/file/").expect("a literal URL");
     if let Ok(mut path) = url.path_segments_mut() {
         path.pop_if_empty().push(media_id);
@@ -137,11 +147,9 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
             let channel = sent["channel"].as_str().unwrap_or_default();
             let (chat, msg) = chats.place_of_delivery(delivery);
             if channel.ends_with("_typing") {
-                // iLink's status 2 and OA's "CancelTyping" end it.
-                let typing = sent["body"]["status"] != 2 && sent["text"] != "CancelTyping";
-                if typing {
-                    emit("typing", chat.as_deref(), msg.as_deref(), json!({}));
-                }
+                // iLink's status 2 and the Official Account's "CancelTyping" end it.
+                let on = sent["body"]["status"] != 2 && sent["text"] != "CancelTyping";
+                emit("typing", chat.as_deref(), msg.as_deref(), json!({"on": on}));
                 continue;
             }
             let to = sent["to"].as_str().unwrap_or("?");
@@ -155,20 +163,29 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
             if let Some(file) = sent["file"].as_str() {
                 println!("           {}", ui::dim(&format!("{origin}{file}")));
             }
-            let kind = sent["body"]["msgtype"].as_str().filter(|_| !sent["file"].is_null());
-            emit(
-                "reply",
-                chat.as_deref(),
-                msg.as_deref(),
-                json!({"via": "send", "channel": channel, "text": text, "file": sent["file"], "file_kind": kind,
-                       "mention": null}),
-            );
+            if chat.is_some() {
+                // The page links a file by a name of its own (an iLink file's is a CDN credential).
+                let file = sent["file"].as_str().and_then(|_| media_id_of(delivery)).map(|id| chats.show_file(&id));
+                emit(
+                    "reply",
+                    chat.as_deref(),
+                    msg.as_deref(),
+                    json!({"via": "send", "channel": channel, "text": text, "file": file,
+                           "file_kind": sent["file_kind"], "mention": null}),
+                );
+            }
         }
         shown = deliveries.len();
         let problems = fake.problems();
         for problem in problems.iter().skip(refused) {
             println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
-            let (chat, msg) = crate::feed::latest(None).map_or((None, None), |(msg, chat)| (chat, Some(msg)));
+            // The message the bridge was working on when WeChat refused, if only one.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            let (chat, msg) = crate::feed::worked_on(now.saturating_sub(200), None)
+                .map_or((None, None), |(msg, chat)| (chat, Some(msg)));
             emit(
                 "note",
                 chat.as_deref(),

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use shared::channels::Config;
 use shared::core::config::{ConfigError, Env};
 
-/// The demo configuration: a WeCom app and an Official Account named `demo`, an AI bot `ops`, with
-/// made-up credentials that only the sandbox accepts.
+/// The demo configuration: a WeCom app and an Official Account named `demo`, an AI bot `ops`, an
+/// iLink bot, a 微信客服 account `support`, and a streaming echo for the AI bot and the Official
+/// Account, with made-up credentials that only the sandbox accepts.
 pub const DEMO_CONFIG: &str = include_str!("../../examples/dev-config.json");
 
 /// A loaded configuration and where it came from, for the banner.

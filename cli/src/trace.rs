@@ -65,7 +65,11 @@ pub fn inbound_summary(body: &str) -> String {
         .or_else(|| {
             let kind = media["type"].as_str().unwrap_or("media");
             match (media["size"].as_u64(), media["url"].as_str(), media["error"]["message"].as_str()) {
-                (Some(size), Some(url), _) => Some(format!("[{kind} {}] {url}", crate::sandbox::size(size))),
+                // Without the query: a presigned link's signature is a credential.
+                (Some(size), Some(url), _) => {
+                    let url = url.split('?').next().unwrap_or_default();
+                    Some(format!("[{kind} {}] {url}", crate::sandbox::size(size)))
+                }
                 (_, _, Some(error)) => Some(format!("[{kind}: {error}]")),
                 _ => None,
             }
@@ -107,38 +111,76 @@ fn outbound_place(body: &str) -> (Value, Option<String>, Option<String>) {
 
 /// A `send` event: the sender's outcome for one Outbound.
 pub fn send(body: &str, outcome: &str, reason: Option<&str>) {
+    send_with(body, outcome, reason, None);
+}
+
+fn send_with(body: &str, outcome: &str, reason: Option<&str>, errcode: Option<i64>) {
     let (out, chat, msg) = outbound_place(body);
     emit(
         "send",
         chat.as_deref(),
         msg.as_deref(),
-        json!({"channel": out["channel"], "to": out["to"], "key": out["idempotency_key"], "outcome": outcome, "reason": reason}),
+        json!({"channel": out["channel"], "to": out["to"], "key": out["idempotency_key"], "outcome": outcome,
+               "reason": reason, "errcode": errcode}),
     );
     if let (Some(reason), "dead") = (reason, outcome) {
         emit("note", chat.as_deref(), msg.as_deref(), json!({"level": "error", "text": format!("not sent: {reason}")}));
     }
 }
 
-/// A queue handler (the dispatcher or the sender on SQS), reporting each record it takes.
+/// Marks the bridge as working on an Inbound (as JSON) while the guard lives.
+pub fn working_on_inbound(body: &str) -> Option<crate::feed::Working> {
+    let inbound: Value = serde_json::from_str(body).ok()?;
+    Some(crate::feed::working(chat_of_inbound(&inbound).as_deref(), inbound["id"].as_str()?))
+}
+
+/// Marks the bridge as working on the message an Outbound (as JSON) answers while the guard lives.
+pub fn working_on_outbound(body: &str) -> Option<crate::feed::Working> {
+    let (_, chat, msg) = outbound_place(body);
+    Some(crate::feed::working(chat.as_deref(), &msg?))
+}
+
+/// Which queue a [`Traced`] handler consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Dispatcher,
+    Sender,
+    Media,
+}
+
+/// A queue handler on SQS, reporting each record it takes and marking the work on it.
 pub struct Traced {
     pub inner: Arc<dyn BatchHandler>,
-    pub sender: bool,
+    pub role: Role,
+    /// The sender's queue wrapper, which knows what it dead-lettered or put back.
+    pub queue: Option<Arc<TracedQueue>>,
 }
 
 #[async_trait]
 impl BatchHandler for Traced {
     async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        if !self.sender {
+        if self.role == Role::Dispatcher {
             records.iter().for_each(|r| queued(&r.body));
         }
+        let working: Vec<_> = records
+            .iter()
+            .filter_map(|r| match self.role {
+                Role::Sender => working_on_outbound(&r.body),
+                Role::Dispatcher | Role::Media => working_on_inbound(&r.body),
+            })
+            .collect();
         let failed = self.inner.handle_batch(records).await;
+        drop(working);
         for record in records {
             let again = failed.contains(&record.message_id);
-            match (self.sender, again) {
-                (true, true) => send(&record.body, "retry", None),
-                // Sent, or dead-lettered (the queue wrapper reported that).
-                (true, false) => send(&record.body, "handled", None),
-                (false, true) => {
+            let settled = self.queue.as_ref().is_some_and(|q| q.settled(&record.body));
+            match (self.role, again) {
+                (Role::Media, _) => {}
+                (Role::Sender, true) => send(&record.body, "retry", None),
+                // A dead letter or a fresh copy was reported by the queue wrapper.
+                (Role::Sender, false) if settled => {}
+                (Role::Sender, false) => send(&record.body, "sent", None),
+                (Role::Dispatcher, true) => {
                     let inbound: Value = serde_json::from_str(&record.body).unwrap_or_default();
                     emit(
                         "note",
@@ -147,32 +189,74 @@ impl BatchHandler for Traced {
                         json!({"level": "warn", "text": "the dispatcher hands it back: the queue delivers it again"}),
                     );
                 }
-                (false, false) => {}
+                (Role::Dispatcher, false) => {}
             }
         }
         failed
     }
 }
 
-/// The sender's queue, reporting what it dead-letters and why.
-pub struct TracedQueue(pub Arc<dyn OutboundQueue>);
+/// The sender's queue, reporting what it dead-letters (and why) or puts back.
+pub struct TracedQueue {
+    pub inner: Arc<dyn OutboundQueue>,
+    /// Bodies dead-lettered or requeued and not yet looked up by [`TracedQueue::settled`].
+    settled: std::sync::Mutex<Vec<String>>,
+}
+
+impl TracedQueue {
+    pub fn new(inner: Arc<dyn OutboundQueue>) -> Self {
+        TracedQueue { inner, settled: std::sync::Mutex::default() }
+    }
+
+    /// Whether `body` was dead-lettered or requeued (once: the entry is taken).
+    pub fn settled(&self, body: &str) -> bool {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        match settled.iter().position(|b| b == body) {
+            Some(at) => {
+                settled.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn settle(&self, body: &str) {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        settled.push(body.to_owned());
+        // Bounded: a body is looked up right after its batch.
+        if settled.len() > 1024 {
+            settled.remove(0);
+        }
+    }
+}
 
 #[async_trait]
 impl Redeliver for TracedQueue {
     async fn retry_later(&self, receipt_handle: &str, delay_s: u32) -> Result<(), PortError> {
-        self.0.retry_later(receipt_handle, delay_s).await
+        self.inner.retry_later(receipt_handle, delay_s).await
     }
 }
 
 #[async_trait]
 impl OutboundQueue for TracedQueue {
     async fn dead_letter(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), PortError> {
-        let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str());
-        send(body, "dead", reason);
-        self.0.dead_letter(body, attributes).await
+        self.inner.dead_letter(body, attributes).await?;
+        self.settle(body);
+        dead(body, attributes);
+        Ok(())
     }
 
     async fn requeue(&self, body: &str, delay_s: u32) -> Result<(), PortError> {
-        self.0.requeue(body, delay_s).await
+        self.inner.requeue(body, delay_s).await?;
+        self.settle(body);
+        send(body, "retry", Some(&format!("waits {delay_s} s in a fresh copy")));
+        Ok(())
     }
+}
+
+/// A `send` event for a dead-lettered Outbound, with its reason and errcode.
+pub fn dead(body: &str, attributes: &[(&'static str, String)]) {
+    let reason = attributes.iter().find(|(k, _)| *k == "reason").map(|(_, v)| v.as_str());
+    let errcode = attributes.iter().find(|(k, _)| *k == "errcode").and_then(|(_, v)| v.parse::<i64>().ok());
+    send_with(body, "dead", reason, errcode);
 }

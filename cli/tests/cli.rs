@@ -108,7 +108,7 @@ fn dev_refuses_a_broken_config_naming_the_field() {
 
 /// The demo config with a secret for sending and an Official Account, written to a temp dir.
 fn loop_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut config: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&demo_without_ilink()).unwrap();
     config["wecom"][0]["secret"] = "demo-secret".into();
     config["oa"] = serde_json::json!([{"app": "news", "app_id": "wxdemo0000000001", "token": "oaDemoToken"}]);
     let path = dir.join("config.json");
@@ -281,7 +281,7 @@ fn dev_sends_posted_outbound_messages_through_the_sender() {
     fake.add_wecom_user("WangFang");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
-    let demo: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
+    let demo: serde_json::Value = serde_json::from_str(&demo_without_ilink()).unwrap();
     let mut with_secret = demo.clone();
     with_secret["wecom"][0]["secret"] = "demo-secret".into();
     std::fs::write(&config, with_secret.to_string()).unwrap();
@@ -363,7 +363,8 @@ fn ilink_login_gives_up_after_three_expired_codes() {
     assert!(out.stdout.is_empty());
 }
 
-/// The demo config without its iLink bot: where a first login writes one.
+/// The demo config without its iLink bot (whose made-up token is the sandbox's): where a first
+/// login writes one, and what tests that run the demo as a real config use.
 fn demo_without_ilink() -> String {
     let mut demo: serde_json::Value = serde_json::from_str(include_str!("../../examples/dev-config.json")).unwrap();
     demo.as_object_mut().unwrap().remove("ilink");
@@ -922,7 +923,7 @@ fn the_chat_page_traces_a_message_from_callback_to_reply() {
             .find(|e| e["path"] == "/cgi-bin/gettoken")
             .and_then(|e| e["response"]["access_token"].as_str())
             .unwrap();
-        assert!(token.ends_with("****") && token.len() == 8, "{token}");
+        assert!(token.starts_with("****") && token.len() == 12, "{token}");
     });
 }
 
@@ -958,6 +959,7 @@ fn the_chat_page_refuses_bad_messages_clearly() {
             let response = match &body {
                 serde_json::Value::String(raw) => reqwest::Client::new()
                     .post(format!("{}/sandbox/say", dev.url))
+                    .header("content-type", "application/json")
                     .body(raw.clone())
                     .send()
                     .await
@@ -971,6 +973,15 @@ fn the_chat_page_refuses_bad_messages_clearly() {
             assert_eq!((status, text.contains(reason)), (want, true), "{body}: {text}");
             assert!(!text.contains("secret words"), "{text}");
         }
+        // A form on another site (text/plain, no preflight) is refused.
+        let form = reqwest::Client::new()
+            .post(format!("{}/sandbox/say", dev.url))
+            .header("content-type", "text/plain")
+            .body(serde_json::json!({"chat": wecom, "text": "from elsewhere"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(form.status().as_u16(), 415);
         // A good message after them is the only one that reaches the queue.
         let (status, body) = say(&dev.url, serde_json::json!({"chat": wecom, "text": "fine"})).await;
         assert_eq!(status, 202, "{body}");

@@ -64,7 +64,7 @@ pub(crate) fn response(st: &mut State, req: &Req) -> Result<Response, Reject> {
     if let Some(slot) = st.aibot_codes.get_mut(&code) {
         slot.used = true;
     }
-    st.deliveries.push(Delivery { api: Api::AibotResponse, account: code, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::AibotResponse, code, Value::Object(body)));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 

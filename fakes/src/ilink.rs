@@ -81,7 +81,7 @@ pub(crate) fn sendmessage(st: &mut State, req: &Req) -> Result<Response, Reject>
     let n = st.ilink_sent;
     st.ilink_sent += 1;
     st.media.ilink.sends.extend(media);
-    st.deliveries.push(Delivery { api: Api::Ilink, account: bot, body: Value::Object(top) });
+    st.deliveries.push(Delivery::new(Api::Ilink, bot, Value::Object(top)));
     Ok(success_body(n))
 }
 
@@ -130,7 +130,7 @@ pub(crate) fn sendtyping(st: &mut State, req: &Req) -> Result<Response, Reject> 
         Some(1 | 2) => {}
         _ => return Err(Reject::ilink_invalid(format!("status must be 1 or 2, got {}", show(top.get("status"))))),
     }
-    st.deliveries.push(Delivery { api: Api::IlinkTyping, account: bot, body: Value::Object(top) });
+    st.deliveries.push(Delivery::new(Api::IlinkTyping, bot, Value::Object(top)));
     Ok(ilink_json(&json!({"ret": 0})))
 }
 

@@ -116,7 +116,7 @@ pub(crate) fn send_msg_on_event(st: &mut State, req: &Req) -> Result<Response, R
         Some(_) => return Err(Reject::code(40058, "the code is older than 20 s")),
         None => return Err(Reject::code(40058, format!("code {code:?} was not issued"))),
     }
-    st.deliveries.push(Delivery { api: Api::KfEvent, account: corp_id, body: Value::Object(body.clone()) });
+    st.deliveries.push(Delivery::new(Api::KfEvent, corp_id, Value::Object(body.clone())));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid").cloned().unwrap_or(Value::Null)})))
 }
 
@@ -182,7 +182,7 @@ pub(crate) fn send_msg(st: &mut State, req: &Req) -> Result<Response, Reject> {
     }
     account.states.insert(user, 1);
     account.msgids.extend(msgid);
-    st.deliveries.push(Delivery { api: Api::KfSend, account: corp_id, body: Value::Object(body.clone()) });
+    st.deliveries.push(Delivery::new(Api::KfSend, corp_id, Value::Object(body.clone())));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok", "msgid": body.get("msgid").cloned().unwrap_or(Value::Null)})))
 }
 

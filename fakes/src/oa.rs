@@ -81,7 +81,7 @@ pub(crate) fn custom_send(st: &mut State, req: &Req) -> Result<Response, Reject>
             ))
         }
     }
-    st.deliveries.push(Delivery { api: Api::OaCustom, account: app_id, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::OaCustom, app_id, Value::Object(body)));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 
@@ -100,7 +100,7 @@ pub(crate) fn typing(st: &mut State, req: &Req) -> Result<Response, Reject> {
             ))
         }
     }
-    st.deliveries.push(Delivery { api: Api::OaTyping, account: app_id, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::OaTyping, app_id, Value::Object(body)));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 

@@ -59,7 +59,7 @@ pub(crate) fn send(st: &mut State, req: &Req) -> Result<Response, Reject> {
         other => return Err(Reject::code(40008, format!("msgtype {other:?} is not handled"))),
     }
     st.robots.entry(key.clone()).or_default().push_back(now);
-    st.deliveries.push(Delivery { api: Api::WecomWebhook, account: key, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::WecomWebhook, key, Value::Object(body)));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 

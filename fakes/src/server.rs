@@ -36,7 +36,7 @@ pub(crate) async fn dispatch(AxumState(shared): AxumState<Shared>, request: Requ
     serve(&shared, request).await
 }
 
-/// Answers above this are logged by their size only.
+/// Bodies above this are logged by their size only.
 const LOGGED_ANSWER: usize = 64 * 1024;
 
 /// Serves a request and logs it with its answer in [`State::exchanges`].
@@ -53,7 +53,11 @@ async fn recorded(shared: &Shared, request: Request) -> Response {
         let reject = Reject::http(StatusCode::PAYLOAD_TOO_LARGE, format!("body unreadable or over {MAX_BODY} bytes"));
         return refuse(&mut lock(shared), &parts.method, &path, reject);
     };
-    let request_logged = logged_body(&bytes, parts.headers.get(axum::http::header::CONTENT_TYPE));
+    let request_logged = if bytes.len() <= LOGGED_ANSWER {
+        logged_body(&bytes, parts.headers.get(axum::http::header::CONTENT_TYPE))
+    } else {
+        serde_json::json!(format!("({} bytes)", bytes.len()))
+    };
     let response = serve(shared, Request::from_parts(parts, axum::body::Body::from(bytes))).await;
     let (head, body) = response.into_parts();
     let textual = head
@@ -63,12 +67,17 @@ async fn recorded(shared: &Shared, request: Request) -> Response {
         // No type: an empty answer, or a dropped connection (an injected fault).
         .is_none_or(|t| t.contains("json") || t.starts_with("text/"));
     let (response, answer) = if textual {
-        match axum::body::to_bytes(body, LOGGED_ANSWER).await {
+        // The fake's answers are in memory already: read whole, logged only when short.
+        match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => {
-                let answer = logged_body(&bytes, head.headers.get(axum::http::header::CONTENT_TYPE));
+                let answer = if bytes.len() <= LOGGED_ANSWER {
+                    logged_body(&bytes, head.headers.get(axum::http::header::CONTENT_TYPE))
+                } else {
+                    serde_json::json!(format!("({} bytes)", bytes.len()))
+                };
                 (Response::from_parts(head, axum::body::Body::from(bytes)), answer)
             }
-            // A dropped connection (an injected fault), or an answer too long to log.
+            // A dropped connection (an injected fault).
             Err(_) => (dropped_connection(), serde_json::json!("(connection dropped)")),
         }
     } else {

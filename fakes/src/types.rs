@@ -32,6 +32,19 @@ pub struct Delivery {
     pub account: String,
     /// The request body as the client sent it.
     pub body: serde_json::Value,
+    /// When it was accepted, unix milliseconds.
+    pub at_ms: u64,
+}
+
+impl Delivery {
+    /// A send accepted now.
+    pub fn new(api: Api, account: String, body: serde_json::Value) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        Delivery { api, account, body, at_ms }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -118,7 +118,7 @@ pub(crate) fn message_send(st: &mut State, req: &Req) -> Result<Response, Reject
         }
     }
     st.wecom_sent.push((same, now));
-    st.deliveries.push(Delivery { api: Api::WecomMessage, account: corp_id, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::WecomMessage, corp_id, Value::Object(body)));
     Ok(wechat_json(&answer))
 }
 
@@ -139,7 +139,7 @@ pub(crate) fn appchat_send(st: &mut State, req: &Req) -> Result<Response, Reject
     }
     let msgtype = msgtype(&body, APPCHAT_MSGTYPES)?;
     check_app_object(st, &corp_id, &body, msgtype, &[])?;
-    st.deliveries.push(Delivery { api: Api::WecomAppchat, account: corp_id, body: Value::Object(body) });
+    st.deliveries.push(Delivery::new(Api::WecomAppchat, corp_id, Value::Object(body)));
     Ok(wechat_json(&json!({"errcode": 0, "errmsg": "ok"})))
 }
 

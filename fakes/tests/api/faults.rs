@@ -167,3 +167,23 @@ async fn recorded_exchanges_keep_each_request_and_its_answer() {
     post(&url).await.unwrap();
     assert_eq!(wx.take_exchanges().len(), 1, "logging goes on");
 }
+
+/// A long answer (here a 微信客服 pull of a 70 KB message) passes through whole while the fake
+/// logs it by its size.
+#[tokio::test]
+async fn a_long_answer_passes_through_while_logged_by_size() {
+    let wx = FakeWechat::start().await;
+    wx.add_wecom_app("ww1", "s3cret", 1000002);
+    wx.add_kf_account("ww1", "wk1");
+    let long = "长".repeat(24_000);
+    wx.kf_customer_says("wk1", "wm1", &long);
+    wx.record_exchanges();
+    let token = get_json(&format!("{}/cgi-bin/gettoken?corpid=ww1&corpsecret=s3cret", wx.base_url)).await;
+    let url = format!("{}/cgi-bin/kf/sync_msg?access_token={}", wx.base_url, token["access_token"].as_str().unwrap());
+    let pulled: Value =
+        client().post(&url).json(&json!({"open_kfid": "wk1"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(pulled["msg_list"][0]["text"]["content"], long.as_str(), "the answer is whole");
+    let log = wx.take_exchanges();
+    let logged = log[1].response.as_str().unwrap();
+    assert!(logged.starts_with('(') && logged.ends_with(" bytes)"), "{logged}");
+}
