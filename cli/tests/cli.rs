@@ -1029,3 +1029,151 @@ fn with_a_real_config_the_page_is_read_only_and_traces_sends() {
         );
     });
 }
+
+/// Two conversations at once: each reply, and each WeChat API call made for a message, is placed
+/// in that message's trace, not in the newest one's.
+#[test]
+fn the_chat_page_places_each_call_with_its_own_message() {
+    let dev = start_dev(&[], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let picture = base64_of(&[b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 2000]].concat());
+        let wecom = say(
+            &dev.url,
+            serde_json::json!({"chat": "wecom:demo:WangFang", "image": {"name": "a.png", "data": picture}}),
+        );
+        let kf =
+            say(&dev.url, serde_json::json!({"chat": "wecom_kf:support:wmDemoCustomer0000000000001", "text": "退货"}));
+        let ((_, wecom), (_, kf)) = tokio::join!(wecom, kf);
+        let id =
+            |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["msg"].as_str().unwrap().to_owned();
+        let (wecom, kf) = (id(&wecom), id(&kf));
+        let replied = |events: &[serde_json::Value], msg: &str| {
+            events.iter().any(|e| e["kind"] == "reply" && e["msg"] == msg && e["file_kind"] == "image")
+                || events.iter().any(|e| e["kind"] == "reply" && e["msg"] == msg && e["text"] == "退货")
+        };
+        let events = events_until(&dev.url, |events| replied(events, &wecom) && replied(events, &kf)).await;
+        let calls = |path: &str| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e["kind"] == "api" && e["path"] == path)
+                .map(|e| e["msg"].as_str().unwrap_or("(none)").to_owned())
+                .collect()
+        };
+        assert_eq!(calls("/cgi-bin/media/get"), [wecom.clone()], "{events:#?}");
+        assert_eq!(calls("/cgi-bin/media/upload"), [wecom.clone()]);
+        assert_eq!(calls("/cgi-bin/message/send"), [wecom.clone()]);
+        assert_eq!(calls("/cgi-bin/kf/sync_msg"), [kf.clone()]);
+        assert_eq!(calls("/cgi-bin/kf/send_msg"), [kf.clone()]);
+        let picture_reply = events.iter().find(|e| e["kind"] == "reply" && e["msg"] == wecom.as_str()).unwrap();
+        let link = picture_reply["file"].as_str().expect("the echoed picture's link");
+        let bytes = reqwest::get(format!("{}{link}", dev.url)).await.unwrap().bytes().await.unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "the page shows the picture");
+    });
+}
+
+/// An iLink picture comes back as a picture the page can show, its CDN parameter nowhere in the
+/// feed but masked; "typing…" ends.
+#[test]
+fn the_chat_page_shows_an_ilink_picture_and_ends_typing() {
+    let dev = start_dev(&[], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let chat = "ilink:demo@im.bot:o9cq80demoUser@im.wechat";
+        let picture = base64_of(&[b"\x89PNG\r\n\x1a\n".as_slice(), &[9u8; 3000]].concat());
+        let (status, body) =
+            say(&dev.url, serde_json::json!({"chat": chat, "image": {"name": "p.png", "data": picture}})).await;
+        assert_eq!(status, 202, "{body}");
+        let msg = serde_json::from_str::<serde_json::Value>(&body).unwrap()["msg"].as_str().unwrap().to_owned();
+        let events = events_until(&dev.url, |events| {
+            events.iter().any(|e| e["kind"] == "reply" && e["msg"] == msg.as_str())
+                && events.iter().any(|e| e["kind"] == "typing" && e["on"] == false)
+        })
+        .await;
+        let reply = events.iter().find(|e| e["kind"] == "reply" && e["msg"] == msg.as_str()).unwrap();
+        assert_eq!((reply["chat"].as_str(), reply["file_kind"].as_str()), (Some(chat), Some("image")), "{reply}");
+        let bytes = reqwest::get(format!("{}{}", dev.url, reply["file"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"));
+        let send = events.iter().find(|e| e["kind"] == "api" && e["path"] == "/ilink/bot/sendmessage").unwrap();
+        let param = &send["request"]["msg"]["item_list"][0]["image_item"]["media"]["encrypt_query_param"];
+        assert!(param.as_str().is_some_and(|p| p.starts_with("****")), "{send}");
+        let typing: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "typing").collect();
+        assert_eq!(typing.last().unwrap()["on"], false, "{typing:#?}");
+    });
+}
+
+/// A reply the sender gives up on shows as dead with its reason, once, and never as sent: in
+/// memory and on the emulator's queues (where the sender's dead-letter queue is SQS).
+#[test]
+fn the_chat_page_shows_a_dead_letter_with_its_reason() {
+    for mode in [&[][..], &["--aws"][..]] {
+        if mode.contains(&"--aws") && std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+            panic!("AWS_ENDPOINT_URL is not set: run the tests with scripts/test (it starts the local AWS stack)");
+        }
+        dead_letter_shows_once(mode);
+    }
+}
+
+fn dead_letter_shows_once(mode: &[&str]) {
+    let dev = start_dev(mode, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let outbound = serde_json::json!({"v": 1, "channel": "wecom_kf", "account": "support", "to": "wmNobody",
+            "content": {"type": "text", "text": "hi"}, "idempotency_key": "page-dead-1"});
+        let (status, body) = post(&format!("{}/outbound", dev.url), outbound.to_string()).await;
+        assert_eq!(status, 202, "{body}");
+        let events = events_until(&dev.url, |events| events.iter().any(|e| e["kind"] == "note")).await;
+        // Anything reported after the dead letter comes within a moment; a message said after
+        // that is a marker: every event before it is read.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, _) = say(&dev.url, serde_json::json!({"chat": "wecom:demo:WangFang", "text": "marker"})).await;
+        assert_eq!(status, 202);
+        let events = events_until(&dev.url, |seen| seen.iter().any(|e| e["kind"] == "user")).await;
+        let sends: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "send").collect();
+        assert_eq!(sends.len(), 1, "{mode:?}: {sends:#?}");
+        assert_eq!(sends[0]["outcome"], "dead");
+        assert!(sends[0]["reason"].as_str().unwrap().contains("48 hours"), "{}", sends[0]);
+        let note = events.iter().find(|e| e["kind"] == "note").unwrap();
+        assert_eq!((note["chat"].as_str(), note["level"].as_str()), (Some("wecom_kf:support:wmNobody"), Some("error")));
+    });
+}
+
+/// An Official Account bot slower than WeChat's 5 s: the first delivery's hop shows WeChat
+/// hanging up, the next delivery answers passively.
+#[test]
+fn the_chat_page_traces_a_delivery_wechat_gave_up_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&demo_without_ilink()).unwrap();
+    config["bots"]["typist"]["stream_ms"] = 6_000.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let dev = start_dev(&["--config", path.to_str().unwrap(), "--sandbox"], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (status, body) =
+            say(&dev.url, serde_json::json!({"chat": "oa:demo:oDemoUser0000000000000000001", "text": "慢"})).await;
+        assert_eq!(status, 202, "{body}");
+        let msg = serde_json::from_str::<serde_json::Value>(&body).unwrap()["msg"].as_str().unwrap().to_owned();
+        let events =
+            events_until(&dev.url, |events| events.iter().any(|e| e["kind"] == "reply" && e["msg"] == msg.as_str()))
+                .await;
+        let of = |kind: &str| -> Vec<&serde_json::Value> {
+            events.iter().filter(|e| e["msg"] == msg.as_str() && e["kind"] == kind).collect()
+        };
+        assert_eq!(of("window").len(), 2, "two deliveries: {events:#?}");
+        let callbacks = of("callback");
+        let statuses: Vec<&serde_json::Value> = callbacks.iter().map(|e| &e["status"]).collect();
+        assert_eq!(statuses.len(), 2, "{callbacks:#?}");
+        assert!(statuses.contains(&&serde_json::json!(200)), "{callbacks:#?}");
+        let abandoned = callbacks.iter().find(|e| e["status"].is_null()).expect("the first delivery's hop");
+        assert!(abandoned["ms"].as_u64().unwrap() >= 4_500, "WeChat waited its 5 s: {abandoned}");
+        assert!(abandoned["answer"].as_str().unwrap().contains("hung up"), "{abandoned}");
+        let reply = events.iter().find(|e| e["kind"] == "reply" && e["msg"] == msg.as_str()).unwrap();
+        assert_eq!((reply["via"].as_str(), reply["text"].as_str()), (Some("passive"), Some("慢")), "{reply}");
+    });
+}
