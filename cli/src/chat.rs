@@ -22,7 +22,7 @@ use shared::channels::Config;
 use shared::protocol::crypto::random_prefix;
 
 use crate::feed::emit;
-use crate::simulate::{hex_id, message_id, unix_now};
+use crate::ids::{hex_id, message_id, unix_now};
 
 /// The page: one file, inside the binary.
 pub const PAGE: &str = include_str!("../assets/chat.html");
@@ -60,6 +60,33 @@ pub struct Chat {
     pub hint: &'static str,
 }
 
+/// The stage of the bridge that makes a WeChat API call on `path`, where only one does.
+fn stage_of(path: &str) -> Option<crate::feed::Stage> {
+    use crate::feed::Stage;
+    let download = ["/cgi-bin/media/get", "/aibot/media", "/c2c/download"];
+    let typing = ["/ilink/bot/sendtyping", "/ilink/bot/getconfig", "/cgi-bin/message/custom/typing"];
+    if download.iter().any(|p| path.starts_with(p)) {
+        Some(Stage::Media)
+    } else if typing.contains(&path) {
+        Some(Stage::Dispatch)
+    } else if path == "/cgi-bin/gettoken" || path.starts_with("/cgi-bin/stable_token") {
+        None
+    } else {
+        Some(Stage::Send)
+    }
+}
+
+/// How a channel answers, in a line for the conversation's header.
+fn hint_of(channel: &str) -> &'static str {
+    match channel {
+        "wecom" => "WeCom app: the callback is acknowledged at once, replies come by message/send",
+        "wecom_aibot" => "AI bot in a group: @mention it; the answer streams as WeCom refreshes it",
+        "oa" => "Official Account: a passive reply within WeChat's 5 s, else by customer service",
+        "ilink" => "iLink: the bridge long-polls, shows typing…, then sends",
+        _ => "微信客服: WeChat calls back, the bridge pulls the message, replies by kf/send_msg",
+    }
+}
+
 /// The page's server side.
 pub struct Chats {
     pub chats: Vec<Chat>,
@@ -71,6 +98,8 @@ pub struct Chats {
     /// The latest pictures users attached, by number, shown in their own bubbles
     /// (`GET /sandbox/attached/{n}`).
     attached: Mutex<VecDeque<(usize, Vec<u8>)>>,
+    /// Files sandbox users sent, by the name the channel fetches them by → (chat, message).
+    sent_files: Mutex<HashMap<String, (String, String)>>,
     /// Files of the sandbox the page links to, by a name of the page's own → their media id.
     shown_files: Mutex<HashMap<String, String>>,
     /// An AI-bot message's response_code → (chat, message): where a send to its URL belongs.
@@ -83,84 +112,46 @@ impl Chats {
     /// messages and sends do).
     pub fn new(config: Arc<Config>, sandbox: Option<Arc<FakeWechat>>, base: String, aws: bool) -> Chats {
         let live = sandbox.is_some();
-        let mut chats = Vec::new();
-        let mut add = |channel, account: &str, peer: &str, title: String, kind, members: Vec<String>, hint| {
-            chats.push(Chat {
+        let direct = |peer: &str| (peer.to_owned(), "direct", vec![peer.to_owned()]);
+        let group = (GROUP.to_owned(), "group", GROUP_MEMBERS.iter().map(|m| (*m).to_owned()).collect());
+        let accounts =
+            config
+                .wecom
+                .iter()
+                .map(|app| ("wecom", app.app.clone(), format!("企业微信 · {}", app.app), direct(WECOM_USER), None))
+                .chain(config.aibots.iter().map(|bot| {
+                    let title = format!("AI bot group · {}", bot.bot_name);
+                    ("wecom_aibot", bot.name.clone(), title, group.clone(), Some(bot.bot_name.clone()))
+                }))
+                .chain(
+                    config
+                        .oa
+                        .iter()
+                        .map(|oa| ("oa", oa.app.clone(), format!("公众号 · {}", oa.app), direct(OA_USER), None)),
+                )
+                .chain(config.ilink.iter().map(|bot| {
+                    ("ilink", bot.account.clone(), format!("微信 · {}", bot.account), direct(ILINK_USER), None)
+                }))
+                .chain(
+                    config.kf.iter().map(|kf| {
+                        ("wecom_kf", kf.name.clone(), format!("微信客服 · {}", kf.name), direct(KF_USER), None)
+                    }),
+                );
+        let chats: Vec<Chat> = accounts
+            .filter(|_| live)
+            .map(|(channel, account, title, (peer, kind, members), bot_name)| Chat {
                 id: format!("{channel}:{account}:{peer}"),
                 channel,
-                account: account.to_owned(),
+                account,
                 title,
                 kind,
                 members,
-                bot_name: None,
-                composer: live,
-                attach: live && channel != "wecom_kf",
-                hint,
+                bot_name,
+                composer: true,
+                attach: channel != "wecom_kf",
+                hint: hint_of(channel),
             })
-        };
-        for app in &config.wecom {
-            add(
-                "wecom",
-                &app.app,
-                WECOM_USER,
-                format!("企业微信 · {}", app.app),
-                "direct",
-                vec![WECOM_USER.into()],
-                "WeCom app: the callback is acknowledged at once, replies come by message/send",
-            );
-        }
-        for bot in &config.aibots {
-            add(
-                "wecom_aibot",
-                &bot.name,
-                GROUP,
-                format!("AI bot group · {}", bot.bot_name),
-                "group",
-                GROUP_MEMBERS.iter().map(|m| (*m).to_owned()).collect(),
-                "AI bot in a group: @mention it; the answer streams as WeCom refreshes it",
-            );
-        }
-        for oa in &config.oa {
-            add(
-                "oa",
-                &oa.app,
-                OA_USER,
-                format!("公众号 · {}", oa.app),
-                "direct",
-                vec![OA_USER.into()],
-                "Official Account: a passive reply within WeChat's 5 s, else by customer service",
-            );
-        }
-        for bot in &config.ilink {
-            add(
-                "ilink",
-                &bot.account,
-                ILINK_USER,
-                format!("微信 · {}", bot.account),
-                "direct",
-                vec![ILINK_USER.into()],
-                "iLink: the bridge long-polls, shows typing…, then sends",
-            );
-        }
-        for kf in &config.kf {
-            add(
-                "wecom_kf",
-                &kf.name,
-                KF_USER,
-                format!("微信客服 · {}", kf.name),
-                "direct",
-                vec![KF_USER.into()],
-                "微信客服: WeChat calls back, the bridge pulls the message, replies by kf/send_msg",
-            );
-        }
-        if !live {
-            chats.clear();
-        }
-        for chat in &mut chats {
-            if chat.channel == "wecom_aibot" {
-                chat.bot_name = config.aibots.iter().find(|b| b.name == chat.account).map(|b| b.bot_name.clone());
-            }
-        }
+            .collect();
         if let Some(fake) = &sandbox {
             for bot in &config.ilink {
                 fake.add_ilink_user(bot.bot_token.expose_secret(), ILINK_USER, "sandbox-context");
@@ -176,6 +167,7 @@ impl Chats {
             base,
             aws,
             attached: Mutex::default(),
+            sent_files: Mutex::default(),
             shown_files: Mutex::default(),
             response_codes: Mutex::default(),
         }
@@ -220,7 +212,7 @@ impl Chats {
             // Not in a conversation of the page: the terminal and the API hop show them.
             Api::WecomAppchat | Api::WecomWebhook | Api::KfEvent => return (None, None),
         };
-        let msg = crate::feed::worked_on(delivery.at_ms, chat.as_deref())
+        let msg = crate::feed::worked_on(delivery.at_us, chat.as_deref(), None)
             .map(|(msg, _)| msg)
             .or_else(|| crate::feed::latest(chat.as_deref()).map(|(msg, _)| msg));
         (chat, msg)
@@ -243,8 +235,16 @@ impl Chats {
             .filter(|c| c.kind == "direct")
             .find(|c| c.members.iter().any(|m| text.contains(&format!("\"{m}\""))))
             .map(|c| c.id.clone());
-        // The message the bridge was working on then (a send, a dispatch, a media fetch).
-        if let Some((msg, worked_chat)) = crate::feed::worked_on(exchange.at_ms, chat.as_deref()) {
+        // A file a sandbox user sent, fetched by the media step.
+        if let Some((chat, msg)) = self.file_of(&exchange.path, &exchange.query) {
+            return (Some(chat), Some(msg));
+        }
+        // The message the bridge was working on then, at the stage that makes such calls.
+        let stage = stage_of(&exchange.path);
+        let at = exchange.at_us;
+        let worked = crate::feed::worked_on(at, chat.as_deref(), stage)
+            .or_else(|| crate::feed::worked_on(at, chat.as_deref(), None));
+        if let Some((msg, worked_chat)) = worked {
             return (chat.or(worked_chat), Some(msg));
         }
         match chat {
@@ -271,6 +271,22 @@ impl Chats {
             attached.pop_front();
         }
         format!("/sandbox/attached/{n}")
+    }
+
+    /// Remembers the message a file a sandbox user sent belongs to, by the name the channel
+    /// fetches it by (a media id, a URL's path, a CDN parameter).
+    fn remember_file(&self, name: &str, chat: &str, msg: &str) {
+        let mut files = self.sent_files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= CODES_KEPT {
+            files.clear();
+        }
+        files.insert(name.to_owned(), (chat.to_owned(), msg.to_owned()));
+    }
+
+    /// The message whose file a download names, if a sandbox user sent it.
+    fn file_of(&self, path: &str, query: &[(String, String)]) -> Option<(String, String)> {
+        let files = self.sent_files.lock().unwrap_or_else(|p| p.into_inner());
+        query.iter().find_map(|(_, v)| files.get(v)).or_else(|| files.get(path)).cloned()
     }
 
     /// The page's link to a file the sandbox keeps under `media_id`.
@@ -442,6 +458,12 @@ fn start_saying(chats: &Arc<Chats>, body: &[u8]) -> Result<String, Refusal> {
     Ok(msg)
 }
 
+/// What a sandbox user writes: a text, a picture (its name and bytes), or both.
+struct Said {
+    text: Option<String>,
+    image: Option<(String, Vec<u8>)>,
+}
+
 /// A sandbox user writing in one conversation.
 struct User {
     chats: Arc<Chats>,
@@ -467,32 +489,27 @@ impl User {
     }
 
     async fn write(&self, msg: &str, text: Option<String>, image: Option<(String, Vec<u8>)>) -> Result<(), String> {
-        let platform_id = msg.rsplit(':').next().unwrap_or_default().to_owned();
+        let platform_id = msg.rsplit(':').next().unwrap_or_default();
+        let numeric = || platform_id.parse::<u64>().map_err(|_| "a bad message id".to_owned());
+        let said = Said { text, image };
         match self.chat.channel {
-            "wecom" => self.wecom(msg, &platform_id, text, image).await,
-            "oa" => self.oa(msg, &platform_id, text, image).await,
-            "wecom_aibot" => self.aibot(msg, &platform_id, text, image).await,
+            "wecom" => self.wecom(msg, numeric()?, said).await,
+            "oa" => self.oa(msg, numeric()?, said).await,
+            "wecom_aibot" => self.aibot(msg, platform_id, said).await,
             "wecom_kf" => self.kf(msg).await,
-            "ilink" => self.ilink(msg, &platform_id, text, image),
+            "ilink" => self.ilink(msg, numeric()?, said),
             other => Err(format!("no sandbox user for {other}")),
         }
     }
 
-    async fn wecom(
-        &self,
-        msg: &str,
-        id: &str,
-        text: Option<String>,
-        image: Option<(String, Vec<u8>)>,
-    ) -> Result<(), String> {
+    async fn wecom(&self, msg: &str, msg_id: u64, said: Said) -> Result<(), String> {
         use shared::channels::wecom::simulate::{image_message, sign_callback, text_message};
-        let config = &self.chats.config;
-        let app = config.wecom_app(&self.chat.account).ok_or("the app is gone from the config")?;
-        let msg_id: u64 = id.parse().map_err(|_| "a bad message id")?;
-        let xml = match (image, text) {
+        let app = self.chats.config.wecom_app(&self.chat.account).ok_or("the app is gone from the config")?;
+        let xml = match (said.image, said.text) {
             (Some((name, bytes)), _) => {
                 let mime = mime_of(&bytes);
                 let media_id = self.fake.add_wecom_media(&app.corp_id, bytes, &name, mime);
+                self.chats.remember_file(&media_id, &self.chat.id, msg);
                 image_message(&app.corp_id, app.agent_id, &self.from, &media_id, msg_id, unix_now())
             }
             (None, Some(text)) => text_message(&app.corp_id, app.agent_id, &self.from, &text, msg_id, unix_now()),
@@ -530,21 +547,14 @@ impl User {
         Ok((status, body))
     }
 
-    async fn oa(
-        &self,
-        msg: &str,
-        id: &str,
-        text: Option<String>,
-        image: Option<(String, Vec<u8>)>,
-    ) -> Result<(), String> {
-        let config = &self.chats.config;
-        let account = config.oa.iter().find(|a| a.app == self.chat.account).ok_or("the account is gone")?;
-        let msg_id: u64 = id.parse().map_err(|_| "a bad message id")?;
+    async fn oa(&self, msg: &str, msg_id: u64, said: Said) -> Result<(), String> {
+        let account = self.chats.config.oa.iter().find(|a| a.app == self.chat.account).ok_or("the account is gone")?;
         let gh = format!("gh_{}", account.app);
-        let xml = match (image, text) {
+        let xml = match (said.image, said.text) {
             (Some((name, bytes)), _) => {
                 let mime = mime_of(&bytes);
                 let media_id = self.fake.add_oa_media(&account.app_id, bytes, &name, mime);
+                self.chats.remember_file(&media_id, &self.chat.id, msg);
                 let pic_url = format!("{}/sandbox/file/{media_id}", self.chats.base);
                 shared::channels::oa::request::image_message(&gh, &self.from, &pic_url, &media_id, msg_id, unix_now())
             }
@@ -611,13 +621,8 @@ impl User {
         Ok(())
     }
 
-    async fn aibot(
-        &self,
-        msg: &str,
-        msgid: &str,
-        text: Option<String>,
-        image: Option<(String, Vec<u8>)>,
-    ) -> Result<(), String> {
+    async fn aibot(&self, msg: &str, msgid: &str, said: Said) -> Result<(), String> {
+        let Said { text, image } = said;
         use base64::Engine as _;
         let config = &self.chats.config;
         let bot = config.aibots.iter().find(|b| b.name == self.chat.account).ok_or("the bot is gone")?;
@@ -633,6 +638,9 @@ impl User {
         let message = match image {
             Some((name, bytes)) => {
                 let url = self.fake.aibot_media_url(&bytes, &key, Some(&name));
+                if let Ok(parsed) = reqwest::Url::parse(&url) {
+                    self.chats.remember_file(parsed.path(), &self.chat.id, msg);
+                }
                 let mention = text.unwrap_or_else(|| format!("@{}", bot.bot_name));
                 aibot_image(msgid, group, &self.from, &mention, &url, &response_url)
             }
@@ -687,14 +695,8 @@ impl User {
         let kf = config.kf.iter().find(|k| k.name == self.chat.account).ok_or("the kf account is gone")?;
         let app = config.wecom_app(&kf.app).ok_or("the kf account's app is gone")?;
         let now = unix_now();
-        let xml = format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><CreateTime>{now}</CreateTime>\
-             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
-             <Token><![CDATA[{}]]></Token><OpenKfId><![CDATA[{}]]></OpenKfId></xml>",
-            app.corp_id,
-            self.fake.kf_callback_token(&kf.open_kfid),
-            kf.open_kfid
-        );
+        let token = self.fake.kf_callback_token(&kf.open_kfid);
+        let xml = shared::channels::wecom::simulate::kf_msg_or_event(&app.corp_id, &token, &kf.open_kfid, now);
         let callback = shared::channels::wecom::simulate::sign_callback(
             &app.msg_crypt(),
             &xml,
@@ -706,14 +708,14 @@ impl User {
         Ok(())
     }
 
-    fn ilink(&self, msg: &str, id: &str, text: Option<String>, image: Option<(String, Vec<u8>)>) -> Result<(), String> {
+    fn ilink(&self, msg: &str, message_id: u64, said: Said) -> Result<(), String> {
         let config = &self.chats.config;
         let bot = config.ilink.iter().find(|b| b.account == self.chat.account).ok_or("the iLink bot is gone")?;
-        let message_id: u64 = id.parse().map_err(|_| "a bad message id")?;
-        let item = match (image, text) {
+        let item = match (said.image, said.text) {
             (Some((_, bytes)), _) => {
                 let key = random_prefix();
                 let param = self.fake.ilink_cdn_media(&bytes, key);
+                self.chats.remember_file(&param, &self.chat.id, msg);
                 json!({"type": 2, "image_item": {"media": {"encrypt_query_param": param,
                        "aes_key": shared::protocol::hex::hex(&key)}}})
             }

@@ -94,7 +94,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         dispatcher.bot = Arc::new(crate::trace::TracedBot(dispatcher.bot.clone()));
         let media = media::build(&config, &env, &sdk)?;
         let media = crate::trace::Traced { inner: Arc::new(media), role: crate::trace::Role::Media, queue: None };
-        tokio::spawn(crate::outbound::run_sqs(Arc::new(media), sqs.clone(), env.require_media_queue_url()?.to_owned()));
+        tokio::spawn(crate::sqs::run_sqs(Arc::new(media), sqs.clone(), env.require_media_queue_url()?.to_owned()));
         if !config.ilink.is_empty() {
             let poller = ilink_poller::build(&env, &sdk)?;
             tokio::spawn(crate::ilink::poll_forever(Arc::new(poller), config.ilink.clone()));
@@ -104,20 +104,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             role: crate::trace::Role::Sender,
             queue: Some(traced_queue),
         };
-        tokio::spawn(crate::outbound::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
+        tokio::spawn(crate::sqs::run_sqs(Arc::new(sender), sqs.clone(), outbound_url.clone()));
         // Several pollers, as Lambda runs several invocations: a slow answer holds up only its
         // own conversation (the FIFO queue hands out no other message of its group meanwhile).
-        let dispatcher: Arc<dyn crate::outbound::BatchHandler> = Arc::new(crate::trace::Traced {
+        let dispatcher: Arc<dyn crate::sqs::BatchHandler> = Arc::new(crate::trace::Traced {
             inner: Arc::new(dispatcher),
             role: crate::trace::Role::Dispatcher,
             queue: None,
         });
         for _ in 0..DISPATCH_POLLERS {
-            tokio::spawn(crate::outbound::run_sqs(dispatcher.clone(), sqs.clone(), inbound_url.clone()));
+            tokio::spawn(crate::sqs::run_sqs(dispatcher.clone(), sqs.clone(), inbound_url.clone()));
         }
         if let (false, Some(kf_url)) = (config.kf.is_empty(), env.kf_queue_url.clone()) {
             let puller = kf_puller::build(&config, &env, &sdk)?;
-            tokio::spawn(crate::outbound::run_sqs(Arc::new(puller), sqs.clone(), kf_url));
+            tokio::spawn(crate::sqs::run_sqs(Arc::new(puller), sqs.clone(), kf_url));
         }
         let table = shared::adapters::aws::Table::from_sdk(&sdk, env.require_table()?);
         let ports = CallbackPorts {
@@ -509,7 +509,7 @@ async fn show_and_dispatch(mut rx: UnboundedReceiver<QueueMessage>, dispatcher: 
         println!("inbound queue ← {summary}");
         crate::trace::queued(&message.body);
         conversations.spawn(group, async move {
-            let _working = crate::trace::working_on_inbound(&body);
+            let _working = crate::trace::working_on_inbound(crate::feed::Stage::Dispatch, &body);
             // Bot errors would be retried by SQS on AWS; here they are shown.
             if let Err(err) = dispatcher.dispatch(&body).await {
                 println!("dispatcher ✗ {err}");

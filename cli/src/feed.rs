@@ -19,7 +19,7 @@ const KEPT: usize = 5_000;
 
 pub struct Feed {
     state: Mutex<State>,
-    live: broadcast::Sender<Arc<str>>,
+    live: broadcast::Sender<(u64, Arc<str>)>,
 }
 
 #[derive(Default)]
@@ -34,7 +34,7 @@ struct State {
     chat_of: HashMap<String, String>,
     chat_order: VecDeque<String>,
     /// What the bridge is working on (a send, a dispatch, a media fetch): the message, its
-    /// conversation, and when the work began and ended (unix ms), newest last.
+    /// conversation, and when the work began and ended (unix µs), newest last.
     working: VecDeque<Work>,
     last_msg: Option<(String, Option<String>)>,
 }
@@ -83,15 +83,27 @@ pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
         state.kept.pop_front();
     }
     // No page connected is fine.
-    let _ = feed.live.send(text);
+    let _ = feed.live.send((seq, text));
 }
 
 struct Work {
     id: u64,
+    stage: Stage,
     chat: Option<String>,
     msg: String,
     start: u64,
     end: Option<u64>,
+}
+
+/// What the bridge does with a message: each stage makes its own WeChat API calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Fetching its file (the media step).
+    Media,
+    /// Asking the bot, and "typing…" meanwhile.
+    Dispatch,
+    /// Sending the replies.
+    Send,
 }
 
 /// Work on one message, from [`working`] until dropped.
@@ -104,7 +116,7 @@ impl Drop for Working {
         let Some(feed) = feed() else { return };
         let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(work) = state.working.iter_mut().find(|w| w.id == self.id) {
-            work.end = Some(now_ms());
+            work.end = Some(now_us());
         }
     }
 }
@@ -114,32 +126,39 @@ const WORK_KEPT: usize = 256;
 
 /// Marks the bridge as working on message `msg` (of `chat`) until the guard drops: a WeChat API
 /// call made meanwhile belongs to it.
-pub fn working(chat: Option<&str>, msg: &str) -> Working {
+pub fn working(stage: Stage, chat: Option<&str>, msg: &str) -> Working {
     let Some(feed) = feed() else { return Working { id: 0 } };
     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
     state.seq += 1;
     let id = state.seq;
     let chat = chat.map(str::to_owned).or_else(|| state.chat_of.get(msg).cloned());
-    state.working.push_back(Work { id, chat, msg: msg.to_owned(), start: now_ms(), end: None });
+    state.working.push_back(Work { id, stage, chat, msg: msg.to_owned(), start: now_us(), end: None });
     if state.working.len() > WORK_KEPT {
         state.working.pop_front();
     }
     Working { id }
 }
 
-/// The message (and conversation) the bridge was working on at `at_ms`, in `chat` if given:
-/// the only such piece of work, else none (two at once cannot be told apart).
-pub fn worked_on(at_ms: u64, chat: Option<&str>) -> Option<(String, Option<String>)> {
+/// The message (and conversation) the bridge was working on at `at_us` (unix microseconds), in
+/// `chat` and at `stage` if given: the only such piece of work, else none (two at once cannot be
+/// told apart).
+pub fn worked_on(at_us: u64, chat: Option<&str>, stage: Option<Stage>) -> Option<(String, Option<String>)> {
     let state = feed()?.state.lock().unwrap_or_else(|p| p.into_inner());
     let mut during = state
         .working
         .iter()
-        .filter(|w| w.start <= at_ms && w.end.is_none_or(|end| at_ms <= end))
-        .filter(|w| chat.is_none() || w.chat.as_deref() == chat);
+        .filter(|w| w.start <= at_us && w.end.is_none_or(|end| at_us <= end))
+        .filter(|w| chat.is_none() || w.chat.as_deref() == chat)
+        .filter(|w| stage.is_none_or(|stage| w.stage == stage));
     match (during.next(), during.next()) {
         (Some(work), None) => Some((work.msg.clone(), work.chat.clone())),
         _ => None,
     }
+}
+
+/// Unix microseconds: steps of one message's work follow each other closer than a millisecond.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or_default()
 }
 
 fn now_ms() -> u64 {
@@ -166,17 +185,10 @@ pub async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     };
     let history = futures_util::stream::iter(history.into_iter().map(|(seq, text)| Ok(sse(seq, &text))));
     let live = futures_util::stream::unfold(live, |mut live| async move {
-        loop {
-            match live.recv().await {
-                Ok(text) => {
-                    let seq = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
-                    return Some((Ok(sse(seq, &text)), live));
-                }
-                // A page too slow to keep up: the stream ends, and the browser reconnects and is
-                // sent everything kept again (the page skips what it has by `seq`).
-                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        // A page too slow to keep up (lagged): the stream ends, and the browser reconnects and is
+        // sent everything kept again (the page skips what it has by `seq`).
+        let (seq, text) = live.recv().await.ok()?;
+        Some((Ok(sse(seq, &text)), live))
     });
     Sse::new(futures_util::StreamExt::chain(history, live)).keep_alive(KeepAlive::default())
 }

@@ -12,7 +12,7 @@ use shared::core::ports::{CustomerWindows, Publisher, QueueMessage, Record, Syst
 use shared::core::tokens::Tokens;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::outbound::BatchHandler;
+use crate::sqs::BatchHandler;
 
 #[async_trait::async_trait]
 impl BatchHandler for KfPuller {

@@ -4,6 +4,7 @@ mod chat;
 mod check;
 mod dev;
 mod feed;
+mod ids;
 mod ilink;
 mod kf;
 mod media;
@@ -12,6 +13,7 @@ mod sandbox;
 mod send;
 mod settings;
 mod simulate;
+mod sqs;
 mod trace;
 mod ui;
 

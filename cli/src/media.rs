@@ -15,7 +15,7 @@ use shared::core::tokens::Tokens;
 use shared::services::media::{MediaService, MediaSettings};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::outbound::BatchHandler;
+use crate::sqs::BatchHandler;
 use shared::adapters::folder::FolderMediaStore;
 
 #[async_trait::async_trait]
@@ -63,7 +63,7 @@ pub async fn run_memory(service: Arc<MediaService>, mut rx: UnboundedReceiver<Qu
                     group: None,
                 };
                 let handled = {
-                    let _working = crate::trace::working_on_inbound(&record.body);
+                    let _working = crate::trace::working_on_inbound(crate::feed::Stage::Media, &record.body);
                     service.handle(&record).await
                 };
                 match handled {

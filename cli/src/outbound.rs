@@ -141,26 +141,6 @@ pub async fn run_memory(
     }
 }
 
-/// What consumes a queue: the sender or the dispatcher, as their Lambda event sources do.
-#[async_trait::async_trait]
-pub trait BatchHandler: Send + Sync {
-    async fn handle_batch(&self, records: &[Record]) -> Vec<String>;
-}
-
-#[async_trait::async_trait]
-impl BatchHandler for Sender {
-    async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        Sender::handle_batch(self, records).await
-    }
-}
-
-#[async_trait::async_trait]
-impl BatchHandler for shared::services::dispatcher::Dispatcher {
-    async fn handle_batch(&self, records: &[Record]) -> Vec<String> {
-        shared::services::dispatcher::Dispatcher::handle_batch(self, records).await
-    }
-}
-
 /// Publishes into the in-memory outbound queue that `run_memory` consumes.
 pub struct MemoryOutboundQueue(pub mpsc::UnboundedSender<Record>);
 
@@ -171,29 +151,6 @@ impl shared::core::ports::Publisher for MemoryOutboundQueue {
         let record =
             Record { message_id: id.clone(), receipt_handle: id, body: message.body, receive_count: 1, group: None };
         self.0.send(record).map_err(|_| shared::core::ports::PortError::new("memory queue", "the sender has stopped"))
-    }
-}
-
-/// Polls an SQS queue and hands batches to `handler`, deleting what was handled (the event
-/// source mapping's job on Lambda).
-pub async fn run_sqs(handler: Arc<dyn BatchHandler>, sqs: aws_sdk_sqs::Client, queue_url: String) {
-    loop {
-        let records = match shared::adapters::aws::sqs::receive(&sqs, &queue_url).await {
-            Ok(records) => records,
-            Err(err) => {
-                tracing::warn!(error = %err, queue = %queue_url, "cannot read the queue");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
-        let failed = handler.handle_batch(&records).await;
-        for record in records.iter().filter(|r| !failed.contains(&r.message_id)) {
-            if let Err(err) =
-                sqs.delete_message().queue_url(&queue_url).receipt_handle(&record.receipt_handle).send().await
-            {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "cannot delete a handled message");
-            }
-        }
     }
 }
 

@@ -135,7 +135,7 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
                 "api",
                 chat.as_deref(),
                 msg.as_deref(),
-                json!({"at": exchange.at_ms, "method": exchange.method, "path": exchange.path,
+                json!({"at": exchange.at_us / 1000, "method": exchange.method, "path": exchange.path,
                        "query": crate::feed::mask_query(&exchange.query), "status": exchange.status,
                        "request": crate::feed::mask_json(&exchange.request),
                        "response": crate::feed::mask_json(&exchange.response), "ms": exchange.ms}),
@@ -180,11 +180,7 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
         for problem in problems.iter().skip(refused) {
             println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
             // The message the bridge was working on when WeChat refused, if only one.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default();
-            let (chat, msg) = crate::feed::worked_on(now.saturating_sub(200), None)
+            let (chat, msg) = crate::feed::worked_on(crate::feed::now_us().saturating_sub(200_000), None, None)
                 .map_or((None, None), |(msg, chat)| (chat, Some(msg)));
             emit(
                 "note",

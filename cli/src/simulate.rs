@@ -5,7 +5,7 @@
 //! that followed. An AI bot's message is answered with a stream, which simulate asks for about
 //! once a second, as WeCom does, showing the answer as it grows.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use fakes::aibot::{image_message as aibot_image_message, refresh, text_message as aibot_text_message};
@@ -19,6 +19,7 @@ use shared::core::config::Env;
 use shared::protocol::crypto::random_prefix;
 use shared::services::dispatcher::GAVE_UP_NOTE;
 
+use crate::ids::{hex_id, message_id, unix_now};
 use crate::settings::Loaded;
 use crate::ui;
 
@@ -139,19 +140,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) fn message_id() -> u64 {
-    u64::from_be_bytes(random_prefix()[..8].try_into().unwrap_or([1; 8])) >> 1
-}
-
 /// The file `--image` names: its name and bytes.
 fn read_image(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     Ok((name, bytes))
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 async fn wecom(args: Common) -> anyhow::Result<()> {
@@ -258,14 +251,7 @@ async fn kf(args: KfArgs) -> anyhow::Result<()> {
         bail!("simulate kf needs `wxbridge dev` in sandbox mode: {status} {}", token.trim());
     }
     let now = unix_now();
-    let xml = format!(
-        "<xml><ToUserName><![CDATA[{}]]></ToUserName><CreateTime>{now}</CreateTime>\
-         <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
-         <Token><![CDATA[{}]]></Token><OpenKfId><![CDATA[{}]]></OpenKfId></xml>",
-        app.corp_id,
-        token.trim(),
-        kf.open_kfid
-    );
+    let xml = shared::channels::wecom::simulate::kf_msg_or_event(&app.corp_id, token.trim(), &kf.open_kfid, now);
     let nonce = (message_id() % 10_000_000_000).to_string();
     let callback = sign_callback(&app.msg_crypt(), &xml, now, &nonce, random_prefix());
     let started = Instant::now();
@@ -480,11 +466,6 @@ async fn countdown(
 
 /// WeCom asks for an AI bot's stream about once a second.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
-
-/// 32 random hex digits: a message id, or a made-up `response_code`.
-pub(crate) fn hex_id() -> String {
-    shared::protocol::hex::hex(&random_prefix())
-}
 
 /// A response_url from `wxbridge dev`'s sandbox, if the bridge is one.
 async fn sandbox_response_url(base: &str) -> Option<String> {

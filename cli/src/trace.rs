@@ -11,8 +11,8 @@ use shared::core::bot::{AnswerSink, Bot, BotError};
 use shared::core::envelope::{Content, Inbound};
 use shared::core::ports::{OutboundQueue, PortError, Record, Redeliver};
 
-use crate::feed::{chat_of_inbound, emit};
-use crate::outbound::BatchHandler;
+use crate::feed::{chat_of_inbound, emit, Stage};
+use crate::sqs::BatchHandler;
 
 /// The bot, timed: one `bot` event per call.
 pub struct TracedBot(pub Arc<dyn Bot>);
@@ -128,16 +128,16 @@ fn send_with(body: &str, outcome: &str, reason: Option<&str>, errcode: Option<i6
     }
 }
 
-/// Marks the bridge as working on an Inbound (as JSON) while the guard lives.
-pub fn working_on_inbound(body: &str) -> Option<crate::feed::Working> {
+/// Marks the bridge as working on an Inbound (as JSON) at `stage` while the guard lives.
+pub fn working_on_inbound(stage: Stage, body: &str) -> Option<crate::feed::Working> {
     let inbound: Value = serde_json::from_str(body).ok()?;
-    Some(crate::feed::working(chat_of_inbound(&inbound).as_deref(), inbound["id"].as_str()?))
+    Some(crate::feed::working(stage, chat_of_inbound(&inbound).as_deref(), inbound["id"].as_str()?))
 }
 
 /// Marks the bridge as working on the message an Outbound (as JSON) answers while the guard lives.
 pub fn working_on_outbound(body: &str) -> Option<crate::feed::Working> {
     let (_, chat, msg) = outbound_place(body);
-    Some(crate::feed::working(chat.as_deref(), &msg?))
+    Some(crate::feed::working(Stage::Send, chat.as_deref(), &msg?))
 }
 
 /// Which queue a [`Traced`] handler consumes.
@@ -166,7 +166,8 @@ impl BatchHandler for Traced {
             .iter()
             .filter_map(|r| match self.role {
                 Role::Sender => working_on_outbound(&r.body),
-                Role::Dispatcher | Role::Media => working_on_inbound(&r.body),
+                Role::Dispatcher => working_on_inbound(Stage::Dispatch, &r.body),
+                Role::Media => working_on_inbound(Stage::Media, &r.body),
             })
             .collect();
         let failed = self.inner.handle_batch(records).await;

@@ -42,9 +42,9 @@ const LOGGED_ANSWER: usize = 64 * 1024;
 /// Serves a request and logs it with its answer in [`State::exchanges`].
 async fn recorded(shared: &Shared, request: Request) -> Response {
     let started = std::time::Instant::now();
-    let at_ms = std::time::SystemTime::now()
+    let at_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or_default();
     let (parts, body) = request.into_parts();
     let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
@@ -88,7 +88,7 @@ async fn recorded(shared: &Shared, request: Request) -> Response {
     if !idle_poll {
         if let Some(log) = lock(shared).exchanges.as_mut() {
             log.push(crate::types::Exchange {
-                at_ms,
+                at_us,
                 method,
                 path,
                 query,

@@ -32,18 +32,18 @@ pub struct Delivery {
     pub account: String,
     /// The request body as the client sent it.
     pub body: serde_json::Value,
-    /// When it was accepted, unix milliseconds.
-    pub at_ms: u64,
+    /// When it was accepted, unix microseconds.
+    pub at_us: u64,
 }
 
 impl Delivery {
     /// A send accepted now.
     pub fn new(api: Api, account: String, body: serde_json::Value) -> Self {
-        let at_ms = std::time::SystemTime::now()
+        let at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or_default();
-        Delivery { api, account, body, at_ms }
+        Delivery { api, account, body, at_us }
     }
 }
 
@@ -128,8 +128,8 @@ pub struct IlinkMediaSend {
 /// their size; nothing is masked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
-    /// When it arrived, unix milliseconds.
-    pub at_ms: u64,
+    /// When it arrived, unix microseconds.
+    pub at_us: u64,
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,

@@ -368,11 +368,7 @@ async fn a_kf_callback_queues_one_pull_per_token_on_the_fifo_queue() {
     let crypt = MsgCrypt::new(WECOM_TOKEN, &EncodingAesKey::parse(WECOM_AES_KEY).unwrap(), WECOM_CORP_ID);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let callback = |token: &str, nonce: &str| {
-        let xml = format!(
-            "<xml><ToUserName><![CDATA[{WECOM_CORP_ID}]]></ToUserName><CreateTime>{now}</CreateTime>\
-             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>\
-             <Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{KFID}]]></OpenKfId></xml>"
-        );
+        let xml = simulate::kf_msg_or_event(WECOM_CORP_ID, token, KFID, now);
         simulate::sign_callback(&crypt, &xml, now, nonce, [7; 16])
     };
     let token = rig.wx.kf_callback_token(KFID);

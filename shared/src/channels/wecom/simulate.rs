@@ -58,6 +58,21 @@ pub fn image_message(
     out.finish()
 }
 
+/// The `kf_msg_or_event` event WeChat sends a 微信客服 account's serving app when a customer
+/// writes, as decrypted XML: no message, only the Token its pull must carry.
+pub fn kf_msg_or_event(corp_id: &str, token: &str, open_kfid: &str, create_time: u64) -> String {
+    let mut out = XmlWriter::with_capacity(300);
+    out.raw("<xml>")
+        .cdata_element("ToUserName", corp_id)
+        .text_element("CreateTime", &create_time.to_string())
+        .cdata_element("MsgType", "event")
+        .cdata_element("Event", "kf_msg_or_event")
+        .cdata_element("Token", token)
+        .cdata_element("OpenKfId", open_kfid)
+        .raw("</xml>");
+    out.finish()
+}
+
 /// Encrypts and signs `plaintext` into the callback WeCom would send at `timestamp`.
 pub fn sign_callback(
     crypt: &MsgCrypt,
