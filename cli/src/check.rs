@@ -49,6 +49,15 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         ),
     };
     let checked = Config::check(&text);
+    // A secret is what the deployed functions read: checked as they take it.
+    let deployed = origin.starts_with("secret ");
+    let checked = checked.and_then(|config| {
+        if deployed {
+            shared::adapters::aws::deployable(config).map_err(|problem| vec![problem])
+        } else {
+            Ok(config)
+        }
+    });
     let environment = environment(&env);
     let env_problems = environment.iter().filter(|(_, state, _)| *state == "malformed").count();
     let ok = checked.is_ok() && env_problems == 0;

@@ -230,6 +230,24 @@ async fn the_config_loads_from_a_secrets_manager_secret() {
     let missing = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", "no/such/secret".to_owned())]);
     let err = shared::adapters::aws::load_config(&missing, &stack.sdk).await.unwrap_err().to_string();
     assert!(err.contains("no/such/secret"), "{err}");
+
+    // Deployed, a bot over plain http:// is refused, naming the field; https:// is fine.
+    for (base_url, refused) in [("http://10.0.0.7:11434", true), ("https://llm.example.com", false)] {
+        let name = format!("{}/config-{}", stack.names.table, if refused { "http" } else { "https" });
+        let document = format!(
+            r#"{{"bots": {{"default": {{"kind": "openai", "base_url": "{base_url}", "model": "m", "api_key": "k"}}}}}}"#
+        );
+        secrets.create_secret().name(&name).secret_string(document).send().await.unwrap();
+        let env = Env::from_vars([("WXBRIDGE_CONFIG_SECRET", name)]);
+        match shared::adapters::aws::load_config(&env, &stack.sdk).await {
+            Err(err) if refused => {
+                let err = err.to_string();
+                assert!(err.contains("bots.default.base_url") && err.contains("https://"), "{err}");
+            }
+            Ok(_) if !refused => {}
+            other => panic!("{base_url}: {:?}", other.map(|_| ()).map_err(|e| e.to_string())),
+        }
+    }
 }
 
 fn resources_of_type<'a>(template: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {

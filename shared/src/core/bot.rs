@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use std::collections::BTreeMap;
@@ -282,11 +282,17 @@ impl BotConfig {
             }
             RawBot::Echo { stream_ms: Some(ms) } => BotConfig::EchoStreaming { over: Duration::from_millis(ms) },
             RawBot::Queue => BotConfig::Queue,
-            RawBot::Http { url, secret, timeout_s } => BotConfig::Http {
-                url: keep(p, check_url(format!("{at}.url"), &url)).unwrap_or_default(),
-                secret,
-                timeout: timeout(at, timeout_s, p),
-            },
+            RawBot::Http { url, secret, timeout_s } => {
+                // The bot checks each call's signature with it: an empty one signs nothing.
+                if secret.expose_secret().trim().is_empty() {
+                    p.push(invalid(format!("{at}.secret"), "must not be empty (the bot verifies each call with it)"));
+                }
+                BotConfig::Http {
+                    url: keep(p, check_url(format!("{at}.url"), &url)).unwrap_or_default(),
+                    secret,
+                    timeout: timeout(at, timeout_s, p),
+                }
+            }
             RawBot::OpenAi {
                 base_url,
                 api_key,
@@ -386,6 +392,23 @@ pub struct Bots {
 }
 
 impl Bots {
+    /// The bots reached over plain `http://`, by field (`bots.<name>.url`): fine for `wxbridge
+    /// dev` and a bot on the same machine, refused by the deployed functions, where the message
+    /// and the bot's key would cross the network in the clear.
+    pub fn plain_http(&self) -> Vec<String> {
+        self.named
+            .iter()
+            .filter_map(|(name, bot)| {
+                let (field, url) = match bot {
+                    BotConfig::Http { url, .. } => ("url", url),
+                    BotConfig::OpenAi { base_url, .. } | BotConfig::Dify { base_url, .. } => ("base_url", base_url),
+                    BotConfig::Echo | BotConfig::EchoStreaming { .. } | BotConfig::Queue => return None,
+                };
+                url.starts_with("http://").then(|| format!("bots.{name}.{field}"))
+            })
+            .collect()
+    }
+
     /// Reads `bots` (a map of names to bots, each with optional `limits`) and `bot`.
     pub fn from_document(doc: &mut Document) -> Self {
         let single = doc.value::<serde_json::Value>("bot");
@@ -464,6 +487,22 @@ mod tests {
         for no in ["/news", "please /new", "@bot what does /new do? try /new", "/new please", ""] {
             assert!(!reset.matches(no), "{no}");
         }
+    }
+
+    /// A signed webhook with an empty secret signs nothing: refused, naming the field.
+    #[test]
+    fn a_webhook_needs_a_secret() {
+        for secret in ["", "   "] {
+            let json = format!(
+                r#"{{"bots": {{"hook": {{"kind": "http", "url": "https://bot.example/hook", "secret": "{secret}"}}}}}}"#
+            );
+            let problems = crate::channels::Config::check(&json).err().unwrap_or_default();
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert!(shown.iter().any(|p| p.contains("bots.hook.secret")), "{secret:?}: {shown:?}");
+        }
+        let fine = r#"{"bots": {"hook": {"kind": "http", "url": "http://127.0.0.1:9000/hook", "secret": "s3"}}}"#;
+        let config = crate::channels::Config::parse(fine).unwrap();
+        assert_eq!(config.bots.plain_http(), ["bots.hook.url"], "allowed here, named for the deployed check");
     }
 
     #[test]

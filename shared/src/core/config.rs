@@ -130,9 +130,15 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
 }
 
 /// serde_json quotes the offending value ("invalid type: string \"…\", expected u32", "invalid
-/// type: integer `123456`, expected a string"): a misplaced secret must not reach the logs, so the
-/// value is dropped and only its kind stays.
-fn redact_serde_message(message: &str) -> String {
+/// type: integer `123456`, expected a string", "unknown variant `…`, expected one of …"): a
+/// misplaced secret or a message's text must not reach the logs or a DLQ reason, so the value is
+/// dropped and only its kind stays.
+pub fn redact_serde_message(message: &str) -> String {
+    if let Some(start) = message.find("unknown variant ") {
+        let rest = &message[start..];
+        let tail = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
+        return format!("{}unknown variant [redacted]{tail}", &message[..start]);
+    }
     for mark in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(start) = message.find(mark) {
             let rest = &message[start + mark.len()..];

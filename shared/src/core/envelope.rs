@@ -532,7 +532,9 @@ pub enum EnvelopeError {
 impl Outbound {
     /// Parses and checks a queue message body.
     pub fn parse(json: &str) -> Result<Self, EnvelopeError> {
-        let out: Outbound = serde_json::from_str(json).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        // The reason names the field and the kind of value, never the value (a message's text).
+        let out: Outbound = serde_json::from_str(json)
+            .map_err(|e| EnvelopeError::Json(crate::core::config::redact_serde_message(&e.to_string())))?;
         if out.v != OUTBOUND_VERSION {
             return Err(EnvelopeError::Version(out.v));
         }
@@ -601,6 +603,16 @@ mod tests {
         ] {
             let err = Outbound::parse(&bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+        // A bad envelope's reason (a DLQ attribute, a log line) never quotes the message.
+        for bad in [
+            minimal.replace("\"pong\"", "{\"secret\": \"我的密码 hunter2\"}"),
+            minimal.replace("\"text\": \"pong\"", "\"text\": 7, \"x\": \"hunter2\""),
+            minimal.replace("\"type\": \"text\"", "\"type\": \"hunter2 我的密码\""),
+            minimal.replace("\"v\": 1", "\"v\": \"hunter2\""),
+        ] {
+            let err = Outbound::parse(&bad).unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("密码"), "{bad}: {err}");
         }
     }
 

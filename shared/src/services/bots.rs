@@ -152,7 +152,10 @@ impl Bot for HttpBot {
         let answer: Value = response.json().await.map_err(transport)?; // Only 204 or an explicit list says "no reply"; anything else is an error to retry.
         let replies =
             answer.get("replies").cloned().ok_or_else(|| BotError("webhook answer has no \"replies\" list".into()))?;
-        serde_json::from_value(replies).map_err(|e| BotError(format!("webhook replies are not Outbound contents: {e}")))
+        serde_json::from_value(replies).map_err(|e| {
+            let reason = crate::core::config::redact_serde_message(&e.to_string());
+            BotError(format!("webhook replies are not Outbound contents: {reason}"))
+        })
     }
 }
 

@@ -137,7 +137,8 @@ impl Dispatcher {
 
     /// Dispatches one queue message; returns how many replies went out (passive or queued).
     pub async fn dispatch(&self, body: &str) -> Result<usize, DispatchError> {
-        let inbound: Inbound = serde_json::from_str(body).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        let inbound: Inbound = serde_json::from_str(body)
+            .map_err(|e| DispatchError::Invalid(crate::core::config::redact_serde_message(&e.to_string())))?;
         let route = reply_route(inbound.channel);
         let Some(channel) = reply_channel(&route, &inbound) else { return Ok(0) };
         let call = match self.start_call(&inbound).await? {

@@ -50,11 +50,24 @@ pub fn inbound_queues(sdk: &SdkConfig, env: &Env) -> Result<crate::core::callbac
     Ok(crate::core::callback::InboundQueues { inbound, media, kf })
 }
 
-/// Loads the configuration from the file or Secrets Manager secret that `env` names.
+/// Loads the configuration from the file or Secrets Manager secret that `env` names, as a
+/// deployed function takes it: a bot over plain `http://` is refused (`wxbridge dev` allows it).
 pub async fn load_config(env: &Env, sdk: &SdkConfig) -> Result<Config, ConfigError> {
-    match env.config_source()? {
-        ConfigSource::File(path) => Config::from_file(&path),
-        ConfigSource::Secret(name) => Config::parse(&read_secret(sdk, &name).await?),
+    let config = match env.config_source()? {
+        ConfigSource::File(path) => Config::from_file(&path)?,
+        ConfigSource::Secret(name) => Config::parse(&read_secret(sdk, &name).await?)?,
+    };
+    deployable(config)
+}
+
+/// `config` if a deployed function may run with it.
+pub fn deployable(config: Config) -> Result<Config, ConfigError> {
+    match config.bots.plain_http().as_slice() {
+        [] => Ok(config),
+        fields => Err(crate::core::config::invalid(
+            fields.join(", "),
+            "must be https:// when deployed (plain http:// only with wxbridge dev)",
+        )),
     }
 }
 
