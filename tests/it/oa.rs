@@ -284,3 +284,124 @@ async fn a_reply_an_earlier_run_left_untaken_in_the_slot_goes_by_customer_servic
     let slot = slots.read(&id).await.unwrap().unwrap();
     assert!(!slot.taken && slot.state == shared::core::ports::SlotState::Closed, "taken back: {slot:?}");
 }
+
+/// Reply slots whose first `fill` fails (the store unavailable for a moment).
+struct FirstFillFails {
+    inner: DynamoReplySlots,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl shared::core::ports::ReplySlots for FirstFillFails {
+    async fn arrive(
+        &self,
+        key: &str,
+        now: SystemTime,
+        deadline: SystemTime,
+    ) -> Result<shared::core::ports::Slot, shared::core::ports::PortError> {
+        self.inner.arrive(key, now, deadline).await
+    }
+    async fn read(&self, key: &str) -> Result<Option<shared::core::ports::Slot>, shared::core::ports::PortError> {
+        self.inner.read(key).await
+    }
+    async fn fill(
+        &self,
+        key: &str,
+        reply: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<bool, shared::core::ports::PortError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(shared::core::ports::PortError::new("dynamodb", "unavailable"));
+        }
+        self.inner.fill(key, reply, by, now).await
+    }
+    async fn close(&self, key: &str) -> Result<bool, shared::core::ports::PortError> {
+        self.inner.close(key).await
+    }
+    async fn take(&self, key: &str) -> Result<bool, shared::core::ports::PortError> {
+        self.inner.take(key).await
+    }
+    async fn revoke(&self, key: &str) -> Result<bool, shared::core::ports::PortError> {
+        self.inner.revoke(key).await
+    }
+}
+
+/// Two replies parked (48001). The store fails while the first is being handed to the user's
+/// next message: WeChat's retry still gets it, and the second answers the message after; none is
+/// lost (they were deleted before being placed).
+#[tokio::test]
+async fn parked_replies_survive_a_store_failure_while_one_is_handed_over() {
+    use shared::core::ports::ParkedReplies as _;
+    let stack = Stack::new().await;
+    let table = shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table);
+    let parked = Arc::new(DynamoParkedReplies::new(&table));
+    for reply in ["第一个回答", "second answer"] {
+        let content = shared::core::envelope::Content::Text { text: reply.into() };
+        parked.park("news", "oUser", &serde_json::to_string(&content).unwrap(), SystemTime::now()).await.unwrap();
+    }
+    let config = config();
+    let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default() };
+    let service = OaCallback::new(
+        &config.oa,
+        config.oa_window,
+        config.replay_window_secs,
+        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+        Arc::new(slots),
+        parked.clone(),
+        Arc::new(SystemClock),
+    );
+    let deliver = |msg_id: u64, nonce: &str| {
+        let (query, body) = safe_delivery(msg_id, "还在吗", nonce);
+        let service = &service;
+        async move {
+            service
+                .handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() })
+                .await
+        }
+    };
+    let refused = deliver(88_000_000_000_000_011, "f1").await;
+    assert!(refused.status >= 500, "the store failed: WeChat delivers again ({})", refused.status);
+    let retried = deliver(88_000_000_000_000_011, "f2").await;
+    let opened = open_with_wechatpy(&retried.body);
+    assert_eq!(shared::protocol::xml::parse(&opened).unwrap().text("Content"), Some("第一个回答"));
+    let next = deliver(88_000_000_000_000_012, "f3").await;
+    let opened = open_with_wechatpy(&next.body);
+    assert_eq!(shared::protocol::xml::parse(&opened).unwrap().text("Content"), Some("second answer"));
+    assert_eq!(parked.oldest("news", "oUser").await.unwrap(), None, "both handed over");
+}
+
+/// WeChat's 5 s began when API Gateway received the delivery (its `timeEpoch`), not when the
+/// function got it after a cold start: a delivery that reaches the function 4 s late waits only
+/// what is left of the window, so it answers before WeChat gives up on it.
+#[tokio::test]
+async fn the_window_counts_from_when_api_gateway_received_the_delivery() {
+    let stack = Stack::new().await;
+    let service = instance(&stack);
+    let (query, body) = safe_delivery(88_000_000_000_000_021, "冷启动", "t1");
+    let received_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 - 4_000;
+    let event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "POST /oa/{app}",
+        "rawPath": "/oa/news",
+        "rawQueryString": query,
+        "headers": {"content-type": "text/xml", "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": "POST", "path": "/oa/news", "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "Mozilla/4.0"},
+            "requestId": "r1", "routeKey": "POST /oa/{app}", "stage": "$default", "time": "21/Nov/2026:05:00:00 +0000",
+            "timeEpoch": received_ms
+        },
+        "pathParameters": {"app": "news"},
+        "body": body,
+        "isBase64Encoded": false
+    });
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let started = tokio::time::Instant::now();
+    let response = shared::adapters::lambda::handle_http(&service, request).await;
+    let waited = started.elapsed();
+    assert_eq!(response.status().as_u16(), 200);
+    // No bot answers here: the delivery holds what is left of its 5.5 s (1.5 s), not all of it.
+    assert!(waited < Duration::from_millis(3_500), "held {waited:?} of a window 4 s spent before the function ran");
+    assert!(waited >= Duration::from_millis(1_000), "held {waited:?}: the rest of the window is still waited");
+}

@@ -225,6 +225,15 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
             Api::OaCustom,
             "text",
         ),
+        // A slow bot's markdown answer goes by customer service as its text.
+        (
+            "oa",
+            "news",
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            json!({"type": "markdown", "text": "**加粗** and [docs](https://x.example)"}),
+            Api::OaCustom,
+            "text",
+        ),
         (
             "oa",
             "news",
@@ -282,6 +291,9 @@ async fn every_channel_and_content_type_arrives_as_the_real_api_expects() {
         });
         assert!(found, "{channel} {msgtype} did not arrive");
     }
+    let oa_texts: Vec<Value> =
+        world.fake.deliveries_of(Api::OaCustom).iter().map(|d| d.body["text"]["content"].clone()).collect();
+    assert!(oa_texts.contains(&json!("加粗 and docs (https://x.example)")), "{oa_texts:?}");
     let ilink = world.fake.deliveries_of(Api::Ilink);
     assert_eq!(ilink[0].body["msg"]["context_token"], "ctx-latest");
     assert_eq!(metrics.recorded.lock().unwrap().iter().filter(|m| m.outcome == "sent").count(), cases.len());

@@ -14,18 +14,28 @@ fn app_of(req: &Request) -> String {
         .unwrap_or_else(|| req.uri().path().rsplit('/').next().unwrap_or_default().to_owned())
 }
 
+/// When API Gateway received the request (`requestContext.timeEpoch`), if it says.
+fn received_at(req: &Request) -> Option<std::time::SystemTime> {
+    let epoch_ms = match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(context) => context.time_epoch,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    let ms = u64::try_from(epoch_ms).ok().filter(|ms| *ms > 0)?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
 /// Hands one API Gateway request to `service`. Never fails: every outcome is an HTTP answer.
 pub async fn handle_http(service: &dyn CallbackService, req: Request) -> Response<Body> {
     let app = app_of(&req);
-    let answer = service
-        .serve(CallbackRequest {
-            method: req.method().as_str(),
-            app: &app,
-            // API Gateway HTTP API passes rawQueryString through as the URI's query.
-            raw_query: req.uri().query().unwrap_or_default(),
-            body: req.body().as_ref(),
-        })
-        .await;
+    let request = CallbackRequest {
+        method: req.method().as_str(),
+        app: &app,
+        // API Gateway HTTP API passes rawQueryString through as the URI's query.
+        raw_query: req.uri().query().unwrap_or_default(),
+        body: req.body().as_ref(),
+    };
+    let answer = service.serve_received(request, received_at(&req)).await;
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));

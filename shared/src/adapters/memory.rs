@@ -401,9 +401,19 @@ impl crate::core::ports::ParkedReplies for MemoryParkedReplies {
         Ok(())
     }
 
-    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+    async fn oldest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
+        let parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(parked.get(&(account.to_owned(), user.to_owned())).and_then(|list| list.first().cloned()))
+    }
+
+    async fn remove_oldest(&self, account: &str, user: &str, reply: &str) -> Result<(), PortError> {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(parked.remove(&(account.to_owned(), user.to_owned())).unwrap_or_default())
+        if let Some(list) = parked.get_mut(&(account.to_owned(), user.to_owned())) {
+            if list.first().map(String::as_str) == Some(reply) {
+                list.remove(0);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -334,6 +334,17 @@ pub fn verify_url(crypt: &MsgCrypt, query: &Query<'_>) -> Result<String, Callbac
 pub trait CallbackService: Send + Sync {
     /// Handles one request; always answers.
     async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse;
+
+    /// Handles one request that API Gateway received at `received` (where known): a service
+    /// that answers within the caller's deadline counts from then.
+    async fn serve_received(
+        &self,
+        req: CallbackRequest<'_>,
+        received: Option<std::time::SystemTime>,
+    ) -> CallbackResponse {
+        let _ = received;
+        self.serve(req).await
+    }
 }
 
 #[cfg(test)]

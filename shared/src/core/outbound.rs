@@ -173,16 +173,111 @@ pub fn parts(delivery: &dyn Delivery, out: &Outbound) -> Result<Vec<Content>, Un
             let (limit, unit) = delivery.text_limit(false);
             split_text(text, limit, unit).into_iter().map(|text| Content::Text { text }).collect()
         }
+        Content::Markdown { text } if delivery.markdown_as_text() => {
+            // Plain text where the channel shows no markdown: the marks would show as typed.
+            let (limit, unit) = delivery.text_limit(false);
+            split_text(&markdown_to_text(text), limit, unit).into_iter().map(|text| Content::Text { text }).collect()
+        }
         Content::Markdown { text } => {
             let (limit, unit) = delivery.text_limit(true);
-            let as_text = delivery.markdown_as_text();
-            split_text(text, limit, unit)
-                .into_iter()
-                .map(|text| if as_text { Content::Text { text } } else { Content::Markdown { text } })
-                .collect()
+            split_text(text, limit, unit).into_iter().map(|text| Content::Markdown { text }).collect()
         }
         other => vec![other.clone()],
     })
+}
+
+/// Markdown as plain text for a channel that shows none: headings, emphasis, code marks and
+/// WeCom's `<font>` tags dropped, links as `text (url)`, list items as `• `, code blocks kept as
+/// their lines. What is not markdown passes unchanged.
+pub fn markdown_to_text(markdown: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            out.push(line.to_owned());
+            continue;
+        }
+        let indent = &line[..line.len() - trimmed.len()];
+        let body = match trimmed {
+            t if t.starts_with('#') && t.trim_start_matches('#').starts_with(' ') => {
+                t.trim_start_matches('#').trim_start()
+            }
+            t if t.starts_with("> ") => &t[2..],
+            t if t == ">" => "",
+            t => t,
+        };
+        let (bullet, body) =
+            match body.strip_prefix("- ").or_else(|| body.strip_prefix("* ")).or_else(|| body.strip_prefix("+ ")) {
+                Some(rest) => ("• ", rest),
+                None => ("", body),
+            };
+        if matches!(body.trim(), "---" | "***" | "___") {
+            out.push(String::new());
+            continue;
+        }
+        out.push(format!("{indent}{bullet}{}", inline_to_text(body)));
+    }
+    out.join("\n")
+}
+
+/// One line's inline markdown as text: links and images, emphasis, code and `<font>` tags.
+fn inline_to_text(line: &str) -> String {
+    let mut text = String::with_capacity(line.len());
+    let mut rest = line;
+    while !rest.is_empty() {
+        // `[label](url)` and `![alt](url)`.
+        let image = rest.starts_with("![");
+        if rest.starts_with('[') || image {
+            let open = if image { 2 } else { 1 };
+            if let Some((label, url, used)) = link_at(&rest[open..]) {
+                text.push_str(label);
+                if !url.is_empty() && url != label {
+                    text.push_str(&format!(" ({url})"));
+                }
+                rest = &rest[open + used..];
+                continue;
+            }
+        }
+        if let Some(tag) = ["<font", "</font>"].iter().find(|tag| rest.starts_with(**tag)) {
+            match rest.find('>') {
+                Some(end) if end >= tag.len() - 1 => {
+                    rest = &rest[end + 1..];
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if let Some(mark) = ["**", "__", "~~", "`"].iter().find(|mark| rest.starts_with(**mark)) {
+            rest = &rest[mark.len()..];
+            continue;
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            text.push(c);
+        }
+        rest = chars.as_str();
+    }
+    text
+}
+
+/// After a link's `[`: its label, its URL and the bytes used up to the closing `)`.
+fn link_at(after: &str) -> Option<(&str, &str, usize)> {
+    let close = after.find("](")?;
+    let label = &after[..close];
+    if label.contains('[') || label.contains('\n') {
+        return None;
+    }
+    let url_start = close + 2;
+    let url_len = after[url_start..].find(')')?;
+    let url = after[url_start..url_start + url_len].trim();
+    // A title after the URL (`(url "title")`) is dropped.
+    let url = url.split_whitespace().next().unwrap_or_default();
+    Some((label, url, url_start + url_len + 1))
 }
 
 /// Where the replies to a channel's messages go, and how.
@@ -310,8 +405,8 @@ mod tests {
         let long = parts(&Plain, &out(Content::Text { text: "x".repeat(5000) })).unwrap();
         assert_eq!(long.len(), 3);
         assert!(long.iter().all(|p| matches!(p, Content::Text { text } if text.len() <= 2048)));
-        let markdown = parts(&Plain, &out(Content::Markdown { text: "**hi**".into() })).unwrap();
-        assert_eq!(markdown, [Content::Text { text: "**hi**".into() }]);
+        let markdown = parts(&Plain, &out(Content::Markdown { text: "**hi** [x](https://e.x)".into() })).unwrap();
+        assert_eq!(markdown, [Content::Text { text: "hi x (https://e.x)".into() }], "as its text, without the marks");
     }
 
     #[test]
@@ -340,6 +435,22 @@ mod tests {
         let text = format!("{}\n{}", "a".repeat(1500), "b".repeat(1500));
         let parts = split_text(&text, 2048, Unit::Bytes);
         assert_eq!(parts, [format!("{}\n", "a".repeat(1500)), "b".repeat(1500)]);
+    }
+
+    /// Markdown for a channel without it reads as text: no marks, links with their URL.
+    #[test]
+    fn markdown_becomes_plain_text() {
+        let markdown = "# 标题\n\n**粗体** and __bold__, `code`, ~~gone~~\n- one\n* two\n> quoted\n\
+                        [docs](https://example.com/d \"t\") and ![图](https://example.com/p.png)\n\
+                        <font color=\"warning\">注意</font>\n```rust\nlet **x** = 1;\n```\n---\nsnake_case_name stays";
+        assert_eq!(
+            markdown_to_text(markdown),
+            "标题\n\n粗体 and bold, code, gone\n• one\n• two\nquoted\n\
+             docs (https://example.com/d) and 图 (https://example.com/p.png)\n注意\nlet **x** = 1;\n\nsnake_case_name stays"
+        );
+        for plain in ["1 * 2 = 2", "a [bracket] here", "[unclosed](x", "x < y > z", "#hashtag", ""] {
+            assert_eq!(markdown_to_text(plain), plain, "{plain}");
+        }
     }
 
     #[test]

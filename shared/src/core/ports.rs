@@ -245,8 +245,11 @@ pub trait ReplySlots: Send + Sync {
 #[async_trait]
 pub trait ParkedReplies: Send + Sync {
     async fn park(&self, account: &str, user: &str, reply: &str, now: SystemTime) -> Result<(), PortError>;
-    /// Takes every parked reply of the user, oldest first.
-    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError>;
+    /// The user's oldest parked reply (a consistent read), left parked.
+    async fn oldest(&self, account: &str, user: &str) -> Result<Option<String>, PortError>;
+    /// Removes the user's oldest parked reply if it is still `reply` (once it answered a
+    /// message): a retried call, or one racing another, removes nothing more.
+    async fn remove_oldest(&self, account: &str, user: &str, reply: &str) -> Result<(), PortError>;
 }
 
 /// Leases that keep one poller per iLink account (one token must never be polled twice).

@@ -52,7 +52,8 @@ pub fn body(open_id: &str, content: &Content) -> Value {
 /// Why customer service cannot send `content`, if it cannot.
 pub fn refuse(content: &Content) -> Option<&'static str> {
     match content {
-        Content::Text { .. } => None,
+        // Markdown goes as its plain text (`Delivery::markdown_as_text`).
+        Content::Text { .. } | Content::Markdown { .. } => None,
         Content::Image { media_id: None, media: None, .. }
         | Content::Voice { media_id: None, media: None }
         | Content::Video { media_id: None, media: None, .. } => Some("a media message needs media_id or media"),
@@ -60,9 +61,7 @@ pub fn refuse(content: &Content) -> Option<&'static str> {
         Content::News { articles } if articles.len() == 1 => None,
         Content::News { .. } => Some("a customer-service news message has exactly one article"),
         Content::File { .. } => Some("Official Accounts send no files (send a link)"),
-        Content::Markdown { .. } | Content::Textcard { .. } | Content::TemplateCard { .. } => {
-            Some("not available on this channel")
-        }
+        Content::Textcard { .. } | Content::TemplateCard { .. } => Some("not available on this channel"),
     }
 }
 
@@ -126,6 +125,11 @@ impl Delivery for OaDelivery {
 
     fn refuse(&self, content: &Content) -> Option<&'static str> {
         refuse(content)
+    }
+
+    /// Customer service shows no markdown: its text goes.
+    fn markdown_as_text(&self) -> bool {
+        true
     }
 
     /// Customer-service text: ~2048 bytes in the field.
@@ -202,7 +206,7 @@ mod tests {
             body("o1", &Content::Text { text: "hi".into() }),
             json!({"touser": "o1", "msgtype": "text", "text": {"content": "hi"}})
         );
-        assert_eq!(refuse(&Content::Markdown { text: "**x**".into() }), Some("not available on this channel"));
+        assert_eq!(refuse(&Content::Markdown { text: "**x**".into() }), None, "sent as its text");
         assert_eq!(
             refuse(&Content::News { articles: vec![] }),
             Some("a customer-service news message has exactly one article")

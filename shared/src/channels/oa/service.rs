@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::channels::oa::callback::{Mode, OaAuth};
 use crate::channels::oa::config::{OaApp, OaWindow};
@@ -34,7 +34,11 @@ pub const WECHAT_WAIT: Duration = Duration::from_secs(5);
 pub fn passive(content: &Content, to_event: bool) -> Option<PassiveReply> {
     let most_articles = if to_event { 8 } else { 1 };
     match content {
-        Content::Text { text } | Content::Markdown { text } => Some(PassiveReply::Text { content: text.clone() }),
+        Content::Text { text } => Some(PassiveReply::Text { content: text.clone() }),
+        // WeChat shows no markdown: its text, without the marks.
+        Content::Markdown { text } => {
+            Some(PassiveReply::Text { content: crate::core::outbound::markdown_to_text(text) })
+        }
         Content::Image { media_id: Some(media_id), .. } => Some(PassiveReply::Image { media_id: media_id.clone() }),
         Content::Voice { media_id: Some(media_id), .. } => Some(PassiveReply::Voice { media_id: media_id.clone() }),
         Content::Video { media_id: Some(media_id), title, description, .. } => Some(PassiveReply::Video {
@@ -98,8 +102,14 @@ impl OaCallback {
 
     /// Handles one request; always answers.
     pub async fn handle(&self, req: CallbackRequest<'_>) -> CallbackResponse {
+        self.handle_received(req, None).await
+    }
+
+    /// Handles one request that API Gateway received at `received` (its `timeEpoch`): WeChat's
+    /// 5 s started then, not when this function got it after a cold start.
+    pub async fn handle_received(&self, req: CallbackRequest<'_>, received: Option<SystemTime>) -> CallbackResponse {
         let text = |body: String| CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body };
-        match self.accept(req).await {
+        match self.accept(req, received).await {
             Ok(Answer::Echo(echo)) => {
                 tracing::info!(app = req.app, outcome = "verified", "oa url verification");
                 text(echo)
@@ -116,12 +126,12 @@ impl OaCallback {
         }
     }
 
-    async fn accept(&self, req: CallbackRequest<'_>) -> Result<Answer, CallbackError> {
+    async fn accept(&self, req: CallbackRequest<'_>, received: Option<SystemTime>) -> Result<Answer, CallbackError> {
         let account = self.accounts.get(req.app).ok_or(CallbackError::UnknownApp)?;
         let query = Query::parse(req.raw_query)?;
         match req.method {
             "GET" => Ok(Answer::Echo(account.auth.verify_url(&query)?.to_owned())),
-            "POST" => self.receive(req.app, account, &query, req.body).await,
+            "POST" => self.receive(req.app, account, &query, req.body, received).await,
             _ => Err(CallbackError::MethodNotAllowed),
         }
     }
@@ -132,6 +142,7 @@ impl OaCallback {
         account: &Account,
         query: &Query<'_>,
         body: &[u8],
+        received: Option<SystemTime>,
     ) -> Result<Answer, CallbackError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(CallbackError::BodyTooLarge);
@@ -146,8 +157,13 @@ impl OaCallback {
         }
         let message = OaCallbackMessage::parse(&plaintext)?;
         let inbound = message.to_inbound(app, now);
-        let arrived = tokio::time::Instant::now(); // By then the last delivery has answered: a reply filled later goes by customer service.
-        let deadline = self.clock.now()
+        // WeChat's wait began when API Gateway received the request: the time spent since (a
+        // cold start, the gateway) is already gone from this delivery's window.
+        let started = received.filter(|r| *r <= self.clock.now()).unwrap_or_else(|| self.clock.now());
+        let late = self.clock.now().duration_since(started).unwrap_or_default();
+        let arrived = tokio::time::Instant::now().checked_sub(late).unwrap_or_else(tokio::time::Instant::now);
+        // By then the last delivery has answered: a reply filled later goes by customer service.
+        let deadline = started
             + self.wechat_wait * self.window.deliveries.saturating_sub(1)
             + Duration::from_millis(self.window.answer_by_ms);
         let slot = self.slots.arrive(&inbound.id, self.clock.now(), deadline).await.map_err(CallbackError::Store)?;
@@ -163,8 +179,10 @@ impl OaCallback {
         // Every delivery makes sure the message is on the queue (once, however many try: the
         // queue drops the copies), so none acknowledges a message the queue does not have.
         enqueue(self.publisher.as_ref(), &inbound).await?;
-        // Parked replies answer the user's next message (not an event the user never sees answered).
-        let slot = if slot.deliveries == 1 && message.header.msg_id.is_some() {
+        // Parked replies answer the user's next message (not an event the user never sees
+        // answered), on whichever delivery first finds its slot open: a delivery that failed
+        // before placing one leaves it to WeChat's retry.
+        let slot = if slot.state == SlotState::Open && message.header.msg_id.is_some() {
             self.answer_parked(app, &message.header.from, &inbound.id, slot).await?
         } else {
             slot
@@ -218,23 +236,20 @@ impl OaCallback {
 
     /// A reply the customer-service API refused earlier (48001) answers this message: the user
     /// gets it now, as the passive reply; the bot's answer to this message then goes by
-    /// customer service (and is parked again if refused again).
+    /// customer service (and is parked again if refused again). The reply leaves the parked list
+    /// only once it is in the slot: a failure between the two leaves it parked for the next
+    /// message (at worst shown twice), never lost.
     async fn answer_parked(&self, app: &str, user: &str, id: &str, slot: Slot) -> Result<Slot, CallbackError> {
-        let mut parked = self.parked.take(app, user).await.map_err(CallbackError::Store)?;
-        if parked.is_empty() {
+        let Some(first) = self.parked.oldest(app, user).await.map_err(CallbackError::Store)? else {
             return Ok(slot);
-        }
-        let first = parked.remove(0);
-        for rest in &parked {
-            self.parked.park(app, user, rest, self.clock.now()).await.map_err(CallbackError::Store)?;
-        }
+        };
         let by = format!("parked:{id}");
-        if !self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Store)? {
-            // A fill that applied but answered "no" (a retried call) left it there already.
-            let mine = self.slots.read(id).await.map_err(CallbackError::Store)?.and_then(|s| s.filled_by) == Some(by);
-            if !mine {
-                self.parked.park(app, user, &first, self.clock.now()).await.map_err(CallbackError::Store)?;
-            }
+        let filled = self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Store)?;
+        // A fill that applied but answered "no" (a retried call) left it there already.
+        let mine =
+            filled || self.slots.read(id).await.map_err(CallbackError::Store)?.and_then(|s| s.filled_by) == Some(by);
+        if mine {
+            self.parked.remove_oldest(app, user, &first).await.map_err(CallbackError::Store)?;
         }
         Ok(self.slots.read(id).await.map_err(CallbackError::Store)?.unwrap_or(slot))
     }
@@ -249,5 +264,9 @@ impl OaCallback {
 impl crate::core::callback::CallbackService for OaCallback {
     async fn serve(&self, req: CallbackRequest<'_>) -> CallbackResponse {
         self.handle(req).await
+    }
+
+    async fn serve_received(&self, req: CallbackRequest<'_>, received: Option<SystemTime>) -> CallbackResponse {
+        self.handle_received(req, received).await
     }
 }

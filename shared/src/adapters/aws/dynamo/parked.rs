@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::contexts::CONTEXT_TTL_S;
-use super::table::{n, port_error, s, Table};
+use super::table::{applied, n, port_error, s, Table};
 use crate::core::ports::{unix_millis, PortError};
 
 /// Parked replies in the bridge's table: `pk = parked#<account>#<user>`, a list kept a week.
@@ -45,18 +45,35 @@ impl crate::core::ports::ParkedReplies for DynamoParkedReplies {
             .map_err(port_error)
     }
 
-    async fn take(&self, account: &str, user: &str) -> Result<Vec<String>, PortError> {
+    async fn oldest(&self, account: &str, user: &str) -> Result<Option<String>, PortError> {
         let out = self
             .table
             .client
-            .delete_item()
+            .get_item()
             .table_name(&self.table.name)
             .key("pk", Self::pk(account, user))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .consistent_read(true)
+            .projection_expression("replies[0]")
             .send()
             .await
             .map_err(port_error)?;
-        let replies = out.attributes().and_then(|a| a.get("replies")).and_then(|v| v.as_l().ok());
-        Ok(replies.map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()).unwrap_or_default())
+        let replies = out.item().and_then(|i| i.get("replies")).and_then(|v| v.as_l().ok());
+        Ok(replies.and_then(|list| list.first()).and_then(|v| v.as_s().ok().cloned()))
+    }
+
+    async fn remove_oldest(&self, account: &str, user: &str, reply: &str) -> Result<(), PortError> {
+        let removed = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", Self::pk(account, user))
+            .update_expression("REMOVE replies[0]")
+            .condition_expression("replies[0] = :reply")
+            .expression_attribute_values(":reply", s(reply))
+            .send()
+            .await;
+        // A failed condition: already removed (a retried call), nothing more to remove.
+        applied(removed).map(drop)
     }
 }
