@@ -69,7 +69,8 @@ fn stage_of(path: &str) -> Option<crate::feed::Stage> {
         Some(Stage::Media)
     } else if typing.contains(&path) {
         Some(Stage::Dispatch)
-    } else if path == "/cgi-bin/gettoken" || path.starts_with("/cgi-bin/stable_token") {
+    } else if ["/cgi-bin/gettoken", "/cgi-bin/stable_token", "/cgi-bin/token"].contains(&path) {
+        // A token serves whichever stage needed one.
         None
     } else {
         Some(Stage::Send)
@@ -239,12 +240,14 @@ impl Chats {
         if let Some((chat, msg)) = self.file_of(&exchange.path, &exchange.query) {
             return (Some(chat), Some(msg));
         }
+        // A pull names the messages it brings.
+        if let Some(placed) = self.pulled(exchange) {
+            return placed;
+        }
         // The message the bridge was working on then, at the stage that makes such calls.
-        let stage = stage_of(&exchange.path);
-        let at = exchange.at_us;
-        let worked = crate::feed::worked_on(at, chat.as_deref(), stage)
-            .or_else(|| crate::feed::worked_on(at, chat.as_deref(), None));
-        if let Some((msg, worked_chat)) = worked {
+        if let Some((msg, worked_chat)) =
+            crate::feed::worked_on(exchange.at_us, chat.as_deref(), stage_of(&exchange.path))
+        {
             return (chat.or(worked_chat), Some(msg));
         }
         match chat {
@@ -271,6 +274,26 @@ impl Chats {
             attached.pop_front();
         }
         format!("/sandbox/attached/{n}")
+    }
+
+    /// The first message a pull (iLink's `getupdates`, 微信客服's `sync_msg`) brought, by the ids
+    /// in its answer: the Inbound ids the bridge gives them.
+    fn pulled(&self, exchange: &Exchange) -> Option<(Option<String>, Option<String>)> {
+        let config = &self.config;
+        let candidates: Vec<String> = match exchange.path.as_str() {
+            "/ilink/bot/getupdates" => {
+                let ids = exchange.response["msgs"].as_array()?.iter().filter_map(|m| m["message_id"].as_u64());
+                ids.flat_map(|id| config.ilink.iter().map(move |bot| format!("ilink:{}:{id}", bot.account))).collect()
+            }
+            "/cgi-bin/kf/sync_msg" => {
+                let ids = exchange.response["msg_list"].as_array()?.iter().filter_map(|m| m["msgid"].as_str());
+                ids.flat_map(|id| config.kf.iter().map(move |kf| format!("wecom_kf:{}:{id}", kf.name))).collect()
+            }
+            _ => return None,
+        };
+        let found =
+            candidates.into_iter().find_map(|msg| crate::feed::chat_of(&msg).map(|chat| (Some(chat), Some(msg))));
+        Some(found.unwrap_or((None, None)))
     }
 
     /// Remembers the message a file a sandbox user sent belongs to, by the name the channel
@@ -343,6 +366,20 @@ pub async fn shown(State(chats): State<Arc<Chats>>, Path(name): Path<String>) ->
     ([(axum::http::header::CONTENT_TYPE, mime_of(&bytes))], bytes).into_response()
 }
 
+/// Whether a browser sent the request from another site (a page a developer happens to have
+/// open must not make their bridge send): by `Sec-Fetch-Site`, else by `Origin` against `Host`.
+pub fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return site != "same-origin" && site != "none";
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin.split("://").nth(1) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// What the page posts to `POST /sandbox/say`.
 #[derive(Debug, serde::Deserialize)]
 pub struct Say {
@@ -374,6 +411,9 @@ pub async fn say(State(chats): State<Arc<Chats>>, headers: axum::http::HeaderMap
         .is_some_and(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
     if !json {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json\n").into_response();
+    }
+    if cross_site(&headers) {
+        return (StatusCode::FORBIDDEN, "not from another site\n").into_response();
     }
     match start_saying(&chats, &body) {
         Ok(msg) => (StatusCode::ACCEPTED, axum::Json(json!({"msg": msg}))).into_response(),

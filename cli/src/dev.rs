@@ -532,7 +532,14 @@ async fn index(State(state): State<Arc<DevState>>) -> impl IntoResponse {
 }
 
 /// `POST /outbound`: queues an `Outbound` for the sender, as a bot would on the outbound queue.
-async fn outbound_route(State(state): State<Arc<DevState>>, body: axum::body::Bytes) -> Response {
+async fn outbound_route(
+    State(state): State<Arc<DevState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if crate::chat::cross_site(&headers) {
+        return (StatusCode::FORBIDDEN, "not from another site\n").into_response();
+    }
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "body is not UTF-8\n").into_response();
     };

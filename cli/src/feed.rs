@@ -63,8 +63,10 @@ pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
         event.extend(fields);
     }
     if let Some(msg) = msg {
-        if let Some(chat) = chat {
+        if let (Some(chat), true) = (chat, kind == "user" || kind == "queued") {
             state.latest.insert(chat.to_owned(), msg.to_owned());
+        }
+        if let Some(chat) = chat {
             if state.chat_of.insert(msg.to_owned(), chat.to_owned()).is_none() {
                 state.chat_order.push_back(msg.to_owned());
                 if state.chat_order.len() > KEPT {
@@ -74,7 +76,9 @@ pub fn emit(kind: &str, chat: Option<&str>, msg: Option<&str>, fields: Value) {
                 }
             }
         }
-        state.last_msg = Some((msg.to_owned(), chat.map(str::to_owned)));
+        if kind == "user" || kind == "queued" {
+            state.last_msg = Some((msg.to_owned(), chat.map(str::to_owned)));
+        }
     }
     let text: Arc<str> = event.to_string().into();
     let seq = state.seq;
@@ -150,10 +154,9 @@ pub fn worked_on(at_us: u64, chat: Option<&str>, stage: Option<Stage>) -> Option
         .filter(|w| w.start <= at_us && w.end.is_none_or(|end| at_us <= end))
         .filter(|w| chat.is_none() || w.chat.as_deref() == chat)
         .filter(|w| stage.is_none_or(|stage| w.stage == stage));
-    match (during.next(), during.next()) {
-        (Some(work), None) => Some((work.msg.clone(), work.chat.clone())),
-        _ => None,
-    }
+    // Several stages of one message count as one.
+    let first = during.next()?;
+    during.all(|w| w.msg == first.msg).then(|| (first.msg.clone(), first.chat.clone()))
 }
 
 /// Unix microseconds: steps of one message's work follow each other closer than a millisecond.
@@ -163,6 +166,11 @@ pub fn now_us() -> u64 {
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+/// The conversation of message `msg`, if the feed has seen it.
+pub fn chat_of(msg: &str) -> Option<String> {
+    feed()?.state.lock().unwrap_or_else(|p| p.into_inner()).chat_of.get(msg).cloned()
 }
 
 /// The latest message seen in `chat`, or (without a chat) the latest message of all, with its
@@ -265,6 +273,31 @@ fn mask_url(value: &str) -> String {
 /// Strings longer than this are shown by their size (a picture in base64, say).
 const SHOWN_STRING: usize = 4096;
 
+/// A line of text with each quoted value that follows a credential's name masked:
+/// `webhook key "abc…"` becomes `webhook key "****1a2b3c4d"`.
+pub fn mask_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('"') {
+        let Some(len) = rest[open + 1..].find('"') else { break };
+        let before = &rest[..open];
+        let value = &rest[open + 1..open + 1 + len];
+        // The words just before the quote name the value.
+        let named = before
+            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .filter(|w| !w.is_empty())
+            .take(2)
+            .any(|word| is_secret(word) || word.eq_ignore_ascii_case("uin") || word.eq_ignore_ascii_case("param"));
+        out.push_str(before);
+        out.push('"');
+        out.push_str(&if named { mask(value) } else { value.to_owned() });
+        out.push('"');
+        rest = &rest[open + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `value` with every credential field (at any depth) masked.
 pub fn mask_json(value: &Value) -> Value {
     match value {
@@ -322,6 +355,8 @@ mod tests {
             assert!(!masked.contains(secret), "{masked}");
         }
         assert!(masked.contains("https://cdn.example/c2c/upload?") && masked.contains("(5000 bytes)"), "{masked}");
+        let line = mask_quoted(r#"POST /x: webhook key "KEY-123456" unknown; touser "WangFang"; X-WECHAT-UIN "MTIz""#);
+        assert!(!line.contains("KEY-123456") && !line.contains("MTIz") && line.contains("\"WangFang\""), "{line}");
     }
 
     #[test]

@@ -128,9 +128,15 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
     use crate::feed::emit;
     fake.record_exchanges();
     let (mut shown, mut refused) = (0, 0);
+    // Where the latest refused call belonged: its refusal's note goes there.
+    let mut last_refused = (None, None);
     loop {
         for exchange in &fake.take_exchanges() {
             let (chat, msg) = chats.place_of_exchange(exchange);
+            let errcode = exchange.response["errcode"].as_i64().or(exchange.response["ret"].as_i64());
+            if exchange.status >= 400 || errcode.is_some_and(|code| code != 0) {
+                last_refused = (chat.clone(), msg.clone());
+            }
             emit(
                 "api",
                 chat.as_deref(),
@@ -178,10 +184,10 @@ pub async fn show_sends(fake: Arc<FakeWechat>, origin: String, chats: Arc<crate:
         shown = deliveries.len();
         let problems = fake.problems();
         for problem in problems.iter().skip(refused) {
+            // The fake's reasons quote what it refused, credentials included.
+            let problem = crate::feed::mask_quoted(problem);
             println!("{} {problem}", ui::bad("WeChat ✗ refused:"));
-            // The message the bridge was working on when WeChat refused, if only one.
-            let (chat, msg) = crate::feed::worked_on(crate::feed::now_us().saturating_sub(200_000), None, None)
-                .map_or((None, None), |(msg, chat)| (chat, Some(msg)));
+            let (chat, msg) = &last_refused;
             emit(
                 "note",
                 chat.as_deref(),

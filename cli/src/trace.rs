@@ -90,7 +90,8 @@ pub fn queued(body: &str) {
         "queued",
         chat_of_inbound(&inbound).as_deref(),
         inbound["id"].as_str(),
-        json!({"summary": inbound_summary(body)}),
+        json!({"summary": inbound_summary(body), "from": inbound["sender"]["id"], "text": inbound["text"],
+               "group": inbound["conversation"]["kind"] == "group"}),
     );
 }
 
@@ -121,7 +122,7 @@ fn send_with(body: &str, outcome: &str, reason: Option<&str>, errcode: Option<i6
         chat.as_deref(),
         msg.as_deref(),
         json!({"channel": out["channel"], "to": out["to"], "key": out["idempotency_key"], "outcome": outcome,
-               "reason": reason, "errcode": errcode}),
+               "reason": reason, "errcode": errcode, "text": out["content"]["text"], "content": out["content"]["type"]}),
     );
     if let (Some(reason), "dead") = (reason, outcome) {
         emit("note", chat.as_deref(), msg.as_deref(), json!({"level": "error", "text": format!("not sent: {reason}")}));
@@ -174,12 +175,11 @@ impl BatchHandler for Traced {
         drop(working);
         for record in records {
             let again = failed.contains(&record.message_id);
-            let settled = self.queue.as_ref().is_some_and(|q| q.settled(&record.body));
             match (self.role, again) {
                 (Role::Media, _) => {}
                 (Role::Sender, true) => send(&record.body, "retry", None),
                 // A dead letter or a fresh copy was reported by the queue wrapper.
-                (Role::Sender, false) if settled => {}
+                (Role::Sender, false) if self.queue.as_ref().is_some_and(|q| q.settled(&record.body)) => {}
                 (Role::Sender, false) => send(&record.body, "sent", None),
                 (Role::Dispatcher, true) => {
                     let inbound: Value = serde_json::from_str(&record.body).unwrap_or_default();

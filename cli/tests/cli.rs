@@ -848,14 +848,16 @@ async fn events_until(url: &str, enough: impl Fn(&[serde_json::Value]) -> bool) 
         Some("text/event-stream"),
         "server-sent events"
     );
-    let (mut events, mut pending) = (Vec::new(), String::new());
+    let (mut events, mut pending) = (Vec::new(), Vec::<u8>::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !enough(&events) {
         let chunk = tokio::time::timeout_at(deadline, response.chunk()).await;
         let Ok(Ok(Some(chunk))) = chunk else { break };
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = pending.find("\n\n") {
-            let block: String = pending.drain(..end + 2).collect();
+        // Whole events only: a chunk may end inside a character.
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = pending.drain(..end + 2).collect();
+            let block = std::str::from_utf8(&block).expect("events are UTF-8");
             for data in block.lines().filter_map(|line| line.strip_prefix("data: ")) {
                 events.push(serde_json::from_str(data).expect("each event is JSON"));
             }
@@ -982,6 +984,26 @@ fn the_chat_page_refuses_bad_messages_clearly() {
             .await
             .unwrap();
         assert_eq!(form.status().as_u16(), 415);
+        // Another site's page cannot make the bridge speak, by either route.
+        let client = reqwest::Client::new();
+        let say_from_elsewhere = client
+            .post(format!("{}/sandbox/say", dev.url))
+            .header("sec-fetch-site", "cross-site")
+            .json(&serde_json::json!({"chat": wecom, "text": "from elsewhere"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(say_from_elsewhere.status().as_u16(), 403);
+        let outbound = serde_json::json!({"v": 1, "channel": "wecom_app", "account": "demo", "to": "WangFang",
+            "content": {"type": "text", "text": "from elsewhere"}, "idempotency_key": "cross-site-1"});
+        let posted = client
+            .post(format!("{}/outbound", dev.url))
+            .header("origin", "https://evil.example")
+            .body(outbound.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status().as_u16(), 403);
         // A good message after them is the only one that reaches the queue.
         let (status, body) = say(&dev.url, serde_json::json!({"chat": wecom, "text": "fine"})).await;
         assert_eq!(status, 202, "{body}");
@@ -1136,7 +1158,10 @@ fn dead_letter_shows_once(mode: &[&str]) {
             "content": {"type": "text", "text": "hi"}, "idempotency_key": "page-dead-1"});
         let (status, body) = post(&format!("{}/outbound", dev.url), outbound.to_string()).await;
         assert_eq!(status, 202, "{body}");
-        events_until(&dev.url, |events| events.iter().any(|e| e["kind"] == "note")).await;
+        let not_sent = |e: &serde_json::Value| {
+            e["kind"] == "note" && e["text"].as_str().is_some_and(|t| t.starts_with("not sent:"))
+        };
+        events_until(&dev.url, |events| events.iter().any(not_sent)).await;
         // Anything reported after the dead letter comes within a moment; a message said after
         // that is a marker: every event before it is read.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1147,7 +1172,7 @@ fn dead_letter_shows_once(mode: &[&str]) {
         assert_eq!(sends.len(), 1, "{mode:?}: {sends:#?}");
         assert_eq!(sends[0]["outcome"], "dead");
         assert!(sends[0]["reason"].as_str().unwrap().contains("48 hours"), "{}", sends[0]);
-        let note = events.iter().find(|e| e["kind"] == "note").unwrap();
+        let note = events.iter().find(|e| not_sent(e)).unwrap();
         assert_eq!((note["chat"].as_str(), note["level"].as_str()), (Some("wecom_kf:support:wmNobody"), Some("error")));
     });
 }

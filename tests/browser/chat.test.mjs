@@ -2,7 +2,7 @@
 // every sandbox chat answered, the AI bot's stream, the Official Account's 5 s window, an image
 // round trip, the trace of a message, keyboard use, phone width and Chinese text.
 //
-//   WXBRIDGE_DEV_URL=http://127.0.0.1:8787 node --test tests/browser/   (scripts/browser-test)
+//   WXBRIDGE_DEV_URL=http://127.0.0.1:8787 node --test tests/browser/chat.test.mjs   (scripts/browser-test)
 //
 // WXBRIDGE_BROWSER_QUICK=1 runs only the WeCom app round trip and its trace; screenshots go to
 // $WXBRIDGE_SCREENSHOTS (default target/screenshots/); CHROMIUM names the browser binary.
@@ -19,7 +19,18 @@ const QUICK = process.env.WXBRIDGE_BROWSER_QUICK === '1';
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const SHOTS = resolve(ROOT, process.env.WXBRIDGE_SCREENSHOTS || 'target/screenshots');
 const WAIT = 20_000; // the longest any single step may take
-const SECRETS = ['sandbox-only-demo-secret', 'sandbox-only-demo-app-secret'];
+// The demo's credentials (examples/dev-config.json): none may show on the page or in the feed.
+const SECRETS = [
+  'sandbox-only-demo-secret',
+  'sandbox-only-demo-app-secret',
+  'sandbox-only-demo-bot-token',
+  'wxbridgeDemoToken',
+  'wxbridgeDemoOaToken',
+  'wxbridgeDemoAibotToken',
+  'nRDubK1SCq0IU7bkPJDwdgiZbNr0SLjxD0OT65I4uuY',
+  'Kq3vL8Qm2Zr7Tn5Wx1Yb4Hc6Jd9Fg0Se3Ua8Vp2Ik7A',
+  'DeployBotDemoKey0wxbridge0sandbox0only0ABc1',
+];
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 const LAUNCH_ARGS = [

@@ -137,7 +137,14 @@ pub fn redact_serde_message(message: &str) -> String {
     if let Some(start) = message.find("unknown variant ") {
         let rest = &message[start..];
         let tail = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
-        return format!("{}unknown variant [redacted]{tail}", &message[..start]);
+        // A short name (`fax`) helps the reader and is no one's text; anything else goes.
+        let named = rest["unknown variant ".len()..rest.len() - tail.len()].trim_matches('`');
+        let shown = if named.len() <= 32 && named.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            format!("`{named}`")
+        } else {
+            "[redacted]".to_owned()
+        };
+        return format!("{}unknown variant {shown}{tail}", &message[..start]);
     }
     for mark in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(start) = message.find(mark) {
