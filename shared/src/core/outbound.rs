@@ -208,7 +208,7 @@ pub fn markdown_to_text(markdown: &str) -> String {
                 t.trim_start_matches('#').trim_start()
             }
             t if t.starts_with("> ") => &t[2..],
-            t if t == ">" => "",
+            ">" => "",
             t => t,
         };
         let (bullet, body) =
