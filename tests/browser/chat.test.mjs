@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const BASE = (process.env.WXBRIDGE_DEV_URL || '').replace(/\/+$/, '');
 const QUICK = process.env.WXBRIDGE_BROWSER_QUICK === '1';
@@ -33,15 +33,6 @@ const SECRETS = [
 ];
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 // A 32×32 PNG (green and white squares).
 const PNG_BASE64 =
   'iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAOElEQVR42mP4jwOwH0zAikhVzzBqwagFQ8ACahmES/2oBaMWDAULRouKUQtGLRitD0YtGLUAaAEA6/5KeUD/++UAAAAASUVORK5CYII=';
@@ -440,10 +431,7 @@ before(async () => {
   assert.ok(Array.isArray(body.chats) && body.chats.length, `GET /sandbox/chats lists no chats: ${JSON.stringify(body)}`);
   chats = body.chats;
   tmp = mkdtempSync(join(tmpdir(), 'wxbridge-browser-'));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: LAUNCH_ARGS,
-  });
+  browser = await launch();
   desktop = await openPage(DESKTOP);
 });
 

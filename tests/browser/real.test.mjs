@@ -12,20 +12,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const BIN = resolve(ROOT, process.env.WXBRIDGE_BIN || 'target/debug/wxbridge');
 const WAIT = 20_000;
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let tmp;
 let wecom; // the stand-in WeCom API
@@ -95,7 +86,7 @@ before(async () => {
   wecom = await startWecom();
   await startDev(config, `http://127.0.0.1:${wecom.address().port}`);
   dev.config = config;
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: LAUNCH_ARGS });
+  browser = await launch();
 });
 
 after(async () => {
