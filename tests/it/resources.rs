@@ -291,6 +291,12 @@ fn every_dlq_and_every_function_has_an_alarm_and_a_paused_ilink_bot_raises_one()
         );
     }
     assert!(alarms.iter().any(|(m, _)| m == "IlinkPausedAccounts"), "no alarm on paused iLink bots");
+    // The callbacks always answer (never a Lambda error): their failures and a wrong key raise
+    // alarms of their own, and so do API Gateway's 5xx.
+    for metric in ["CallbackFailed", "CallbackKeyRefused"] {
+        assert!(alarms.iter().any(|(m, _)| m == metric), "no alarm on {metric}");
+    }
+    assert!(alarms.iter().any(|(m, api)| m == "5xx" && api.as_deref() == Some("HttpApi")), "no API Gateway 5xx alarm");
 }
 
 /// A queue's visibility timeout must be at least 6x its consumer's timeout (AWS's advice for

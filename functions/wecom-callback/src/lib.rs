@@ -18,5 +18,6 @@ pub fn build(config: &Config, env: &Env, sdk: &shared::adapters::aws::SdkConfig)
 
 /// Handles one API Gateway request. Never fails: every outcome is an HTTP answer.
 pub async fn handle(service: &WecomCallback, req: Request) -> Response<Body> {
-    shared::adapters::lambda::handle_http(service, req).await
+    // Refusals and failures are counted for the callback alarms.
+    shared::adapters::lambda::handle_http_counted(service, req, Some(&shared::adapters::metrics::EmfMetrics)).await
 }

@@ -4,7 +4,7 @@
 use lambda_http::http::{header::CONTENT_TYPE, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 
-use crate::core::callback::{CallbackRequest, CallbackService};
+use crate::core::callback::{CallbackRequest, CallbackResponse, CallbackService};
 
 /// The `{app}` of `/…/{app}`: the route's path parameter, else the last path segment.
 fn app_of(req: &Request) -> String {
@@ -27,6 +27,29 @@ fn received_at(req: &Request) -> Option<std::time::SystemTime> {
 
 /// Hands one API Gateway request to `service`. Never fails: every outcome is an HTTP answer.
 pub async fn handle_http(service: &dyn CallbackService, req: Request) -> Response<Body> {
+    handle_http_counted(service, req, None).await
+}
+
+/// The counts a callback's answer adds (what the callback alarms watch): `CallbackFailed` for
+/// ours (5xx: a queue or the table unavailable; WeChat retries a few times, then the message is
+/// lost), `CallbackKeyRefused` for a signature or decryption that fails (a wrong Token or
+/// EncodingAESKey loses every message of the account), `CallbackRefused` for other bad requests.
+pub fn callback_counts(answer: &CallbackResponse) -> Option<&'static str> {
+    match answer.refused {
+        _ if answer.status >= 500 => Some("CallbackFailed"),
+        Some(kind) if crate::core::callback::CallbackError::is_key_problem(kind) => Some("CallbackKeyRefused"),
+        Some(_) => Some("CallbackRefused"),
+        None => None,
+    }
+}
+
+/// [`handle_http`], counting each refusal and failure in `metrics` (the functions pass their
+/// EMF metrics; `wxbridge dev` counts nothing).
+pub async fn handle_http_counted(
+    service: &dyn CallbackService,
+    req: Request,
+    metrics: Option<&dyn crate::core::ports::Metrics>,
+) -> Response<Body> {
     let app = app_of(&req);
     let request = CallbackRequest {
         method: req.method().as_str(),
@@ -36,6 +59,11 @@ pub async fn handle_http(service: &dyn CallbackService, req: Request) -> Respons
         body: req.body().as_ref(),
     };
     let answer = service.serve_received(request, received_at(&req)).await;
+    if let (Some(metrics), Some(name)) = (metrics, callback_counts(&answer)) {
+        let route = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        let status = answer.status.to_string();
+        metrics.count(name, &[("route", route), ("status", &status), ("outcome", answer.refused.unwrap_or("failed"))]);
+    }
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
@@ -68,6 +96,29 @@ pub fn batch_response(failed: Vec<String>) -> aws_lambda_events::event::sqs::Sqs
         response.add_failure(id);
     }
     response
+}
+
+#[cfg(test)]
+mod callback_count_tests {
+    use super::*;
+
+    /// Ours (5xx), a wrong key, other bad requests, and accepted ones, each counted apart.
+    #[test]
+    fn each_refusal_and_failure_is_counted_by_what_it_means() {
+        use crate::core::callback::CallbackError;
+        use crate::core::ports::PortError;
+        let cases = [
+            (CallbackError::Publish(PortError::new("sqs", "down")).response(), Some("CallbackFailed")),
+            (CallbackError::Signature.response(), Some("CallbackKeyRefused")),
+            (CallbackError::Crypto(crate::protocol::crypto::CryptoError::BadPadding).response(), Some("CallbackKeyRefused")),
+            (CallbackError::Stale.response(), Some("CallbackRefused")),
+            (CallbackError::BodyTooLarge.response(), Some("CallbackRefused")),
+            (CallbackResponse::ok("text/plain", String::new()), None),
+        ];
+        for (answer, want) in cases {
+            assert_eq!(callback_counts(&answer), want, "{answer:?}");
+        }
+    }
 }
 
 #[cfg(test)]

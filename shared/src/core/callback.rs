@@ -66,12 +66,27 @@ pub struct CallbackRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// The decryption failures of a request whose signature matched: the EncodingAESKey (or the
+/// receive id) is not the one WeChat uses.
+const CRYPTO_KINDS: [&str; 6] =
+    ["bad_padding", "plaintext_too_short", "msg_len_out_of_range", "receive_id_mismatch", "invalid_utf8", "aes_invalid_length"];
+
 /// The HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// Why it was refused ([`CallbackError::kind`]); none for an accepted request. The callback
+    /// functions count refusals by it.
+    pub refused: Option<&'static str>,
+}
+
+impl CallbackResponse {
+    /// An accepted request's answer.
+    pub fn ok(content_type: &'static str, body: String) -> Self {
+        CallbackResponse { status: 200, content_type, body, refused: None }
+    }
 }
 
 /// Why a callback was not accepted. [`CallbackError::status`] is the one place that maps
@@ -137,6 +152,13 @@ impl CallbackError {
         }
     }
 
+    /// Whether the refusal points at the account's Token or EncodingAESKey (a signature that
+    /// does not match, data that does not decrypt): a burst of them is a wrong key, and every
+    /// message of the account is being lost.
+    pub fn is_key_problem(kind: &str) -> bool {
+        kind == "signature_mismatch" || kind == "no_key_configured" || kind == "bad_message" || CRYPTO_KINDS.contains(&kind)
+    }
+
     /// A short stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -176,7 +198,7 @@ impl CallbackError {
             Self::Store(_) | Self::Publish(_) => "temporarily unavailable, retry".to_owned(),
             other => other.to_string(),
         };
-        CallbackResponse { status: self.status(), content_type: "text/plain; charset=utf-8", body }
+        CallbackResponse { status: self.status(), content_type: "text/plain; charset=utf-8", body, refused: Some(self.kind()) }
     }
 }
 

@@ -112,7 +112,7 @@ impl AibotService {
 
     /// Handles one request; always answers.
     pub async fn handle(&self, req: CallbackRequest<'_>) -> CallbackResponse {
-        let text = |status, body: String| CallbackResponse { status, content_type: "text/plain; charset=utf-8", body };
+        let text = |_status: u16, body: String| CallbackResponse::ok("text/plain; charset=utf-8", body);
         match self.accept(req).await {
             Ok((outcome, answer)) => {
                 tracing::info!(bot = req.app, outcome, "aibot callback");

@@ -108,7 +108,7 @@ impl OaCallback {
     /// Handles one request that API Gateway received at `received` (its `timeEpoch`): WeChat's
     /// 5 s started then, not when this function got it after a cold start.
     pub async fn handle_received(&self, req: CallbackRequest<'_>, received: Option<SystemTime>) -> CallbackResponse {
-        let text = |body: String| CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body };
+        let text = |body: String| CallbackResponse::ok("text/plain; charset=utf-8", body);
         match self.accept(req, received).await {
             Ok(Answer::Echo(echo)) => {
                 tracing::info!(app = req.app, outcome = "verified", "oa url verification");
@@ -116,7 +116,7 @@ impl OaCallback {
             }
             Ok(Answer::Reply(body)) => {
                 tracing::info!(app = req.app, outcome = "passive_reply", "oa callback");
-                CallbackResponse { status: 200, content_type: "application/xml; charset=utf-8", body }
+                CallbackResponse::ok("application/xml; charset=utf-8", body)
             }
             Ok(Answer::Success) => {
                 tracing::info!(app = req.app, outcome = "success", "oa callback");

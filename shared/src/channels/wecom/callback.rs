@@ -64,15 +64,15 @@ impl WecomCallback {
         match self.accept(req).await {
             Ok(Accepted::Verified(echo)) => {
                 tracing::info!(app = req.app, outcome = "verified", "wecom url verification");
-                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: echo }
+                CallbackResponse::ok("text/plain; charset=utf-8", echo)
             }
             Ok(Accepted::Published { id }) => {
                 tracing::info!(app = req.app, outcome = "published", id = %id, "wecom callback");
-                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+                CallbackResponse::ok("text/plain; charset=utf-8", String::new())
             }
             Ok(Accepted::Noted { event }) => {
                 tracing::info!(app = req.app, outcome = "noted", event, "wecom callback");
-                CallbackResponse { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+                CallbackResponse::ok("text/plain; charset=utf-8", String::new())
             }
             Err(err) => err.refuse("wecom", req.app),
         }
