@@ -110,7 +110,10 @@ mod callback_count_tests {
         let cases = [
             (CallbackError::Publish(PortError::new("sqs", "down")).response(), Some("CallbackFailed")),
             (CallbackError::Signature.response(), Some("CallbackKeyRefused")),
-            (CallbackError::Crypto(crate::protocol::crypto::CryptoError::BadPadding).response(), Some("CallbackKeyRefused")),
+            (
+                CallbackError::Crypto(crate::protocol::crypto::CryptoError::BadPadding).response(),
+                Some("CallbackKeyRefused"),
+            ),
             (CallbackError::Stale.response(), Some("CallbackRefused")),
             (CallbackError::BodyTooLarge.response(), Some("CallbackRefused")),
             (CallbackResponse::ok("text/plain", String::new()), None),

@@ -68,8 +68,14 @@ pub struct CallbackRequest<'a> {
 
 /// The decryption failures of a request whose signature matched: the EncodingAESKey (or the
 /// receive id) is not the one WeChat uses.
-const CRYPTO_KINDS: [&str; 6] =
-    ["bad_padding", "plaintext_too_short", "msg_len_out_of_range", "receive_id_mismatch", "invalid_utf8", "aes_invalid_length"];
+const CRYPTO_KINDS: [&str; 6] = [
+    "bad_padding",
+    "plaintext_too_short",
+    "msg_len_out_of_range",
+    "receive_id_mismatch",
+    "invalid_utf8",
+    "aes_invalid_length",
+];
 
 /// The HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +162,10 @@ impl CallbackError {
     /// does not match, data that does not decrypt): a burst of them is a wrong key, and every
     /// message of the account is being lost.
     pub fn is_key_problem(kind: &str) -> bool {
-        kind == "signature_mismatch" || kind == "no_key_configured" || kind == "bad_message" || CRYPTO_KINDS.contains(&kind)
+        kind == "signature_mismatch"
+            || kind == "no_key_configured"
+            || kind == "bad_message"
+            || CRYPTO_KINDS.contains(&kind)
     }
 
     /// A short stable name for logs and metrics.
@@ -198,7 +207,12 @@ impl CallbackError {
             Self::Store(_) | Self::Publish(_) => "temporarily unavailable, retry".to_owned(),
             other => other.to_string(),
         };
-        CallbackResponse { status: self.status(), content_type: "text/plain; charset=utf-8", body, refused: Some(self.kind()) }
+        CallbackResponse {
+            status: self.status(),
+            content_type: "text/plain; charset=utf-8",
+            body,
+            refused: Some(self.kind()),
+        }
     }
 }
 
