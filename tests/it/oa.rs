@@ -285,10 +285,11 @@ async fn a_reply_an_earlier_run_left_untaken_in_the_slot_goes_by_customer_servic
     assert!(!slot.taken && slot.state == shared::core::ports::SlotState::Closed, "taken back: {slot:?}");
 }
 
-/// Reply slots whose first `fill` fails (the store unavailable for a moment).
+/// Reply slots whose first `fill` (or `take`) fails: the store unavailable for a moment.
 struct FirstFillFails {
     inner: DynamoReplySlots,
     failed: std::sync::atomic::AtomicBool,
+    on_take: bool,
 }
 
 #[async_trait::async_trait]
@@ -311,7 +312,7 @@ impl shared::core::ports::ReplySlots for FirstFillFails {
         by: &str,
         now: SystemTime,
     ) -> Result<bool, shared::core::ports::PortError> {
-        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.on_take && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(shared::core::ports::PortError::new("dynamodb", "unavailable"));
         }
         self.inner.fill(key, reply, by, now).await
@@ -320,6 +321,9 @@ impl shared::core::ports::ReplySlots for FirstFillFails {
         self.inner.close(key).await
     }
     async fn take(&self, key: &str) -> Result<bool, shared::core::ports::PortError> {
+        if self.on_take && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(shared::core::ports::PortError::new("dynamodb", "unavailable"));
+        }
         self.inner.take(key).await
     }
     async fn revoke(&self, key: &str) -> Result<bool, shared::core::ports::PortError> {
@@ -341,7 +345,7 @@ async fn parked_replies_survive_a_store_failure_while_one_is_handed_over() {
         parked.park("news", "oUser", &serde_json::to_string(&content).unwrap(), SystemTime::now()).await.unwrap();
     }
     let config = config();
-    let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default() };
+    let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default(), on_take: false };
     let service = OaCallback::new(
         &config.oa,
         config.oa_window,
@@ -404,4 +408,39 @@ async fn the_window_counts_from_when_api_gateway_received_the_delivery() {
     // No bot answers here: the delivery holds what is left of its 5.5 s (1.5 s), not all of it.
     assert!(waited < Duration::from_millis(3_500), "held {waited:?} of a window 4 s spent before the function ran");
     assert!(waited >= Duration::from_millis(1_000), "held {waited:?}: the rest of the window is still waited");
+}
+
+/// The store fails as a parked reply's answer is being taken: that delivery answers `success`
+/// (WeChat shows nothing), so the reply must still be parked, and answers the user's next message.
+#[tokio::test]
+async fn a_parked_reply_whose_answer_was_not_taken_stays_parked() {
+    use shared::core::ports::ParkedReplies as _;
+    let stack = Stack::new().await;
+    let table = shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table);
+    let parked = Arc::new(DynamoParkedReplies::new(&table));
+    let content = shared::core::envelope::Content::Text { text: "留给你的回答".into() };
+    let json = serde_json::to_string(&content).unwrap();
+    parked.park("news", "oUser", &json, SystemTime::now()).await.unwrap();
+    let config = config();
+    let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default(), on_take: true };
+    let service = OaCallback::new(
+        &config.oa,
+        config.oa_window,
+        config.replay_window_secs,
+        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
+        Arc::new(slots),
+        parked.clone(),
+        Arc::new(SystemClock),
+    );
+    let (query, body) = safe_delivery(88_000_000_000_000_031, "在吗", "g1");
+    let first =
+        service.handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() }).await;
+    assert_eq!(first.body, "success", "not taken: nothing shown ({first:?})");
+    assert_eq!(parked.oldest("news", "oUser").await.unwrap(), Some(json), "still parked");
+    let (query, body) = safe_delivery(88_000_000_000_000_032, "还在吗", "g2");
+    let next =
+        service.handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() }).await;
+    let opened = open_with_wechatpy(&next.body);
+    assert_eq!(shared::protocol::xml::parse(&opened).unwrap().text("Content"), Some("留给你的回答"));
+    assert_eq!(parked.oldest("news", "oUser").await.unwrap(), None, "taken once shown");
 }

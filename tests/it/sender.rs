@@ -420,7 +420,7 @@ async fn a_permanent_error_lands_in_the_dlq_with_its_reason_and_is_not_retried()
             "oa",
             "news",
             "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-            json!({"type": "markdown", "text": "**x**"}),
+            json!({"type": "textcard", "title": "t", "description": "d", "url": "https://example.com"}),
             "unsupported",
         ))
         .await;
@@ -435,7 +435,7 @@ async fn a_permanent_error_lands_in_the_dlq_with_its_reason_and_is_not_retried()
     let by_reason: Vec<(String, String, String)> =
         dead.iter().map(|m| (attribute(m, "channel"), attribute(m, "errcode"), attribute(m, "reason"))).collect();
     assert!(by_reason.iter().any(|(c, e, _)| c == "wecom_app" && e == "81013"), "{by_reason:?}");
-    assert!(by_reason.iter().any(|(c, _, r)| c == "oa" && r.contains("cannot send markdown")), "{by_reason:?}");
+    assert!(by_reason.iter().any(|(c, _, r)| c == "oa" && r.contains("cannot send textcard")), "{by_reason:?}");
     assert!(by_reason.iter().any(|(_, _, r)| r.contains("invalid envelope")), "{by_reason:?}");
     assert!(world.stack.drain(&world.stack.urls.outbound).await.is_empty());
     assert_eq!(metrics.recorded.lock().unwrap().iter().filter(|m| m.outcome == "dead_letter").count(), 3);

@@ -134,24 +134,24 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
 /// misplaced secret or a message's text must not reach the logs or a DLQ reason, so the value is
 /// dropped and only its kind stays.
 pub fn redact_serde_message(message: &str) -> String {
-    if let Some(start) = message.find("unknown variant ") {
-        let rest = &message[start..];
-        let tail = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
-        // A short name (`fax`) helps the reader and is no one's text; anything else goes.
-        let named = rest["unknown variant ".len()..rest.len() - tail.len()].trim_matches('`');
-        let shown = if named.len() <= 32 && named.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            format!("`{named}`")
-        } else {
-            "[redacted]".to_owned()
-        };
-        return format!("{}unknown variant {shown}{tail}", &message[..start]);
+    // serde's own words come first; anything quoted after them may be the input.
+    for mark in ["unknown variant ", "unknown field "] {
+        if let Some(rest) = message.strip_prefix(mark) {
+            // The name ends where serde's list of expected names begins (the last such place:
+            // the name itself may hold the words).
+            let tail = ["`, expected", "`, there are no"]
+                .iter()
+                .filter_map(|end| rest.rfind(end).map(|i| &rest[i + 1..]))
+                .next()
+                .unwrap_or("");
+            return format!("{mark}[redacted]{tail}");
+        }
     }
     for mark in ["invalid type: ", "invalid value: ", "invalid length "] {
-        if let Some(start) = message.find(mark) {
-            let rest = &message[start + mark.len()..];
+        if let Some(rest) = message.strip_prefix(mark) {
             let kind = rest.split([' ', '`', '"']).next().unwrap_or_default();
             let tail = rest.rfind(", expected").map(|i| &rest[i..]).unwrap_or("");
-            return format!("{}{mark}{kind} [redacted]{tail}", &message[..start]);
+            return format!("{mark}{kind} [redacted]{tail}");
         }
     }
     message.to_owned()

@@ -606,6 +606,10 @@ mod tests {
         }
         // A bad envelope's reason (a DLQ attribute, a log line) never quotes the message.
         for bad in [
+            minimal.replace("\"v\": 1", "\"v\": \"hunter2 unknown variant x\""),
+            minimal.replace("\"type\": \"text\"", "\"type\": \"a, expected hunter2\""),
+            minimal.replace("\"text\": \"pong\"", "\"text\": \"pong\", \"我的密码 hunter2\": 1"),
+            minimal.replace("wecom_app", "hunter2"),
             minimal.replace("\"pong\"", "{\"secret\": \"我的密码 hunter2\"}"),
             minimal.replace("\"text\": \"pong\"", "\"text\": 7, \"x\": \"hunter2\""),
             minimal.replace("\"type\": \"text\"", "\"type\": \"hunter2 我的密码\""),

@@ -51,6 +51,11 @@ pub trait Delivery: Send + Sync {
     fn markdown_as_text(&self) -> bool {
         false
     }
+    /// Whether markdown goes as its plain text, the marks dropped (a channel that shows text
+    /// only); implies [`Self::markdown_as_text`].
+    fn markdown_to_plain(&self) -> bool {
+        false
+    }
     /// Whether the platform drops a repeat of a part when asked to (`retry` in [`Self::deliver`]),
     /// so that a part whose earlier send has an unknown outcome can go again without reaching
     /// the user twice.
@@ -173,17 +178,47 @@ pub fn parts(delivery: &dyn Delivery, out: &Outbound) -> Result<Vec<Content>, Un
             let (limit, unit) = delivery.text_limit(false);
             split_text(text, limit, unit).into_iter().map(|text| Content::Text { text }).collect()
         }
-        Content::Markdown { text } if delivery.markdown_as_text() => {
+        Content::Markdown { text } if delivery.markdown_to_plain() => {
             // Plain text where the channel shows no markdown: the marks would show as typed.
             let (limit, unit) = delivery.text_limit(false);
-            split_text(&markdown_to_text(text), limit, unit).into_iter().map(|text| Content::Text { text }).collect()
+            split_text(&plain_or_raw(text), limit, unit).into_iter().map(|text| Content::Text { text }).collect()
         }
         Content::Markdown { text } => {
             let (limit, unit) = delivery.text_limit(true);
-            split_text(text, limit, unit).into_iter().map(|text| Content::Markdown { text }).collect()
+            let as_text = delivery.markdown_as_text();
+            split_text(text, limit, unit)
+                .into_iter()
+                .map(|text| if as_text { Content::Text { text } } else { Content::Markdown { text } })
+                .collect()
         }
         other => vec![other.clone()],
     })
+}
+
+/// [`markdown_to_text`], or the text as written when nothing would be left (a message of marks
+/// only).
+pub fn plain_or_raw(markdown: &str) -> String {
+    let plain = markdown_to_text(markdown);
+    if plain.trim().is_empty() {
+        markdown.to_owned()
+    } else {
+        plain
+    }
+}
+
+/// How far a link's `](`, its `)` and a tag's `>` are looked for: a line of brackets costs a
+/// bounded search each, not one to the end of the line.
+const LINK_LABEL_MAX: usize = 512;
+const LINK_URL_MAX: usize = 2048;
+const TAG_MAX: usize = 256;
+
+/// The first `needle` in the first `max` bytes of `text` (a boundary-safe cut).
+fn find_within(text: &str, needle: &str, max: usize) -> Option<usize> {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].find(needle)
 }
 
 /// Markdown as plain text for a channel that shows none: headings, emphasis, code marks and
@@ -244,7 +279,7 @@ fn inline_to_text(line: &str) -> String {
             }
         }
         if let Some(tag) = ["<font", "</font>"].iter().find(|tag| rest.starts_with(**tag)) {
-            match rest.find('>') {
+            match find_within(rest, ">", TAG_MAX) {
                 Some(end) if end >= tag.len() - 1 => {
                     rest = &rest[end + 1..];
                     continue;
@@ -267,13 +302,13 @@ fn inline_to_text(line: &str) -> String {
 
 /// After a link's `[`: its label, its URL and the bytes used up to the closing `)`.
 fn link_at(after: &str) -> Option<(&str, &str, usize)> {
-    let close = after.find("](")?;
+    let close = find_within(after, "](", LINK_LABEL_MAX)?;
     let label = &after[..close];
-    if label.contains('[') || label.contains('\n') {
+    if label.contains(['[', ']', '\n']) {
         return None;
     }
     let url_start = close + 2;
-    let url_len = after[url_start..].find(')')?;
+    let url_len = find_within(&after[url_start..], ")", LINK_URL_MAX)?;
     let url = after[url_start..url_start + url_len].trim();
     // A title after the URL (`(url "title")`) is dropped.
     let url = url.split_whitespace().next().unwrap_or_default();
@@ -406,7 +441,7 @@ mod tests {
         assert_eq!(long.len(), 3);
         assert!(long.iter().all(|p| matches!(p, Content::Text { text } if text.len() <= 2048)));
         let markdown = parts(&Plain, &out(Content::Markdown { text: "**hi** [x](https://e.x)".into() })).unwrap();
-        assert_eq!(markdown, [Content::Text { text: "hi x (https://e.x)".into() }], "as its text, without the marks");
+        assert_eq!(markdown, [Content::Text { text: "**hi** [x](https://e.x)".into() }], "as written, sent as text");
     }
 
     #[test]
@@ -451,6 +486,14 @@ mod tests {
         for plain in ["1 * 2 = 2", "a [bracket] here", "[unclosed](x", "x < y > z", "#hashtag", ""] {
             assert_eq!(markdown_to_text(plain), plain, "{plain}");
         }
+        assert_eq!(markdown_to_text("pick [a] or (b](c)"), "pick [a] or (b](c)", "a label holds no bracket");
+        // Marks only: the text as written, not an empty message.
+        assert_eq!(plain_or_raw("---"), "---");
+        // Hostile lines convert in bounded time, and never split a character.
+        let brackets = "[".repeat(256 * 1024);
+        assert_eq!(markdown_to_text(&brackets), brackets);
+        let tags = "<font 长".repeat(20_000);
+        assert_eq!(markdown_to_text(&tags).len(), tags.len());
     }
 
     #[test]

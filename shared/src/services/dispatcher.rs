@@ -271,7 +271,8 @@ impl Dispatcher {
             }
         };
         let rest: Vec<Content> = serde_json::from_str(&recorded).map_err(|e| {
-            DispatchError::Store(PortError::new("stream", format!("the recorded answer is unreadable: {e}")))
+            let reason = crate::core::config::redact_serde_message(&e.to_string());
+            DispatchError::Store(PortError::new("stream", format!("the recorded answer is unreadable: {reason}")))
         })?;
         for (index, content) in rest.iter().enumerate() {
             self.queue(inbound, channel, content, &format!("{}#rest{index}", inbound.id)).await?;

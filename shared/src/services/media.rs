@@ -147,7 +147,8 @@ impl MediaService {
             Err(err) => {
                 // Nothing to fetch for a body that is no Inbound: the dispatcher dead-letters it
                 // with the reason.
-                tracing::error!(message_id = %record.message_id, error = %err, "not an Inbound; passed on as it is");
+                let error = crate::core::config::redact_serde_message(&err.to_string());
+                tracing::error!(message_id = %record.message_id, %error, "not an Inbound; passed on as it is");
                 let attributes = vec![
                     (FIFO_GROUP, record.group.clone().unwrap_or_else(|| record.message_id.clone())),
                     (FIFO_DEDUP, dedup_id(&record.message_id)),

@@ -127,8 +127,8 @@ impl Delivery for OaDelivery {
         refuse(content)
     }
 
-    /// Customer service shows no markdown: its text goes.
-    fn markdown_as_text(&self) -> bool {
+    /// Customer service shows no markdown: its text goes, without the marks.
+    fn markdown_to_plain(&self) -> bool {
         true
     }
 

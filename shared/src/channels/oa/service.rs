@@ -36,9 +36,7 @@ pub fn passive(content: &Content, to_event: bool) -> Option<PassiveReply> {
     match content {
         Content::Text { text } => Some(PassiveReply::Text { content: text.clone() }),
         // WeChat shows no markdown: its text, without the marks.
-        Content::Markdown { text } => {
-            Some(PassiveReply::Text { content: crate::core::outbound::markdown_to_text(text) })
-        }
+        Content::Markdown { text } => Some(PassiveReply::Text { content: crate::core::outbound::plain_or_raw(text) }),
         Content::Image { media_id: Some(media_id), .. } => Some(PassiveReply::Image { media_id: media_id.clone() }),
         Content::Voice { media_id: Some(media_id), .. } => Some(PassiveReply::Voice { media_id: media_id.clone() }),
         Content::Video { media_id: Some(media_id), title, description, .. } => Some(PassiveReply::Video {
@@ -193,7 +191,8 @@ impl OaCallback {
         loop {
             match current.state {
                 SlotState::Filled => {
-                    return Ok(self.take_reply(&inbound.id, current.reply.as_deref().and_then(sealed_reply)).await)
+                    let sealed = current.reply.as_deref().and_then(sealed_reply);
+                    return Ok(self.take_slot(app, &message.header.from, &inbound.id, &current, sealed).await);
                 }
                 SlotState::Closed => return Ok(Answer::Success),
                 SlotState::Open => {}
@@ -216,8 +215,27 @@ impl OaCallback {
             return Ok(Answer::Success);
         }
         // The reply won the race to the slot.
-        let slot = self.slots.read(&inbound.id).await.map_err(CallbackError::Store)?;
-        Ok(self.take_reply(&inbound.id, slot.and_then(|s| s.reply).as_deref().and_then(sealed_reply)).await)
+        match self.slots.read(&inbound.id).await.map_err(CallbackError::Store)? {
+            Some(slot) => {
+                let sealed = slot.reply.as_deref().and_then(sealed_reply);
+                Ok(self.take_slot(app, &message.header.from, &inbound.id, &slot, sealed).await)
+            }
+            None => Ok(Answer::Success),
+        }
+    }
+
+    /// Takes the slot's reply ([`Self::take_reply`]). A parked reply leaves the parked list only
+    /// once it is taken, the answer about to go: a failure or a crash before that leaves it parked
+    /// for the user's next message (at worst shown twice), never lost.
+    async fn take_slot(&self, app: &str, user: &str, id: &str, slot: &Slot, sealed: Option<String>) -> Answer {
+        let answer = self.take_reply(id, sealed).await;
+        let parked = slot.filled_by.as_deref() == Some(format!("parked:{id}").as_str());
+        if let (Answer::Reply(_), true, Some(reply)) = (&answer, parked, &slot.reply) {
+            if let Err(err) = self.parked.remove_oldest(app, user, reply).await {
+                tracing::warn!(error = %err, "a parked reply was answered but stays parked: it may show again");
+            }
+        }
+        answer
     }
 
     /// Answers with `reply` only once the slot records it as taken, so the dispatcher cannot
@@ -236,21 +254,14 @@ impl OaCallback {
 
     /// A reply the customer-service API refused earlier (48001) answers this message: the user
     /// gets it now, as the passive reply; the bot's answer to this message then goes by
-    /// customer service (and is parked again if refused again). The reply leaves the parked list
-    /// only once it is in the slot: a failure between the two leaves it parked for the next
-    /// message (at worst shown twice), never lost.
+    /// customer service (and is parked again if refused again). The reply stays parked until the
+    /// answer takes it ([`Self::take_slot`]).
     async fn answer_parked(&self, app: &str, user: &str, id: &str, slot: Slot) -> Result<Slot, CallbackError> {
         let Some(first) = self.parked.oldest(app, user).await.map_err(CallbackError::Store)? else {
             return Ok(slot);
         };
-        let by = format!("parked:{id}");
-        let filled = self.slots.fill(id, &first, &by, self.clock.now()).await.map_err(CallbackError::Store)?;
-        // A fill that applied but answered "no" (a retried call) left it there already.
-        let mine =
-            filled || self.slots.read(id).await.map_err(CallbackError::Store)?.and_then(|s| s.filled_by) == Some(by);
-        if mine {
-            self.parked.remove_oldest(app, user, &first).await.map_err(CallbackError::Store)?;
-        }
+        // A fill that finds the slot filled (a retried call, the bot first) changes nothing.
+        self.slots.fill(id, &first, &format!("parked:{id}"), self.clock.now()).await.map_err(CallbackError::Store)?;
         Ok(self.slots.read(id).await.map_err(CallbackError::Store)?.unwrap_or(slot))
     }
 

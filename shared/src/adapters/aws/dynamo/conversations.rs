@@ -42,8 +42,10 @@ impl Conversations for DynamoConversations {
             return Ok(ConversationState { epoch, version, ..ConversationState::default() });
         }
         let turns = match item.get("turns").and_then(|v| v.as_s().ok()) {
-            Some(json) => serde_json::from_str::<Vec<Turn>>(json)
-                .map_err(|e| PortError::new("conversations", format!("stored turns are unreadable: {e}")))?,
+            Some(json) => serde_json::from_str::<Vec<Turn>>(json).map_err(|e| {
+                let reason = crate::core::config::redact_serde_message(&e.to_string());
+                PortError::new("conversations", format!("stored turns are unreadable: {reason}"))
+            })?,
             None => Vec::new(),
         };
         let external_id = item.get("ext").and_then(|v| v.as_s().ok()).cloned();
