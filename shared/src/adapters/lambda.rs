@@ -115,6 +115,10 @@ mod callback_count_tests {
                 Some("CallbackKeyRefused"),
             ),
             (CallbackError::Stale.response(), Some("CallbackRefused")),
+            (
+                CallbackError::Message(crate::protocol::fields::MessageError::Missing("MsgType")).response(),
+                Some("CallbackRefused"),
+            ),
             (CallbackError::BodyTooLarge.response(), Some("CallbackRefused")),
             (CallbackResponse::ok("text/plain", String::new()), None),
         ];

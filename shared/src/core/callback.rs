@@ -162,10 +162,8 @@ impl CallbackError {
     /// does not match, data that does not decrypt): a burst of them is a wrong key, and every
     /// message of the account is being lost.
     pub fn is_key_problem(kind: &str) -> bool {
-        kind == "signature_mismatch"
-            || kind == "no_key_configured"
-            || kind == "bad_message"
-            || CRYPTO_KINDS.contains(&kind)
+        // Not `bad_message`: a body that decrypted (or came in plaintext) but is no message.
+        kind == "signature_mismatch" || kind == "no_key_configured" || CRYPTO_KINDS.contains(&kind)
     }
 
     /// A short stable name for logs and metrics.

@@ -26,6 +26,8 @@ use crate::protocol::query::Query;
 
 /// How often a waiting delivery looks at its slot.
 pub const SLOT_POLL: Duration = Duration::from_millis(50);
+/// The longest API Gateway holds a request before the function answers (HTTP API: 30 s).
+const GATEWAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long WeChat waits for an answer before it delivers again.
 pub const WECHAT_WAIT: Duration = Duration::from_secs(5);
 
@@ -157,7 +159,10 @@ impl OaCallback {
         let inbound = message.to_inbound(app, now);
         // WeChat's wait began when API Gateway received the request: the time spent since (a
         // cold start, the gateway) is already gone from this delivery's window.
-        let started = received.filter(|r| *r <= self.clock.now()).unwrap_or_else(|| self.clock.now());
+        // A time in the future, or older than API Gateway ever holds a request, is not believed.
+        let started = received
+            .filter(|r| self.clock.now().duration_since(*r).is_ok_and(|late| late <= GATEWAY_TIMEOUT))
+            .unwrap_or_else(|| self.clock.now());
         let late = self.clock.now().duration_since(started).unwrap_or_default();
         let arrived = tokio::time::Instant::now().checked_sub(late).unwrap_or_else(tokio::time::Instant::now);
         // By then the last delivery has answered: a reply filled later goes by customer service.
