@@ -25,15 +25,24 @@ fn config() -> Config {
 }
 
 fn instance(stack: &Stack) -> OaCallback {
-    let config = config();
     let table = shared::adapters::aws::Table::from_sdk(&stack.sdk, &stack.names.table);
+    instance_with(stack, Arc::new(DynamoReplySlots::new(&table)), Arc::new(DynamoParkedReplies::new(&table)))
+}
+
+/// The callback on the stack's inbound queue with these slots and parked replies.
+fn instance_with(
+    stack: &Stack,
+    slots: Arc<dyn shared::core::ports::ReplySlots>,
+    parked: Arc<dyn shared::core::ports::ParkedReplies>,
+) -> OaCallback {
+    let config = config();
     OaCallback::new(
         &config.oa,
         config.oa_window,
         config.replay_window_secs,
         Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(DynamoReplySlots::new(&table)),
-        Arc::new(DynamoParkedReplies::new(&table)),
+        slots,
+        parked,
         Arc::new(SystemClock),
     )
 }
@@ -344,17 +353,8 @@ async fn parked_replies_survive_a_store_failure_while_one_is_handed_over() {
         let content = shared::core::envelope::Content::Text { text: reply.into() };
         parked.park("news", "oUser", &serde_json::to_string(&content).unwrap(), SystemTime::now()).await.unwrap();
     }
-    let config = config();
     let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default(), on_take: false };
-    let service = OaCallback::new(
-        &config.oa,
-        config.oa_window,
-        config.replay_window_secs,
-        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(slots),
-        parked.clone(),
-        Arc::new(SystemClock),
-    );
+    let service = instance_with(&stack, Arc::new(slots), parked.clone());
     let deliver = |msg_id: u64, nonce: &str| {
         let (query, body) = safe_delivery(msg_id, "还在吗", nonce);
         let service = &service;
@@ -434,17 +434,8 @@ async fn a_parked_reply_whose_answer_was_not_taken_stays_parked() {
     let content = shared::core::envelope::Content::Text { text: "留给你的回答".into() };
     let json = serde_json::to_string(&content).unwrap();
     parked.park("news", "oUser", &json, SystemTime::now()).await.unwrap();
-    let config = config();
     let slots = FirstFillFails { inner: DynamoReplySlots::new(&table), failed: Default::default(), on_take: true };
-    let service = OaCallback::new(
-        &config.oa,
-        config.oa_window,
-        config.replay_window_secs,
-        Arc::new(SqsPublisher::from_sdk(&stack.sdk, &stack.urls.inbound)),
-        Arc::new(slots),
-        parked.clone(),
-        Arc::new(SystemClock),
-    );
+    let service = instance_with(&stack, Arc::new(slots), parked.clone());
     let (query, body) = safe_delivery(88_000_000_000_000_031, "在吗", "g1");
     let first =
         service.handle(CallbackRequest { method: "POST", app: "news", raw_query: &query, body: body.as_bytes() }).await;
